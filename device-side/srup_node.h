@@ -1,0 +1,125 @@
+/* The SRUP node: one identity talking SRUP over MQTT.
+ *
+ * The observer daemon, the device agent and the test server peer are the
+ * same node with different roles, handlers and topic rules (JOIN-FLOW.md).
+ *
+ * Threads: Paho's callbacks only queue incoming payloads and wake the
+ * sd-event loop through an eventfd; the receive pipeline and every handler
+ * run on the loop's thread.
+ *
+ * Receive pipeline (JOIN-FLOW.md section 4), in this order, each failure
+ * logged with what was wrong and the message dropped:
+ *   topic is one this role handles -> bounded decode (size, structure,
+ *   version, known type) -> sender is not ourselves -> sender key known ->
+ *   signature -> a handler is registered and the sender is allowed to send
+ *   that type -> sequence ID greater than the last accepted from that
+ *   sender -> last accepted updated and persisted -> handler runs. */
+#ifndef SRUP_NODE_H
+#define SRUP_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+#include <systemd/sd-event.h>
+
+#include "srup.h"
+#include "srup_keys.h"
+
+enum srup_node_err {
+	SRUP_NODE_OK = 0,
+	SRUP_NODE_E_NOMEM,
+	SRUP_NODE_E_ARG,
+	SRUP_NODE_E_MQTT,       /* Paho refused or failed (detail says why) */
+	SRUP_NODE_E_STATE,      /* state directory or sequence file unusable */
+	SRUP_NODE_E_PROTOCOL,   /* encoding or signing failed */
+	SRUP_NODE_E_TIMEOUT,
+	SRUP_NODE_E__COUNT
+};
+
+const char *srup_node_strerror(enum srup_node_err err);
+
+enum srup_node_role {
+	SRUP_NODE_ROLE_DEVICE, /* subscribes SRUP/<own id>, exact topic only */
+	SRUP_NODE_ROLE_SERVER, /* subscribes SRUP/servers/<own id>/# and SRUP/<dev>/# per device */
+};
+
+struct srup_node_config {
+	enum srup_node_role role;
+	uint64_t id;
+	/* "tcp://127.0.0.1:1883", "mqtt://host:port", or "mqtts://host:port"
+	 * (then TLS with the files below; ca_file required). */
+	char broker[256];
+	char ca_file[256];
+	char cert_file[256];
+	char key_file[256];
+	char state_dir[256];  /* sequence store lives here; created if missing */
+	unsigned keepalive_seconds;          /* default 20 */
+	unsigned reconnect_min_seconds;      /* default 1 */
+	unsigned reconnect_max_seconds;      /* default 30 */
+};
+
+struct srup_node;
+
+/* Topic strings (IDs as lowercase hex without leading zeros). */
+#define SRUP_TOPIC_MAX 64
+void srup_topic_device(uint64_t device, char out[SRUP_TOPIC_MAX]);              /* SRUP/<d> */
+void srup_topic_server_join(uint64_t server, uint64_t device, char out[SRUP_TOPIC_MAX]); /* SRUP/servers/<s>/<d> */
+
+#define SRUP_NODE_ANY_SENDER UINT64_MAX
+
+/* A verified, fresh message for this node. msg and topic are borrowed for
+ * the call. */
+typedef void (*srup_node_handler)(struct srup_node *node, const struct srup_msg *msg,
+				  const char *topic, void *user);
+
+/* Create the node on loop. identity is the node's private key (the node
+ * takes a reference); peers resolves sender keys (borrowed, must outlive the
+ * node). Loads the sequence store from state_dir: a corrupt file is an
+ * error naming it. Does not connect yet. */
+enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *cfg,
+				 EVP_PKEY *identity, struct srup_keystore *peers,
+				 struct srup_node **out, char *detail, size_t detail_len);
+void srup_node_free(struct srup_node *node);
+
+/* Register the handler for one message type. allowed_sender is the only
+ * sender accepted for it, or SRUP_NODE_ANY_SENDER (any sender whose key the
+ * store knows). A type with no handler is dropped (logged). */
+enum srup_node_err srup_node_on(struct srup_node *node, uint8_t type, uint64_t allowed_sender,
+				srup_node_handler handler, void *user);
+
+/* Server role: also handle SRUP/<device> and SRUP/<device>/#. */
+enum srup_node_err srup_node_watch_device(struct srup_node *node, uint64_t device);
+
+/* Connect (asynchronously; reconnects by itself with backoff). on_connected
+ * (may be NULL) runs on the loop each time the session is (re)established
+ * and subscriptions are in place. */
+enum srup_node_err srup_node_connect(struct srup_node *node,
+				     void (*on_connected)(struct srup_node *node, void *user),
+				     void *user);
+bool srup_node_is_connected(const struct srup_node *node);
+
+/* Send msg to peer on topic: the node sets sender ID and version, takes the
+ * next sequence ID for that peer (max(last sent, last accepted) + 1,
+ * persisted before publishing), signs with the identity key and publishes
+ * at QoS 1. Queued by Paho while the broker is unreachable. */
+enum srup_node_err srup_node_send(struct srup_node *node, struct srup_msg *msg, uint64_t peer,
+				  const char *topic);
+
+/* Wait (running nothing else) until every published message was
+ * acknowledged by the broker, or timeout_ms. For clean shutdown. */
+enum srup_node_err srup_node_flush(struct srup_node *node, unsigned timeout_ms);
+
+uint64_t srup_node_id(const struct srup_node *node);
+
+/* Counters for logs and tests. */
+struct srup_node_stats {
+	uint64_t received;
+	uint64_t accepted;
+	uint64_t dropped;    /* every pipeline rejection */
+	uint64_t sent;
+};
+void srup_node_get_stats(const struct srup_node *node, struct srup_node_stats *out);
+
+#endif

@@ -1,0 +1,225 @@
+/* libsrup: SRUP messages on the wire (byte-compatible with libSRUP v5),
+ * their signatures and the encrypted blob.
+ *
+ * The wire layout is fixed by spec/WIRE.md. Every message type is described
+ * by one row of a table (srup_type_desc): the encoder, the decoder, the
+ * pre-sign bytes and srup-msg's JSON all walk that table.
+ *
+ * Ownership: a struct srup_msg owns every buffer it points to; free it with
+ * srup_msg_free(). Functions return enum srup_err; SRUP_OK is 0.
+ * Nothing here logs, exits or aborts. */
+#ifndef SRUP_H
+#define SRUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#define SRUP_VERSION 0x05
+
+/* Bounds. Lengths on the wire are u16; signatures are RSA 2048..4096 bits. */
+#define SRUP_LV16_MAX 65535u
+#define SRUP_SIG_MIN_BYTES 256u
+#define SRUP_SIG_MAX_BYTES 512u
+#define SRUP_RSA_MIN_BITS 2048
+#define SRUP_RSA_MAX_BITS 4096
+/* Largest plaintext sealed or accepted in a blob. libSRUP's fixed 4096-byte
+ * buffers overflow above this (WIRE.md G5), so peers could not open more. */
+#define SRUP_BLOB_MAX_PLAINTEXT 4079u
+#define SRUP_BLOB_IV_LEN 16u
+#define SRUP_BLOB_AES_KEY_LEN 32u
+
+enum srup_err {
+	SRUP_OK = 0,
+	SRUP_E_NOMEM,          /* allocation failed */
+	SRUP_E_ARG,            /* caller passed an invalid argument */
+	SRUP_E_TRUNCATED,      /* input ends inside a field */
+	SRUP_E_TRAILING,       /* bytes left over after the last field */
+	SRUP_E_VERSION,        /* version byte is not 0x05 */
+	SRUP_E_TYPE,           /* unknown message type code */
+	SRUP_E_WRONG_TYPE,     /* a known type, but not the one expected */
+	SRUP_E_FIELD_BOUND,    /* a field is longer (or shorter) than allowed */
+	SRUP_E_UNSIGNED,       /* the message has no signature (or cannot have one) */
+	SRUP_E_SIG_LENGTH,     /* signature length differs from the key size */
+	SRUP_E_BAD_SIGNATURE,  /* the signature does not verify */
+	SRUP_E_KEY,            /* key is not RSA, or its size is out of range */
+	SRUP_E_CRYPTO,         /* OpenSSL failed */
+	SRUP_E_NO_BLOB,        /* the type carries no encrypted blob */
+	SRUP_E_BLOB_FORMAT,    /* blob lengths are inconsistent (WIRE.md G3) */
+	SRUP_E_DECRYPT,        /* blob did not decrypt (key unwrap or padding) */
+	SRUP_E__COUNT
+};
+
+const char *srup_strerror(enum srup_err err);
+
+enum srup_type {
+	SRUP_TYPE_GENERIC = 0x00,
+	SRUP_TYPE_INITIATE = 0x01,
+	SRUP_TYPE_RESPONSE = 0x02,
+	SRUP_TYPE_ACTIVATE = 0x03,
+	SRUP_TYPE_ACTION = 0x04,
+	SRUP_TYPE_DATA = 0x05,
+	SRUP_TYPE_ID_REQUEST = 0x06,
+	SRUP_TYPE_GROUP_ADD = 0x07,
+	SRUP_TYPE_GROUP_DELETE = 0x08,
+	SRUP_TYPE_JOIN_REQUEST = 0x09,
+	SRUP_TYPE_JOIN_COMMAND = 0x0A,
+	SRUP_TYPE_HM_JOIN_REQUEST = 0x0B,
+	SRUP_TYPE_HM_JOIN_RESPONSE = 0x0C,
+	SRUP_TYPE_OBS_JOIN_REQUEST = 0x0D,
+	SRUP_TYPE_OBS_JOIN_RESPONSE = 0x0E,
+	SRUP_TYPE_OBSERVE_REQUEST = 0x0F,
+	SRUP_TYPE_RESIGN_REQUEST = 0x10,
+	SRUP_TYPE_TERMINATE_COMMAND = 0x11,
+	SRUP_TYPE_DEREGISTER_REQUEST = 0x12,
+	SRUP_TYPE_DEREGISTER_COMMAND = 0x13,
+	SRUP_TYPE_GROUP_DESTROY = 0x14,
+};
+
+/* RESPONSE status codes (WIRE.md section 3). */
+enum srup_status {
+	SRUP_STATUS_UPDATE_SUCCESS = 0x00,
+	SRUP_STATUS_ACTIVATE_SUCCESS = 0x10,
+	SRUP_STATUS_ACTIVATE_FAIL = 0x1F,
+	SRUP_STATUS_ACTION_SUCCESS = 0x20,
+	SRUP_STATUS_ACTION_UNKNOWN = 0x2E,
+	SRUP_STATUS_ACTION_FAIL = 0x2F,
+	SRUP_STATUS_DATA_TYPE_UNKNOWN = 0x3F,
+	SRUP_STATUS_JOIN_SUCCESS = 0x50,
+	SRUP_STATUS_JOIN_REFUSED = 0x5E,
+	SRUP_STATUS_JOIN_FAIL = 0x5F,
+	SRUP_STATUS_OBSERVED_JOIN_VALID = 0x60,
+	SRUP_STATUS_OBSERVED_JOIN_INVALID = 0x6E,
+	SRUP_STATUS_OBSERVED_JOIN_FAIL = 0x6F,
+	SRUP_STATUS_RESIGN_SUCCESS = 0x70,
+	SRUP_STATUS_RESIGN_FAIL = 0x7F,
+	SRUP_STATUS_DEREGISTER_SUCCESS = 0x80,
+	SRUP_STATUS_DEREGISTER_FAIL = 0x8F,
+	SRUP_STATUS_UPDATE_FAIL_HTTP_ERROR = 0xFC,
+	SRUP_STATUS_UPDATE_FAIL_SERVER = 0xFD,
+	SRUP_STATUS_UPDATE_FAIL_FILE = 0xFE,
+	SRUP_STATUS_UPDATE_FAIL_DIGEST = 0xFF,
+};
+
+/* Name of a status code ("OBSERVED_JOIN_VALID"), or NULL if unknown. */
+const char *srup_status_name(uint8_t status);
+
+/* A byte string owned by the message that holds it. */
+struct srup_bytes {
+	uint8_t *data;
+	size_t len;
+};
+
+struct srup_msg {
+	uint8_t version;  /* SRUP_VERSION on everything this library makes */
+	uint8_t type;     /* enum srup_type */
+	uint64_t sequence_id;
+	uint64_t sender_id;
+	struct srup_bytes token;
+	struct srup_bytes signature;  /* empty until signed; absent on GENERIC */
+	/* Body fields; which ones a type uses is given by its srup_type_desc. */
+	uint8_t status;
+	uint8_t action_id;
+	uint64_t device_id;
+	uint64_t observer_id;
+	uint64_t joining_device_id;
+	struct srup_bytes url;
+	struct srup_bytes digest;
+	struct srup_bytes data_id;
+	struct srup_bytes data;
+	struct srup_bytes group_id;
+	struct srup_bytes encrypted;  /* the whole blob, as on the wire */
+};
+
+/* The codec table. */
+enum srup_field_kind {
+	SRUP_FIELD_U8,    /* one byte */
+	SRUP_FIELD_ID64,  /* u64, little-endian on the wire */
+	SRUP_FIELD_LV16,  /* u16 big-endian length, then the bytes */
+};
+
+struct srup_field_desc {
+	const char *name;          /* JSON key: "status", "observer_id", ... */
+	enum srup_field_kind kind;
+	size_t offset;             /* offsetof(struct srup_msg, ...) */
+	size_t max_len;            /* LV16 only: largest accepted length */
+	bool is_blob;              /* LV16 holding an encrypted blob */
+};
+
+struct srup_type_desc {
+	uint8_t code;
+	const char *name;          /* JSON "type": "observe_request", ... */
+	bool is_signed;            /* false only for GENERIC */
+	size_t n_fields;
+	const struct srup_field_desc *fields;
+};
+
+const struct srup_type_desc *srup_type_by_code(uint8_t code);
+const struct srup_type_desc *srup_type_by_name(const char *name);
+/* The blob field of a type, or NULL if it carries none. */
+const struct srup_field_desc *srup_type_blob_field(const struct srup_type_desc *t);
+
+/* Accessors used by table walkers (srup-msg, tests). */
+uint8_t *srup_field_u8(struct srup_msg *m, const struct srup_field_desc *f);
+uint64_t *srup_field_id64(struct srup_msg *m, const struct srup_field_desc *f);
+struct srup_bytes *srup_field_bytes(struct srup_msg *m, const struct srup_field_desc *f);
+
+/* Where a decode failed: the field (name as in the JSON, or "version",
+ * "type", "sequence_id", "sender_id", "token", "signature", "message"),
+ * the byte offset where it starts, and what went wrong. */
+struct srup_decode_error {
+	enum srup_err err;
+	const char *field;
+	size_t offset;
+	size_t need;      /* bytes the field needed (TRUNCATED, FIELD_BOUND) */
+	size_t have;      /* bytes that were there */
+};
+
+/* Allocation. srup_msg_new sets version and type; everything else zero. */
+struct srup_msg *srup_msg_new(uint8_t type);
+void srup_msg_free(struct srup_msg *m);
+
+/* Replace a byte field's contents with a copy of (data, len). */
+enum srup_err srup_bytes_set(struct srup_bytes *b, const void *data, size_t len);
+/* Wipe and free a byte string (for secrets). */
+void srup_bytes_clear(struct srup_bytes *b);
+
+/* Decode one message of exactly len bytes. Dispatches on the type byte;
+ * type 0x00 decodes the common prefix only. On failure *out is NULL and
+ * err (if not NULL) says which field failed where. */
+enum srup_err srup_msg_decode(const uint8_t *buf, size_t len, struct srup_msg **out,
+			      struct srup_decode_error *err);
+
+/* Encode a message. Signed types need a signature (srup_msg_sign first).
+ * *out is malloc'd; free() it. */
+enum srup_err srup_msg_encode(const struct srup_msg *m, uint8_t **out, size_t *out_len);
+
+/* The signed bytes: the message without sig_len and signature. */
+enum srup_err srup_msg_presign(const struct srup_msg *m, uint8_t **out, size_t *out_len);
+
+/* RSASSA-PKCS1-v1_5 / SHA-256 over the pre-sign bytes. The key must be RSA
+ * with 2048..4096 bits. sign replaces m->signature; verify needs the
+ * signature length to equal the key size. */
+enum srup_err srup_msg_sign(struct srup_msg *m, EVP_PKEY *private_key);
+enum srup_err srup_msg_verify(const struct srup_msg *m, EVP_PKEY *public_key);
+
+/* The encrypted blob (EVP_Seal-compatible; WIRE.md section 4).
+ * seal: encrypt plaintext (1..SRUP_BLOB_MAX_PLAINTEXT bytes) to recipient.
+ * open: every guard of WIRE.md G3; plaintext is secret, srup_bytes_clear it. */
+enum srup_err srup_blob_seal(EVP_PKEY *recipient_public, const uint8_t *plaintext, size_t len,
+			     struct srup_bytes *blob);
+enum srup_err srup_blob_open(EVP_PKEY *recipient_private, const uint8_t *blob, size_t len,
+			     struct srup_bytes *plaintext);
+
+/* Convenience for a message's own blob field (types 0x0C, 0x0E, 0x0F). */
+enum srup_err srup_msg_seal(struct srup_msg *m, EVP_PKEY *recipient_public,
+			    const uint8_t *plaintext, size_t len);
+enum srup_err srup_msg_open(const struct srup_msg *m, EVP_PKEY *recipient_private,
+			    struct srup_bytes *plaintext);
+
+/* Check that a key is RSA with 2048..4096 bits. */
+enum srup_err srup_key_check(EVP_PKEY *key);
+
+#endif

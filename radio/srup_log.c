@@ -1,0 +1,33 @@
+#include "srup_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int log_max_priority = LOG_INFO;
+
+void srup_log_set_level(int max_priority)
+{
+	log_max_priority = max_priority;
+}
+
+void srup_log(int priority, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	if (priority > log_max_priority)
+		return;
+	n = snprintf(line, sizeof(line), "<%d>", priority & LOG_PRIMASK);
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	/* A message is one journal entry: no embedded newlines. */
+	for (char *p = line + n; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	/* One write per line so that lines from several threads never mix. */
+	strcat(line, "\n");
+	fputs(line, stderr);
+}
