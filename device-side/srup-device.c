@@ -1,0 +1,562 @@
+/* srup-device: the joining agent.
+ *
+ *   srup-device --config FILE join --observer ID [--channel sim|ble|nfc] [--timeout S]
+ *   srup-device --config FILE present --device ID --value HEX [--channel ...]
+ *
+ * join runs the device's half of the observed join (JOIN-FLOW.md): send
+ * OBS_JOIN_REQ naming the observer, open the server's OBS_JOIN_RESP,
+ * present the confirmation frame to the observer on the channel, and wait
+ * for the server's verdict. Exit status 0 only on JOIN_SUCCESS.
+ *
+ * present sends one frame of the caller's choosing on a channel, without
+ * SRUP: for checking a channel at provisioning time (and for tests). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "radio.h"
+#include "srup.h"
+#include "srup_config.h"
+#include "srup_keys.h"
+#include "srup_log.h"
+#include "srup_node.h"
+
+/* Exit statuses. */
+enum {
+	EXIT_JOINED = 0,
+	EXIT_NOT_JOINED = 1, /* REFUSED, FAIL, or the channel failed */
+	EXIT_USAGE = 2,
+	EXIT_SETUP = 3,      /* configuration, keys, broker */
+	EXIT_TIMEOUT = 4,
+};
+
+#define DEFAULT_TIMEOUT_S 150
+/* The observer may not hold the OBSERVE_REQ yet when the device presents
+ * (both leave the server at once): a frame answered "not compared" is
+ * presented again after this pause. */
+#define PRESENT_RETRY_MS 200
+#define PRESENT_ATTEMPT_MS 10000
+#define UUID_TEXT_LEN 36
+
+struct agent {
+	sd_event *loop;
+	struct srup_config cfg;
+	EVP_PKEY *identity;
+	EVP_PKEY *server_key;
+	struct srup_keystore *peers;
+	struct srup_node *node;
+	enum srup_channel_kind channel;
+	uint64_t observer_id;
+	bool request_sent;
+	bool frame_presented;
+	char request_token[UUID_TEXT_LEN + 1];
+	struct srup_bytes response_token; /* OBS_JOIN_RESP's token */
+	struct timespec started;
+	int exit_status;
+};
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* A fresh token as pySRUP makes them: str(uuid4()). */
+static int make_uuid4_text(char out[UUID_TEXT_LEN + 1])
+{
+	uint8_t b[16];
+
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return -1;
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	snprintf(out, UUID_TEXT_LEN + 1,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+		 b[14], b[15]);
+	return 0;
+}
+
+static enum radio_err present_frame(const struct srup_config *cfg, enum srup_channel_kind channel,
+				    uint64_t observer, const struct srup_frame *frame,
+				    unsigned timeout_ms, uint8_t *result, char *detail,
+				    size_t detail_len)
+{
+	switch (channel) {
+	case SRUP_CHANNEL_SIM:
+		return radio_sim_present(&cfg->sim, frame, timeout_ms, result, detail, detail_len);
+	case SRUP_CHANNEL_BLE:
+		return radio_ble_present(&cfg->ble, observer, frame, timeout_ms, result, detail,
+					 detail_len);
+	case SRUP_CHANNEL_NFC:
+		return radio_nfc_present(&cfg->nfc, frame, timeout_ms, result, detail, detail_len);
+	}
+	return RADIO_E_ARG;
+}
+
+/* Present until the observer compared the frame, or PRESENT_ATTEMPT_MS. */
+static enum radio_err present_until_compared(struct agent *a, const struct srup_frame *frame,
+					     uint8_t *result)
+{
+	struct timespec t0;
+	char detail[256] = "";
+	enum radio_err err;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		double left = PRESENT_ATTEMPT_MS - ms_since(&t0);
+
+		*result = RADIO_RESULT_NOT_COMPARED;
+		err = present_frame(&a->cfg, a->channel, a->observer_id, frame,
+				    left > 1000 ? (unsigned)left : 1000, result, detail,
+				    sizeof(detail));
+		if (err == RADIO_OK && (*result != RADIO_RESULT_NOT_COMPARED ||
+					a->channel == SRUP_CHANNEL_NFC))
+			return RADIO_OK;
+		if (err != RADIO_OK && err != RADIO_E_REFUSED)
+			break;
+		if (ms_since(&t0) + PRESENT_RETRY_MS >= PRESENT_ATTEMPT_MS)
+			break;
+		nanosleep(&(struct timespec){0, PRESENT_RETRY_MS * 1000000L}, NULL);
+	}
+	if (err != RADIO_OK)
+		srup_log(LOG_ERR, "presenting on %s failed: %s%s%s", srup_channel_name(a->channel),
+			 radio_strerror(err), detail[0] ? ": " : "", detail);
+	else
+		srup_log(LOG_ERR, "the observer did not compare the frame (no observation "
+			 "pending for this device)");
+	return err != RADIO_OK ? err : RADIO_E_REFUSED;
+}
+
+static void finish(struct agent *a, int status)
+{
+	a->exit_status = status;
+	sd_event_exit(a->loop, 0);
+}
+
+static void on_obs_join_response(struct srup_node *node, const struct srup_msg *msg,
+				 const char *topic, void *user)
+{
+	struct agent *a = user;
+	struct srup_bytes value = {0};
+	struct srup_frame frame = {0};
+	uint8_t result = RADIO_RESULT_NOT_COMPARED;
+	enum srup_err err;
+
+	(void)node;
+	(void)topic;
+	if (!a->request_sent || a->frame_presented) {
+		srup_log(LOG_WARNING, "unexpected OBS_JOIN_RESP ignored");
+		return;
+	}
+	err = srup_msg_open(msg, a->identity, &value);
+	if (err != SRUP_OK) {
+		srup_log(LOG_ERR, "OBS_JOIN_RESP: the confirmation value does not decrypt: %s",
+			 srup_strerror(err));
+		finish(a, EXIT_NOT_JOINED);
+		return;
+	}
+	if (value.len == 0 || value.len > SRUP_FRAME_VALUE_MAX) {
+		srup_log(LOG_ERR, "OBS_JOIN_RESP: confirmation value of %zu bytes cannot be "
+			 "presented (1..%u)", value.len, SRUP_FRAME_VALUE_MAX);
+		srup_bytes_clear(&value);
+		finish(a, EXIT_NOT_JOINED);
+		return;
+	}
+	if (srup_bytes_set(&a->response_token, msg->token.data, msg->token.len) != SRUP_OK) {
+		srup_bytes_clear(&value);
+		finish(a, EXIT_SETUP);
+		return;
+	}
+	frame.device_id = a->cfg.identity_id;
+	frame.value_len = (uint16_t)value.len;
+	memcpy(frame.value, value.data, value.len);
+	srup_bytes_clear(&value);
+
+	printf("OBS_JOIN_RESP received after %.1f ms; presenting the confirmation value on "
+	       "%s\n", ms_since(&a->started), srup_channel_name(a->channel));
+	fflush(stdout);
+	a->frame_presented = true;
+	if (present_until_compared(a, &frame, &result) != RADIO_OK) {
+		srup_frame_wipe(&frame);
+		finish(a, EXIT_NOT_JOINED);
+		return;
+	}
+	srup_frame_wipe(&frame);
+	if (result != RADIO_RESULT_NOT_COMPARED)
+		printf("observer compared the value: %s\n",
+		       result == RADIO_RESULT_MATCH ? "match" : "mismatch");
+	else
+		printf("the observer read the value\n");
+	printf("waiting for the server's verdict\n");
+	fflush(stdout);
+}
+
+static bool token_is(const struct srup_bytes *token, const void *want, size_t want_len)
+{
+	return token->len == want_len && want_len > 0 && memcmp(token->data, want, want_len) == 0;
+}
+
+static void on_response(struct srup_node *node, const struct srup_msg *msg, const char *topic,
+			void *user)
+{
+	struct agent *a = user;
+	const char *name = srup_status_name(msg->status);
+
+	(void)node;
+	(void)topic;
+	/* The verdict echoes the join's pending token: pySRUP servers send the
+	 * OBS_JOIN_RESP's token, others may echo the request's. */
+	if (!token_is(&msg->token, a->request_token, strlen(a->request_token)) &&
+	    !token_is(&msg->token, a->response_token.data, a->response_token.len)) {
+		srup_log(LOG_WARNING, "RESPONSE 0x%02x with a token of no join of ours ignored",
+			 msg->status);
+		return;
+	}
+	switch (msg->status) {
+	case SRUP_STATUS_JOIN_SUCCESS:
+	case SRUP_STATUS_JOIN_REFUSED:
+	case SRUP_STATUS_JOIN_FAIL:
+		printf("%s (0x%02x) after %.1f ms\n", name, msg->status, ms_since(&a->started));
+		fflush(stdout);
+		finish(a, msg->status == SRUP_STATUS_JOIN_SUCCESS ? EXIT_JOINED : EXIT_NOT_JOINED);
+		break;
+	default:
+		srup_log(LOG_WARNING, "RESPONSE with status 0x%02x (%s) is no join verdict; ignored",
+			 msg->status, name ? name : "unknown");
+	}
+}
+
+static void on_connected(struct srup_node *node, void *user)
+{
+	struct agent *a = user;
+	struct srup_msg *msg;
+	char topic[SRUP_TOPIC_MAX];
+	char observer[17];
+	enum srup_node_err err;
+
+	if (a->request_sent)
+		return;
+	msg = srup_msg_new(SRUP_TYPE_OBS_JOIN_REQUEST);
+	if (!msg || make_uuid4_text(a->request_token) != 0 ||
+	    srup_bytes_set(&msg->token, a->request_token, UUID_TEXT_LEN) != SRUP_OK) {
+		srup_msg_free(msg);
+		finish(a, EXIT_SETUP);
+		return;
+	}
+	msg->observer_id = a->observer_id;
+	srup_topic_server_join(a->cfg.server_id, a->cfg.identity_id, topic);
+	clock_gettime(CLOCK_MONOTONIC, &a->started);
+	err = srup_node_send(node, msg, a->cfg.server_id, topic);
+	srup_msg_free(msg);
+	if (err != SRUP_NODE_OK) {
+		srup_log(LOG_ERR, "cannot send OBS_JOIN_REQ: %s", srup_node_strerror(err));
+		finish(a, EXIT_SETUP);
+		return;
+	}
+	a->request_sent = true;
+	srup_id_format16(a->observer_id, observer);
+	printf("OBS_JOIN_REQ sent on %s naming observer %s\n", topic, observer);
+	fflush(stdout);
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *user)
+{
+	struct agent *a = user;
+
+	(void)s;
+	(void)usec;
+	printf("timeout: no verdict from the server\n");
+	fflush(stdout);
+	finish(a, EXIT_TIMEOUT);
+	return 0;
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *user)
+{
+	(void)s;
+	(void)si;
+	finish(user, EXIT_NOT_JOINED);
+	return 0;
+}
+
+static int load_agent_config(struct agent *a, const char *path)
+{
+	char err[512];
+
+	if (srup_config_load(path, SRUP_CONFIG_DEVICE, &a->cfg, err, sizeof(err)) != 0) {
+		srup_log(LOG_ERR, "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int run_join(struct agent *a, unsigned timeout_s)
+{
+	struct srup_node_config ncfg = {0};
+	char detail[512] = "";
+	enum srup_keys_err kerr;
+	enum srup_node_err nerr;
+	sigset_t mask;
+	uint64_t now;
+
+	kerr = srup_key_load_private(a->cfg.identity_private_key, &a->identity, detail,
+				     sizeof(detail));
+	if (kerr != SRUP_KEYS_OK) {
+		srup_log(LOG_ERR, "[identity] private_key: %s", detail);
+		return EXIT_SETUP;
+	}
+	kerr = srup_key_load_public(a->cfg.server_public_key, &a->server_key, detail,
+				    sizeof(detail));
+	if (kerr != SRUP_KEYS_OK) {
+		srup_log(LOG_ERR, "[server] public_key: %s", detail);
+		return EXIT_SETUP;
+	}
+	if (srup_keystore_open(NULL, &a->peers, detail, sizeof(detail)) != SRUP_KEYS_OK ||
+	    srup_keystore_add(a->peers, a->cfg.server_id, a->server_key) != SRUP_KEYS_OK) {
+		srup_log(LOG_ERR, "cannot set up the key store: %s", detail);
+		return EXIT_SETUP;
+	}
+	if (sd_event_new(&a->loop) < 0)
+		return EXIT_SETUP;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sd_event_add_signal(a->loop, NULL, SIGTERM, on_signal, a);
+	sd_event_add_signal(a->loop, NULL, SIGINT, on_signal, a);
+	sd_event_now(a->loop, CLOCK_MONOTONIC, &now);
+	if (sd_event_add_time(a->loop, NULL, CLOCK_MONOTONIC, now + (uint64_t)timeout_s * 1000000,
+			      0, on_timeout, a) < 0)
+		return EXIT_SETUP;
+
+	ncfg.role = SRUP_NODE_ROLE_DEVICE;
+	ncfg.id = a->cfg.identity_id;
+	snprintf(ncfg.broker, sizeof(ncfg.broker), "%s", a->cfg.mqtt_broker);
+	snprintf(ncfg.ca_file, sizeof(ncfg.ca_file), "%s", a->cfg.mqtt_ca_file);
+	snprintf(ncfg.cert_file, sizeof(ncfg.cert_file), "%s", a->cfg.mqtt_cert_file);
+	snprintf(ncfg.key_file, sizeof(ncfg.key_file), "%s", a->cfg.mqtt_key_file);
+	snprintf(ncfg.state_dir, sizeof(ncfg.state_dir), "%s", a->cfg.state_dir);
+	nerr = srup_node_new(a->loop, &ncfg, a->identity, a->peers, &a->node, detail,
+			     sizeof(detail));
+	if (nerr != SRUP_NODE_OK) {
+		srup_log(LOG_ERR, "%s: %s", srup_node_strerror(nerr), detail);
+		return EXIT_SETUP;
+	}
+	if (srup_node_on(a->node, SRUP_TYPE_OBS_JOIN_RESPONSE, a->cfg.server_id,
+			 on_obs_join_response, a) != SRUP_NODE_OK ||
+	    srup_node_on(a->node, SRUP_TYPE_RESPONSE, a->cfg.server_id, on_response, a) !=
+		    SRUP_NODE_OK)
+		return EXIT_SETUP;
+	nerr = srup_node_connect(a->node, on_connected, a);
+	if (nerr != SRUP_NODE_OK) {
+		srup_log(LOG_ERR, "cannot connect to %s: %s", a->cfg.mqtt_broker,
+			 srup_node_strerror(nerr));
+		return EXIT_SETUP;
+	}
+	a->exit_status = EXIT_NOT_JOINED;
+	if (sd_event_loop(a->loop) < 0)
+		return EXIT_SETUP;
+	srup_node_flush(a->node, 2000);
+	return a->exit_status;
+}
+
+/* Hex digits to bytes; -1 if not an even number of hex digits or too long. */
+static int parse_hex(const char *text, uint8_t *out, size_t cap, size_t *out_len)
+{
+	size_t n = strlen(text);
+
+	if (n == 0 || n % 2 != 0 || n / 2 > cap)
+		return -1;
+	for (size_t i = 0; i < n / 2; i++) {
+		unsigned v;
+
+		if (sscanf(text + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF",
+								    text[2 * i]) ||
+		    !strchr("0123456789abcdefABCDEF", text[2 * i + 1]))
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	*out_len = n / 2;
+	return 0;
+}
+
+static int run_present(struct agent *a, uint64_t device, const char *value_hex,
+		       unsigned timeout_s)
+{
+	struct srup_frame frame = {.device_id = device};
+	uint8_t result = RADIO_RESULT_NOT_COMPARED;
+	char detail[256] = "";
+	size_t len = 0;
+	enum radio_err err;
+
+	if (parse_hex(value_hex, frame.value, sizeof(frame.value), &len) != 0) {
+		srup_log(LOG_ERR, "--value: '%s' is not 1..256 bytes of hex", value_hex);
+		return EXIT_USAGE;
+	}
+	frame.value_len = (uint16_t)len;
+	err = present_frame(&a->cfg, a->channel, a->observer_id, &frame, timeout_s * 1000,
+			    &result, detail, sizeof(detail));
+	srup_frame_wipe(&frame);
+	if (err != RADIO_OK) {
+		printf("present failed: %s%s%s\n", radio_strerror(err), detail[0] ? ": " : "",
+		       detail);
+		return EXIT_NOT_JOINED;
+	}
+	printf("result 0x%02x (%s)\n", result,
+	       result == RADIO_RESULT_MATCH	  ? "match"
+	       : result == RADIO_RESULT_MISMATCH ? "mismatch"
+						 : "not compared");
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: srup-device --config FILE join --observer ID [--channel sim|ble|nfc]\n"
+		"                   [--timeout SECONDS]\n"
+		"       srup-device --config FILE present --device ID --value HEX\n"
+		"                   [--channel sim|ble|nfc] [--observer ID] [--timeout SECONDS]\n"
+		"\n"
+		"join: ask the configured C2 server to join under the eye of observer ID,\n"
+		"      present the confirmation value on the channel (default sim), and wait\n"
+		"      for the verdict. Exit status: 0 JOIN_SUCCESS, 1 refused/failed,\n"
+		"      2 usage, 3 configuration/keys/broker, 4 timeout (default %u s).\n"
+		"present: send one confirmation frame (device ID, value) on a channel and\n"
+		"      print the observer's answer; for checking a channel.\n",
+		DEFAULT_TIMEOUT_S);
+}
+
+static void agent_free(struct agent *a)
+{
+	srup_node_free(a->node);
+	srup_keystore_free(a->peers);
+	sd_event_unref(a->loop);
+	EVP_PKEY_free(a->identity);
+	EVP_PKEY_free(a->server_key);
+	srup_bytes_clear(&a->response_token);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"observer", required_argument, NULL, 'o'},
+		{"channel", required_argument, NULL, 'C'},
+		{"timeout", required_argument, NULL, 't'},
+		{"device", required_argument, NULL, 'd'},
+		{"value", required_argument, NULL, 'V'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct agent a = {.channel = SRUP_CHANNEL_SIM};
+	const char *config_path = NULL, *command = NULL, *value_hex = NULL;
+	bool have_observer = false, have_device = false;
+	unsigned timeout_s = DEFAULT_TIMEOUT_S;
+	uint64_t device = 0;
+	int opt, rc;
+
+	/* Options may come before or after the command word. */
+	while (optind < argc) {
+		opt = getopt_long(argc, argv, "c:vh", options, NULL);
+		if (opt == -1) {
+			if (command) {
+				usage(stderr);
+				return EXIT_USAGE;
+			}
+			command = argv[optind++];
+			continue;
+		}
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'o':
+			if (srup_id_parse(optarg, &a.observer_id) != 0) {
+				fprintf(stderr, "srup-device: --observer: '%s' is not a SRUP ID "
+						"(1..16 hex digits)\n", optarg);
+				return EXIT_USAGE;
+			}
+			have_observer = true;
+			break;
+		case 'd':
+			if (srup_id_parse(optarg, &device) != 0) {
+				fprintf(stderr, "srup-device: --device: '%s' is not a SRUP ID "
+						"(1..16 hex digits)\n", optarg);
+				return EXIT_USAGE;
+			}
+			have_device = true;
+			break;
+		case 'C':
+			if (srup_channel_parse(optarg, &a.channel) != 0) {
+				fprintf(stderr, "srup-device: --channel: '%s' is not sim, ble or nfc\n",
+					optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 't': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*optarg == '\0' || *end != '\0' || v == 0 || v > 86400) {
+				fprintf(stderr, "srup-device: --timeout: '%s' is not 1..86400 "
+						"seconds\n", optarg);
+				return EXIT_USAGE;
+			}
+			timeout_s = (unsigned)v;
+			break;
+		}
+		case 'V':
+			value_hex = optarg;
+			break;
+		case 'v':
+			srup_log_set_level(LOG_DEBUG);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (!config_path || !command) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(command, "join") == 0) {
+		if (!have_observer) {
+			fprintf(stderr, "srup-device: join needs --observer ID\n");
+			return EXIT_USAGE;
+		}
+	} else if (strcmp(command, "present") == 0) {
+		if (!have_device || !value_hex) {
+			fprintf(stderr, "srup-device: present needs --device ID and --value HEX\n");
+			return EXIT_USAGE;
+		}
+	} else {
+		fprintf(stderr, "srup-device: unknown command '%s'\n", command);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+
+	if (load_agent_config(&a, config_path) != 0)
+		return EXIT_SETUP;
+	if (command[0] == 'j')
+		rc = run_join(&a, timeout_s);
+	else
+		rc = run_present(&a, device, value_hex, timeout_s);
+	agent_free(&a);
+	return rc;
+}

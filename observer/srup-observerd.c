@@ -1,0 +1,449 @@
+/* srup-observerd: the observer appliance.
+ *
+ * Wiring only: the SRUP node delivers verified, fresh OBSERVE_REQs from the
+ * configured server; the blob is opened here and handed to the observation
+ * engine, which decides (OBSERVATION-CHANNEL.md section 2); the channel
+ * delivers frames; the engine's events become RESPONSEs, listen start/stop
+ * and log lines. Everything runs on one sd-event loop. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "obs_engine.h"
+#include "radio.h"
+#include "srup.h"
+#include "srup_config.h"
+#include "srup_keys.h"
+#include "srup_log.h"
+#include "srup_node.h"
+
+#define SHUTDOWN_FLUSH_MS 5000
+
+struct observerd {
+	sd_event *loop;
+	struct srup_config cfg;
+	EVP_PKEY *identity;
+	EVP_PKEY *server_key;
+	struct srup_keystore *peers;
+	struct srup_node *node;
+	struct radio_channel *channel;
+	struct obs_engine *engine;
+	struct obs_events events;
+	sd_event_source *deadline_timer;
+	char own_topic[SRUP_TOPIC_MAX];
+};
+
+static uint64_t now_ms(struct observerd *d)
+{
+	uint64_t usec = 0;
+
+	sd_event_now(d->loop, CLOCK_MONOTONIC, &usec);
+	return usec / 1000;
+}
+
+static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
+			  size_t token_len)
+{
+	struct srup_msg *msg = srup_msg_new(SRUP_TYPE_RESPONSE);
+	enum srup_node_err err;
+
+	if (!msg) {
+		srup_log(LOG_ERR, "cannot build RESPONSE 0x%02x: out of memory", status);
+		return;
+	}
+	msg->status = status;
+	if (srup_bytes_set(&msg->token, token, token_len) != SRUP_OK) {
+		srup_log(LOG_ERR, "cannot build RESPONSE 0x%02x: out of memory", status);
+		srup_msg_free(msg);
+		return;
+	}
+	/* The observer is a device of its server: it answers on its own topic. */
+	err = srup_node_send(d->node, msg, d->cfg.server_id, d->own_topic);
+	if (err != SRUP_NODE_OK)
+		srup_log(LOG_ERR, "cannot send RESPONSE 0x%02x: %s", status,
+			 srup_node_strerror(err));
+	srup_msg_free(msg);
+}
+
+static void rearm_deadline(struct observerd *d)
+{
+	uint64_t deadline = obs_engine_next_deadline(d->engine);
+
+	if (deadline == UINT64_MAX) {
+		sd_event_source_set_enabled(d->deadline_timer, SD_EVENT_OFF);
+		return;
+	}
+	sd_event_source_set_time(d->deadline_timer, deadline * 1000);
+	sd_event_source_set_enabled(d->deadline_timer, SD_EVENT_ONESHOT);
+}
+
+/* Carry out what the engine decided, then forget it. */
+static void apply_events(struct observerd *d)
+{
+	for (size_t i = 0; i < d->events.len; i++) {
+		const struct obs_event *ev = &d->events.ev[i];
+		char id[17];
+		enum radio_err rerr;
+
+		switch (ev->kind) {
+		case OBS_EVENT_RESPOND:
+			srup_id_format16(ev->device_id, id);
+			srup_log(ev->status == SRUP_STATUS_OBSERVED_JOIN_VALID ? LOG_NOTICE
+										: LOG_WARNING,
+				 "observation device=%s outcome=%s status=0x%02x attempts=%u "
+				 "duration_ms=%" PRIu64,
+				 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
+				 ev->duration_ms);
+			send_response(d, ev->status, ev->token, ev->token_len);
+			break;
+		case OBS_EVENT_LISTEN_START:
+			rerr = radio_channel_start(d->channel);
+			if (rerr != RADIO_OK)
+				srup_log(LOG_ERR, "%s channel cannot listen: %s", d->channel->ops->name,
+					 radio_strerror(rerr));
+			else
+				srup_log(LOG_INFO, "%s channel listening", d->channel->ops->name);
+			break;
+		case OBS_EVENT_LISTEN_STOP:
+			radio_channel_stop(d->channel);
+			srup_log(LOG_INFO, "%s channel idle", d->channel->ops->name);
+			break;
+		}
+	}
+	obs_events_clear(&d->events);
+	rearm_deadline(d);
+}
+
+static int on_deadline(sd_event_source *s, uint64_t usec, void *user)
+{
+	struct observerd *d = user;
+
+	(void)s;
+	(void)usec;
+	obs_engine_tick(d->engine, now_ms(d), &d->events);
+	apply_events(d);
+	return 0;
+}
+
+static void on_observe_request(struct srup_node *node, const struct srup_msg *msg,
+			       const char *topic, void *user)
+{
+	struct observerd *d = user;
+	struct srup_bytes value = {0};
+	enum srup_err err;
+	char id[17];
+
+	(void)node;
+	(void)topic;
+	srup_id_format16(msg->joining_device_id, id);
+	if (msg->token.len > OBS_TOKEN_MAX) {
+		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: token of %zu bytes is over %u; "
+			 "answered 0x6F", id, msg->token.len, OBS_TOKEN_MAX);
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		return;
+	}
+	err = srup_msg_open(msg, d->identity, &value);
+	if (err != SRUP_OK) {
+		/* Authentic and fresh, but not for us to open: the server must
+		 * hear at once rather than wait for the deadline. */
+		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: blob does not open (%s); "
+			 "answered 0x6F", id, srup_strerror(err));
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		return;
+	}
+	if (value.len == 0 || value.len > OBS_VALUE_MAX) {
+		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: confirmation value of %zu "
+			 "bytes cannot be presented (1..%u); answered 0x6F", id, value.len,
+			 OBS_VALUE_MAX);
+		srup_bytes_clear(&value);
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		return;
+	}
+	srup_log(LOG_INFO, "OBSERVE_REQ for device %s accepted (pending: %zu)", id,
+		 obs_engine_pending(d->engine) + 1);
+	if (obs_engine_request(d->engine, msg->joining_device_id, value.data, value.len,
+			       msg->token.data, msg->token.len, now_ms(d), &d->events) != 0) {
+		srup_log(LOG_ERR, "OBSERVE_REQ for device %s: out of memory; answered 0x6F", id);
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+	}
+	srup_bytes_clear(&value);
+	apply_events(d);
+}
+
+static uint8_t on_frame(const struct srup_frame *frame, void *user)
+{
+	struct observerd *d = user;
+	uint8_t result;
+	char id[17];
+
+	result = obs_engine_frame(d->engine, frame->device_id, frame->value, frame->value_len,
+				  now_ms(d), &d->events);
+	srup_id_format16(frame->device_id, id);
+	if (result == RADIO_RESULT_NOT_COMPARED)
+		srup_log(LOG_WARNING, "frame for device %s ignored: no observation pending", id);
+	else
+		srup_log(LOG_INFO, "frame for device %s: %s", id,
+			 result == RADIO_RESULT_MATCH ? "value matches" : "value does not match");
+	apply_events(d);
+	return result;
+}
+
+static void on_channel_unavailable(const char *why, void *user)
+{
+	struct observerd *d = user;
+
+	srup_log(LOG_ERR, "%s channel unavailable: %s; pending observations fail",
+		 d->channel->ops->name, why);
+	obs_engine_fail_all(d->engine, OBS_OUTCOME_RADIO_LOST, now_ms(d), &d->events);
+	apply_events(d);
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *user)
+{
+	struct observerd *d = user;
+
+	(void)s;
+	srup_log(LOG_NOTICE, "signal %u: shutting down", si->ssi_signo);
+	sd_event_exit(d->loop, 0);
+	return 0;
+}
+
+static void on_connected(struct srup_node *node, void *user)
+{
+	(void)node;
+	(void)user;
+	srup_log(LOG_INFO, "connected to the broker; listening on its topic");
+}
+
+static enum radio_err open_channel(struct observerd *d)
+{
+	const struct radio_channel_callbacks cb = {
+		.frame = on_frame,
+		.unavailable = on_channel_unavailable,
+		.user = d,
+	};
+
+	switch (d->cfg.channel) {
+	case SRUP_CHANNEL_SIM:
+		return radio_sim_channel_new(d->loop, &d->cfg.sim, &cb, &d->channel);
+	case SRUP_CHANNEL_BLE:
+		return radio_ble_channel_new(d->loop, &d->cfg.ble, &cb, &d->channel);
+	case SRUP_CHANNEL_NFC:
+		return radio_nfc_channel_new(d->loop, &d->cfg.nfc, &cb, &d->channel);
+	}
+	return RADIO_E_ARG;
+}
+
+/* Keys and configuration: everything --check-config validates. */
+static int load_identity(struct observerd *d, const char *config_path)
+{
+	char detail[512];
+	char err[512];
+	enum srup_keys_err kerr;
+
+	if (srup_config_load(config_path, SRUP_CONFIG_OBSERVER, &d->cfg, err, sizeof(err)) != 0) {
+		srup_log(LOG_ERR, "%s", err);
+		return -1;
+	}
+	kerr = srup_key_load_private(d->cfg.identity_private_key, &d->identity, detail,
+				     sizeof(detail));
+	if (kerr != SRUP_KEYS_OK) {
+		srup_log(LOG_ERR, "[identity] private_key: %s", detail);
+		return -1;
+	}
+	kerr = srup_key_load_public(d->cfg.server_public_key, &d->server_key, detail,
+				    sizeof(detail));
+	if (kerr != SRUP_KEYS_OK) {
+		srup_log(LOG_ERR, "[server] public_key: %s", detail);
+		return -1;
+	}
+	return 0;
+}
+
+static int start(struct observerd *d)
+{
+	struct srup_node_config ncfg = {0};
+	const struct obs_engine_config ecfg = {
+		.window_seconds = d->cfg.window_seconds,
+		.max_attempts = d->cfg.max_attempts,
+		.max_pending = d->cfg.max_pending,
+	};
+	char detail[512];
+	enum srup_node_err nerr;
+	enum radio_err rerr;
+	sigset_t mask;
+
+	if (sd_event_new(&d->loop) < 0) {
+		srup_log(LOG_ERR, "cannot create the event loop");
+		return -1;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	if (sd_event_add_signal(d->loop, NULL, SIGTERM, on_signal, d) < 0 ||
+	    sd_event_add_signal(d->loop, NULL, SIGINT, on_signal, d) < 0) {
+		srup_log(LOG_ERR, "cannot watch signals");
+		return -1;
+	}
+	if (sd_event_add_time(d->loop, &d->deadline_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
+			      on_deadline, d) < 0) {
+		srup_log(LOG_ERR, "cannot create the deadline timer");
+		return -1;
+	}
+	sd_event_source_set_enabled(d->deadline_timer, SD_EVENT_OFF);
+
+	d->engine = obs_engine_new(&ecfg);
+	if (!d->engine) {
+		srup_log(LOG_ERR, "cannot create the observation engine");
+		return -1;
+	}
+	if (srup_keystore_open(NULL, &d->peers, detail, sizeof(detail)) != SRUP_KEYS_OK ||
+	    srup_keystore_add(d->peers, d->cfg.server_id, d->server_key) != SRUP_KEYS_OK) {
+		srup_log(LOG_ERR, "cannot set up the key store: %s", detail);
+		return -1;
+	}
+
+	ncfg.role = SRUP_NODE_ROLE_DEVICE;
+	ncfg.id = d->cfg.identity_id;
+	snprintf(ncfg.broker, sizeof(ncfg.broker), "%s", d->cfg.mqtt_broker);
+	snprintf(ncfg.ca_file, sizeof(ncfg.ca_file), "%s", d->cfg.mqtt_ca_file);
+	snprintf(ncfg.cert_file, sizeof(ncfg.cert_file), "%s", d->cfg.mqtt_cert_file);
+	snprintf(ncfg.key_file, sizeof(ncfg.key_file), "%s", d->cfg.mqtt_key_file);
+	snprintf(ncfg.state_dir, sizeof(ncfg.state_dir), "%s", d->cfg.state_dir);
+	nerr = srup_node_new(d->loop, &ncfg, d->identity, d->peers, &d->node, detail,
+			     sizeof(detail));
+	if (nerr != SRUP_NODE_OK) {
+		srup_log(LOG_ERR, "%s: %s", srup_node_strerror(nerr), detail);
+		return -1;
+	}
+	srup_topic_device(d->cfg.identity_id, d->own_topic);
+	/* An OBSERVE_REQ is accepted only from the server this observer is
+	 * subordinate to (JOIN-FLOW.md section 4). */
+	nerr = srup_node_on(d->node, SRUP_TYPE_OBSERVE_REQUEST, d->cfg.server_id,
+			    on_observe_request, d);
+	if (nerr != SRUP_NODE_OK) {
+		srup_log(LOG_ERR, "cannot register the OBSERVE_REQ handler: %s",
+			 srup_node_strerror(nerr));
+		return -1;
+	}
+
+	rerr = open_channel(d);
+	if (rerr != RADIO_OK) {
+		srup_log(LOG_ERR, "%s channel: %s", srup_channel_name(d->cfg.channel),
+			 radio_strerror(rerr));
+		return -1;
+	}
+	nerr = srup_node_connect(d->node, on_connected, d);
+	if (nerr != SRUP_NODE_OK) {
+		srup_log(LOG_ERR, "cannot connect to %s: %s", d->cfg.mqtt_broker,
+			 srup_node_strerror(nerr));
+		return -1;
+	}
+	return 0;
+}
+
+static void observerd_free(struct observerd *d)
+{
+	radio_channel_free(d->channel);
+	srup_node_free(d->node);
+	srup_keystore_free(d->peers);
+	obs_engine_free(d->engine);
+	obs_events_free(&d->events);
+	sd_event_source_unref(d->deadline_timer);
+	sd_event_unref(d->loop);
+	EVP_PKEY_free(d->identity);
+	EVP_PKEY_free(d->server_key);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: srup-observerd --config FILE [--check-config] [--verbose]\n"
+		"\n"
+		"The SRUP observer: witnesses machine-mediated joins over the channel\n"
+		"named in the configuration (sim, ble or nfc) and reports each outcome\n"
+		"to its C2 server.\n"
+		"\n"
+		"  -c, --config FILE   configuration (INI)\n"
+		"      --check-config  validate the configuration and keys, then exit\n"
+		"  -v, --verbose       also log debug messages\n"
+		"  -h, --help          this text\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"check-config", no_argument, NULL, 'k'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct observerd d = {0};
+	const char *config_path = NULL;
+	int check_only = 0;
+	int opt;
+	int rc = 1;
+
+	while ((opt = getopt_long(argc, argv, "c:vh", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'k':
+			check_only = 1;
+			break;
+		case 'v':
+			srup_log_set_level(LOG_DEBUG);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!config_path || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	if (load_identity(&d, config_path) != 0)
+		goto out;
+	if (check_only) {
+		char id[17];
+
+		srup_id_format16(d.cfg.identity_id, id);
+		printf("%s: configuration valid (observer %s, channel %s)\n", config_path, id,
+		       srup_channel_name(d.cfg.channel));
+		rc = 0;
+		goto out;
+	}
+	if (start(&d) != 0)
+		goto out;
+	srup_log(LOG_NOTICE, "srup-observerd started: observer %s, channel %s, window %us, "
+		 "max_attempts %u, max_pending %u", d.own_topic + 5,
+		 srup_channel_name(d.cfg.channel), d.cfg.window_seconds, d.cfg.max_attempts,
+		 d.cfg.max_pending);
+	rc = sd_event_loop(d.loop) < 0 ? 1 : 0;
+
+	/* Drain: observations that cannot continue without this process are
+	 * answered now, and every decided RESPONSE is published before exit. */
+	obs_engine_fail_all(d.engine, OBS_OUTCOME_SHUTDOWN, now_ms(&d), &d.events);
+	apply_events(&d);
+	if (srup_node_flush(d.node, SHUTDOWN_FLUSH_MS) != SRUP_NODE_OK)
+		srup_log(LOG_WARNING, "some RESPONSEs were not acknowledged by the broker "
+			 "before shutdown");
+	srup_log(LOG_NOTICE, "srup-observerd stopped");
+out:
+	observerd_free(&d);
+	return rc;
+}
