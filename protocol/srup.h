@@ -174,7 +174,8 @@ struct srup_decode_error {
 	const char *field;
 	size_t offset;
 	size_t need;      /* bytes the field needed (TRUNCATED, FIELD_BOUND) */
-	size_t have;      /* bytes that were there */
+	size_t have;      /* bytes that were there (VERSION, TYPE, WRONG_TYPE:
+			   * the byte found; TRAILING: bytes left over) */
 };
 
 /* Allocation. srup_msg_new sets version and type; everything else zero. */
@@ -191,6 +192,11 @@ void srup_bytes_clear(struct srup_bytes *b);
  * err (if not NULL) says which field failed where. */
 enum srup_err srup_msg_decode(const uint8_t *buf, size_t len, struct srup_msg **out,
 			      struct srup_decode_error *err);
+
+/* As srup_msg_decode, but the type byte must be expected_type (WIRE.md G2):
+ * another known type fails with SRUP_E_WRONG_TYPE, field "type". */
+enum srup_err srup_msg_decode_as(const uint8_t *buf, size_t len, uint8_t expected_type,
+				 struct srup_msg **out, struct srup_decode_error *err);
 
 /* Encode a message. Signed types need a signature (srup_msg_sign first).
  * *out is malloc'd; free() it. */
