@@ -1,0 +1,81 @@
+/* The sequence store: per peer, the last sequence ID sent to it and the last
+ * one accepted from it (JOIN-FLOW.md sections 3 and 4).
+ *
+ * pySRUP shares one counter per pair of peers, so the next outgoing ID is
+ * max(last sent, last accepted) + 1, and an incoming ID is fresh only if it
+ * is greater than the last accepted from that sender.
+ *
+ * Every change is persisted before the call returns: the whole store is
+ * written to "<dir>/sequences.tmp", fsync'd, renamed over
+ * "<dir>/sequences" and the directory fsync'd. A file that does not parse
+ * is an error naming the file and line, never a silent reset (a reset would
+ * reopen replays). One process owns a state directory: the store holds an
+ * flock on "<dir>/sequences.lock" for its lifetime.
+ *
+ * File format (strict; every ID and sequence number is 16 lowercase hex
+ * digits; peers in strictly increasing order):
+ *   srup-sequences 1
+ *   <peer> <last_sent> <last_accepted>
+ *   ...
+ *   end <number of peer lines, decimal> <sha256 of every byte above, hex>
+ *
+ * Not thread-safe: one owner thread. */
+#ifndef SRUP_SEQSTORE_H
+#define SRUP_SEQSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SRUP_SEQSTORE_FILE "sequences"
+#define SRUP_SEQSTORE_TMP_FILE "sequences.tmp"
+#define SRUP_SEQSTORE_LOCK_FILE "sequences.lock"
+/* Default bound on the number of peers kept. Senders need a known key
+ * before they reach the store, so this is defence in depth. */
+#define SRUP_SEQSTORE_DEFAULT_MAX_PEERS 100000u
+
+enum srup_seq_err {
+	SRUP_SEQ_OK = 0,
+	SRUP_SEQ_E_NOMEM,
+	SRUP_SEQ_E_ARG,
+	SRUP_SEQ_E_IO,         /* creating, reading or writing a file failed (errno in detail) */
+	SRUP_SEQ_E_CORRUPT,    /* the sequence file does not parse (file and line in detail) */
+	SRUP_SEQ_E_LOCKED,     /* another process holds the state directory */
+	SRUP_SEQ_E_FULL,       /* a new peer would exceed max_peers */
+	SRUP_SEQ_E_EXHAUSTED,  /* the counter for this peer is at UINT64_MAX */
+	SRUP_SEQ_E_REPLAY,     /* sequence ID not greater than the last accepted */
+	SRUP_SEQ_E__COUNT
+};
+
+const char *srup_seqstore_strerror(enum srup_seq_err err);
+
+struct srup_seqstore;
+
+/* Open (creating dir with mode 0700 if missing) and load the store.
+ * max_peers 0 means SRUP_SEQSTORE_DEFAULT_MAX_PEERS. On failure, detail
+ * names the file and what was wrong. */
+enum srup_seq_err srup_seqstore_new(const char *dir, size_t max_peers, struct srup_seqstore **out,
+				    char *detail, size_t detail_len);
+/* Releases the lock. NULL is allowed. */
+void srup_seqstore_free(struct srup_seqstore *store);
+
+/* 0 for a peer never seen. */
+uint64_t srup_seqstore_last_sent(const struct srup_seqstore *store, uint64_t peer);
+uint64_t srup_seqstore_last_accepted(const struct srup_seqstore *store, uint64_t peer);
+size_t srup_seqstore_count(const struct srup_seqstore *store);
+
+/* True if seq may be accepted from peer (seq > last accepted). */
+bool srup_seqstore_is_fresh(const struct srup_seqstore *store, uint64_t peer, uint64_t seq);
+
+/* Take the next outgoing sequence ID for peer (max(last sent, last
+ * accepted) + 1), record it as last sent and persist. On failure nothing
+ * changes, in memory or on disk. */
+enum srup_seq_err srup_seqstore_next(struct srup_seqstore *store, uint64_t peer, uint64_t *out,
+				     char *detail, size_t detail_len);
+
+/* Record seq as the last accepted from peer and persist. SRUP_SEQ_E_REPLAY
+ * if it is not fresh. On failure nothing changes. */
+enum srup_seq_err srup_seqstore_accept(struct srup_seqstore *store, uint64_t peer, uint64_t seq,
+				       char *detail, size_t detail_len);
+
+#endif

@@ -1,0 +1,490 @@
+/* Unit tests of the sequence store (device-side/srup_seqstore.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "srup_seqstore.h"
+#include "test_broker.h"
+
+struct fixture {
+	char dir[4096];
+	char file[4200];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (!f || test_tmpdir("srup-seqstore", f->dir) != 0)
+		return -1;
+	snprintf(f->file, sizeof(f->file), "%s/%s", f->dir, SRUP_SEQSTORE_FILE);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	test_rm_rf(f->dir);
+	free(f);
+	return 0;
+}
+
+static struct srup_seqstore *open_ok(const char *dir)
+{
+	struct srup_seqstore *s = NULL;
+	char detail[512] = "";
+	enum srup_seq_err e = srup_seqstore_new(dir, 0, &s, detail, sizeof(detail));
+
+	if (e != SRUP_SEQ_OK)
+		fail_msg("srup_seqstore_new(%s): %s: %s", dir, srup_seqstore_strerror(e), detail);
+	return s;
+}
+
+static uint64_t next_ok(struct srup_seqstore *s, uint64_t peer)
+{
+	uint64_t seq = 0;
+	char detail[256] = "";
+
+	assert_int_equal(srup_seqstore_next(s, peer, &seq, detail, sizeof(detail)), SRUP_SEQ_OK);
+	return seq;
+}
+
+static void write_file(const char *path, const char *content, size_t len)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	assert_int_equal(fwrite(content, 1, len, fp), len);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static char *read_text(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "r");
+	char *buf = calloc(1, 1 << 20);
+
+	assert_non_null(fp);
+	assert_non_null(buf);
+	*len = fread(buf, 1, (1 << 20) - 1, fp);
+	fclose(fp);
+	return buf;
+}
+
+/* Opening a store over the given file content must fail as corrupt, and
+ * the detail must name the file and the expected line. */
+static void expect_corrupt(struct fixture *f, const char *content, size_t len, const char *line_tag,
+			   const char *what)
+{
+	struct srup_seqstore *s = NULL;
+	char detail[512] = "";
+	char want_prefix[4300];
+
+	write_file(f->file, content, len);
+	assert_int_equal(srup_seqstore_new(f->dir, 0, &s, detail, sizeof(detail)),
+			 SRUP_SEQ_E_CORRUPT);
+	assert_null(s);
+	snprintf(want_prefix, sizeof(want_prefix), "%s:%s:", f->file, line_tag);
+	if (strncmp(detail, want_prefix, strlen(want_prefix)) != 0 || !strstr(detail, what))
+		fail_msg("detail \"%s\" does not start with \"%s\" or lacks \"%s\"", detail,
+			 want_prefix, what);
+}
+
+static void test_first_sequence_is_one(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+
+	assert_int_equal(srup_seqstore_count(s), 0);
+	assert_int_equal(next_ok(s, 0x42), 1);
+	assert_int_equal(next_ok(s, 0x42), 2);
+	assert_int_equal(next_ok(s, 0x43), 1); /* counters are per peer */
+	assert_int_equal(srup_seqstore_last_sent(s, 0x42), 2);
+	assert_int_equal(srup_seqstore_count(s), 2);
+	srup_seqstore_free(s);
+}
+
+static void test_next_is_max_of_sent_and_accepted_plus_one(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+
+	assert_int_equal(next_ok(s, 7), 1);
+	/* The peer has sent 10 messages of its own: pySRUP shares one counter
+	 * per pair, so our next must exceed what we accepted from it. */
+	assert_int_equal(srup_seqstore_accept(s, 7, 10, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(next_ok(s, 7), 11);
+	assert_int_equal(next_ok(s, 7), 12);
+	/* Accepted below last sent: last sent still wins. */
+	assert_int_equal(srup_seqstore_accept(s, 7, 11, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(next_ok(s, 7), 13);
+	srup_seqstore_free(s);
+}
+
+static void test_accept_only_greater(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char detail[256] = "";
+
+	assert_true(srup_seqstore_is_fresh(s, 9, 1));
+	assert_false(srup_seqstore_is_fresh(s, 9, 0));
+	assert_int_equal(srup_seqstore_accept(s, 9, 5, NULL, 0), SRUP_SEQ_OK);
+	assert_false(srup_seqstore_is_fresh(s, 9, 5));
+	assert_false(srup_seqstore_is_fresh(s, 9, 4));
+	assert_true(srup_seqstore_is_fresh(s, 9, 6));
+	assert_int_equal(srup_seqstore_accept(s, 9, 5, detail, sizeof(detail)),
+			 SRUP_SEQ_E_REPLAY);
+	assert_non_null(strstr(detail, "5 <= last accepted 5"));
+	assert_int_equal(srup_seqstore_accept(s, 9, 3, NULL, 0), SRUP_SEQ_E_REPLAY);
+	assert_int_equal(srup_seqstore_last_accepted(s, 9), 5);
+	/* Sending does not move the accept threshold. */
+	assert_int_equal(next_ok(s, 9), 6);
+	assert_true(srup_seqstore_is_fresh(s, 9, 6));
+	assert_int_equal(srup_seqstore_accept(s, 9, UINT64_MAX, NULL, 0), SRUP_SEQ_OK);
+	assert_false(srup_seqstore_is_fresh(s, 9, UINT64_MAX));
+	srup_seqstore_free(s);
+}
+
+static void test_exhausted_counter(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	uint64_t seq = 0;
+
+	assert_int_equal(srup_seqstore_accept(s, 3, UINT64_MAX, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_next(s, 3, &seq, NULL, 0), SRUP_SEQ_E_EXHAUSTED);
+	srup_seqstore_free(s);
+}
+
+static void test_persists_across_reopen(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+
+	assert_int_equal(next_ok(s, 0xa1a2a3a4a5a6a7a8ull), 1);
+	assert_int_equal(next_ok(s, 0xa1a2a3a4a5a6a7a8ull), 2);
+	assert_int_equal(srup_seqstore_accept(s, 0x11, 77, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_accept(s, 0xffffffffffffffffull, 3, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_count(s), 3);
+	assert_int_equal(srup_seqstore_last_sent(s, 0xa1a2a3a4a5a6a7a8ull), 2);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0x11), 77);
+	assert_false(srup_seqstore_is_fresh(s, 0x11, 77));
+	assert_int_equal(next_ok(s, 0xa1a2a3a4a5a6a7a8ull), 3);
+	assert_int_equal(next_ok(s, 0x11), 78);
+	srup_seqstore_free(s);
+}
+
+static void test_atomic_write_leaves_no_temp_file(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	DIR *d;
+	struct dirent *de;
+	int files = 0;
+	struct stat st;
+
+	for (int i = 0; i < 20; i++)
+		next_ok(s, (uint64_t)i);
+	d = opendir(f->dir);
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (strcmp(de->d_name, SRUP_SEQSTORE_FILE) != 0 &&
+		    strcmp(de->d_name, SRUP_SEQSTORE_LOCK_FILE) != 0)
+			fail_msg("unexpected file %s left in the state directory", de->d_name);
+		files++;
+	}
+	closedir(d);
+	assert_int_equal(files, 2);
+	assert_int_equal(stat(f->file, &st), 0);
+	assert_int_equal(st.st_mode & 077, 0); /* private */
+	srup_seqstore_free(s);
+}
+
+static void test_stale_temp_file_is_ignored(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char tmp[4300];
+	struct stat st;
+
+	assert_int_equal(srup_seqstore_accept(s, 5, 5, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	/* A crash between write and rename leaves a partial temp file. */
+	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
+	write_file(tmp, "srup-sequences 1\n0000", 21);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 5), 5);
+	assert_int_not_equal(stat(tmp, &st), 0);
+	srup_seqstore_free(s);
+}
+
+static void test_file_format_is_the_documented_one(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	size_t len;
+	char *text;
+
+	assert_int_equal(srup_seqstore_accept(s, 0x20, 0x10, NULL, 0), SRUP_SEQ_OK);
+	next_ok(s, 0x10);
+	srup_seqstore_free(s);
+	text = read_text(f->file, &len);
+	assert_int_equal(strncmp(text,
+				 "srup-sequences 1\n"
+				 "0000000000000010 0000000000000001 0000000000000000\n"
+				 "0000000000000020 0000000000000000 0000000000000010\n"
+				 "end 2 ",
+				 17 + 51 + 51 + 6),
+			 0);
+	assert_int_equal(len, 17 + 51 + 51 + 6 + 64 + 1);
+	free(text);
+}
+
+/* Rewrite the file with one byte changed and the checksum left as it was. */
+static void test_corrupt_byte_detected(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	size_t len;
+	char *text;
+
+	assert_int_equal(srup_seqstore_accept(s, 0x20, 0x30, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	text = read_text(f->file, &len);
+	/* last_accepted 0x30 -> 0x20: a replay window if it went unnoticed. */
+	char *p = strstr(text, "0000000000000030");
+	assert_non_null(p);
+	p[14] = '2';
+	expect_corrupt(f, text, len, "3", "checksum does not match");
+	free(text);
+}
+
+static void test_truncated_file(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	size_t len;
+	char *text;
+
+	for (uint64_t p = 1; p <= 3; p++)
+		assert_int_equal(srup_seqstore_accept(s, p, 100 + p, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	text = read_text(f->file, &len);
+	/* Cut after the second peer line: no 'end' line. */
+	expect_corrupt(f, text, 17 + 51 * 2, "4", "without its 'end' line");
+	/* Cut inside a line. */
+	expect_corrupt(f, text, 17 + 51 + 20, "3", "no newline");
+	/* Cut inside the 'end' line. */
+	expect_corrupt(f, text, len - 10, "5", "no newline");
+	/* Empty file. */
+	expect_corrupt(f, "", 0, "1", "empty");
+	free(text);
+}
+
+static void test_malformed_lines(void **state)
+{
+	struct fixture *f = *state;
+	static const char bad_header[] = "srup-sequences 2\nend 0 "
+					 "0000000000000000000000000000000000000000000000000000000000000000\n";
+	static const char upper_hex[] = "srup-sequences 1\n"
+					"00000000000000AA 0000000000000001 0000000000000000\n";
+	static const char short_line[] = "srup-sequences 1\n"
+					 "aa 1 0\n";
+	static const char bad_end[] = "srup-sequences 1\nend x\n";
+
+	expect_corrupt(f, bad_header, strlen(bad_header), "1", "not a sequence file");
+	expect_corrupt(f, upper_hex, strlen(upper_hex), "2", "malformed line");
+	expect_corrupt(f, short_line, strlen(short_line), "2", "malformed line");
+	expect_corrupt(f, bad_end, strlen(bad_end), "2", "malformed 'end' line");
+}
+
+static void test_order_count_and_trailing_data(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	size_t len;
+	char *text, *copy;
+
+	assert_int_equal(srup_seqstore_accept(s, 1, 1, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_accept(s, 2, 2, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	text = read_text(f->file, &len);
+
+	/* Lines swapped: out of order (the parse stops before the checksum). */
+	copy = strdup(text);
+	memcpy(copy + 17, text + 17 + 51, 51);
+	memcpy(copy + 17 + 51, text + 17, 51);
+	expect_corrupt(f, copy, len, "3", "out of order");
+	free(copy);
+
+	/* Wrong count in the end line. */
+	copy = strdup(text);
+	copy[17 + 51 * 2 + 4] = '3';
+	expect_corrupt(f, copy, len, "4", "counts 3 peers");
+	free(copy);
+
+	/* Something after the end line. */
+	copy = calloc(1, len + 8);
+	memcpy(copy, text, len);
+	memcpy(copy + len, "extra\n", 6);
+	expect_corrupt(f, copy, len + 6, "5", "after the 'end' line");
+	free(copy);
+	free(text);
+}
+
+static void test_lock_held_second_open_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	struct srup_seqstore *second = NULL;
+	char detail[512] = "";
+
+	assert_int_equal(srup_seqstore_new(f->dir, 0, &second, detail, sizeof(detail)),
+			 SRUP_SEQ_E_LOCKED);
+	assert_null(second);
+	assert_non_null(strstr(detail, f->dir));
+	assert_non_null(strstr(detail, "in use by another process"));
+	srup_seqstore_free(s);
+	/* Released with the store. */
+	s = open_ok(f->dir);
+	srup_seqstore_free(s);
+}
+
+static void test_lock_held_by_other_process(void **state)
+{
+	struct fixture *f = *state;
+	int pipefd[2];
+	char c;
+
+	assert_int_equal(pipe(pipefd), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct srup_seqstore *s = NULL;
+		close(pipefd[0]);
+		if (srup_seqstore_new(f->dir, 0, &s, NULL, 0) != SRUP_SEQ_OK)
+			_exit(1);
+		c = 'L';
+		if (write(pipefd[1], &c, 1) != 1)
+			_exit(1);
+		pause(); /* hold the lock until killed */
+		_exit(0);
+	}
+	close(pipefd[1]);
+	assert_int_equal(read(pipefd[0], &c, 1), 1);
+	close(pipefd[0]);
+	struct srup_seqstore *s = NULL;
+	enum srup_seq_err e = srup_seqstore_new(f->dir, 0, &s, NULL, 0);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	assert_int_equal(e, SRUP_SEQ_E_LOCKED);
+	assert_null(s);
+}
+
+static void test_peer_bound(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = NULL;
+	uint64_t seq;
+	char detail[256] = "";
+
+	assert_int_equal(srup_seqstore_new(f->dir, 3, &s, NULL, 0), SRUP_SEQ_OK);
+	for (uint64_t p = 1; p <= 3; p++)
+		assert_int_equal(srup_seqstore_accept(s, p, 1, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_accept(s, 4, 1, detail, sizeof(detail)), SRUP_SEQ_E_FULL);
+	assert_non_null(strstr(detail, "0000000000000004"));
+	assert_int_equal(srup_seqstore_next(s, 5, &seq, NULL, 0), SRUP_SEQ_E_FULL);
+	/* Known peers still work, and nothing of the refused ones remains. */
+	assert_int_equal(srup_seqstore_accept(s, 2, 2, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_count(s), 3);
+	srup_seqstore_free(s);
+
+	/* A file with more peers than the bound is refused at load. */
+	assert_int_equal(srup_seqstore_new(f->dir, 2, &s, detail, sizeof(detail)),
+			 SRUP_SEQ_E_CORRUPT);
+	assert_non_null(strstr(detail, f->file));
+	assert_non_null(strstr(detail, "2 peers"));
+}
+
+static void test_failed_write_changes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char tmp[4300];
+	char detail[512] = "";
+	uint64_t seq = 0;
+
+	assert_int_equal(srup_seqstore_accept(s, 1, 10, NULL, 0), SRUP_SEQ_OK);
+	/* A directory in the temp file's place makes the write fail. */
+	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	assert_int_equal(srup_seqstore_accept(s, 1, 11, detail, sizeof(detail)), SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, SRUP_SEQSTORE_TMP_FILE));
+	assert_int_equal(srup_seqstore_last_accepted(s, 1), 10);
+	assert_int_equal(srup_seqstore_next(s, 2, &seq, NULL, 0), SRUP_SEQ_E_IO);
+	assert_int_equal(srup_seqstore_count(s), 1);
+	assert_int_equal(rmdir(tmp), 0);
+	assert_int_equal(next_ok(s, 1), 11);
+	srup_seqstore_free(s);
+}
+
+static void test_creates_missing_state_dir(void **state)
+{
+	struct fixture *f = *state;
+	char nested[4300];
+	struct srup_seqstore *s;
+
+	snprintf(nested, sizeof(nested), "%s/a/b/state", f->dir);
+	s = open_ok(nested);
+	assert_int_equal(next_ok(s, 1), 1);
+	srup_seqstore_free(s);
+	s = open_ok(nested);
+	assert_int_equal(srup_seqstore_last_sent(s, 1), 1);
+	srup_seqstore_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_first_sequence_is_one, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_next_is_max_of_sent_and_accepted_plus_one, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_accept_only_greater, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exhausted_counter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_persists_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_atomic_write_leaves_no_temp_file, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stale_temp_file_is_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_format_is_the_documented_one, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_byte_detected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_order_count_and_trailing_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_held_second_open_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_held_by_other_process, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_creates_missing_state_dir, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("seqstore", tests, NULL, NULL);
+}
