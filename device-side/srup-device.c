@@ -1,12 +1,16 @@
 /* srup-device: the joining agent.
  *
  *   srup-device --config FILE join --observer ID [--channel sim|ble|nfc] [--timeout S]
+ *                                  [--print-value]
  *   srup-device --config FILE present --device ID --value HEX [--channel ...]
  *
  * join runs the device's half of the observed join (JOIN-FLOW.md): send
  * OBS_JOIN_REQ naming the observer, open the server's OBS_JOIN_RESP,
  * present the confirmation frame to the observer on the channel, and wait
- * for the server's verdict. Exit status 0 only on JOIN_SUCCESS.
+ * for the server's verdict. Exit status 0 only on JOIN_SUCCESS. With
+ * --print-value the agent prints the value instead of presenting it, for
+ * devices that present it by other means (a screen, a QR code, their own
+ * radio firmware).
  *
  * present sends one frame of the caller's choosing on a channel, without
  * SRUP: for checking a channel at provisioning time (and for tests). */
@@ -55,6 +59,7 @@ struct agent {
 	struct srup_node *node;
 	enum srup_channel_kind channel;
 	uint64_t observer_id;
+	bool print_value;
 	bool request_sent;
 	bool frame_presented;
 	char request_token[UUID_TEXT_LEN + 1];
@@ -176,6 +181,17 @@ static void on_obs_join_response(struct srup_node *node, const struct srup_msg *
 	if (srup_bytes_set(&a->response_token, msg->token.data, msg->token.len) != SRUP_OK) {
 		srup_bytes_clear(&value);
 		finish(a, EXIT_SETUP);
+		return;
+	}
+	if (a->print_value) {
+		printf("OBS_JOIN_RESP received after %.1f ms; confirmation value: ",
+		       ms_since(&a->started));
+		for (size_t i = 0; i < value.len; i++)
+			printf("%02x", value.data[i]);
+		printf("\nwaiting for the server's verdict\n");
+		fflush(stdout);
+		srup_bytes_clear(&value);
+		a->frame_presented = true;
 		return;
 	}
 	frame.device_id = a->cfg.identity_id;
@@ -424,7 +440,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: srup-device --config FILE join --observer ID [--channel sim|ble|nfc]\n"
-		"                   [--timeout SECONDS]\n"
+		"                   [--timeout SECONDS] [--print-value]\n"
 		"       srup-device --config FILE present --device ID --value HEX\n"
 		"                   [--channel sim|ble|nfc] [--observer ID] [--timeout SECONDS]\n"
 		"\n"
@@ -432,6 +448,8 @@ static void usage(FILE *out)
 		"      present the confirmation value on the channel (default sim), and wait\n"
 		"      for the verdict. Exit status: 0 JOIN_SUCCESS, 1 refused/failed,\n"
 		"      2 usage, 3 configuration/keys/broker, 4 timeout (default %u s).\n"
+		"      --print-value prints the confirmation value (hex) instead of\n"
+		"      presenting it, for presenting it by other means.\n"
 		"present: send one confirmation frame (device ID, value) on a channel and\n"
 		"      print the observer's answer; for checking a channel.\n",
 		DEFAULT_TIMEOUT_S);
@@ -456,6 +474,7 @@ int main(int argc, char **argv)
 		{"timeout", required_argument, NULL, 't'},
 		{"device", required_argument, NULL, 'd'},
 		{"value", required_argument, NULL, 'V'},
+		{"print-value", no_argument, NULL, 'P'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -519,6 +538,9 @@ int main(int argc, char **argv)
 		}
 		case 'V':
 			value_hex = optarg;
+			break;
+		case 'P':
+			a.print_value = true;
 			break;
 		case 'v':
 			srup_log_set_level(LOG_DEBUG);
