@@ -1,0 +1,173 @@
+/* The peer key store: public keys by SRUP ID, from a directory of
+ * "<16 lowercase hex digits>.pem" files, loaded on first lookup and cached,
+ * plus keys added in memory. */
+#include "srup_keys.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct keystore_entry {
+	uint64_t id;
+	EVP_PKEY *key;
+};
+
+struct srup_keystore {
+	char *dir;  /* NULL: a store held in memory only */
+	/* Sorted by id; binary search. */
+	struct keystore_entry *entries;
+	size_t n_entries, cap_entries;
+	/* Keys replaced by srup_keystore_add. Pointers handed out by lookup
+	 * stay valid until the store is freed, so they are kept here. */
+	EVP_PKEY **retired;
+	size_t n_retired, cap_retired;
+};
+
+/* dir may be NULL for a store that only holds keys added with
+ * srup_keystore_add. */
+enum srup_keys_err srup_keystore_open(const char *dir, struct srup_keystore **out, char *detail,
+				      size_t detail_len)
+{
+	if (out == NULL)
+		return SRUP_KEYS_E_ARG;
+	*out = NULL;
+	if (dir != NULL) {
+		struct stat st;
+		if (stat(dir, &st) != 0) {
+			if (detail != NULL && detail_len > 0)
+				snprintf(detail, detail_len, "key store '%s': %s", dir,
+					 strerror(errno));
+			return SRUP_KEYS_E_OPEN;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			if (detail != NULL && detail_len > 0)
+				snprintf(detail, detail_len, "key store '%s' is not a directory",
+					 dir);
+			return SRUP_KEYS_E_OPEN;
+		}
+	}
+	struct srup_keystore *ks = calloc(1, sizeof(*ks));
+	if (ks == NULL)
+		return SRUP_KEYS_E_NOMEM;
+	if (dir != NULL) {
+		ks->dir = strdup(dir);
+		if (ks->dir == NULL) {
+			free(ks);
+			return SRUP_KEYS_E_NOMEM;
+		}
+	}
+	*out = ks;
+	return SRUP_KEYS_OK;
+}
+
+void srup_keystore_free(struct srup_keystore *ks)
+{
+	if (ks == NULL)
+		return;
+	for (size_t i = 0; i < ks->n_entries; i++)
+		EVP_PKEY_free(ks->entries[i].key);
+	for (size_t i = 0; i < ks->n_retired; i++)
+		EVP_PKEY_free(ks->retired[i]);
+	free(ks->entries);
+	free(ks->retired);
+	free(ks->dir);
+	free(ks);
+}
+
+/* Index of id, or of the place it would be inserted. */
+static size_t keystore_find(const struct srup_keystore *ks, uint64_t id, bool *found)
+{
+	size_t lo = 0, hi = ks->n_entries;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ks->entries[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < ks->n_entries && ks->entries[lo].id == id;
+	return lo;
+}
+
+/* Takes over the caller's reference to key. */
+static enum srup_keys_err keystore_put(struct srup_keystore *ks, uint64_t id, EVP_PKEY *key)
+{
+	bool found;
+	size_t at = keystore_find(ks, id, &found);
+	if (found) {
+		if (ks->n_retired == ks->cap_retired) {
+			size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
+			EVP_PKEY **r = realloc(ks->retired, cap * sizeof(*r));
+			if (r == NULL)
+				return SRUP_KEYS_E_NOMEM;
+			ks->retired = r;
+			ks->cap_retired = cap;
+		}
+		ks->retired[ks->n_retired++] = ks->entries[at].key;
+		ks->entries[at].key = key;
+		return SRUP_KEYS_OK;
+	}
+	if (ks->n_entries == ks->cap_entries) {
+		size_t cap = ks->cap_entries ? ks->cap_entries * 2 : 8;
+		struct keystore_entry *e = realloc(ks->entries, cap * sizeof(*e));
+		if (e == NULL)
+			return SRUP_KEYS_E_NOMEM;
+		ks->entries = e;
+		ks->cap_entries = cap;
+	}
+	memmove(&ks->entries[at + 1], &ks->entries[at],
+		(ks->n_entries - at) * sizeof(ks->entries[0]));
+	ks->entries[at].id = id;
+	ks->entries[at].key = key;
+	ks->n_entries++;
+	return SRUP_KEYS_OK;
+}
+
+enum srup_keys_err srup_keystore_add(struct srup_keystore *ks, uint64_t id, EVP_PKEY *key)
+{
+	if (ks == NULL || key == NULL)
+		return SRUP_KEYS_E_ARG;
+	if (!EVP_PKEY_is_a(key, "RSA"))
+		return SRUP_KEYS_E_NOT_RSA;
+	int bits = EVP_PKEY_get_bits(key);
+	if (bits < 2048 || bits > 4096)
+		return SRUP_KEYS_E_SIZE;
+	if (EVP_PKEY_up_ref(key) != 1)
+		return SRUP_KEYS_E_NOMEM;
+	enum srup_keys_err rc = keystore_put(ks, id, key);
+	if (rc != SRUP_KEYS_OK)
+		EVP_PKEY_free(key);
+	return rc;
+}
+
+EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
+{
+	if (ks == NULL)
+		return NULL;
+	bool found;
+	size_t at = keystore_find(ks, id, &found);
+	if (found)
+		return ks->entries[at].key;
+	if (ks->dir == NULL)
+		return NULL;
+	/* Misses are not cached: a key file may be added while a daemon runs. */
+	char name[17];
+	srup_id_format16(id, name);
+	size_t len = strlen(ks->dir) + 1 + 16 + sizeof(".pem");
+	char *path = malloc(len);
+	if (path == NULL)
+		return NULL;
+	snprintf(path, len, "%s/%s.pem", ks->dir, name);
+	EVP_PKEY *key = NULL;
+	enum srup_keys_err rc = srup_key_load_public(path, &key, NULL, 0);
+	free(path);
+	if (rc != SRUP_KEYS_OK)
+		return NULL;
+	if (keystore_put(ks, id, key) != SRUP_KEYS_OK) {
+		EVP_PKEY_free(key);
+		return NULL;
+	}
+	return key;
+}
