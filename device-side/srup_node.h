@@ -119,6 +119,7 @@ struct srup_node_stats {
 	uint64_t accepted;
 	uint64_t dropped;    /* every pipeline rejection */
 	uint64_t sent;
+	uint64_t ignored_own; /* our own messages echoed back (not counted as dropped) */
 };
 void srup_node_get_stats(const struct srup_node *node, struct srup_node_stats *out);
 

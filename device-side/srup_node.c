@@ -1,0 +1,1158 @@
+#include "srup_node.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <MQTTAsync.h>
+
+#include "srup_log.h"
+#include "srup_seqstore.h"
+
+/* Bounds on what the Paho threads may pile up for the loop. */
+#define NODE_QUEUE_MAX_MESSAGES 4096u
+#define NODE_QUEUE_MAX_CONTROL 1024u  /* connection and delivery events */
+#define NODE_PAYLOAD_MAX (128u * 1024u)
+#define NODE_TOPIC_LEN_MAX 65535u     /* MQTT topic names are u16-length strings */
+#define NODE_BUFFERED_MAX 10000       /* Paho's queue of publishes while offline */
+#define NODE_CONNECT_TIMEOUT_S 10
+#define NODE_DISCONNECT_WAIT_MS 2000u
+
+#define NODE_DEFAULT_KEEPALIVE 20u
+#define NODE_DEFAULT_RECONNECT_MIN 1u
+#define NODE_DEFAULT_RECONNECT_MAX 30u
+
+enum node_event_kind {
+	NODE_EV_MESSAGE,         /* topic, payload (NULL when oversized), len */
+	NODE_EV_CONNECTED,       /* text: Paho's cause */
+	NODE_EV_CONNECTION_LOST, /* text: cause */
+	NODE_EV_CONNECT_FAILED,  /* code, text */
+	NODE_EV_SUBSCRIBED,      /* token */
+	NODE_EV_SUBSCRIBE_FAILED,/* token, code, text */
+	NODE_EV_PUBLISH_FAILED,  /* token, code, text */
+};
+
+struct node_event {
+	struct node_event *next;
+	enum node_event_kind kind;
+	char *topic;
+	uint8_t *payload;
+	size_t len;
+	int code;
+	int token;
+	char text[160];
+};
+
+/* The only state that Paho's threads touch. Everything else in struct
+ * srup_node belongs to the loop thread. */
+struct node_inbox {
+	pthread_mutex_t lock;
+	pthread_cond_t changed;  /* publishes_pending or disconnected changed */
+	struct node_event *head, *tail;
+	size_t queued_messages;
+	size_t queued_control;
+	uint64_t received;       /* every message Paho handed over */
+	uint64_t queue_full;     /* dropped because the queue was full */
+	uint64_t queue_full_reported;
+	uint64_t control_lost;
+	uint64_t publishes_pending;  /* QoS 1 publishes not yet acknowledged */
+	bool disconnected;
+	int efd;
+};
+
+struct node_handler {
+	srup_node_handler fn;
+	void *user;
+	uint64_t allowed_sender;
+};
+
+struct srup_node {
+	sd_event *loop;
+	sd_event_source *inbox_source;
+	sd_event_source *resubscribe_timer;
+	struct node_inbox inbox;
+	MQTTAsync client;
+	bool client_created;
+
+	struct srup_node_config cfg;
+	char paho_uri[272];
+	bool tls;
+	char own_topic[SRUP_TOPIC_MAX];      /* SRUP/<id> */
+	char server_prefix[SRUP_TOPIC_MAX];  /* SRUP/servers/<id>/ */
+	char id_text[17];
+
+	EVP_PKEY *identity;
+	struct srup_keystore *peers;
+	struct srup_seqstore *seq;
+
+	struct node_handler handlers[256];
+
+	/* Server role: devices whose topics we handle, sorted. */
+	uint64_t *watched;
+	size_t n_watched, cap_watched;
+
+	bool connect_requested;
+	bool connected;  /* session up and subscriptions acknowledged */
+	int subscribe_token;
+	void (*on_connected)(struct srup_node *node, void *user);
+	void *on_connected_user;
+
+	struct srup_node_stats stats;
+};
+
+static const char *const node_err_names[SRUP_NODE_E__COUNT] = {
+	[SRUP_NODE_OK] = "success",
+	[SRUP_NODE_E_NOMEM] = "out of memory",
+	[SRUP_NODE_E_ARG] = "invalid argument",
+	[SRUP_NODE_E_MQTT] = "MQTT client error",
+	[SRUP_NODE_E_STATE] = "state directory or sequence file unusable",
+	[SRUP_NODE_E_PROTOCOL] = "message encoding or signing failed",
+	[SRUP_NODE_E_TIMEOUT] = "timed out",
+};
+
+const char *srup_node_strerror(enum srup_node_err err)
+{
+	if ((unsigned)err >= SRUP_NODE_E__COUNT)
+		return "unknown node error";
+	return node_err_names[err];
+}
+
+__attribute__((format(printf, 3, 4))) static void set_detail(char *detail, size_t len,
+							      const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!detail || len == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(detail, len, fmt, ap);
+	va_end(ap);
+}
+
+void srup_topic_device(uint64_t device, char out[SRUP_TOPIC_MAX])
+{
+	char id[17];
+
+	srup_id_format_topic(device, id);
+	snprintf(out, SRUP_TOPIC_MAX, "SRUP/%s", id);
+}
+
+void srup_topic_server_join(uint64_t server, uint64_t device, char out[SRUP_TOPIC_MAX])
+{
+	char s[17], d[17];
+
+	srup_id_format_topic(server, s);
+	srup_id_format_topic(device, d);
+	snprintf(out, SRUP_TOPIC_MAX, "SRUP/servers/%s/%s", s, d);
+}
+
+static const char *type_name(uint8_t type)
+{
+	const struct srup_type_desc *t = srup_type_by_code(type);
+
+	return t ? t->name : "unknown";
+}
+
+/* ---- the Paho side: only the inbox ------------------------------------ */
+
+static void inbox_wake(struct node_inbox *in)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN means the counter is already non-zero: the loop will wake. */
+	if (write(in->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		srup_log(LOG_ERR, "cannot wake the event loop: %s", strerror(errno));
+}
+
+/* Append ev (control events only); frees it if the bound is reached. */
+static void inbox_post(struct node_inbox *in, struct node_event *ev)
+{
+	pthread_mutex_lock(&in->lock);
+	if (in->queued_control >= NODE_QUEUE_MAX_CONTROL) {
+		in->control_lost++;
+		pthread_mutex_unlock(&in->lock);
+		free(ev);
+		return;
+	}
+	in->queued_control++;
+	if (in->tail)
+		in->tail->next = ev;
+	else
+		in->head = ev;
+	in->tail = ev;
+	pthread_mutex_unlock(&in->lock);
+	inbox_wake(in);
+}
+
+static void post_control(struct node_inbox *in, enum node_event_kind kind, int token, int code,
+			 const char *text)
+{
+	struct node_event *ev = calloc(1, sizeof(*ev));
+
+	if (!ev)
+		return;
+	ev->kind = kind;
+	ev->token = token;
+	ev->code = code;
+	if (text)
+		snprintf(ev->text, sizeof(ev->text), "%s", text);
+	inbox_post(in, ev);
+}
+
+static int paho_message_arrived(void *context, char *topic_name, int topic_len,
+				MQTTAsync_message *message)
+{
+	struct node_inbox *in = context;
+	struct node_event *ev = NULL;
+	size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic_name);
+	size_t plen = message->payloadlen > 0 ? (size_t)message->payloadlen : 0;
+	bool full;
+
+	pthread_mutex_lock(&in->lock);
+	in->received++;
+	full = in->queued_messages >= NODE_QUEUE_MAX_MESSAGES;
+	if (full) {
+		in->queue_full++;
+		/* One line per burst; the loop reports the total when it drains. */
+		if (in->queue_full == in->queue_full_reported + 1)
+			srup_log(LOG_WARNING,
+				 "dropped message on %.*s: receive queue full (%u messages)",
+				 (int)(tlen > 200 ? 200 : tlen), topic_name,
+				 NODE_QUEUE_MAX_MESSAGES);
+	} else {
+		in->queued_messages++; /* reserve the slot before copying */
+	}
+	pthread_mutex_unlock(&in->lock);
+
+	if (!full && tlen <= NODE_TOPIC_LEN_MAX) {
+		ev = calloc(1, sizeof(*ev));
+		if (ev) {
+			ev->kind = NODE_EV_MESSAGE;
+			ev->len = plen;
+			ev->topic = strndup(topic_name, tlen);
+			/* Oversized payloads are not copied: the loop logs and
+			 * counts them from the length alone. */
+			if (plen <= NODE_PAYLOAD_MAX) {
+				ev->payload = malloc(plen ? plen : 1);
+				if (ev->payload)
+					memcpy(ev->payload, message->payload, plen);
+			}
+			if (!ev->topic || (plen <= NODE_PAYLOAD_MAX && !ev->payload)) {
+				free(ev->topic);
+				free(ev->payload);
+				free(ev);
+				ev = NULL;
+			}
+		}
+	}
+	if (!full) {
+		pthread_mutex_lock(&in->lock);
+		if (ev) {
+			if (in->tail)
+				in->tail->next = ev;
+			else
+				in->head = ev;
+			in->tail = ev;
+		} else {
+			in->queued_messages--;
+			in->queue_full++; /* lost for want of memory: count it */
+		}
+		pthread_mutex_unlock(&in->lock);
+		inbox_wake(in);
+	}
+	MQTTAsync_freeMessage(&message);
+	MQTTAsync_free(topic_name);
+	return 1; /* taken: never redelivered by Paho */
+}
+
+static void paho_connected(void *context, char *cause)
+{
+	post_control(context, NODE_EV_CONNECTED, 0, 0, cause ? cause : "connected");
+}
+
+static void paho_connection_lost(void *context, char *cause)
+{
+	post_control(context, NODE_EV_CONNECTION_LOST, 0, 0, cause ? cause : "no cause given");
+}
+
+static void paho_connect_failed(void *context, MQTTAsync_failureData *data)
+{
+	post_control(context, NODE_EV_CONNECT_FAILED, 0, data ? data->code : 0,
+		     data && data->message ? data->message
+					   : MQTTAsync_strerror(data ? data->code : -1));
+}
+
+static void paho_subscribed(void *context, MQTTAsync_successData *data)
+{
+	post_control(context, NODE_EV_SUBSCRIBED, data ? data->token : 0, 0, NULL);
+}
+
+static void paho_subscribe_failed(void *context, MQTTAsync_failureData *data)
+{
+	post_control(context, NODE_EV_SUBSCRIBE_FAILED, data ? data->token : 0,
+		     data ? data->code : 0,
+		     data && data->message ? data->message
+					   : MQTTAsync_strerror(data ? data->code : -1));
+}
+
+static void publish_settled(struct node_inbox *in)
+{
+	pthread_mutex_lock(&in->lock);
+	if (in->publishes_pending > 0)
+		in->publishes_pending--;
+	pthread_cond_broadcast(&in->changed);
+	pthread_mutex_unlock(&in->lock);
+}
+
+static void paho_published(void *context, MQTTAsync_successData *data)
+{
+	(void)data;
+	publish_settled(context);
+}
+
+static void paho_publish_failed(void *context, MQTTAsync_failureData *data)
+{
+	publish_settled(context);
+	post_control(context, NODE_EV_PUBLISH_FAILED, data ? data->token : 0,
+		     data ? data->code : 0,
+		     data && data->message ? data->message
+					   : MQTTAsync_strerror(data ? data->code : -1));
+}
+
+static void paho_disconnect_done(void *context, MQTTAsync_successData *data)
+{
+	struct node_inbox *in = context;
+
+	(void)data;
+	pthread_mutex_lock(&in->lock);
+	in->disconnected = true;
+	pthread_cond_broadcast(&in->changed);
+	pthread_mutex_unlock(&in->lock);
+}
+
+static void paho_disconnect_failed(void *context, MQTTAsync_failureData *data)
+{
+	(void)data;
+	paho_disconnect_done(context, NULL);
+}
+
+/* ---- topic rules ------------------------------------------------------ */
+
+static bool is_word_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_';
+}
+
+static bool watched_find(const struct srup_node *n, uint64_t dev, size_t *pos)
+{
+	size_t lo = 0, hi = n->n_watched;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (n->watched[mid] == dev) {
+			*pos = mid;
+			return true;
+		}
+		if (n->watched[mid] < dev)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*pos = lo;
+	return false;
+}
+
+/* NULL if the topic is one this role handles, else why not. */
+static const char *topic_rejected(const struct srup_node *n, const char *topic)
+{
+	if (n->cfg.role == SRUP_NODE_ROLE_DEVICE)
+		return strcmp(topic, n->own_topic) == 0 ? NULL : "topic is not this device's own";
+
+	/* Server: SRUP/servers/<own>/<\w+> */
+	size_t plen = strlen(n->server_prefix);
+	if (strncmp(topic, n->server_prefix, plen) == 0) {
+		const char *rest = topic + plen;
+		if (*rest == '\0')
+			return "server topic has no sender segment";
+		for (const char *p = rest; *p; p++)
+			if (!is_word_char(*p))
+				return "server topic segment is not a word (\\w+)";
+		return NULL;
+	}
+	/* SRUP/<dev> or SRUP/<dev>/... for a watched device, the ID in its
+	 * canonical topic form. */
+	if (strncmp(topic, "SRUP/", 5) == 0) {
+		const char *seg = topic + 5;
+		size_t len = strcspn(seg, "/");
+		char text[17], canon[17];
+		uint64_t dev;
+		size_t pos;
+
+		if (len == 0 || len > 16)
+			return "topic is not a watched device's";
+		memcpy(text, seg, len);
+		text[len] = '\0';
+		if (srup_id_parse(text, &dev) != 0)
+			return "topic is not a watched device's";
+		srup_id_format_topic(dev, canon);
+		if (strcmp(canon, text) != 0 || !watched_find(n, dev, &pos))
+			return "topic is not a watched device's";
+		return NULL;
+	}
+	return "topic is not one this server handles";
+}
+
+/* ---- the receive pipeline (loop thread) -------------------------------- */
+
+#define DROP(n, topic, ...)                                                                     \
+	do {                                                                                    \
+		char reason_[400];                                                              \
+		snprintf(reason_, sizeof(reason_), __VA_ARGS__);                                \
+		srup_log(LOG_WARNING, "dropped message on %s: %s", (topic), reason_);           \
+		(n)->stats.dropped++;                                                           \
+	} while (0)
+
+static void pipeline(struct srup_node *n, const char *topic, const uint8_t *payload, size_t len)
+{
+	struct srup_msg *msg = NULL;
+	struct srup_decode_error derr = {0};
+	const struct srup_type_desc *desc;
+	const struct node_handler *h;
+	char sender[17], allowed[17];
+	char detail[512] = "";
+	EVP_PKEY *key;
+	enum srup_err err;
+	enum srup_seq_err serr;
+
+	if (!payload) {
+		DROP(n, topic, "payload of %zu bytes exceeds the limit of %u bytes", len,
+		     NODE_PAYLOAD_MAX);
+		return;
+	}
+	const char *why = topic_rejected(n, topic);
+	if (why) {
+		DROP(n, topic, "%s", why);
+		return;
+	}
+	err = srup_msg_decode(payload, len, &msg, &derr);
+	if (err != SRUP_OK) {
+		if (err == SRUP_E_TRUNCATED || err == SRUP_E_FIELD_BOUND)
+			DROP(n, topic,
+			     "decode error: %s in field %s at offset %zu (needs %zu bytes, %zu "
+			     "there)",
+			     srup_strerror(err), derr.field ? derr.field : "?", derr.offset,
+			     derr.need, derr.have);
+		else
+			DROP(n, topic, "decode error: %s in field %s at offset %zu",
+			     srup_strerror(err), derr.field ? derr.field : "?", derr.offset);
+		return;
+	}
+	desc = srup_type_by_code(msg->type);
+	srup_id_format16(msg->sender_id, sender);
+	if (!desc || !desc->is_signed) {
+		DROP(n, topic, "type %s (0x%02x) carries no signature", type_name(msg->type),
+		     msg->type);
+		goto out;
+	}
+	if (msg->sender_id == n->cfg.id) {
+		/* Both directions share SRUP/<dev>: our own messages come back. */
+		srup_log(LOG_DEBUG, "ignored our own %s on %s", desc->name, topic);
+		n->stats.ignored_own++;
+		goto out;
+	}
+	key = srup_keystore_lookup(n->peers, msg->sender_id);
+	if (!key) {
+		DROP(n, topic, "unknown sender key for %s (%s)", sender, desc->name);
+		goto out;
+	}
+	err = srup_msg_verify(msg, key);
+	if (err != SRUP_OK) {
+		DROP(n, topic, "bad signature on %s from %s: %s", desc->name, sender,
+		     srup_strerror(err));
+		goto out;
+	}
+	h = &n->handlers[msg->type];
+	if (!h->fn) {
+		DROP(n, topic, "no handler for type %s (0x%02x) from %s", desc->name, msg->type,
+		     sender);
+		goto out;
+	}
+	if (h->allowed_sender != SRUP_NODE_ANY_SENDER && h->allowed_sender != msg->sender_id) {
+		srup_id_format16(h->allowed_sender, allowed);
+		DROP(n, topic, "sender %s not allowed to send %s (only %s)", sender, desc->name,
+		     allowed);
+		goto out;
+	}
+	if (!srup_seqstore_is_fresh(n->seq, msg->sender_id, msg->sequence_id)) {
+		DROP(n, topic, "replayed sequence id %" PRIu64 " <= last accepted %" PRIu64
+			       " from %s (%s)",
+		     msg->sequence_id, srup_seqstore_last_accepted(n->seq, msg->sender_id), sender,
+		     desc->name);
+		goto out;
+	}
+	/* Persisted before acting: a crash after the handler must not let the
+	 * same message be accepted again. */
+	serr = srup_seqstore_accept(n->seq, msg->sender_id, msg->sequence_id, detail,
+				    sizeof(detail));
+	if (serr != SRUP_SEQ_OK) {
+		srup_log(LOG_ERR, "cannot record sequence id from %s: %s: %s", sender,
+			 srup_seqstore_strerror(serr), detail);
+		DROP(n, topic, "sequence id %" PRIu64 " from %s could not be persisted",
+		     msg->sequence_id, sender);
+		goto out;
+	}
+	n->stats.accepted++;
+	h->fn(n, msg, topic, h->user);
+out:
+	srup_msg_free(msg);
+}
+
+/* ---- connection handling (loop thread) --------------------------------- */
+
+static int subscribe_all(struct srup_node *n)
+{
+	size_t count = n->cfg.role == SRUP_NODE_ROLE_DEVICE ? 1 : 1 + n->n_watched;
+	char **topics = calloc(count, sizeof(*topics));
+	int *qos = calloc(count, sizeof(*qos));
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	int rc = MQTTASYNC_FAILURE;
+	size_t i;
+
+	if (!topics || !qos)
+		goto out;
+	for (i = 0; i < count; i++) {
+		topics[i] = malloc(SRUP_TOPIC_MAX + 2);
+		if (!topics[i])
+			goto out;
+		qos[i] = 1;
+	}
+	if (n->cfg.role == SRUP_NODE_ROLE_DEVICE) {
+		snprintf(topics[0], SRUP_TOPIC_MAX + 2, "%s", n->own_topic);
+	} else {
+		snprintf(topics[0], SRUP_TOPIC_MAX + 2, "%s#", n->server_prefix);
+		for (i = 0; i < n->n_watched; i++) {
+			char t[SRUP_TOPIC_MAX];
+			srup_topic_device(n->watched[i], t);
+			snprintf(topics[1 + i], SRUP_TOPIC_MAX + 2, "%s/#", t);
+		}
+	}
+	opts.onSuccess = paho_subscribed;
+	opts.onFailure = paho_subscribe_failed;
+	opts.context = &n->inbox;
+	rc = MQTTAsync_subscribeMany(n->client, (int)count, topics, qos, &opts);
+	if (rc == MQTTASYNC_SUCCESS)
+		n->subscribe_token = opts.token;
+	else
+		srup_log(LOG_ERR, "cannot subscribe on %s: %s", n->cfg.broker,
+			 MQTTAsync_strerror(rc));
+out:
+	if (topics)
+		for (i = 0; i < count; i++)
+			free(topics[i]);
+	free(topics);
+	free(qos);
+	return rc == MQTTASYNC_SUCCESS ? 0 : -1;
+}
+
+static int resubscribe_timer_fired(sd_event_source *s, uint64_t usec, void *user)
+{
+	struct srup_node *n = user;
+
+	(void)s;
+	(void)usec;
+	if (MQTTAsync_isConnected(n->client))
+		subscribe_all(n);
+	return 0;
+}
+
+static void schedule_resubscribe(struct srup_node *n)
+{
+	uint64_t now;
+	uint64_t delay = (uint64_t)n->cfg.reconnect_max_seconds * 1000000u;
+
+	if (sd_event_now(n->loop, CLOCK_MONOTONIC, &now) < 0)
+		return;
+	if (n->resubscribe_timer) {
+		sd_event_source_set_time(n->resubscribe_timer, now + delay);
+		sd_event_source_set_enabled(n->resubscribe_timer, SD_EVENT_ONESHOT);
+		return;
+	}
+	sd_event_add_time(n->loop, &n->resubscribe_timer, CLOCK_MONOTONIC, now + delay, 0,
+			  resubscribe_timer_fired, n);
+}
+
+static void handle_control(struct srup_node *n, const struct node_event *ev)
+{
+	switch (ev->kind) {
+	case NODE_EV_CONNECTED:
+		n->connected = false; /* until the subscriptions are acknowledged */
+		srup_log(LOG_INFO, "connected to %s", n->cfg.broker);
+		/* The broker may have lost our session (restart without
+		 * persistence): subscribe again every time. */
+		if (subscribe_all(n) != 0)
+			schedule_resubscribe(n);
+		break;
+	case NODE_EV_CONNECTION_LOST:
+		n->connected = false;
+		srup_log(LOG_WARNING, "connection to %s lost (%s); reconnecting", n->cfg.broker,
+			 ev->text);
+		break;
+	case NODE_EV_CONNECT_FAILED:
+		srup_log(LOG_WARNING, "cannot connect to %s: %s (code %d); retrying",
+			 n->cfg.broker, ev->text, ev->code);
+		break;
+	case NODE_EV_SUBSCRIBED:
+		if (ev->token != n->subscribe_token)
+			break; /* a single watch_device subscription */
+		if (!n->connected) {
+			n->connected = true;
+			srup_log(LOG_INFO, "subscribed on %s as %s", n->cfg.broker, n->own_topic);
+			if (n->on_connected)
+				n->on_connected(n, n->on_connected_user);
+		}
+		break;
+	case NODE_EV_SUBSCRIBE_FAILED:
+		srup_log(LOG_ERR, "broker %s refused a subscription: %s (code %d)", n->cfg.broker,
+			 ev->text, ev->code);
+		if (ev->token == n->subscribe_token)
+			schedule_resubscribe(n);
+		break;
+	case NODE_EV_PUBLISH_FAILED:
+		srup_log(LOG_ERR, "publish (token %d) to %s failed: %s (code %d)", ev->token,
+			 n->cfg.broker, ev->text, ev->code);
+		break;
+	case NODE_EV_MESSAGE:
+		break;
+	}
+}
+
+static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *user)
+{
+	struct srup_node *n = user;
+	struct node_inbox *in = &n->inbox;
+	struct node_event *ev, *next;
+	uint64_t counter, newly_full = 0, lost_control;
+
+	(void)s;
+	(void)revents;
+	if (read(fd, &counter, sizeof(counter)) < 0 && errno != EAGAIN)
+		srup_log(LOG_ERR, "reading the node's eventfd: %s", strerror(errno));
+
+	pthread_mutex_lock(&in->lock);
+	ev = in->head;
+	in->head = in->tail = NULL;
+	/* Slots reserved by a callback still copying stay counted. */
+	for (struct node_event *e = ev; e; e = e->next) {
+		if (e->kind == NODE_EV_MESSAGE)
+			in->queued_messages--;
+		else
+			in->queued_control--;
+	}
+	if (in->queue_full > in->queue_full_reported) {
+		newly_full = in->queue_full - in->queue_full_reported;
+		in->queue_full_reported = in->queue_full;
+	}
+	lost_control = in->control_lost;
+	in->control_lost = 0;
+	pthread_mutex_unlock(&in->lock);
+
+	if (newly_full) {
+		srup_log(LOG_WARNING, "%" PRIu64 " messages dropped: receive queue full",
+			 newly_full);
+		n->stats.dropped += newly_full;
+	}
+	if (lost_control)
+		srup_log(LOG_WARNING, "%" PRIu64 " connection events dropped: queue full",
+			 lost_control);
+	for (; ev; ev = next) {
+		next = ev->next;
+		if (ev->kind == NODE_EV_MESSAGE)
+			pipeline(n, ev->topic, ev->payload, ev->len);
+		else
+			handle_control(n, ev);
+		free(ev->topic);
+		free(ev->payload);
+		free(ev);
+	}
+	return 0;
+}
+
+/* ---- construction ----------------------------------------------------- */
+
+/* Paho URI from the configured URL: tcp:// and mqtt:// are plain,
+ * mqtts:// is TLS (Paho's ssl://). */
+static enum srup_node_err translate_url(struct srup_node *n, char *detail, size_t detail_len)
+{
+	static const struct {
+		const char *scheme;
+		const char *paho;
+		bool tls;
+	} schemes[] = {
+		{"tcp://", "tcp://", false},
+		{"mqtt://", "tcp://", false},
+		{"mqtts://", "ssl://", true},
+	};
+	const char *url = n->cfg.broker;
+
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		size_t len = strlen(schemes[i].scheme);
+		if (strncmp(url, schemes[i].scheme, len) != 0)
+			continue;
+		const char *rest = url + len;
+		if (*rest == '\0' || *rest == ':' || *rest == '/' || strchr(rest, ' ')) {
+			set_detail(detail, detail_len, "broker URL \"%s\" has no host", url);
+			return SRUP_NODE_E_ARG;
+		}
+		snprintf(n->paho_uri, sizeof(n->paho_uri), "%s%s", schemes[i].paho, rest);
+		n->tls = schemes[i].tls;
+		return SRUP_NODE_OK;
+	}
+	set_detail(detail, detail_len,
+		   "broker URL \"%s\": scheme must be tcp://, mqtt:// or mqtts://", url);
+	return SRUP_NODE_E_ARG;
+}
+
+static enum srup_node_err check_config(struct srup_node *n, char *detail, size_t detail_len)
+{
+	struct srup_node_config *c = &n->cfg;
+
+	if (c->role != SRUP_NODE_ROLE_DEVICE && c->role != SRUP_NODE_ROLE_SERVER) {
+		set_detail(detail, detail_len, "unknown node role %d", (int)c->role);
+		return SRUP_NODE_E_ARG;
+	}
+	/* The fixed-size strings must be terminated. */
+	if (!memchr(c->broker, '\0', sizeof(c->broker)) ||
+	    !memchr(c->ca_file, '\0', sizeof(c->ca_file)) ||
+	    !memchr(c->cert_file, '\0', sizeof(c->cert_file)) ||
+	    !memchr(c->key_file, '\0', sizeof(c->key_file)) ||
+	    !memchr(c->state_dir, '\0', sizeof(c->state_dir))) {
+		set_detail(detail, detail_len, "a node config string is not terminated");
+		return SRUP_NODE_E_ARG;
+	}
+	if (c->broker[0] == '\0') {
+		set_detail(detail, detail_len, "no broker URL given");
+		return SRUP_NODE_E_ARG;
+	}
+	if (c->state_dir[0] == '\0') {
+		set_detail(detail, detail_len, "no state directory given");
+		return SRUP_NODE_E_ARG;
+	}
+	if (c->keepalive_seconds == 0)
+		c->keepalive_seconds = NODE_DEFAULT_KEEPALIVE;
+	if (c->reconnect_min_seconds == 0)
+		c->reconnect_min_seconds = NODE_DEFAULT_RECONNECT_MIN;
+	if (c->reconnect_max_seconds == 0)
+		c->reconnect_max_seconds = NODE_DEFAULT_RECONNECT_MAX;
+	if (c->reconnect_min_seconds > c->reconnect_max_seconds ||
+	    c->reconnect_max_seconds > 86400 || c->keepalive_seconds > 65535) {
+		set_detail(detail, detail_len,
+			   "reconnect interval %u..%u s or keepalive %u s out of range",
+			   c->reconnect_min_seconds, c->reconnect_max_seconds,
+			   c->keepalive_seconds);
+		return SRUP_NODE_E_ARG;
+	}
+	enum srup_node_err e = translate_url(n, detail, detail_len);
+	if (e != SRUP_NODE_OK)
+		return e;
+	if (n->tls) {
+		if (c->ca_file[0] == '\0') {
+			set_detail(detail, detail_len, "broker URL \"%s\" is mqtts:// but no ca_file given",
+				   c->broker);
+			return SRUP_NODE_E_ARG;
+		}
+		if (c->key_file[0] != '\0' && c->cert_file[0] == '\0') {
+			set_detail(detail, detail_len, "key_file given without cert_file");
+			return SRUP_NODE_E_ARG;
+		}
+	}
+	return SRUP_NODE_OK;
+}
+
+static enum srup_node_err create_client(struct srup_node *n, char *detail, size_t detail_len)
+{
+	MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+	char client_id[64];
+	int rc;
+
+	/* RESPONSEs decided while the broker is away are kept and sent after
+	 * the reconnect, also before the first connect succeeded. */
+	co.sendWhileDisconnected = 1;
+	co.allowDisconnectedSendAtAnyTime = 1;
+	co.maxBufferedMessages = NODE_BUFFERED_MAX;
+	co.MQTTVersion = MQTTVERSION_3_1_1;
+	snprintf(client_id, sizeof(client_id), "SRUP Client: %s", n->id_text);
+	rc = MQTTAsync_createWithOptions(&n->client, n->paho_uri, client_id,
+					 MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+	if (rc != MQTTASYNC_SUCCESS) {
+		set_detail(detail, detail_len, "MQTT client for %s: %s", n->cfg.broker,
+			   MQTTAsync_strerror(rc));
+		return SRUP_NODE_E_MQTT;
+	}
+	n->client_created = true;
+	rc = MQTTAsync_setCallbacks(n->client, &n->inbox, paho_connection_lost,
+				    paho_message_arrived, NULL);
+	if (rc == MQTTASYNC_SUCCESS)
+		rc = MQTTAsync_setConnected(n->client, &n->inbox, paho_connected);
+	if (rc != MQTTASYNC_SUCCESS) {
+		set_detail(detail, detail_len, "MQTT callbacks: %s", MQTTAsync_strerror(rc));
+		return SRUP_NODE_E_MQTT;
+	}
+	return SRUP_NODE_OK;
+}
+
+enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *cfg,
+				 EVP_PKEY *identity, struct srup_keystore *peers,
+				 struct srup_node **out, char *detail, size_t detail_len)
+{
+	struct srup_node *n;
+	enum srup_node_err e;
+	enum srup_seq_err serr;
+	pthread_condattr_t cattr;
+	char seq_detail[512] = "";
+	int r;
+
+	if (out)
+		*out = NULL;
+	if (!loop || !cfg || !identity || !peers || !out) {
+		set_detail(detail, detail_len, "srup_node_new: missing argument");
+		return SRUP_NODE_E_ARG;
+	}
+	if (srup_key_check(identity) != SRUP_OK) {
+		set_detail(detail, detail_len, "identity key is not RSA of 2048..4096 bits");
+		return SRUP_NODE_E_ARG;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return SRUP_NODE_E_NOMEM;
+	n->inbox.efd = -1;
+	if (pthread_mutex_init(&n->inbox.lock, NULL) != 0) {
+		free(n);
+		return SRUP_NODE_E_NOMEM;
+	}
+	pthread_condattr_init(&cattr);
+	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+	r = pthread_cond_init(&n->inbox.changed, &cattr);
+	pthread_condattr_destroy(&cattr);
+	if (r != 0) {
+		pthread_mutex_destroy(&n->inbox.lock);
+		free(n);
+		return SRUP_NODE_E_NOMEM;
+	}
+	n->cfg = *cfg;
+	n->loop = sd_event_ref(loop);
+	n->peers = peers;
+	EVP_PKEY_up_ref(identity);
+	n->identity = identity;
+	srup_id_format_topic(cfg->id, n->id_text);
+	srup_topic_device(cfg->id, n->own_topic);
+	snprintf(n->server_prefix, sizeof(n->server_prefix), "SRUP/servers/%s/", n->id_text);
+
+	e = check_config(n, detail, detail_len);
+	if (e != SRUP_NODE_OK)
+		goto fail;
+	serr = srup_seqstore_new(n->cfg.state_dir, 0, &n->seq, seq_detail, sizeof(seq_detail));
+	if (serr != SRUP_SEQ_OK) {
+		set_detail(detail, detail_len, "%s: %s", srup_seqstore_strerror(serr), seq_detail);
+		e = serr == SRUP_SEQ_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
+		goto fail;
+	}
+	n->inbox.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (n->inbox.efd < 0) {
+		set_detail(detail, detail_len, "eventfd: %s", strerror(errno));
+		e = SRUP_NODE_E_NOMEM;
+		goto fail;
+	}
+	r = sd_event_add_io(loop, &n->inbox_source, n->inbox.efd, EPOLLIN, inbox_readable, n);
+	if (r < 0) {
+		set_detail(detail, detail_len, "sd_event_add_io: %s", strerror(-r));
+		e = SRUP_NODE_E_NOMEM;
+		goto fail;
+	}
+	e = create_client(n, detail, detail_len);
+	if (e != SRUP_NODE_OK)
+		goto fail;
+	*out = n;
+	return SRUP_NODE_OK;
+fail:
+	srup_node_free(n);
+	return e;
+}
+
+/* Disconnect cleanly so that no Paho callback can run once we free. */
+static void disconnect_client(struct srup_node *n)
+{
+	MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
+	struct timespec deadline;
+
+	if (!n->connect_requested)
+		return;
+	opts.timeout = 0; /* in-flight QoS 1 messages were settled by flush, if wanted */
+	opts.onSuccess = paho_disconnect_done;
+	opts.onFailure = paho_disconnect_failed;
+	opts.context = &n->inbox;
+	if (MQTTAsync_disconnect(n->client, &opts) != MQTTASYNC_SUCCESS)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += NODE_DISCONNECT_WAIT_MS / 1000;
+	pthread_mutex_lock(&n->inbox.lock);
+	while (!n->inbox.disconnected)
+		if (pthread_cond_timedwait(&n->inbox.changed, &n->inbox.lock, &deadline) ==
+		    ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&n->inbox.lock);
+}
+
+void srup_node_free(struct srup_node *n)
+{
+	struct node_event *ev, *next;
+
+	if (!n)
+		return;
+	if (n->client_created) {
+		disconnect_client(n);
+		MQTTAsync_destroy(&n->client);
+	}
+	sd_event_source_disable_unref(n->inbox_source);
+	sd_event_source_disable_unref(n->resubscribe_timer);
+	for (ev = n->inbox.head; ev; ev = next) {
+		next = ev->next;
+		free(ev->topic);
+		free(ev->payload);
+		free(ev);
+	}
+	if (n->inbox.efd >= 0)
+		close(n->inbox.efd);
+	pthread_cond_destroy(&n->inbox.changed);
+	pthread_mutex_destroy(&n->inbox.lock);
+	srup_seqstore_free(n->seq);
+	EVP_PKEY_free(n->identity);
+	free(n->watched);
+	sd_event_unref(n->loop);
+	free(n);
+}
+
+enum srup_node_err srup_node_on(struct srup_node *n, uint8_t type, uint64_t allowed_sender,
+				srup_node_handler handler, void *user)
+{
+	const struct srup_type_desc *desc = srup_type_by_code(type);
+
+	if (!n || !handler || !desc || !desc->is_signed)
+		return SRUP_NODE_E_ARG;
+	n->handlers[type] = (struct node_handler){
+		.fn = handler, .user = user, .allowed_sender = allowed_sender};
+	return SRUP_NODE_OK;
+}
+
+enum srup_node_err srup_node_watch_device(struct srup_node *n, uint64_t device)
+{
+	size_t pos;
+
+	if (!n || n->cfg.role != SRUP_NODE_ROLE_SERVER)
+		return SRUP_NODE_E_ARG;
+	if (watched_find(n, device, &pos))
+		return SRUP_NODE_OK;
+	if (n->n_watched == n->cap_watched) {
+		size_t cap = n->cap_watched ? n->cap_watched * 2 : 16;
+		uint64_t *w = realloc(n->watched, cap * sizeof(*w));
+		if (!w)
+			return SRUP_NODE_E_NOMEM;
+		n->watched = w;
+		n->cap_watched = cap;
+	}
+	memmove(&n->watched[pos + 1], &n->watched[pos], (n->n_watched - pos) * sizeof(*n->watched));
+	n->watched[pos] = device;
+	n->n_watched++;
+
+	/* Subscribed now if the session is up; every reconnect subscribes
+	 * the whole list again. */
+	if (n->connect_requested && MQTTAsync_isConnected(n->client)) {
+		MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+		char topic[SRUP_TOPIC_MAX + 2], dev[SRUP_TOPIC_MAX];
+		int rc;
+
+		srup_topic_device(device, dev);
+		snprintf(topic, sizeof(topic), "%s/#", dev);
+		opts.onSuccess = paho_subscribed;
+		opts.onFailure = paho_subscribe_failed;
+		opts.context = &n->inbox;
+		rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+		if (rc != MQTTASYNC_SUCCESS) {
+			srup_log(LOG_ERR, "cannot subscribe to %s: %s", topic,
+				 MQTTAsync_strerror(rc));
+			return SRUP_NODE_E_MQTT;
+		}
+	}
+	return SRUP_NODE_OK;
+}
+
+enum srup_node_err srup_node_connect(struct srup_node *n,
+				     void (*on_connected)(struct srup_node *node, void *user),
+				     void *user)
+{
+	MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
+	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+	int rc;
+
+	if (!n)
+		return SRUP_NODE_E_ARG;
+	if (n->connect_requested)
+		return SRUP_NODE_OK;
+	n->on_connected = on_connected;
+	n->on_connected_user = user;
+	opts.keepAliveInterval = (int)n->cfg.keepalive_seconds;
+	opts.cleansession = 0; /* the broker keeps our subscriptions and QoS 1 messages */
+	opts.MQTTVersion = MQTTVERSION_3_1_1;
+	opts.automaticReconnect = 1;
+	opts.minRetryInterval = (int)n->cfg.reconnect_min_seconds;
+	opts.maxRetryInterval = (int)n->cfg.reconnect_max_seconds;
+	opts.connectTimeout = NODE_CONNECT_TIMEOUT_S;
+	opts.onFailure = paho_connect_failed;
+	opts.context = &n->inbox;
+	if (n->tls) {
+		ssl.trustStore = n->cfg.ca_file;
+		ssl.keyStore = n->cfg.cert_file[0] ? n->cfg.cert_file : NULL;
+		ssl.privateKey = n->cfg.key_file[0] ? n->cfg.key_file : NULL;
+		ssl.enableServerCertAuth = 1;
+		ssl.verify = 1; /* the certificate must name the host we dialled */
+		opts.ssl = &ssl;
+	}
+	rc = MQTTAsync_connect(n->client, &opts);
+	if (rc != MQTTASYNC_SUCCESS) {
+		srup_log(LOG_ERR, "cannot start connecting to %s: %s", n->cfg.broker,
+			 MQTTAsync_strerror(rc));
+		return SRUP_NODE_E_MQTT;
+	}
+	n->connect_requested = true;
+	return SRUP_NODE_OK;
+}
+
+bool srup_node_is_connected(const struct srup_node *n)
+{
+	return n && n->connected;
+}
+
+enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uint64_t peer,
+				  const char *topic)
+{
+	MQTTAsync_message pub = MQTTAsync_message_initializer;
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	const struct srup_type_desc *desc;
+	char detail[512] = "";
+	uint8_t *wire = NULL;
+	size_t wire_len = 0;
+	uint64_t seq;
+	enum srup_seq_err serr;
+	enum srup_err err;
+	int rc;
+
+	if (!n || !msg || !topic || topic[0] == '\0' || strlen(topic) >= NODE_TOPIC_LEN_MAX)
+		return SRUP_NODE_E_ARG;
+	desc = srup_type_by_code(msg->type);
+	if (!desc || !desc->is_signed) {
+		srup_log(LOG_ERR, "cannot send type 0x%02x: not a signed SRUP message type",
+			 msg->type);
+		return SRUP_NODE_E_ARG;
+	}
+	msg->version = SRUP_VERSION;
+	msg->sender_id = n->cfg.id;
+	serr = srup_seqstore_next(n->seq, peer, &seq, detail, sizeof(detail));
+	if (serr != SRUP_SEQ_OK) {
+		srup_log(LOG_ERR, "cannot send %s on %s: %s: %s", desc->name, topic,
+			 srup_seqstore_strerror(serr), detail);
+		return serr == SRUP_SEQ_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
+	}
+	msg->sequence_id = seq;
+	err = srup_msg_sign(msg, n->identity);
+	if (err == SRUP_OK)
+		err = srup_msg_encode(msg, &wire, &wire_len);
+	if (err != SRUP_OK) {
+		srup_log(LOG_ERR, "cannot send %s on %s: %s", desc->name, topic,
+			 srup_strerror(err));
+		return err == SRUP_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_PROTOCOL;
+	}
+	if (wire_len > (size_t)INT32_MAX) {
+		free(wire);
+		return SRUP_NODE_E_PROTOCOL;
+	}
+	pub.payload = wire;
+	pub.payloadlen = (int)wire_len;
+	pub.qos = 1;
+	pub.retained = 0;
+	opts.onSuccess = paho_published;
+	opts.onFailure = paho_publish_failed;
+	opts.context = &n->inbox;
+
+	/* Counted before Paho can call back. */
+	pthread_mutex_lock(&n->inbox.lock);
+	n->inbox.publishes_pending++;
+	pthread_mutex_unlock(&n->inbox.lock);
+	rc = MQTTAsync_sendMessage(n->client, topic, &pub, &opts);
+	free(wire);
+	if (rc != MQTTASYNC_SUCCESS) {
+		publish_settled(&n->inbox);
+		srup_log(LOG_ERR, "cannot publish %s on %s: %s", desc->name, topic,
+			 MQTTAsync_strerror(rc));
+		return SRUP_NODE_E_MQTT;
+	}
+	n->stats.sent++;
+	srup_log(LOG_DEBUG, "sent %s seq %" PRIu64 " on %s", desc->name, seq, topic);
+	return SRUP_NODE_OK;
+}
+
+enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
+{
+	struct timespec deadline;
+	uint64_t left;
+
+	if (!n)
+		return SRUP_NODE_E_ARG;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&n->inbox.lock);
+	while (n->inbox.publishes_pending > 0)
+		if (pthread_cond_timedwait(&n->inbox.changed, &n->inbox.lock, &deadline) ==
+		    ETIMEDOUT)
+			break;
+	left = n->inbox.publishes_pending;
+	pthread_mutex_unlock(&n->inbox.lock);
+	if (left > 0) {
+		srup_log(LOG_WARNING, "%" PRIu64 " message(s) not acknowledged by %s after %u ms",
+			 left, n->cfg.broker, timeout_ms);
+		return SRUP_NODE_E_TIMEOUT;
+	}
+	return SRUP_NODE_OK;
+}
+
+uint64_t srup_node_id(const struct srup_node *n)
+{
+	return n ? n->cfg.id : 0;
+}
+
+void srup_node_get_stats(const struct srup_node *n, struct srup_node_stats *out)
+{
+	if (!out)
+		return;
+	memset(out, 0, sizeof(*out));
+	if (!n)
+		return;
+	*out = n->stats;
+	/* Messages that arrived or were dropped since the loop last drained
+	 * are known only to the inbox. */
+	pthread_mutex_lock((pthread_mutex_t *)&n->inbox.lock);
+	out->received = n->inbox.received;
+	out->dropped += n->inbox.queue_full - n->inbox.queue_full_reported;
+	pthread_mutex_unlock((pthread_mutex_t *)&n->inbox.lock);
+}

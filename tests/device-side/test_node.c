@@ -1,0 +1,810 @@
+/* The SRUP node against a real Mosquitto started by the test: message
+ * exchange both ways, every rejection of the receive pipeline, a broker
+ * restart while publishing, and sequence IDs across a node restart.
+ *
+ * The loop is driven with sd_event_run() until a condition holds or a
+ * deadline passes; deadlines only bound the wait, they are never the
+ * thing asserted. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <systemd/sd-event.h>
+
+#include "srup.h"
+#include "srup_keys.h"
+#include "srup_log.h"
+#include "srup_node.h"
+#include "srup_seqstore.h"
+#include "test_broker.h"
+
+#define SERVER_ID 0x5e5e5e01ull
+#define DEVICE_ID 0xd0d0d0d0d0d0d002ull
+#define OTHER_ID 0x0bad0003ull   /* a known key, but not our server */
+#define UNKNOWN_ID 0x77777777ull /* nobody knows its key */
+#define WAIT_MS 15000u
+
+static EVP_PKEY *server_key, *device_key, *other_key;
+
+/* What a handler saw. */
+struct recorder {
+	unsigned count;
+	uint8_t type;
+	uint8_t status;
+	uint64_t sequence_id;
+	uint64_t sender_id;
+	uint64_t observer_id;
+	char topic[SRUP_TOPIC_MAX];
+	char token[64];
+};
+
+struct world {
+	struct test_broker *broker;
+	sd_event *loop;
+	char dir[4096];
+	char log_path[4200];
+	int saved_stderr;
+	struct srup_keystore *server_peers, *device_peers;
+	struct srup_node *server, *device;
+	struct recorder at_server, at_device;
+	unsigned server_connects, device_connects;
+};
+
+static void record(struct srup_node *node, const struct srup_msg *msg, const char *topic,
+		   void *user)
+{
+	struct recorder *r = user;
+
+	(void)node;
+	r->count++;
+	r->type = msg->type;
+	r->status = msg->status;
+	r->sequence_id = msg->sequence_id;
+	r->sender_id = msg->sender_id;
+	r->observer_id = msg->observer_id;
+	snprintf(r->topic, sizeof(r->topic), "%s", topic);
+	snprintf(r->token, sizeof(r->token), "%.*s", (int)msg->token.len,
+		 (const char *)msg->token.data);
+}
+
+static void count_connect(struct srup_node *node, void *user)
+{
+	(void)node;
+	(*(unsigned *)user)++;
+}
+
+/* ---- world setup ------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (srup_key_generate(2048, &server_key) != SRUP_KEYS_OK ||
+	    srup_key_generate(2048, &device_key) != SRUP_KEYS_OK ||
+	    srup_key_generate(2048, &other_key) != SRUP_KEYS_OK)
+		return -1;
+	srup_log_set_level(LOG_DEBUG);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	EVP_PKEY_free(server_key);
+	EVP_PKEY_free(device_key);
+	EVP_PKEY_free(other_key);
+	return 0;
+}
+
+static int setup(void **state)
+{
+	struct world *w = calloc(1, sizeof(*w));
+	int fd;
+
+	if (!w || test_tmpdir("srup-node-test", w->dir) != 0)
+		return -1;
+	/* The node logs every rejection on stderr: capture it to check the
+	 * reasons, and replay it at teardown for ctest's output. */
+	snprintf(w->log_path, sizeof(w->log_path), "%s/stderr.log", w->dir);
+	fflush(stderr);
+	w->saved_stderr = dup(STDERR_FILENO);
+	fd = open(w->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+	if (fd < 0 || w->saved_stderr < 0 || dup2(fd, STDERR_FILENO) < 0)
+		return -1;
+	close(fd);
+	if (test_broker_start(&w->broker) != 0 || sd_event_new(&w->loop) < 0)
+		return -1;
+	if (srup_keystore_open(NULL, &w->server_peers, NULL, 0) != SRUP_KEYS_OK ||
+	    srup_keystore_open(NULL, &w->device_peers, NULL, 0) != SRUP_KEYS_OK)
+		return -1;
+	/* The server knows the device and the stranger; the device knows
+	 * the server and the stranger (so that "not allowed" is reachable). */
+	if (srup_keystore_add(w->server_peers, DEVICE_ID, device_key) != SRUP_KEYS_OK ||
+	    srup_keystore_add(w->server_peers, OTHER_ID, other_key) != SRUP_KEYS_OK ||
+	    srup_keystore_add(w->device_peers, SERVER_ID, server_key) != SRUP_KEYS_OK ||
+	    srup_keystore_add(w->device_peers, OTHER_ID, other_key) != SRUP_KEYS_OK ||
+	    srup_keystore_add(w->device_peers, DEVICE_ID, device_key) != SRUP_KEYS_OK)
+		return -1;
+	*state = w;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct world *w = *state;
+	char buf[4096];
+	ssize_t n;
+	int fd;
+
+	srup_node_free(w->server);
+	srup_node_free(w->device);
+	srup_keystore_free(w->server_peers);
+	srup_keystore_free(w->device_peers);
+	sd_event_unref(w->loop);
+	test_broker_free(w->broker);
+	fflush(stderr);
+	dup2(w->saved_stderr, STDERR_FILENO);
+	close(w->saved_stderr);
+	fd = open(w->log_path, O_RDONLY);
+	if (fd >= 0) {
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			if (write(STDERR_FILENO, buf, (size_t)n) != n)
+				break;
+		close(fd);
+	}
+	test_rm_rf(w->dir);
+	free(w);
+	return 0;
+}
+
+static bool log_contains(struct world *w, const char *needle)
+{
+	FILE *f;
+	char line[2048];
+	bool found = false;
+
+	fflush(stderr);
+	f = fopen(w->log_path, "r");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
+static void state_dir(struct world *w, const char *name, char out[256])
+{
+	int n = snprintf(out, 256, "%s/%s", w->dir, name);
+
+	assert_true(n > 0 && n < 256);
+}
+
+static enum srup_node_err make_node(struct world *w, enum srup_node_role role, uint64_t id,
+				    EVP_PKEY *key, struct srup_keystore *peers, const char *state,
+				    struct srup_node **out, char *detail, size_t detail_len)
+{
+	struct srup_node_config cfg = {.role = role, .id = id};
+
+	snprintf(cfg.broker, sizeof(cfg.broker), "%s", test_broker_url(w->broker));
+	state_dir(w, state, cfg.state_dir);
+	cfg.reconnect_min_seconds = 1;
+	cfg.reconnect_max_seconds = 2;
+	return srup_node_new(w->loop, &cfg, key, peers, out, detail, detail_len);
+}
+
+static void make_server(struct world *w)
+{
+	char detail[512] = "";
+
+	if (make_node(w, SRUP_NODE_ROLE_SERVER, SERVER_ID, server_key, w->server_peers, "server",
+		      &w->server, detail, sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("server node: %s", detail);
+	assert_int_equal(srup_node_watch_device(w->server, DEVICE_ID), SRUP_NODE_OK);
+	assert_int_equal(srup_node_on(w->server, SRUP_TYPE_OBS_JOIN_REQUEST, SRUP_NODE_ANY_SENDER,
+				      record, &w->at_server),
+			 SRUP_NODE_OK);
+	assert_int_equal(srup_node_on(w->server, SRUP_TYPE_RESPONSE, SRUP_NODE_ANY_SENDER, record,
+				      &w->at_server),
+			 SRUP_NODE_OK);
+}
+
+static void make_device(struct world *w)
+{
+	char detail[512] = "";
+
+	if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers, "device",
+		      &w->device, detail, sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("device node: %s", detail);
+	/* RESPONSE only from our server; OBS_JOIN_RESP has no handler. */
+	assert_int_equal(srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, record,
+				      &w->at_device),
+			 SRUP_NODE_OK);
+}
+
+/* Run the loop until cond(w) or the deadline; returns cond(w). */
+static bool run_until(struct world *w, bool (*cond)(struct world *w), unsigned timeout_ms)
+{
+	uint64_t deadline = test_now_ms() + timeout_ms;
+
+	while (!cond(w)) {
+		if (test_now_ms() >= deadline)
+			return false;
+		sd_event_run(w->loop, 50 * 1000);
+	}
+	return true;
+}
+
+static bool both_connected(struct world *w)
+{
+	return (!w->server || srup_node_is_connected(w->server)) &&
+	       (!w->device || srup_node_is_connected(w->device));
+}
+
+static void connect_all(struct world *w)
+{
+	if (w->server)
+		assert_int_equal(srup_node_connect(w->server, count_connect, &w->server_connects),
+				 SRUP_NODE_OK);
+	if (w->device)
+		assert_int_equal(srup_node_connect(w->device, count_connect, &w->device_connects),
+				 SRUP_NODE_OK);
+	assert_true(run_until(w, both_connected, WAIT_MS));
+}
+
+static struct srup_node_stats stats_of(struct srup_node *n)
+{
+	struct srup_node_stats s;
+
+	srup_node_get_stats(n, &s);
+	return s;
+}
+
+/* ---- messages made by hand, published by mosquitto_pub ---------------- */
+
+/* A signed message, encoded: type, sender, sequence, signed by key. */
+static uint8_t *craft(uint8_t type, uint64_t sender, uint64_t seq, EVP_PKEY *key,
+		      const char *token, size_t *len)
+{
+	struct srup_msg *m = srup_msg_new(type);
+	uint8_t *wire = NULL;
+
+	assert_non_null(m);
+	m->sender_id = sender;
+	m->sequence_id = seq;
+	m->status = SRUP_STATUS_JOIN_SUCCESS;
+	m->observer_id = 0x0b5e;
+	assert_int_equal(srup_bytes_set(&m->token, token, strlen(token)), SRUP_OK);
+	assert_int_equal(srup_msg_sign(m, key), SRUP_OK);
+	assert_int_equal(srup_msg_encode(m, &wire, len), SRUP_OK);
+	srup_msg_free(m);
+	return wire;
+}
+
+static void publish_raw(struct world *w, const char *topic, const void *payload, size_t len)
+{
+	char file[4300], port[16];
+	FILE *f;
+
+	snprintf(file, sizeof(file), "%s/payload.bin", w->dir);
+	f = fopen(file, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(payload, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+	snprintf(port, sizeof(port), "%u", (unsigned)test_broker_port(w->broker));
+	char *argv[] = {"mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-t",
+			(char *)topic, len ? "-f" : "-n", len ? file : NULL, NULL};
+	assert_int_equal(test_run(argv, 10000), 0);
+}
+
+static void publish_crafted(struct world *w, const char *topic, uint8_t type, uint64_t sender,
+			    uint64_t seq, EVP_PKEY *key, const char *token)
+{
+	size_t len;
+	uint8_t *wire = craft(type, sender, seq, key, token, &len);
+
+	publish_raw(w, topic, wire, len);
+	free(wire);
+}
+
+static unsigned want_device_dropped, want_device_accepted, want_device_own;
+static bool device_counts_reached(struct world *w)
+{
+	struct srup_node_stats s = stats_of(w->device);
+
+	return s.dropped >= want_device_dropped && s.accepted >= want_device_accepted &&
+	       s.ignored_own >= want_device_own;
+}
+
+static void wait_device_counts(struct world *w, unsigned dropped, unsigned accepted, unsigned own)
+{
+	struct srup_node_stats s;
+
+	want_device_dropped = dropped;
+	want_device_accepted = accepted;
+	want_device_own = own;
+	run_until(w, device_counts_reached, WAIT_MS);
+	s = stats_of(w->device);
+	if (s.dropped != dropped || s.accepted != accepted || s.ignored_own != own)
+		fail_msg("device: dropped %" PRIu64 " accepted %" PRIu64 " own %" PRIu64
+			 ", want %u %u %u",
+			 s.dropped, s.accepted, s.ignored_own, dropped, accepted, own);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static bool server_got_one(struct world *w)
+{
+	return w->at_server.count >= 1;
+}
+
+static bool device_got_one(struct world *w)
+{
+	return w->at_device.count >= 1;
+}
+
+static bool server_saw_own_echo(struct world *w)
+{
+	return stats_of(w->server).ignored_own >= 1;
+}
+
+static void test_exchange_both_ways(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+	struct srup_msg *m;
+
+	make_server(w);
+	make_device(w);
+	connect_all(w);
+	assert_int_equal(w->server_connects, 1);
+	assert_int_equal(w->device_connects, 1);
+	/* GENERIC carries no signature: nothing may act on it. */
+	assert_int_equal(srup_node_on(w->device, SRUP_TYPE_GENERIC, SRUP_NODE_ANY_SENDER, record,
+				      &w->at_device),
+			 SRUP_NODE_E_ARG);
+
+	/* Device -> server: OBS_JOIN_REQ on SRUP/servers/<s>/<d>. */
+	m = srup_msg_new(SRUP_TYPE_OBS_JOIN_REQUEST);
+	assert_non_null(m);
+	assert_int_equal(srup_bytes_set(&m->token, "tok-join", 8), SRUP_OK);
+	m->observer_id = 0xb1b2;
+	srup_topic_server_join(SERVER_ID, DEVICE_ID, topic);
+	assert_string_equal(topic, "SRUP/servers/5e5e5e01/d0d0d0d0d0d0d002");
+	assert_int_equal(srup_node_send(w->device, m, SERVER_ID, topic), SRUP_NODE_OK);
+	assert_int_equal(m->sender_id, DEVICE_ID);
+	assert_int_equal(m->sequence_id, 1);
+	srup_msg_free(m);
+	assert_true(run_until(w, server_got_one, WAIT_MS));
+	assert_int_equal(w->at_server.type, SRUP_TYPE_OBS_JOIN_REQUEST);
+	assert_int_equal(w->at_server.sender_id, DEVICE_ID);
+	assert_int_equal(w->at_server.sequence_id, 1);
+	assert_int_equal(w->at_server.observer_id, 0xb1b2);
+	assert_string_equal(w->at_server.token, "tok-join");
+	assert_string_equal(w->at_server.topic, topic);
+
+	/* Server -> device: RESPONSE on SRUP/<d>, sequence continuing the
+	 * pair's shared counter (accepted 1 from the device -> send 2). */
+	m = srup_msg_new(SRUP_TYPE_RESPONSE);
+	assert_non_null(m);
+	assert_int_equal(srup_bytes_set(&m->token, "tok-join", 8), SRUP_OK);
+	m->status = SRUP_STATUS_JOIN_SUCCESS;
+	srup_topic_device(DEVICE_ID, topic);
+	assert_string_equal(topic, "SRUP/d0d0d0d0d0d0d002");
+	assert_int_equal(srup_node_send(w->server, m, DEVICE_ID, topic), SRUP_NODE_OK);
+	assert_int_equal(m->sequence_id, 2);
+	srup_msg_free(m);
+	assert_true(run_until(w, device_got_one, WAIT_MS));
+	assert_int_equal(w->at_device.type, SRUP_TYPE_RESPONSE);
+	assert_int_equal(w->at_device.status, SRUP_STATUS_JOIN_SUCCESS);
+	assert_int_equal(w->at_device.sender_id, SERVER_ID);
+	assert_int_equal(w->at_device.sequence_id, 2);
+
+	/* The server watches SRUP/<d>/#, so its own RESPONSE comes back:
+	 * ignored, not counted as a rejection. */
+	assert_true(run_until(w, server_saw_own_echo, WAIT_MS));
+	assert_int_equal(stats_of(w->server).dropped, 0);
+	assert_int_equal(stats_of(w->server).accepted, 1);
+	assert_int_equal(stats_of(w->server).sent, 1);
+	assert_int_equal(stats_of(w->device).accepted, 1);
+	assert_int_equal(srup_node_flush(w->server, WAIT_MS), SRUP_NODE_OK);
+	assert_int_equal(srup_node_flush(w->device, WAIT_MS), SRUP_NODE_OK);
+}
+
+static void test_replay_dropped(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+	size_t len;
+	uint8_t *wire;
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	wire = craft(SRUP_TYPE_RESPONSE, SERVER_ID, 5, server_key, "tok-replay", &len);
+	publish_raw(w, topic, wire, len);
+	wait_device_counts(w, 0, 1, 0);
+	/* The same bytes again. */
+	publish_raw(w, topic, wire, len);
+	wait_device_counts(w, 1, 1, 0);
+	free(wire);
+	/* And an older sequence ID, validly signed. */
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 4, server_key, "tok-old");
+	wait_device_counts(w, 2, 1, 0);
+	assert_int_equal(w->at_device.count, 1);
+	assert_true(log_contains(w, "dropped message on SRUP/d0d0d0d0d0d0d002: replayed sequence "
+				    "id 5 <= last accepted 5"));
+	assert_true(log_contains(w, "replayed sequence id 4 <= last accepted 5"));
+	/* A fresh one is still accepted. */
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 6, server_key, "tok-new");
+	wait_device_counts(w, 2, 2, 0);
+	assert_int_equal(w->at_device.sequence_id, 6);
+}
+
+static void test_replay_dropped_after_node_restart(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+	size_t len;
+	uint8_t *wire;
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	wire = craft(SRUP_TYPE_RESPONSE, SERVER_ID, 9, server_key, "tok-replay", &len);
+	publish_raw(w, topic, wire, len);
+	wait_device_counts(w, 0, 1, 0);
+	/* A new node on the same state directory remembers what it accepted. */
+	srup_node_free(w->device);
+	w->device = NULL;
+	w->at_device.count = 0;
+	make_device(w);
+	connect_all(w);
+	publish_raw(w, topic, wire, len);
+	wait_device_counts(w, 1, 0, 0);
+	assert_int_equal(w->at_device.count, 0);
+	free(wire);
+}
+
+static void test_wrong_key_dropped(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	/* Claims to come from the server, signed by the stranger's key. */
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, other_key, "tok-forged");
+	wait_device_counts(w, 1, 0, 0);
+	assert_true(log_contains(w, "bad signature on response from 000000005e5e5e01"));
+	/* A forged message does not move the sequence: the real one with
+	 * the same ID is accepted afterwards. */
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-real");
+	wait_device_counts(w, 1, 1, 0);
+	assert_string_equal(w->at_device.token, "tok-real");
+}
+
+static void test_unknown_sender_dropped(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, UNKNOWN_ID, 1, other_key, "tok-who");
+	wait_device_counts(w, 1, 0, 0);
+	assert_true(log_contains(w, "unknown sender key for 0000000077777777"));
+}
+
+static void test_sender_not_allowed_dropped(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	/* Validly signed by a known key, but RESPONSE is only taken from the
+	 * server. */
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, OTHER_ID, 1, other_key, "tok-other");
+	wait_device_counts(w, 1, 0, 0);
+	assert_true(log_contains(w, "sender 000000000bad0003 not allowed to send response "
+				    "(only 000000005e5e5e01)"));
+	/* Not accepted, so its sequence ID was not recorded either. */
+	assert_int_equal(w->at_device.count, 0);
+}
+
+static void test_no_handler_dropped(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	publish_crafted(w, topic, SRUP_TYPE_ACTION, SERVER_ID, 1, server_key, "tok-action");
+	wait_device_counts(w, 1, 0, 0);
+	assert_true(log_contains(w, "no handler for type action (0x04)"));
+}
+
+static void test_message_from_self_ignored(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, DEVICE_ID, 1, device_key, "tok-self");
+	wait_device_counts(w, 0, 0, 1);
+	assert_int_equal(w->at_device.count, 0);
+	assert_false(log_contains(w, "dropped message"));
+}
+
+static void test_garbage_truncated_oversized_then_valid(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+	static const char garbage[] = "this is not a SRUP message";
+	size_t len, big_len = 200 * 1024;
+	uint8_t *wire, *big;
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	publish_raw(w, topic, garbage, sizeof(garbage) - 1);
+	wire = craft(SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-trunc", &len);
+	publish_raw(w, topic, wire, len - 100); /* cut inside the signature */
+	big = calloc(1, big_len);
+	assert_non_null(big);
+	memcpy(big, wire, len);
+	publish_raw(w, topic, big, big_len);
+	free(big);
+	free(wire);
+	publish_raw(w, topic, "", 0);
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 2, server_key, "tok-valid");
+	wait_device_counts(w, 4, 1, 0);
+	assert_int_equal(w->at_device.count, 1);
+	assert_string_equal(w->at_device.token, "tok-valid");
+	assert_true(log_contains(w, "dropped message on SRUP/d0d0d0d0d0d0d002: decode error:"));
+	assert_true(log_contains(w, "in field signature at offset"));
+	assert_true(log_contains(w, "payload of 204800 bytes exceeds the limit of 131072 bytes"));
+}
+
+static bool server_dropped_two(struct world *w)
+{
+	return stats_of(w->server).dropped >= 2 && w->at_server.count >= 1;
+}
+
+static void test_server_topic_rules(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+
+	make_server(w);
+	connect_all(w);
+	publish_crafted(w, "SRUP/servers/5e5e5e01/not-a-word", SRUP_TYPE_OBS_JOIN_REQUEST,
+			DEVICE_ID, 1, device_key, "tok-a");
+	publish_crafted(w, "SRUP/servers/5e5e5e01/d0/extra", SRUP_TYPE_OBS_JOIN_REQUEST,
+			DEVICE_ID, 2, device_key, "tok-b");
+	/* A watched device's own topic is handled. */
+	srup_topic_device(DEVICE_ID, topic);
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, DEVICE_ID, 3, device_key, "tok-c");
+	assert_true(run_until(w, server_dropped_two, WAIT_MS));
+	assert_int_equal(stats_of(w->server).dropped, 2);
+	assert_int_equal(w->at_server.count, 1);
+	assert_int_equal(w->at_server.sequence_id, 3);
+	assert_true(log_contains(w, "dropped message on SRUP/servers/5e5e5e01/not-a-word"));
+	assert_true(log_contains(w, "dropped message on SRUP/servers/5e5e5e01/d0/extra"));
+}
+
+static bool device_connected_again(struct world *w)
+{
+	return w->device_connects >= 2 && srup_node_is_connected(w->device);
+}
+
+static bool server_connected_again(struct world *w)
+{
+	return w->server_connects >= 2 && srup_node_is_connected(w->server);
+}
+
+static bool device_lost_connection(struct world *w)
+{
+	return !srup_node_is_connected(w->device);
+}
+
+static void test_broker_restart_while_publishing(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX];
+	struct srup_msg *m;
+
+	make_server(w);
+	make_device(w);
+	connect_all(w);
+	assert_int_equal(test_broker_stop(w->broker), 0);
+	assert_true(run_until(w, device_lost_connection, WAIT_MS));
+
+	/* Published while the broker is away: Paho keeps it. */
+	m = srup_msg_new(SRUP_TYPE_RESPONSE);
+	assert_non_null(m);
+	assert_int_equal(srup_bytes_set(&m->token, "tok-outage", 10), SRUP_OK);
+	m->status = SRUP_STATUS_OBSERVED_JOIN_VALID;
+	srup_topic_device(DEVICE_ID, topic);
+	assert_int_equal(srup_node_send(w->device, m, SERVER_ID, topic), SRUP_NODE_OK);
+	srup_msg_free(m);
+	assert_int_equal(w->at_server.count, 0);
+
+	assert_int_equal(test_broker_restart(w->broker), 0);
+	assert_true(run_until(w, device_connected_again, WAIT_MS));
+	assert_true(run_until(w, server_connected_again, WAIT_MS));
+	assert_true(run_until(w, server_got_one, WAIT_MS));
+	assert_int_equal(w->at_server.type, SRUP_TYPE_RESPONSE);
+	assert_int_equal(w->at_server.status, SRUP_STATUS_OBSERVED_JOIN_VALID);
+	assert_string_equal(w->at_server.token, "tok-outage");
+	assert_int_equal(srup_node_flush(w->device, WAIT_MS), SRUP_NODE_OK);
+	assert_true(log_contains(w, "connection to tcp://127.0.0.1:"));
+}
+
+static bool server_got_three(struct world *w)
+{
+	return w->at_server.count >= 3;
+}
+
+static void send_join_request(struct world *w, uint64_t *seq)
+{
+	char topic[SRUP_TOPIC_MAX];
+	struct srup_msg *m = srup_msg_new(SRUP_TYPE_OBS_JOIN_REQUEST);
+
+	assert_non_null(m);
+	assert_int_equal(srup_bytes_set(&m->token, "tok-seq", 7), SRUP_OK);
+	srup_topic_server_join(SERVER_ID, DEVICE_ID, topic);
+	assert_int_equal(srup_node_send(w->device, m, SERVER_ID, topic), SRUP_NODE_OK);
+	*seq = m->sequence_id;
+	srup_msg_free(m);
+}
+
+static void test_sequence_continues_after_node_restart(void **state)
+{
+	struct world *w = *state;
+	struct srup_node *second = NULL;
+	char detail[512] = "";
+	uint64_t seq;
+
+	make_server(w);
+	make_device(w);
+	connect_all(w);
+	send_join_request(w, &seq);
+	assert_int_equal(seq, 1);
+	send_join_request(w, &seq);
+	assert_int_equal(seq, 2);
+	assert_int_equal(srup_node_flush(w->device, WAIT_MS), SRUP_NODE_OK);
+
+	/* A second node on the same state directory is refused while the
+	 * first one runs. */
+	assert_int_equal(make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key,
+				   w->device_peers, "device", &second, detail, sizeof(detail)),
+			 SRUP_NODE_E_STATE);
+	assert_null(second);
+	assert_non_null(strstr(detail, "in use by another process"));
+
+	srup_node_free(w->device);
+	w->device = NULL;
+	make_device(w);
+	connect_all(w);
+	send_join_request(w, &seq);
+	assert_int_equal(seq, 3);
+	assert_true(run_until(w, server_got_three, WAIT_MS));
+	assert_int_equal(w->at_server.sequence_id, 3);
+	assert_int_equal(stats_of(w->server).dropped, 0);
+}
+
+static void test_config_errors(void **state)
+{
+	struct world *w = *state;
+	struct srup_node_config cfg = {.role = SRUP_NODE_ROLE_DEVICE, .id = DEVICE_ID};
+	struct srup_node *n = NULL;
+	char detail[512] = "";
+	char path[4300];
+	FILE *f;
+
+	state_dir(w, "cfg", cfg.state_dir);
+	snprintf(cfg.broker, sizeof(cfg.broker), "http://127.0.0.1:1883");
+	assert_int_equal(srup_node_new(w->loop, &cfg, device_key, w->device_peers, &n, detail,
+				       sizeof(detail)),
+			 SRUP_NODE_E_ARG);
+	assert_non_null(strstr(detail, "scheme must be tcp://, mqtt:// or mqtts://"));
+
+	snprintf(cfg.broker, sizeof(cfg.broker), "mqtts://127.0.0.1:8883");
+	assert_int_equal(srup_node_new(w->loop, &cfg, device_key, w->device_peers, &n, detail,
+				       sizeof(detail)),
+			 SRUP_NODE_E_ARG);
+	assert_non_null(strstr(detail, "no ca_file"));
+
+	snprintf(cfg.broker, sizeof(cfg.broker), "mqtt://");
+	assert_int_equal(srup_node_new(w->loop, &cfg, device_key, w->device_peers, &n, detail,
+				       sizeof(detail)),
+			 SRUP_NODE_E_ARG);
+	assert_non_null(strstr(detail, "no host"));
+
+	/* mqtt:// is accepted (plain TCP). */
+	snprintf(cfg.broker, sizeof(cfg.broker), "mqtt://127.0.0.1:%u",
+		 (unsigned)test_broker_port(w->broker));
+	assert_int_equal(srup_node_new(w->loop, &cfg, device_key, w->device_peers, &n, detail,
+				       sizeof(detail)),
+			 SRUP_NODE_OK);
+	assert_int_equal(srup_node_connect(n, NULL, NULL), SRUP_NODE_OK);
+	srup_node_free(n);
+	n = NULL;
+
+	/* A corrupt sequence file is an error naming it. */
+	snprintf(path, sizeof(path), "%s/%s", cfg.state_dir, SRUP_SEQSTORE_FILE);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("srup-sequences 1\nnonsense\n", f);
+	fclose(f);
+	assert_int_equal(srup_node_new(w->loop, &cfg, device_key, w->device_peers, &n, detail,
+				       sizeof(detail)),
+			 SRUP_NODE_E_STATE);
+	assert_null(n);
+	assert_non_null(strstr(detail, path));
+
+	/* No state directory. */
+	cfg.state_dir[0] = '\0';
+	assert_int_equal(srup_node_new(w->loop, &cfg, device_key, w->device_peers, &n, detail,
+				       sizeof(detail)),
+			 SRUP_NODE_E_ARG);
+	assert_non_null(strstr(detail, "state directory"));
+}
+
+static void test_topics(void **state)
+{
+	char t[SRUP_TOPIC_MAX];
+
+	(void)state;
+	srup_topic_device(0, t);
+	assert_string_equal(t, "SRUP/0");
+	srup_topic_device(0x00ab, t);
+	assert_string_equal(t, "SRUP/ab");
+	srup_topic_device(UINT64_MAX, t);
+	assert_string_equal(t, "SRUP/ffffffffffffffff");
+	srup_topic_server_join(0x1, 0xd, t);
+	assert_string_equal(t, "SRUP/servers/1/d");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_topics),
+		cmocka_unit_test_setup_teardown(test_exchange_both_ways, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_dropped_after_node_restart, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_wrong_key_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_sender_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sender_not_allowed_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_handler_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_message_from_self_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_truncated_oversized_then_valid, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_server_topic_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_broker_restart_while_publishing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_sequence_continues_after_node_restart, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("node", tests, group_setup, group_teardown);
+}
