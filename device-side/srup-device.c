@@ -329,13 +329,13 @@ static int run_join(struct agent *a, unsigned timeout_s)
 	kerr = srup_key_load_private(a->cfg.identity_private_key, &a->identity, detail,
 				     sizeof(detail));
 	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "[identity] private_key: %s", detail);
+		srup_log(LOG_ERR, "%s: [identity] private_key: %s", a->cfg.path, detail);
 		return EXIT_SETUP;
 	}
 	kerr = srup_key_load_public(a->cfg.server_public_key, &a->server_key, detail,
 				    sizeof(detail));
 	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "[server] public_key: %s", detail);
+		srup_log(LOG_ERR, "%s: [server] public_key: %s", a->cfg.path, detail);
 		return EXIT_SETUP;
 	}
 	if (srup_keystore_open(NULL, &a->peers, detail, sizeof(detail)) != SRUP_KEYS_OK ||
@@ -424,6 +424,11 @@ static int run_present(struct agent *a, uint64_t device, const char *value_hex,
 	err = present_frame(&a->cfg, a->channel, a->observer_id, &frame, timeout_s * 1000,
 			    &result, detail, sizeof(detail));
 	srup_frame_wipe(&frame);
+	if (err == RADIO_E_REFUSED) {
+		/* The observer answered, but did not compare the value. */
+		printf("result 0x00 (not compared: %s)\n", detail);
+		return EXIT_NOT_JOINED;
+	}
 	if (err != RADIO_OK) {
 		printf("present failed: %s%s%s\n", radio_strerror(err), detail[0] ? ": " : "",
 		       detail);
@@ -486,17 +491,8 @@ int main(int argc, char **argv)
 	uint64_t device = 0;
 	int opt, rc;
 
-	/* Options may come before or after the command word. */
-	while (optind < argc) {
-		opt = getopt_long(argc, argv, "c:vh", options, NULL);
-		if (opt == -1) {
-			if (command) {
-				usage(stderr);
-				return EXIT_USAGE;
-			}
-			command = argv[optind++];
-			continue;
-		}
+	/* Options may come before or after the command word (getopt permutes). */
+	while ((opt = getopt_long(argc, argv, "c:vh", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
@@ -553,6 +549,8 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (optind == argc - 1)
+		command = argv[optind];
 	if (!config_path || !command) {
 		usage(stderr);
 		return EXIT_USAGE;

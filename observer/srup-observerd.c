@@ -254,13 +254,13 @@ static int load_identity(struct observerd *d, const char *config_path)
 	kerr = srup_key_load_private(d->cfg.identity_private_key, &d->identity, detail,
 				     sizeof(detail));
 	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "[identity] private_key: %s", detail);
+		srup_log(LOG_ERR, "%s: [identity] private_key: %s", d->cfg.path, detail);
 		return -1;
 	}
 	kerr = srup_key_load_public(d->cfg.server_public_key, &d->server_key, detail,
 				    sizeof(detail));
 	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "[server] public_key: %s", detail);
+		srup_log(LOG_ERR, "%s: [server] public_key: %s", d->cfg.path, detail);
 		return -1;
 	}
 	return 0;

@@ -113,7 +113,7 @@ def broker_restart_during_observation(build):
         # Decided while the broker is down: the RESPONSE waits in the client.
         check(bed.present(right)[1] == VALID, "right value did not match", bed)
         time.sleep(1)
-        bed.broker.start()
+        bed.broker.restart()  # same port, sessions kept
         o = bed.outcome(60)
         check(o["observer_status"] == "0x60" and o["status"] == "0x50", "peer saw %r" % o, bed)
         check(dev.wait(60) == 0, "device did not hear the verdict", bed)
