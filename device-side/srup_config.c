@@ -1,0 +1,801 @@
+/* The INI configuration of srup-observerd and srup-device.
+ *
+ * inih does the INI syntax; this file owns everything around it so that
+ * every error reads "FILE:LINE: [section] key: what is wrong":
+ * - the file is read whole (bounded) and fed to inih line by line through
+ *   ini_parse_stream, so the line number of each handler call is known
+ *   (inih's own is only returned at the end) and over-long lines, which
+ *   inih would split silently, are caught;
+ * - section headers are checked as the reader hands them over, because
+ *   inih never calls the handler for a section without keys;
+ * - the first error (lowest line) wins; inih's syntax errors are
+ *   reported with the text of the line.
+ *
+ * Sections and keys are one table: a key is one line in it. */
+#include "srup_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#define CONFIG_FILE_MAX (64u * 1024u)
+
+#define DEFAULT_WINDOW_SECONDS 120u
+#define DEFAULT_MAX_ATTEMPTS 3u
+#define DEFAULT_MAX_PENDING 1000u
+#define DEFAULT_BLE_ADAPTER "hci0"
+#define DEFAULT_BLUEZ_GRACE_SECONDS 10u
+#define DEFAULT_NFC_POLL_MS 200u
+
+/* ---- Channel names ---------------------------------------------------- */
+
+const char *srup_channel_name(enum srup_channel_kind kind)
+{
+	switch (kind) {
+	case SRUP_CHANNEL_SIM: return "sim";
+	case SRUP_CHANNEL_BLE: return "ble";
+	case SRUP_CHANNEL_NFC: return "nfc";
+	}
+	return "unknown";
+}
+
+int srup_channel_parse(const char *text, enum srup_channel_kind *out)
+{
+	static const enum srup_channel_kind kinds[] = {SRUP_CHANNEL_SIM, SRUP_CHANNEL_BLE,
+						       SRUP_CHANNEL_NFC};
+
+	if (!text || !out)
+		return -1;
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (strcmp(text, srup_channel_name(kinds[i])) == 0) {
+			*out = kinds[i];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* ---- The table of sections and keys ------------------------------------ */
+
+enum config_section {
+	SEC_IDENTITY,
+	SEC_SERVER,
+	SEC_MQTT,
+	SEC_OBSERVATION,
+	SEC_SIM,
+	SEC_BLE,
+	SEC_NFC,
+	SEC_STATE,
+	SEC__COUNT
+};
+
+static const char *const section_names[SEC__COUNT] = {
+	[SEC_IDENTITY] = "identity", [SEC_SERVER] = "server", [SEC_MQTT] = "mqtt",
+	[SEC_OBSERVATION] = "observation", [SEC_SIM] = "sim", [SEC_BLE] = "ble",
+	[SEC_NFC] = "nfc", [SEC_STATE] = "state",
+};
+
+enum key_type {
+	KEY_ID,      /* uint64_t, 1..16 hex digits */
+	KEY_PATH,    /* char[size], non-empty */
+	KEY_BROKER,  /* char[size], an MQTT broker URL */
+	KEY_UINT,    /* unsigned, min..max */
+	KEY_BOOL,    /* bool */
+	KEY_CHANNEL, /* enum srup_channel_kind */
+};
+
+struct key_spec {
+	enum config_section section;
+	const char *name;
+	enum key_type type;
+	size_t offset;       /* in struct srup_config */
+	size_t size;         /* KEY_PATH, KEY_BROKER: buffer size */
+	unsigned min, max;   /* KEY_UINT */
+	const char *unit;    /* KEY_UINT: "seconds", ...; text keys: what the value is */
+	bool required;       /* in its section, whenever the section is allowed */
+};
+
+#define CFG_FIELD(f) offsetof(struct srup_config, f), sizeof(((struct srup_config *)0)->f)
+
+static const struct key_spec keys[] = {
+	{SEC_IDENTITY, "id", KEY_ID, CFG_FIELD(identity_id), 0, 0, NULL, true},
+	{SEC_IDENTITY, "private_key", KEY_PATH, CFG_FIELD(identity_private_key), 0, 0, "a path",
+	 true},
+	{SEC_SERVER, "id", KEY_ID, CFG_FIELD(server_id), 0, 0, NULL, true},
+	{SEC_SERVER, "public_key", KEY_PATH, CFG_FIELD(server_public_key), 0, 0, "a path", true},
+	{SEC_MQTT, "broker", KEY_BROKER, CFG_FIELD(mqtt_broker), 0, 0, "a broker URL", true},
+	{SEC_MQTT, "ca_file", KEY_PATH, CFG_FIELD(mqtt_ca_file), 0, 0, "a path", false},
+	{SEC_MQTT, "cert_file", KEY_PATH, CFG_FIELD(mqtt_cert_file), 0, 0, "a path", false},
+	{SEC_MQTT, "key_file", KEY_PATH, CFG_FIELD(mqtt_key_file), 0, 0, "a path", false},
+	{SEC_OBSERVATION, "channel", KEY_CHANNEL, CFG_FIELD(channel), 0, 0, NULL, true},
+	{SEC_OBSERVATION, "window_seconds", KEY_UINT, CFG_FIELD(window_seconds), 1, 86400,
+	 "seconds", false},
+	{SEC_OBSERVATION, "max_attempts", KEY_UINT, CFG_FIELD(max_attempts), 1, 100, "attempts",
+	 false},
+	{SEC_OBSERVATION, "max_pending", KEY_UINT, CFG_FIELD(max_pending), 1, 100000,
+	 "observations", false},
+	{SEC_SIM, "socket", KEY_PATH, CFG_FIELD(sim.socket_path), 0, 0, "a socket path", false},
+	{SEC_BLE, "adapter", KEY_PATH, CFG_FIELD(ble.adapter), 0, 0, "an adapter name", false},
+	{SEC_BLE, "require_encryption", KEY_BOOL, CFG_FIELD(ble.require_encryption), 0, 0, NULL,
+	 false},
+	{SEC_NFC, "device", KEY_PATH, CFG_FIELD(nfc.device), 0, 0, "a libnfc connstring", false},
+	{SEC_NFC, "poll_ms", KEY_UINT, CFG_FIELD(nfc.poll_ms), 10, 60000, "milliseconds", false},
+	{SEC_STATE, "dir", KEY_PATH, CFG_FIELD(state_dir), 0, 0, "a directory path", true},
+};
+
+#define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
+
+/* ---- Parse state ------------------------------------------------------- */
+
+struct config_parse {
+	const char *file;              /* as the caller named it */
+	enum srup_config_kind kind;
+	struct srup_config *cfg;
+	/* The reader's position in the file text. */
+	const char *text;
+	size_t text_len, pos;
+	unsigned lineno;               /* line last handed to inih */
+	const char *line;              /* its raw text (not NUL-terminated) */
+	size_t line_len;
+	bool key_since_header;         /* inih treats an indented line as a continuation then */
+	char section[64];              /* of the last header, for over-long lines */
+	/* Where each section and key was seen (0 = not seen). */
+	unsigned section_line[SEC__COUNT];
+	unsigned key_line[KEY_COUNT];
+	/* The first error. */
+	unsigned err_line;
+	char *err;
+	size_t err_len;
+	bool failed;
+};
+
+static bool section_allowed(const struct config_parse *p, enum config_section s)
+{
+	return s != SEC_OBSERVATION || p->kind == SRUP_CONFIG_OBSERVER;
+}
+
+static int section_lookup(const char *name)
+{
+	for (int s = 0; s < SEC__COUNT; s++)
+		if (strcmp(name, section_names[s]) == 0)
+			return s;
+	return -1;
+}
+
+/* Records the first error: "FILE:LINE: [section] key: message" (the
+ * section and key parts are left out when there is none). */
+__attribute__((format(printf, 5, 6))) static void
+config_error(struct config_parse *p, unsigned line, const char *section, const char *key,
+	     const char *fmt, ...)
+{
+	char msg[384];
+	va_list ap;
+
+	if (p->failed)
+		return;
+	p->failed = true;
+	p->err_line = line;
+	if (!p->err || !p->err_len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(p->err, p->err_len, "%s:%u: %s%s%s%s%s%s", p->file, line,
+		 section ? "[" : "", section ? section : "", section ? "]" : "",
+		 section && key ? " " : "", key ? key : "", section || key ? ": " : "");
+	{
+		size_t used = strlen(p->err);
+
+		if (used < p->err_len)
+			snprintf(p->err + used, p->err_len - used, "%s", msg);
+	}
+}
+
+/* A value as shown in a message: quoted by the caller, control bytes
+ * replaced, long values cut. */
+static const char *shown(const char *value, char *buf, size_t len)
+{
+	size_t i = 0, n = strlen(value);
+
+	for (; i < n && i + 4 < len; i++)
+		buf[i] = iscntrl((unsigned char)value[i]) ? '?' : value[i];
+	if (i < n && len >= 4) {
+		i = i > len - 4 ? len - 4 : i;
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+static const char *known_keys(enum config_section s, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t k = 0; k < KEY_COUNT; k++) {
+		if (keys[k].section != s)
+			continue;
+		int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", keys[k].name);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	return buf;
+}
+
+static const char *known_sections(const struct config_parse *p, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int s = 0; s < SEC__COUNT; s++) {
+		if (!section_allowed(p, (enum config_section)s))
+			continue;
+		int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", section_names[s]);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	return buf;
+}
+
+/* ---- Values -------------------------------------------------------------- */
+
+static int parse_id(const char *text, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t n = strlen(text);
+
+	if (n == 0 || n > 16)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int c = (unsigned char)text[i], d;
+
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10;
+		else
+			return -1;
+		v = v << 4 | (uint64_t)d;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Decimal digits only: no sign, no spaces, no 0x. */
+static int parse_uint(const char *text, unsigned long long *out)
+{
+	unsigned long long v = 0;
+
+	if (!*text)
+		return -1;
+	for (const char *c = text; *c; c++) {
+		if (*c < '0' || *c > '9')
+			return -1;
+		if (v > (ULLONG_MAX - (unsigned)(*c - '0')) / 10)
+			v = ULLONG_MAX; /* saturate: out of any range */
+		else
+			v = v * 10 + (unsigned)(*c - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_bool(const char *text, bool *out)
+{
+	static const char *const yes[] = {"true", "yes", "1"};
+	static const char *const no[] = {"false", "no", "0"};
+
+	for (size_t i = 0; i < 3; i++) {
+		if (strcasecmp(text, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(text, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static bool broker_url_ok(const char *url)
+{
+	static const char *const schemes[] = {"mqtt://", "mqtts://", "tcp://"};
+
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		size_t n = strlen(schemes[i]);
+
+		if (strncmp(url, schemes[i], n) == 0)
+			return url[n] != '\0' && url[n] != ':' && url[n] != '/';
+	}
+	return false;
+}
+
+static int set_text(struct config_parse *p, const struct key_spec *k, const char *value)
+{
+	const char *what = k->unit;
+	const char *sec = section_names[k->section];
+	char *dst = (char *)p->cfg + k->offset;
+	size_t n = strlen(value);
+
+	if (n == 0) {
+		config_error(p, p->lineno, sec, k->name, "empty; %s is required", what);
+		return -1;
+	}
+	if (n >= k->size) {
+		config_error(p, p->lineno, sec, k->name, "too long: %zu bytes, at most %zu fit",
+			     n, k->size - 1);
+		return -1;
+	}
+	memcpy(dst, value, n + 1);
+	return 0;
+}
+
+static int set_value(struct config_parse *p, const struct key_spec *k, const char *value)
+{
+	const char *sec = section_names[k->section];
+	void *dst = (char *)p->cfg + k->offset;
+	char show[96];
+	unsigned long long num;
+
+	switch (k->type) {
+	case KEY_ID:
+		if (parse_id(value, dst) == 0)
+			return 0;
+		if (!*value)
+			config_error(p, p->lineno, sec, k->name,
+				     "empty; expected a SRUP ID (1 to 16 hex digits)");
+		else if (value[0] == '0' && (value[1] == 'x' || value[1] == 'X'))
+			config_error(p, p->lineno, sec, k->name,
+				     "'%s' is not a SRUP ID: write the hex digits without 0x",
+				     shown(value, show, sizeof(show)));
+		else if (strlen(value) > 16 && strspn(value, "0123456789abcdefABCDEF") == strlen(value))
+			config_error(p, p->lineno, sec, k->name,
+				     "'%s' has %zu hex digits; a SRUP ID has at most 16",
+				     shown(value, show, sizeof(show)), strlen(value));
+		else
+			config_error(p, p->lineno, sec, k->name,
+				     "'%s' is not a SRUP ID (1 to 16 hex digits)",
+				     shown(value, show, sizeof(show)));
+		return -1;
+	case KEY_PATH:
+		return set_text(p, k, value);
+	case KEY_BROKER:
+		if (set_text(p, k, value) < 0)
+			return -1;
+		if (broker_url_ok(value))
+			return 0;
+		config_error(p, p->lineno, sec, k->name,
+			     "'%s' is not a broker URL (mqtt://HOST:PORT, mqtts://HOST:PORT or tcp://HOST:PORT)",
+			     shown(value, show, sizeof(show)));
+		return -1;
+	case KEY_UINT:
+		if (parse_uint(value, &num) < 0) {
+			config_error(p, p->lineno, sec, k->name,
+				     "'%s' is not a whole number of %s (%u..%u)",
+				     shown(value, show, sizeof(show)), k->unit, k->min, k->max);
+			return -1;
+		}
+		if (num < k->min || num > k->max) {
+			config_error(p, p->lineno, sec, k->name, "'%s' is out of range (%u..%u %s)",
+				     shown(value, show, sizeof(show)), k->min, k->max, k->unit);
+			return -1;
+		}
+		*(unsigned *)dst = (unsigned)num;
+		return 0;
+	case KEY_BOOL:
+		if (parse_bool(value, dst) == 0)
+			return 0;
+		config_error(p, p->lineno, sec, k->name,
+			     "'%s' is not a boolean (true/false, yes/no, 1/0)",
+			     shown(value, show, sizeof(show)));
+		return -1;
+	case KEY_CHANNEL:
+		if (srup_channel_parse(value, dst) == 0)
+			return 0;
+		config_error(p, p->lineno, sec, k->name, "'%s' is not a channel (sim, ble, nfc)",
+			     shown(value, show, sizeof(show)));
+		return -1;
+	}
+	return -1;
+}
+
+/* ---- inih callbacks -------------------------------------------------------- */
+
+/* A section header as the reader passes it: "[name]" after optional
+ * blanks, then nothing but blanks or a comment. */
+static void check_section_header(struct config_parse *p, const char *line, size_t len)
+{
+	const char *end = line + len, *c = line, *name, *close;
+	char sec[64], list[128];
+	size_t name_len;
+	int s;
+
+	while (c < end && (*c == ' ' || *c == '\t'))
+		c++;
+	if (c == end || *c != '[')
+		return;
+	name = c + 1;
+	close = memchr(name, ']', (size_t)(end - name));
+	if (!close)
+		return; /* inih reports the missing ']' */
+	p->key_since_header = false;
+	name_len = (size_t)(close - name);
+	snprintf(sec, sizeof(sec), "%.*s", (int)(name_len < 60 ? name_len : 60), name);
+	memcpy(p->section, sec, sizeof(p->section));
+	for (c = close + 1; c < end && isspace((unsigned char)*c); c++)
+		;
+	if (c < end && *c != ';' && *c != '#') {
+		config_error(p, p->lineno, sec, NULL, "unexpected text after the section header");
+		return;
+	}
+	s = name_len < 60 ? section_lookup(sec) : -1;
+	if (s < 0) {
+		config_error(p, p->lineno, sec, NULL, "unknown section (known: %s)",
+			     known_sections(p, list, sizeof(list)));
+		return;
+	}
+	if (!section_allowed(p, (enum config_section)s)) {
+		config_error(p, p->lineno, sec, NULL,
+			     "unknown section in a device configuration (only the observer has it)");
+		return;
+	}
+	if (p->section_line[s]) {
+		config_error(p, p->lineno, sec, NULL, "section appears twice (first at line %u)",
+			     p->section_line[s]);
+		return;
+	}
+	p->section_line[s] = p->lineno;
+}
+
+/* ini_reader: hands inih one line per call, so that inih's line count and
+ * ours agree. */
+static char *config_reader(char *str, int num, void *stream)
+{
+	struct config_parse *p = stream;
+	const char *start, *nl;
+	size_t len, avail;
+
+	if (p->pos >= p->text_len || num < 2)
+		return NULL;
+	start = p->text + p->pos;
+	avail = p->text_len - p->pos;
+	nl = memchr(start, '\n', avail);
+	len = nl ? (size_t)(nl - start) : avail;
+	p->pos += nl ? len + 1 : len;
+	p->lineno++;
+	p->line = start;
+	p->line_len = len;
+
+	if (len + 2 > (size_t)num) {
+		/* inih would cut the line and read its tail as a line of its own. */
+		const char *eq = memchr(start, '=', len);
+		char key[64];
+
+		if (eq) {
+			const char *k = start, *ke = eq;
+
+			while (k < ke && isspace((unsigned char)*k))
+				k++;
+			while (ke > k && isspace((unsigned char)ke[-1]))
+				ke--;
+			snprintf(key, sizeof(key), "%.*s", (int)((size_t)(ke - k) < 60 ? ke - k : 60), k);
+		}
+		config_error(p, p->lineno, p->section[0] ? p->section : NULL, eq ? key : NULL,
+			     "line is %zu characters long; at most %d are allowed", len, num - 2);
+		memcpy(str, "\n", 2);
+		return str;
+	}
+	check_section_header(p, start, len);
+	memcpy(str, start, len);
+	str[len] = '\n';
+	str[len + 1] = '\0';
+	return str;
+}
+
+static int config_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct config_parse *p = user;
+	bool continuation = p->key_since_header && p->line_len &&
+			    (p->line[0] == ' ' || p->line[0] == '\t');
+	char list[160];
+	int s;
+
+	p->key_since_header = true;
+	if (!*section) {
+		config_error(p, p->lineno, NULL, name, "key outside any [section]");
+		return 0;
+	}
+	if (continuation) {
+		config_error(p, p->lineno, section, name,
+			     "indented line would continue the value of %s; start keys at the beginning of the line",
+			     name);
+		return 0;
+	}
+	s = section_lookup(section);
+	if (s < 0 || !section_allowed(p, (enum config_section)s)) {
+		/* The header was reported already; this keeps that error. */
+		config_error(p, p->lineno, section, name, "in an unknown section");
+		return 0;
+	}
+	if (!*name) {
+		config_error(p, p->lineno, section, NULL, "a line with '=' but no key name");
+		return 0;
+	}
+	for (size_t k = 0; k < KEY_COUNT; k++) {
+		if (keys[k].section != (enum config_section)s || strcmp(keys[k].name, name) != 0)
+			continue;
+		if (p->key_line[k]) {
+			config_error(p, p->lineno, section, name, "set twice (first at line %u)",
+				     p->key_line[k]);
+			return 0;
+		}
+		p->key_line[k] = p->lineno;
+		return set_value(p, &keys[k], value) == 0;
+	}
+	config_error(p, p->lineno, section, name, "unknown key (known in [%s]: %s)", section,
+		     known_keys((enum config_section)s, list, sizeof(list)));
+	return 0;
+}
+
+/* ---- Loading --------------------------------------------------------------- */
+
+static void config_defaults(struct srup_config *cfg, enum srup_config_kind kind)
+{
+	cfg->channel = SRUP_CHANNEL_SIM;
+	if (kind == SRUP_CONFIG_OBSERVER) {
+		cfg->window_seconds = DEFAULT_WINDOW_SECONDS;
+		cfg->max_attempts = DEFAULT_MAX_ATTEMPTS;
+		cfg->max_pending = DEFAULT_MAX_PENDING;
+	}
+	snprintf(cfg->ble.adapter, sizeof(cfg->ble.adapter), "%s", DEFAULT_BLE_ADAPTER);
+	cfg->ble.require_encryption = false;
+	cfg->ble.bluez_grace_seconds = DEFAULT_BLUEZ_GRACE_SECONDS;
+	cfg->nfc.poll_ms = DEFAULT_NFC_POLL_MS;
+}
+
+/* Reads the whole file (at most CONFIG_FILE_MAX bytes). */
+static int config_read_file(struct config_parse *p, char **text, size_t *len)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t used = 0;
+	int fd;
+
+	fd = open(p->file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		snprintf(p->err, p->err_len, "%s: cannot read: %s", p->file, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		snprintf(p->err, p->err_len, "%s: cannot read: %s", p->file, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(p->err, p->err_len, "%s: cannot read: %s", p->file,
+			 S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+		close(fd);
+		return -1;
+	}
+	buf = malloc(CONFIG_FILE_MAX + 1);
+	if (!buf) {
+		snprintf(p->err, p->err_len, "%s: cannot read: out of memory", p->file);
+		close(fd);
+		return -1;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + used, CONFIG_FILE_MAX + 1 - used);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(p->err, p->err_len, "%s: cannot read: %s", p->file,
+				 strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		used += (size_t)n;
+		if (used > CONFIG_FILE_MAX) {
+			snprintf(p->err, p->err_len, "%s: larger than %u bytes; not a configuration file",
+				 p->file, CONFIG_FILE_MAX);
+			goto fail;
+		}
+	}
+	close(fd);
+	buf[used] = '\0';
+	*text = buf;
+	*len = used;
+	return 0;
+fail:
+	free(buf);
+	close(fd);
+	return -1;
+}
+
+/* The section whose header last preceded line `line`, for syntax errors. */
+static const char *section_before(const struct config_parse *p, unsigned line, char *buf,
+				  size_t len)
+{
+	unsigned best = 0;
+	int best_s = -1;
+
+	for (int s = 0; s < SEC__COUNT; s++)
+		if (p->section_line[s] && p->section_line[s] < line && p->section_line[s] > best) {
+			best = p->section_line[s];
+			best_s = s;
+		}
+	if (best_s < 0)
+		return NULL;
+	snprintf(buf, len, "%s", section_names[best_s]);
+	return buf;
+}
+
+static void report_syntax_error(struct config_parse *p, unsigned line)
+{
+	const char *c = p->text, *end = p->text + p->text_len, *nl;
+	char text[96], sec[32], shown_text[96];
+	const char *section = section_before(p, line, sec, sizeof(sec));
+	size_t len;
+
+	for (unsigned l = 1; l < line && c < end; l++) {
+		nl = memchr(c, '\n', (size_t)(end - c));
+		c = nl ? nl + 1 : end;
+	}
+	nl = memchr(c, '\n', (size_t)(end - c));
+	len = nl ? (size_t)(nl - c) : (size_t)(end - c);
+	while (len && isspace((unsigned char)c[len - 1]))
+		len--;
+	while (len && isspace((unsigned char)*c)) {
+		c++;
+		len--;
+	}
+	snprintf(text, sizeof(text), "%.*s", (int)(len < 90 ? len : 90), c);
+	shown(text, shown_text, sizeof(shown_text));
+	if (text[0] == '[')
+		config_error(p, line, NULL, NULL, "'%s': section header without ']'", shown_text);
+	else
+		config_error(p, line, section, NULL,
+			     "'%s': not a 'key = value' line, a [section] header or a comment",
+			     shown_text);
+}
+
+/* Required keys, and what the chosen channel needs. */
+static void config_check_complete(struct config_parse *p)
+{
+	unsigned last = p->lineno ? p->lineno : 1;
+	struct srup_config *cfg = p->cfg;
+
+	for (size_t k = 0; k < KEY_COUNT && !p->failed; k++) {
+		enum config_section s = keys[k].section;
+
+		if (!keys[k].required || !section_allowed(p, s) || p->key_line[k])
+			continue;
+		if (p->section_line[s])
+			config_error(p, p->section_line[s], section_names[s], keys[k].name,
+				     "missing (required)");
+		else
+			config_error(p, last, section_names[s], keys[k].name,
+				     "missing (required; the file has no [%s] section)",
+				     section_names[s]);
+	}
+	if (p->failed)
+		return;
+
+	if (p->kind == SRUP_CONFIG_OBSERVER) {
+		const char *need_sec = NULL, *need_key = NULL;
+		enum config_section s = SEC_SIM;
+
+		if (cfg->channel == SRUP_CHANNEL_SIM && !cfg->sim.socket_path[0]) {
+			need_sec = "sim";
+			need_key = "socket";
+			s = SEC_SIM;
+		} else if (cfg->channel == SRUP_CHANNEL_NFC && !cfg->nfc.device[0]) {
+			need_sec = "nfc";
+			need_key = "device";
+			s = SEC_NFC;
+		}
+		if (need_sec) {
+			unsigned channel_line = 0;
+
+			for (size_t k = 0; k < KEY_COUNT; k++)
+				if (keys[k].type == KEY_CHANNEL)
+					channel_line = p->key_line[k];
+			config_error(p, p->section_line[s] ? p->section_line[s] : channel_line,
+				     need_sec, need_key,
+				     "missing; channel = %s (line %u) needs it",
+				     srup_channel_name(cfg->channel), channel_line);
+			return;
+		}
+	}
+
+	if (strncmp(cfg->mqtt_broker, "mqtts://", 8) == 0 && !cfg->mqtt_ca_file[0]) {
+		unsigned broker_line = 0;
+
+		for (size_t k = 0; k < KEY_COUNT; k++)
+			if (keys[k].type == KEY_BROKER)
+				broker_line = p->key_line[k];
+		config_error(p, broker_line, "mqtt", "ca_file",
+			     "missing; broker %s uses TLS and needs a CA file", cfg->mqtt_broker);
+	}
+}
+
+int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_config *cfg,
+		     char *err, size_t err_len)
+{
+	char fallback[8];
+	struct config_parse p = {
+		.file = path ? path : "(null)",
+		.kind = kind,
+		.cfg = cfg,
+		.err = err && err_len ? err : fallback,
+		.err_len = err && err_len ? err_len : sizeof(fallback),
+	};
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	p.err[0] = '\0';
+	if (!path || !cfg || (kind != SRUP_CONFIG_OBSERVER && kind != SRUP_CONFIG_DEVICE)) {
+		snprintf(p.err, p.err_len, "%s: invalid arguments", p.file);
+		return -1;
+	}
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
+	config_defaults(cfg, kind);
+
+	if (config_read_file(&p, &text, &len) < 0)
+		return -1;
+	p.text = text;
+	p.text_len = len;
+	/* A UTF-8 byte order mark is not part of the first line. */
+	if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+		p.pos = 3;
+	{
+		const char *nul = memchr(text, '\0', len);
+
+		if (nul) {
+			unsigned line = 1;
+
+			for (const char *c = text; c < nul; c++)
+				line += *c == '\n';
+			config_error(&p, line, NULL, NULL, "contains a NUL byte; not a text file");
+			goto out;
+		}
+	}
+
+	r = ini_parse_stream(config_reader, &p, config_handler, &p);
+	if (r < 0 && !p.failed) {
+		snprintf(p.err, p.err_len, "%s: cannot parse: out of memory", p.file);
+		p.failed = true;
+		goto out;
+	}
+	/* inih's error line is the first line it found wrong, its own syntax
+	 * errors included; ours are the same or earlier when we have one. */
+	if (r > 0 && (!p.failed || (unsigned)r < p.err_line)) {
+		p.failed = false;
+		report_syntax_error(&p, (unsigned)r);
+	}
+	if (!p.failed)
+		config_check_complete(&p);
+	cfg->ble.observer_id = cfg->identity_id;
+out:
+	free(text);
+	return p.failed ? -1 : 0;
+}

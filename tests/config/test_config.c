@@ -1,0 +1,598 @@
+/* The INI configuration (device-side/srup_config.h): good observer and
+ * device files, and one case per malformation class, each checking that
+ * the error names the file, the line and the key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "srup_config.h"
+
+static char dir[64];
+static char conf_path[128];
+static char err[512];
+static struct srup_config cfg;
+
+static int group_setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/srup-config-test-XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(conf_path, sizeof(conf_path), "%s/test.conf", dir);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	unlink(conf_path);
+	rmdir(dir);
+	return 0;
+}
+
+static void write_conf(const char *text)
+{
+	FILE *f = fopen(conf_path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+	assert_int_equal(fclose(f), 0);
+}
+
+static int load(const char *text, enum srup_config_kind kind)
+{
+	write_conf(text);
+	memset(err, 0, sizeof(err));
+	return srup_config_load(conf_path, kind, &cfg, err, sizeof(err));
+}
+
+/* The error must start with "FILE:LINE: <where>: " and mention `what`. */
+static void expect_error(const char *text, enum srup_config_kind kind, unsigned line,
+			 const char *where, const char *what)
+{
+	char prefix[256];
+
+	assert_int_equal(load(text, kind), -1);
+	snprintf(prefix, sizeof(prefix), "%s:%u: %s: ", conf_path, line, where);
+	print_message("    %s\n", err);
+	if (strncmp(err, prefix, strlen(prefix)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", err, prefix);
+	if (what && !strstr(err, what))
+		fail_msg("error \"%s\" does not mention \"%s\"", err, what);
+	assert_null(strchr(err, '\n'));
+}
+
+#define OBSERVER_HEAD                                \
+	"[identity]\n"                               \
+	"id = 00000000000000a1\n"                    \
+	"private_key = /etc/srup/observer.key\n"     \
+	"[server]\n"                                 \
+	"id = 5eed\n"                                \
+	"public_key = /etc/srup/server.pub\n"        \
+	"[mqtt]\n"                                   \
+	"broker = mqtt://127.0.0.1:1883\n"           \
+	"[state]\n"                                  \
+	"dir = /var/lib/srup\n"
+/* Lines 1..10 above; the tests' own lines start at 11. */
+
+#define OBSERVATION_SIM                              \
+	"[observation]\n"                            \
+	"channel = sim\n"                            \
+	"[sim]\n"                                    \
+	"socket = /run/srup/observer.sock\n"
+/* Lines 11..14. */
+
+/* ---- Good files ------------------------------------------------------------- */
+
+static void test_good_observer_full(void **state)
+{
+	(void)state;
+	assert_int_equal(load("; an observer\n"
+			      "[identity]\n"
+			      "id = 00000000000000A1\n"
+			      "private_key = /etc/srup/observer.key\n"
+			      "\n"
+			      "[server]\n"
+			      "id = 5eed   ; the C2 server\n"
+			      "public_key = /etc/srup/server.pub\n"
+			      "[mqtt]\n"
+			      "broker = mqtts://broker.example:8883\n"
+			      "ca_file = /etc/srup/ca.pem\n"
+			      "cert_file = /etc/srup/client.pem\n"
+			      "key_file = /etc/srup/client.key\n"
+			      "[observation]\n"
+			      "channel = ble\n"
+			      "window_seconds = 30\n"
+			      "max_attempts = 5\n"
+			      "max_pending = 200\n"
+			      "[sim]\n"
+			      "socket = /run/srup/observer.sock\n"
+			      "[ble]\n"
+			      "adapter = hci1\n"
+			      "require_encryption = yes\n"
+			      "[nfc]\n"
+			      "device = pn532_uart:/dev/ttyUSB0\n"
+			      "poll_ms = 500\n"
+			      "# state\n"
+			      "[state]\n"
+			      "dir = /var/lib/srup\n",
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+	assert_string_equal(cfg.path, conf_path);
+	assert_int_equal(cfg.identity_id, 0xa1);
+	assert_string_equal(cfg.identity_private_key, "/etc/srup/observer.key");
+	assert_int_equal(cfg.server_id, 0x5eed);
+	assert_string_equal(cfg.server_public_key, "/etc/srup/server.pub");
+	assert_string_equal(cfg.mqtt_broker, "mqtts://broker.example:8883");
+	assert_string_equal(cfg.mqtt_ca_file, "/etc/srup/ca.pem");
+	assert_string_equal(cfg.mqtt_cert_file, "/etc/srup/client.pem");
+	assert_string_equal(cfg.mqtt_key_file, "/etc/srup/client.key");
+	assert_int_equal(cfg.channel, SRUP_CHANNEL_BLE);
+	assert_int_equal(cfg.window_seconds, 30);
+	assert_int_equal(cfg.max_attempts, 5);
+	assert_int_equal(cfg.max_pending, 200);
+	assert_string_equal(cfg.sim.socket_path, "/run/srup/observer.sock");
+	assert_string_equal(cfg.ble.adapter, "hci1");
+	assert_true(cfg.ble.require_encryption);
+	assert_int_equal(cfg.ble.observer_id, 0xa1);
+	assert_string_equal(cfg.nfc.device, "pn532_uart:/dev/ttyUSB0");
+	assert_int_equal(cfg.nfc.poll_ms, 500);
+	assert_string_equal(cfg.state_dir, "/var/lib/srup");
+}
+
+static void test_good_observer_defaults(void **state)
+{
+	(void)state;
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(cfg.channel, SRUP_CHANNEL_SIM);
+	assert_int_equal(cfg.window_seconds, 120);
+	assert_int_equal(cfg.max_attempts, 3);
+	assert_int_equal(cfg.max_pending, 1000);
+	assert_string_equal(cfg.ble.adapter, "hci0");
+	assert_false(cfg.ble.require_encryption);
+	assert_int_equal(cfg.ble.bluez_grace_seconds, 10);
+	assert_int_equal(cfg.nfc.poll_ms, 200);
+	assert_int_equal(cfg.ble.observer_id, 0xa1);
+	assert_string_equal(cfg.mqtt_ca_file, "");
+
+	/* BLE needs no section of its own; NFC with its device. */
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = ble\n", SRUP_CONFIG_OBSERVER),
+			 0);
+	assert_int_equal(cfg.channel, SRUP_CHANNEL_BLE);
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = nfc\n[nfc]\ndevice = pn532_uart:/dev/ttyUSB0\n",
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+	assert_int_equal(cfg.channel, SRUP_CHANNEL_NFC);
+}
+
+static void test_good_device(void **state)
+{
+	(void)state;
+	assert_int_equal(load("[identity]\n"
+			      "id = ffffffffffffffff\n"
+			      "private_key = dev.key\n"
+			      "[server]\n"
+			      "id = 0\n"
+			      "public_key = server.pub\n"
+			      "[mqtt]\n"
+			      "broker = tcp://127.0.0.1:18830\n"
+			      "[sim]\n"
+			      "socket = /tmp/obs.sock\n"
+			      "[state]\n"
+			      "dir = state\n",
+			      SRUP_CONFIG_DEVICE),
+			 0);
+	assert_int_equal(cfg.identity_id, UINT64_MAX);
+	assert_int_equal(cfg.server_id, 0);
+	assert_string_equal(cfg.sim.socket_path, "/tmp/obs.sock");
+	assert_string_equal(cfg.mqtt_broker, "tcp://127.0.0.1:18830");
+	assert_int_equal(cfg.ble.observer_id, UINT64_MAX);
+}
+
+static void test_booleans(void **state)
+{
+	static const char *const yes[] = {"true", "yes", "1", "TRUE", "Yes"};
+	static const char *const no[] = {"false", "no", "0", "False", "NO"};
+	char text[1024];
+
+	(void)state;
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(text, sizeof(text), OBSERVER_HEAD OBSERVATION_SIM "[ble]\nrequire_encryption = %s\n",
+			 yes[i]);
+		assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
+		assert_true(cfg.ble.require_encryption);
+		snprintf(text, sizeof(text), OBSERVER_HEAD OBSERVATION_SIM "[ble]\nrequire_encryption = %s\n",
+			 no[i]);
+		assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
+		assert_false(cfg.ble.require_encryption);
+	}
+}
+
+static void test_channel_names(void **state)
+{
+	enum srup_channel_kind k;
+
+	(void)state;
+	for (int c = SRUP_CHANNEL_SIM; c <= SRUP_CHANNEL_NFC; c++) {
+		assert_int_equal(srup_channel_parse(srup_channel_name(c), &k), 0);
+		assert_int_equal(k, c);
+	}
+	assert_string_equal(srup_channel_name(SRUP_CHANNEL_SIM), "sim");
+	assert_string_equal(srup_channel_name(SRUP_CHANNEL_BLE), "ble");
+	assert_string_equal(srup_channel_name(SRUP_CHANNEL_NFC), "nfc");
+	assert_int_equal(srup_channel_parse("SIM", &k), -1);
+	assert_int_equal(srup_channel_parse("", &k), -1);
+	assert_int_equal(srup_channel_parse("wifi", &k), -1);
+	assert_int_equal(srup_channel_parse(NULL, &k), -1);
+}
+
+/* ---- Structure ------------------------------------------------------------------- */
+
+static void test_unknown_section(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD OBSERVATION_SIM "[radio]\nx = 1\n", SRUP_CONFIG_OBSERVER, 15,
+		     "[radio]", "unknown section");
+	/* Even when it holds no key. */
+	expect_error(OBSERVER_HEAD "[extra]\n" OBSERVATION_SIM, SRUP_CONFIG_OBSERVER, 11, "[extra]",
+		     "unknown section");
+}
+
+static void test_unknown_key(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD "[observation]\nchannel = sim\nwindow = 5\n[sim]\nsocket = /s\n",
+		     SRUP_CONFIG_OBSERVER, 13, "[observation] window", "unknown key");
+	expect_error(OBSERVER_HEAD OBSERVATION_SIM "[ble]\nobserver_id = 12\n", SRUP_CONFIG_OBSERVER,
+		     16, "[ble] observer_id", "unknown key");
+}
+
+static void test_duplicate_section(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD OBSERVATION_SIM "[observation]\n", SRUP_CONFIG_OBSERVER, 15,
+		     "[observation]", "appears twice (first at line 11)");
+	expect_error(OBSERVER_HEAD "[mqtt]\n", SRUP_CONFIG_OBSERVER, 11, "[mqtt]", "appears twice");
+}
+
+static void test_duplicate_key(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD "[observation]\nchannel = sim\nmax_attempts = 3\nmax_attempts = 4\n"
+				   "[sim]\nsocket = /s\n",
+		     SRUP_CONFIG_OBSERVER, 14, "[observation] max_attempts", "first at line 13");
+}
+
+static void test_key_outside_section(void **state)
+{
+	(void)state;
+	expect_error("id = 12\n" OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER, 1, "id",
+		     "outside any [section]");
+}
+
+static void test_indented_continuation(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD "[observation]\nchannel = sim\n  max_pending = 4\n[sim]\nsocket = /s\n",
+		     SRUP_CONFIG_OBSERVER, 13, "[observation] channel", "indented");
+}
+
+static void test_syntax_error_line(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD "[observation]\nchannel sim\n[sim]\nsocket = /s\n",
+		     SRUP_CONFIG_OBSERVER, 12, "[observation]", "'channel sim'");
+	expect_error(OBSERVER_HEAD "[observation\nchannel = sim\n", SRUP_CONFIG_OBSERVER, 11,
+		     "'[observation'", "without ']'");
+	expect_error(OBSERVER_HEAD "[observation] extra\nchannel = sim\n", SRUP_CONFIG_OBSERVER, 11,
+		     "[observation]", "unexpected text");
+	expect_error(OBSERVER_HEAD "[observation]\n= sim\n", SRUP_CONFIG_OBSERVER, 12,
+		     "[observation]", "no key name");
+}
+
+static void test_line_too_long(void **state)
+{
+	char text[2048], path[300];
+
+	(void)state;
+	memset(path, 'p', sizeof(path) - 1);
+	path[0] = '/';
+	path[sizeof(path) - 1] = '\0';
+	snprintf(text, sizeof(text), OBSERVER_HEAD "[observation]\nchannel = sim\n[sim]\nsocket = %s\n",
+		 path);
+	expect_error(text, SRUP_CONFIG_OBSERVER, 14, "[sim] socket", "characters long");
+}
+
+static void test_path_too_long_for_buffer(void **state)
+{
+	char text[1024], path[121];
+
+	(void)state;
+	/* 120 bytes: a line inih takes, a path sun_path cannot hold. */
+	memset(path, 's', sizeof(path) - 1);
+	path[0] = '/';
+	path[sizeof(path) - 1] = '\0';
+	snprintf(text, sizeof(text), OBSERVER_HEAD "[observation]\nchannel = sim\n[sim]\nsocket = %s\n",
+		 path);
+	expect_error(text, SRUP_CONFIG_OBSERVER, 14, "[sim] socket", "at most 107");
+}
+
+static void test_empty_path(void **state)
+{
+	(void)state;
+	expect_error("[identity]\nid = 1\nprivate_key =\n", SRUP_CONFIG_OBSERVER, 3,
+		     "[identity] private_key", "empty");
+}
+
+static void test_nul_byte(void **state)
+{
+	FILE *f = fopen(conf_path, "w");
+
+	(void)state;
+	assert_non_null(f);
+	assert_int_equal(fwrite("[identity]\nid = 1\0\n", 1, 19, f), 19);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(srup_config_load(conf_path, SRUP_CONFIG_OBSERVER, &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, ":2: "));
+	assert_non_null(strstr(err, "NUL"));
+}
+
+/* ---- Missing required keys --------------------------------------------------------- */
+
+static void expect_missing(const char *text, unsigned line, const char *where)
+{
+	expect_error(text, SRUP_CONFIG_OBSERVER, line, where, "missing");
+}
+
+static void test_missing_identity_keys(void **state)
+{
+	(void)state;
+	expect_missing("[identity]\nprivate_key = k\n[server]\nid = 1\npublic_key = p\n"
+		       "[mqtt]\nbroker = mqtt://h:1\n[state]\ndir = d\n" OBSERVATION_SIM,
+		       1, "[identity] id");
+	expect_missing("[identity]\nid = 1\n[server]\nid = 1\npublic_key = p\n"
+		       "[mqtt]\nbroker = mqtt://h:1\n[state]\ndir = d\n" OBSERVATION_SIM,
+		       1, "[identity] private_key");
+}
+
+static void test_missing_server_keys(void **state)
+{
+	(void)state;
+	expect_missing("[identity]\nid = 1\nprivate_key = k\n[server]\npublic_key = p\n"
+		       "[mqtt]\nbroker = mqtt://h:1\n[state]\ndir = d\n" OBSERVATION_SIM,
+		       4, "[server] id");
+	expect_missing("[identity]\nid = 1\nprivate_key = k\n[server]\nid = 1\n"
+		       "[mqtt]\nbroker = mqtt://h:1\n[state]\ndir = d\n" OBSERVATION_SIM,
+		       4, "[server] public_key");
+}
+
+static void test_missing_mqtt_broker(void **state)
+{
+	(void)state;
+	expect_missing("[identity]\nid = 1\nprivate_key = k\n[server]\nid = 1\npublic_key = p\n"
+		       "[mqtt]\nca_file = c\n[state]\ndir = d\n" OBSERVATION_SIM,
+		       7, "[mqtt] broker");
+}
+
+static void test_missing_state_dir(void **state)
+{
+	/* A section absent altogether: the line is the file's last. */
+	(void)state;
+	expect_error("[identity]\nid = 1\nprivate_key = k\n[server]\nid = 1\npublic_key = p\n"
+		     "[mqtt]\nbroker = mqtt://h:1\n" OBSERVATION_SIM,
+		     SRUP_CONFIG_OBSERVER, 12, "[state] dir", "no [state] section");
+}
+
+static void test_missing_observation_channel(void **state)
+{
+	(void)state;
+	expect_missing(OBSERVER_HEAD "[observation]\nwindow_seconds = 5\n", 11, "[observation] channel");
+	expect_error(OBSERVER_HEAD, SRUP_CONFIG_OBSERVER, 10, "[observation] channel",
+		     "no [observation] section");
+}
+
+static void test_missing_sim_socket(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD "[observation]\nchannel = sim\n", SRUP_CONFIG_OBSERVER, 12,
+		     "[sim] socket", "channel = sim");
+	expect_error(OBSERVER_HEAD "[observation]\nchannel = sim\n[sim]\n", SRUP_CONFIG_OBSERVER, 13,
+		     "[sim] socket", "missing");
+}
+
+static void test_missing_nfc_device(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD "[observation]\nchannel = nfc\n[nfc]\npoll_ms = 100\n",
+		     SRUP_CONFIG_OBSERVER, 13, "[nfc] device", "channel = nfc");
+}
+
+static void test_mqtts_needs_ca_file(void **state)
+{
+	(void)state;
+	expect_error("[identity]\nid = 1\nprivate_key = k\n[server]\nid = 1\npublic_key = p\n"
+		     "[mqtt]\nbroker = mqtts://h:8883\n[state]\ndir = d\n" OBSERVATION_SIM,
+		     SRUP_CONFIG_OBSERVER, 8, "[mqtt] ca_file", "TLS");
+}
+
+/* ---- Values ------------------------------------------------------------------------ */
+
+static void expect_bad_value(const char *section_and_key_lines, unsigned line, const char *where,
+			     const char *what)
+{
+	char text[2048];
+
+	snprintf(text, sizeof(text), OBSERVER_HEAD "%s", section_and_key_lines);
+	expect_error(text, SRUP_CONFIG_OBSERVER, line, where, what);
+}
+
+static void test_bad_ids(void **state)
+{
+	(void)state;
+	expect_error("[identity]\nid = xyz\n", SRUP_CONFIG_OBSERVER, 2, "[identity] id",
+		     "'xyz' is not a SRUP ID");
+	expect_error("[identity]\nid = 12345678901234567\n", SRUP_CONFIG_OBSERVER, 2,
+		     "[identity] id", "17 hex digits");
+	expect_error("[identity]\nid =\n", SRUP_CONFIG_OBSERVER, 2, "[identity] id", "empty");
+	expect_error("[identity]\nid = 0x12\n", SRUP_CONFIG_OBSERVER, 2, "[identity] id", "0x");
+	expect_error("[server]\nid = -1\n", SRUP_CONFIG_OBSERVER, 2, "[server] id",
+		     "not a SRUP ID");
+	expect_error("[server]\nid = 12 34\n", SRUP_CONFIG_OBSERVER, 2, "[server] id",
+		     "not a SRUP ID");
+}
+
+static void test_bad_numbers(void **state)
+{
+	(void)state;
+	expect_bad_value("[observation]\nchannel = sim\nwindow_seconds = abc\n", 13,
+			 "[observation] window_seconds",
+			 "'abc' is not a whole number of seconds (1..86400)");
+	expect_bad_value("[observation]\nchannel = sim\nwindow_seconds = 12s\n", 13,
+			 "[observation] window_seconds", "not a whole number");
+	expect_bad_value("[observation]\nchannel = sim\nmax_attempts = -3\n", 13,
+			 "[observation] max_attempts", "not a whole number");
+	expect_bad_value("[observation]\nchannel = sim\nmax_pending =\n", 13,
+			 "[observation] max_pending", "not a whole number");
+	expect_bad_value("[nfc]\npoll_ms = 0.5\n", 12, "[nfc] poll_ms", "not a whole number");
+}
+
+static void test_out_of_range_numbers(void **state)
+{
+	(void)state;
+	expect_bad_value("[observation]\nchannel = sim\nwindow_seconds = 0\n", 13,
+			 "[observation] window_seconds", "out of range (1..86400");
+	expect_bad_value("[observation]\nchannel = sim\nwindow_seconds = 86401\n", 13,
+			 "[observation] window_seconds", "out of range");
+	expect_bad_value("[observation]\nchannel = sim\nwindow_seconds = 99999999999999999999999\n",
+			 13, "[observation] window_seconds", "out of range");
+	expect_bad_value("[observation]\nchannel = sim\nmax_attempts = 0\n", 13,
+			 "[observation] max_attempts", "out of range");
+	expect_bad_value("[observation]\nchannel = sim\nmax_pending = 0\n", 13,
+			 "[observation] max_pending", "out of range");
+	expect_bad_value("[nfc]\npoll_ms = 0\n", 12, "[nfc] poll_ms", "out of range");
+}
+
+static void test_bad_boolean(void **state)
+{
+	(void)state;
+	expect_bad_value("[ble]\nrequire_encryption = maybe\n", 12, "[ble] require_encryption",
+			 "'maybe' is not a boolean");
+	expect_bad_value("[ble]\nrequire_encryption =\n", 12, "[ble] require_encryption",
+			 "not a boolean");
+}
+
+static void test_bad_channel(void **state)
+{
+	(void)state;
+	expect_bad_value("[observation]\nchannel = wifi\n", 12, "[observation] channel",
+			 "'wifi' is not a channel (sim, ble, nfc)");
+	expect_bad_value("[observation]\nchannel = SIM\n", 12, "[observation] channel",
+			 "not a channel");
+}
+
+static void test_bad_broker(void **state)
+{
+	(void)state;
+	expect_error("[mqtt]\nbroker = 127.0.0.1:1883\n", SRUP_CONFIG_OBSERVER, 2, "[mqtt] broker",
+		     "not a broker URL");
+	expect_error("[mqtt]\nbroker = mqtt://\n", SRUP_CONFIG_OBSERVER, 2, "[mqtt] broker",
+		     "not a broker URL");
+}
+
+static void test_observation_in_device_config(void **state)
+{
+	(void)state;
+	expect_error(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_DEVICE, 11, "[observation]",
+		     "device configuration");
+}
+
+static void test_first_error_wins(void **state)
+{
+	(void)state;
+	/* A syntax error before a bad value, then a bad value before a
+	 * syntax error. */
+	expect_error("[identity]\nnonsense\nid = zz\n", SRUP_CONFIG_OBSERVER, 2, "[identity]",
+		     "'nonsense'");
+	expect_error("[identity]\nid = zz\nnonsense\n", SRUP_CONFIG_OBSERVER, 2, "[identity] id",
+		     "'zz'");
+}
+
+/* ---- The file itself ------------------------------------------------------------------ */
+
+static void test_unreadable_file(void **state)
+{
+	char missing[160];
+
+	(void)state;
+	snprintf(missing, sizeof(missing), "%s/absent.conf", dir);
+	assert_int_equal(srup_config_load(missing, SRUP_CONFIG_OBSERVER, &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, missing));
+	assert_non_null(strstr(err, "No such file"));
+	/* A directory is no configuration file either. */
+	assert_int_equal(srup_config_load(dir, SRUP_CONFIG_OBSERVER, &cfg, err, sizeof(err)), -1);
+	assert_true(strncmp(err, dir, strlen(dir)) == 0);
+	assert_non_null(strstr(err, "directory"));
+}
+
+static void test_small_error_buffer(void **state)
+{
+	char tiny[16];
+
+	(void)state;
+	write_conf("[bogus]\n");
+	assert_int_equal(srup_config_load(conf_path, SRUP_CONFIG_OBSERVER, &cfg, tiny, sizeof(tiny)),
+			 -1);
+	assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
+	assert_int_equal(srup_config_load(conf_path, SRUP_CONFIG_OBSERVER, &cfg, NULL, 0), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_good_observer_full),
+		cmocka_unit_test(test_good_observer_defaults),
+		cmocka_unit_test(test_good_device),
+		cmocka_unit_test(test_booleans),
+		cmocka_unit_test(test_channel_names),
+		cmocka_unit_test(test_unknown_section),
+		cmocka_unit_test(test_unknown_key),
+		cmocka_unit_test(test_duplicate_key),
+		cmocka_unit_test(test_duplicate_section),
+		cmocka_unit_test(test_key_outside_section),
+		cmocka_unit_test(test_indented_continuation),
+		cmocka_unit_test(test_syntax_error_line),
+		cmocka_unit_test(test_line_too_long),
+		cmocka_unit_test(test_path_too_long_for_buffer),
+		cmocka_unit_test(test_empty_path),
+		cmocka_unit_test(test_nul_byte),
+		cmocka_unit_test(test_missing_identity_keys),
+		cmocka_unit_test(test_missing_server_keys),
+		cmocka_unit_test(test_missing_mqtt_broker),
+		cmocka_unit_test(test_missing_state_dir),
+		cmocka_unit_test(test_missing_observation_channel),
+		cmocka_unit_test(test_missing_sim_socket),
+		cmocka_unit_test(test_missing_nfc_device),
+		cmocka_unit_test(test_mqtts_needs_ca_file),
+		cmocka_unit_test(test_bad_ids),
+		cmocka_unit_test(test_bad_numbers),
+		cmocka_unit_test(test_out_of_range_numbers),
+		cmocka_unit_test(test_bad_boolean),
+		cmocka_unit_test(test_bad_channel),
+		cmocka_unit_test(test_bad_broker),
+		cmocka_unit_test(test_observation_in_device_config),
+		cmocka_unit_test(test_first_error_wins),
+		cmocka_unit_test(test_unreadable_file),
+		cmocka_unit_test(test_small_error_buffer),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
