@@ -2,6 +2,8 @@
  * atomically for srup-keygen. */
 #include "srup_keys.h"
 
+#include "srup.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -210,25 +212,22 @@ static EVP_PKEY *decode_der(const unsigned char *der, long der_len, const char *
 	return pkey;
 }
 
-/* RSA, 2048..4096 bits (the same rule as libsrup's srup_key_check, kept
- * here so that a key file is judged when it is loaded). */
+/* The key rule is libsrup's (srup_key_check); this adds a message that
+ * names the file and says which half of the rule failed. */
 static enum srup_keys_err key_check(EVP_PKEY *key, const char *path, char *detail,
 				    size_t detail_len)
 {
+	if (srup_key_check(key) == SRUP_OK)
+		return SRUP_KEYS_OK;
 	if (!EVP_PKEY_is_a(key, "RSA")) {
 		const char *tn = EVP_PKEY_get0_type_name(key);
 		set_detail(detail, detail_len, "'%s' holds a key of type %s; SRUP keys are RSA",
 			   path, tn != NULL ? tn : "(unknown)");
 		return SRUP_KEYS_E_NOT_RSA;
 	}
-	int bits = EVP_PKEY_get_bits(key);
-	if (bits < 2048 || bits > 4096) {
-		set_detail(detail, detail_len,
-			   "'%s' holds a %d-bit RSA key; SRUP needs 2048 to 4096 bits", path,
-			   bits);
-		return SRUP_KEYS_E_SIZE;
-	}
-	return SRUP_KEYS_OK;
+	set_detail(detail, detail_len, "'%s' holds a %d-bit RSA key; SRUP needs %d to %d bits",
+		   path, EVP_PKEY_get_bits(key), SRUP_RSA_MIN_BITS, SRUP_RSA_MAX_BITS);
+	return SRUP_KEYS_E_SIZE;
 }
 
 static bool name_is(const struct pem_block *b, const char *name)
@@ -582,7 +581,7 @@ enum srup_keys_err srup_key_generate(int bits, EVP_PKEY **out)
 	if (out == NULL)
 		return SRUP_KEYS_E_ARG;
 	*out = NULL;
-	if (bits < 2048 || bits > 4096)
+	if (bits < SRUP_RSA_MIN_BITS || bits > SRUP_RSA_MAX_BITS)
 		return SRUP_KEYS_E_SIZE;
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
 	EVP_PKEY *key = NULL;

@@ -3,6 +3,8 @@
  * plus keys added in memory. */
 #include "srup_keys.h"
 
+#include "srup.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,11 +131,8 @@ enum srup_keys_err srup_keystore_add(struct srup_keystore *ks, uint64_t id, EVP_
 {
 	if (ks == NULL || key == NULL)
 		return SRUP_KEYS_E_ARG;
-	if (!EVP_PKEY_is_a(key, "RSA"))
-		return SRUP_KEYS_E_NOT_RSA;
-	int bits = EVP_PKEY_get_bits(key);
-	if (bits < 2048 || bits > 4096)
-		return SRUP_KEYS_E_SIZE;
+	if (srup_key_check(key) != SRUP_OK)
+		return EVP_PKEY_is_a(key, "RSA") ? SRUP_KEYS_E_SIZE : SRUP_KEYS_E_NOT_RSA;
 	if (EVP_PKEY_up_ref(key) != 1)
 		return SRUP_KEYS_E_NOMEM;
 	enum srup_keys_err rc = keystore_put(ks, id, key);

@@ -199,13 +199,15 @@ static void report_decode_error(const struct srup_decode_error *e, const uint8_t
 	char what[160];
 	switch (e->err) {
 	case SRUP_E_TRUNCATED:
-		snprintf(what, sizeof(what), "expected %zu bytes, only %zu remain", e->need,
-			 e->have);
+		snprintf(what, sizeof(what), "expected %zu byte%s, only %zu remain%s", e->need,
+			 e->need == 1 ? "" : "s", e->have, e->have == 1 ? "s" : "");
 		break;
-	case SRUP_E_TRAILING:
-		snprintf(what, sizeof(what), "expected the end of the message, %zu bytes remain",
-			 e->offset <= len ? len - e->offset : 0);
+	case SRUP_E_TRAILING: {
+		size_t left = e->offset <= len ? len - e->offset : 0;
+		snprintf(what, sizeof(what), "expected the end of the message, %zu byte%s remain%s",
+			 left, left == 1 ? "" : "s", left == 1 ? "s" : "");
 		break;
+	}
 	case SRUP_E_VERSION:
 		snprintf(what, sizeof(what), "expected version %d, found %u", SRUP_VERSION,
 			 e->offset < len ? buf[e->offset] : (unsigned)e->have);
@@ -332,7 +334,9 @@ static int cmd_decode(int argc, char **argv)
 		} else {
 			err = srup_msg_verify(m, verify_key);
 			signature_valid = err == SRUP_OK;
-			if (!signature_valid)
+			if (err == SRUP_E_BAD_SIGNATURE)
+				complain("signature did not verify");
+			else if (err != SRUP_OK)
 				complain("signature did not verify: %s", srup_strerror(err));
 		}
 		if (!signature_valid)
