@@ -426,9 +426,13 @@ static void check_section_header(struct config_parse *p, const char *line, size_
 	size_t name_len;
 	int s;
 
-	while (c < end && (*c == ' ' || *c == '\t'))
+	while (c < end && isspace((unsigned char)*c))
 		c++;
 	if (c == end || *c != '[')
+		return;
+	/* inih reads an indented line after a key as a continuation of that
+	 * key's value, whatever it holds; the handler reports it. */
+	if (c > line && p->key_since_header)
 		return;
 	name = c + 1;
 	close = memchr(name, ']', (size_t)(end - name));
@@ -512,7 +516,7 @@ static int config_handler(void *user, const char *section, const char *name, con
 {
 	struct config_parse *p = user;
 	bool continuation = p->key_since_header && p->line_len &&
-			    (p->line[0] == ' ' || p->line[0] == '\t');
+			    isspace((unsigned char)p->line[0]);
 	char list[160];
 	int s;
 

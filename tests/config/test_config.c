@@ -198,6 +198,19 @@ static void test_good_device(void **state)
 	assert_int_equal(cfg.ble.observer_id, UINT64_MAX);
 }
 
+static void test_crlf_and_bom(void **state)
+{
+	(void)state;
+	assert_int_equal(load("\xEF\xBB\xBF[identity]\r\nid = a1\r\nprivate_key = k\r\n"
+			      "[server]\r\nid = 1\r\npublic_key = p\r\n[mqtt]\r\n"
+			      "broker = mqtt://h:1\r\n[state]\r\ndir = d\r\n"
+			      "[observation]\r\nchannel = sim\r\n[sim]\r\nsocket = /s\r\n",
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+	assert_int_equal(cfg.identity_id, 0xa1);
+	assert_string_equal(cfg.sim.socket_path, "/s");
+}
+
 static void test_booleans(void **state)
 {
 	static const char *const yes[] = {"true", "yes", "1", "TRUE", "Yes"};
@@ -284,6 +297,13 @@ static void test_indented_continuation(void **state)
 	(void)state;
 	expect_error(OBSERVER_HEAD "[observation]\nchannel = sim\n  max_pending = 4\n[sim]\nsocket = /s\n",
 		     SRUP_CONFIG_OBSERVER, 13, "[observation] channel", "indented");
+	expect_error(OBSERVER_HEAD "[observation]\nchannel = sim\n  [sim]\nsocket = /s\n",
+		     SRUP_CONFIG_OBSERVER, 13, "[observation] channel", "indented");
+	/* Indented keys right after a header are keys, not continuations. */
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\n  channel = sim\n[sim]\n\tsocket = /s\n",
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+	assert_string_equal(cfg.sim.socket_path, "/s");
 }
 
 static void test_syntax_error_line(void **state)
@@ -561,6 +581,7 @@ int main(void)
 		cmocka_unit_test(test_good_observer_full),
 		cmocka_unit_test(test_good_observer_defaults),
 		cmocka_unit_test(test_good_device),
+		cmocka_unit_test(test_crlf_and_bom),
 		cmocka_unit_test(test_booleans),
 		cmocka_unit_test(test_channel_names),
 		cmocka_unit_test(test_unknown_section),
