@@ -132,14 +132,18 @@ static void on_join_response(struct srup_node *node, const struct srup_msg *msg,
 	memcpy(frame.value, value.data, value.len);
 	srup_bytes_clear(&value);
 	/* The OBSERVE_REQ left the server first but may still be on its way. */
-	for (int i = 0; i < 500; i++) {
-		if (radio_sim_present(&b->cfg.sim, &frame, 2000, &result, detail, sizeof(detail)) !=
-		    RADIO_OK) {
+	for (int i = 0; i < 5000; i++) {
+		enum radio_err err = radio_sim_present(&b->cfg.sim, &frame, 2000, &result, detail,
+						       sizeof(detail));
+
+		if (err == RADIO_OK && result != RADIO_RESULT_NOT_COMPARED)
+			break;
+		if (err != RADIO_OK && err != RADIO_E_REFUSED) {
+			fprintf(stderr, "join %u: present: %s: %s\n", b->done, radio_strerror(err),
+				detail);
 			b->failed = true;
 			break;
 		}
-		if (result != RADIO_RESULT_NOT_COMPARED)
-			break;
 		usleep(200);
 	}
 	srup_frame_wipe(&frame);
