@@ -24,7 +24,9 @@ static struct srup_config cfg;
 static int group_setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/srup-config-test-XXXXXX");
+	/* mkdtemp's template ends in six 'X' that the call replaces. */
+	snprintf(dir, sizeof(dir), "/tmp/srup-config-test-%6s", "");
+	memset(dir + strlen(dir) - 6, 'X', 6);
 	if (!mkdtemp(dir))
 		return -1;
 	snprintf(conf_path, sizeof(conf_path), "%s/test.conf", dir);

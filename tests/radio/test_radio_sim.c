@@ -65,7 +65,9 @@ static uint8_t on_frame(const struct srup_frame *frame, void *user)
 
 static void fixture_paths(struct fixture *fx)
 {
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/srup-radio-sim-XXXXXX");
+	/* mkdtemp's template ends in six 'X' that the call replaces. */
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/srup-radio-sim-%6s", "");
+	memset(fx->dir + strlen(fx->dir) - 6, 'X', 6);
 	assert_non_null(mkdtemp(fx->dir));
 	snprintf(fx->cfg.socket_path, sizeof(fx->cfg.socket_path), "%s/observer.sock", fx->dir);
 }
