@@ -48,6 +48,8 @@ static const char usage_text[] =
 	"        --encrypt-for KEY  seal \"plaintext\" to the recipient's public key;\n"
 	"                       without it a type with a blob takes \"encrypted\"\n"
 	"Input is read from FILE, or standard input if FILE is '-' or absent.\n"
+	"A private key file readable by others is used with a warning (the\n"
+	"published test-vector keys are); the daemons refuse such files.\n"
 	"\n"
 	"JSON: byte fields are lowercase hex, 64-bit IDs 16 hex digits, version,\n"
 	"status and action_id numbers. encode ignores keys it does not know and\n"
@@ -102,13 +104,13 @@ static int read_input(const char *path, struct input *in)
 		goto out;
 	}
 	for (;;) {
+		if (len > INPUT_MAX) {
+			complain("%s is larger than %u bytes: not a SRUP message", name,
+				 INPUT_MAX);
+			rc = EXIT_MALFORMED;
+			goto out;
+		}
 		if (len == cap) {
-			if (cap > INPUT_MAX) {
-				complain("%s is larger than %u bytes: not a SRUP message", name,
-					 INPUT_MAX);
-				rc = EXIT_MALFORMED;
-				goto out;
-			}
 			char *bigger = realloc(buf, 2 * cap + 1);
 			if (bigger == NULL) {
 				complain("out of memory");

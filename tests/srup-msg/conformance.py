@@ -565,6 +565,8 @@ def section_malformed():
     short = act[:20 + atl] + struct.pack(">H", 16) + act[22 + atl:22 + atl + 16]
     expect_malformed(short, "16-byte signature", "signature")
     expect_malformed(b"", "empty input", "version", 0)
+    r = decode(act + b"\0" * (5 * 1024 * 1024))
+    check(r.rc == 2 and b"larger than" in r.err, "5 MiB input: " + r.what())
 
     # Hex input that is not hex.
     expect_malformed(b"05 0z", "non-hex character", extra=["--hex"])
