@@ -122,15 +122,13 @@ static void send_verdict(struct peer *p, uint64_t device, const char *token, uin
 
 static void end_join(struct peer *p, struct join *j, int observer_status, uint8_t status)
 {
-	char dev[17], obs[17], ostat[8];
+	char dev[17], obs[17], ostat[8] = "none";
 
 	send_verdict(p, j->device, j->response_token, status);
 	srup_id_format16(j->device, dev);
 	srup_id_format16(j->observer, obs);
-	if (observer_status < 0)
-		snprintf(ostat, sizeof(ostat), "none");
-	else
-		snprintf(ostat, sizeof(ostat), "0x%02x", observer_status);
+	if (observer_status >= 0)
+		snprintf(ostat, sizeof(ostat), "0x%02x", (unsigned)(observer_status & 0xff));
 	printf("OUTCOME device=%s observer=%s observer_status=%s status=0x%02x server_ms=%.3f\n",
 	       dev, obs, ostat, status, (double)(now_us(p) - j->started_us) / 1000.0);
 	fflush(stdout);
