@@ -573,6 +573,15 @@ int main(int argc, char **argv)
 
 	if (load_agent_config(&a, config_path) != 0)
 		return EXIT_SETUP;
+	/* A device config names no channel: check the section the chosen one needs. */
+	if (a.channel == SRUP_CHANNEL_SIM && !a.cfg.sim.socket_path[0]) {
+		srup_log(LOG_ERR, "%s: [sim] socket: needed for --channel sim", a.cfg.path);
+		return EXIT_SETUP;
+	}
+	if (a.channel == SRUP_CHANNEL_NFC && !a.cfg.nfc.device[0]) {
+		srup_log(LOG_ERR, "%s: [nfc] device: needed for --channel nfc", a.cfg.path);
+		return EXIT_SETUP;
+	}
 	if (command[0] == 'j')
 		rc = run_join(&a, timeout_s);
 	else
