@@ -189,7 +189,9 @@ void srup_bytes_clear(struct srup_bytes *b);
 
 /* Decode one message of exactly len bytes. Dispatches on the type byte;
  * type 0x00 decodes the common prefix only. On failure *out is NULL and
- * err (if not NULL) says which field failed where. */
+ * err (if not NULL) says which field failed where. An encrypted blob is
+ * only checked as an lv16 here; its own lengths are checked when it is
+ * opened (srup_msg_open), after the signature has been verified. */
 enum srup_err srup_msg_decode(const uint8_t *buf, size_t len, struct srup_msg **out,
 			      struct srup_decode_error *err);
 
