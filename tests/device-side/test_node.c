@@ -59,6 +59,8 @@ struct world {
 	struct srup_node *server, *device;
 	struct recorder at_server, at_device;
 	unsigned server_connects, device_connects;
+	/* TLS: the CA, and the client certificate both nodes present. */
+	char ca_file[256], cert_file[256], key_file[256];
 };
 
 static void record(struct srup_node *node, const struct srup_msg *msg, const char *topic,
@@ -106,7 +108,60 @@ static int group_teardown(void **state)
 	return 0;
 }
 
-static int setup(void **state)
+/* Certificates for a TLS broker on 127.0.0.1 and a client, made with the
+ * openssl tool; -1 if it is not installed. */
+static int make_certificates(struct world *w)
+{
+	static const char *const openssl_paths[] = {"/usr/bin/openssl", "/usr/local/bin/openssl"};
+	const char *openssl = NULL;
+	char ca_key[300], srv_key[300], srv_csr[300], srv_pem[300], cli_csr[300], serial[300];
+
+	for (size_t i = 0; i < sizeof(openssl_paths) / sizeof(openssl_paths[0]); i++)
+		if (access(openssl_paths[i], X_OK) == 0)
+			openssl = openssl_paths[i];
+	if (!openssl)
+		return -1;
+#define PATH_IN(buf, name)                                                              \
+	do {                                                                            \
+		int n_ = snprintf(buf, sizeof(buf), "%s/%s", w->dir, name);             \
+		if (n_ < 0 || (size_t)n_ >= sizeof(buf))                                \
+			return -1;                                                      \
+	} while (0)
+	PATH_IN(w->ca_file, "ca.pem");
+	PATH_IN(w->cert_file, "client.pem");
+	PATH_IN(w->key_file, "client.key");
+	PATH_IN(ca_key, "ca.key");
+	PATH_IN(srv_key, "server.key");
+	PATH_IN(srv_csr, "server.csr");
+	PATH_IN(srv_pem, "server.pem");
+	PATH_IN(cli_csr, "client.csr");
+	PATH_IN(serial, "ca.srl");
+#undef PATH_IN
+	char *ca[] = {(char *)openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+		      ca_key, "-out", w->ca_file, "-days", "2", "-subj", "/CN=srup-test-ca", NULL};
+	char *srv_req[] = {(char *)openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+			   srv_key, "-out", srv_csr, "-subj", "/CN=127.0.0.1", "-addext",
+			   "subjectAltName=IP:127.0.0.1", NULL};
+	char *srv_sign[] = {(char *)openssl, "x509", "-req", "-in", srv_csr, "-CA", w->ca_file,
+			    "-CAkey", ca_key, "-CAserial", serial, "-CAcreateserial", "-out",
+			    srv_pem, "-days", "2", "-copy_extensions", "copy", NULL};
+	char *cli_req[] = {(char *)openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+			   w->key_file, "-out", cli_csr, "-subj", "/CN=srup-test-client", NULL};
+	char *cli_sign[] = {(char *)openssl, "x509", "-req", "-in", cli_csr, "-CA", w->ca_file,
+			    "-CAkey", ca_key, "-CAserial", serial, "-out", w->cert_file, "-days",
+			    "2", NULL};
+	if (test_run(ca, 60000) != 0 || test_run(srv_req, 60000) != 0 ||
+	    test_run(srv_sign, 60000) != 0 || test_run(cli_req, 60000) != 0 ||
+	    test_run(cli_sign, 60000) != 0)
+		return -1;
+	struct test_broker_tls tls = {.ca_file = w->ca_file,
+				      .cert_file = srv_pem,
+				      .key_file = srv_key,
+				      .require_certificate = true};
+	return test_broker_start_tls(&tls, &w->broker);
+}
+
+static int setup_world(void **state, bool tls)
 {
 	struct world *w = calloc(1, sizeof(*w));
 	int fd;
@@ -122,7 +177,10 @@ static int setup(void **state)
 	if (fd < 0 || w->saved_stderr < 0 || dup2(fd, STDERR_FILENO) < 0)
 		return -1;
 	close(fd);
-	if (test_broker_start(&w->broker) != 0 || sd_event_new(&w->loop) < 0)
+	*state = w; /* teardown restores stderr even if the rest fails */
+	if (tls ? make_certificates(w) != 0 : test_broker_start(&w->broker) != 0)
+		return -1;
+	if (sd_event_new(&w->loop) < 0)
 		return -1;
 	if (srup_keystore_open(NULL, &w->server_peers, NULL, 0) != SRUP_KEYS_OK ||
 	    srup_keystore_open(NULL, &w->device_peers, NULL, 0) != SRUP_KEYS_OK)
@@ -135,8 +193,17 @@ static int setup(void **state)
 	    srup_keystore_add(w->device_peers, OTHER_ID, other_key) != SRUP_KEYS_OK ||
 	    srup_keystore_add(w->device_peers, DEVICE_ID, device_key) != SRUP_KEYS_OK)
 		return -1;
-	*state = w;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_world(state, false);
+}
+
+static int setup_tls(void **state)
+{
+	return setup_world(state, true);
 }
 
 static int teardown(void **state)
@@ -148,8 +215,10 @@ static int teardown(void **state)
 
 	srup_node_free(w->server);
 	srup_node_free(w->device);
-	srup_keystore_free(w->server_peers);
-	srup_keystore_free(w->device_peers);
+	if (w->server_peers)
+		srup_keystore_free(w->server_peers);
+	if (w->device_peers)
+		srup_keystore_free(w->device_peers);
 	sd_event_unref(w->loop);
 	test_broker_free(w->broker);
 	fflush(stderr);
@@ -197,6 +266,9 @@ static enum srup_node_err make_node(struct world *w, enum srup_node_role role, u
 	struct srup_node_config cfg = {.role = role, .id = id};
 
 	snprintf(cfg.broker, sizeof(cfg.broker), "%s", test_broker_url(w->broker));
+	snprintf(cfg.ca_file, sizeof(cfg.ca_file), "%s", w->ca_file);
+	snprintf(cfg.cert_file, sizeof(cfg.cert_file), "%s", w->cert_file);
+	snprintf(cfg.key_file, sizeof(cfg.key_file), "%s", w->key_file);
 	state_dir(w, state, cfg.state_dir);
 	cfg.reconnect_min_seconds = 1;
 	cfg.reconnect_max_seconds = 2;
@@ -711,6 +783,58 @@ static void test_sequence_continues_after_node_restart(void **state)
 	assert_int_equal(stats_of(w->server).dropped, 0);
 }
 
+static void test_exchange_over_tls(void **state)
+{
+	/* Same exchange, through an mqtts:// broker that requires client
+	 * certificates and a server certificate naming 127.0.0.1. */
+	struct world *w = *state;
+
+	assert_non_null(strstr(test_broker_url(w->broker), "mqtts://127.0.0.1:"));
+	test_exchange_both_ways(state);
+}
+
+#define FLOOD_MESSAGES 5000u
+
+static void test_queue_overflow_dropped_and_counted(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX], file[4300], cmd[9000];
+	struct srup_node_stats s;
+	uint64_t deadline;
+	FILE *f;
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	snprintf(file, sizeof(file), "%s/flood.txt", w->dir);
+	f = fopen(file, "w");
+	assert_non_null(f);
+	for (unsigned i = 0; i < FLOOD_MESSAGES; i++)
+		fprintf(f, "flood %u\n", i);
+	assert_int_equal(fclose(f), 0);
+	/* The loop does not run while the flood arrives: Paho's thread fills
+	 * the queue up to its bound and drops the rest. */
+	snprintf(cmd, sizeof(cmd), "mosquitto_pub -h 127.0.0.1 -p %u -q 1 -t %s -l < %s",
+		 (unsigned)test_broker_port(w->broker), topic, file);
+	char *argv[] = {"sh", "-c", cmd, NULL};
+	assert_int_equal(test_run(argv, 60000), 0);
+	deadline = test_now_ms() + 30000;
+	do {
+		srup_node_get_stats(w->device, &s);
+		if (s.received >= FLOOD_MESSAGES)
+			break;
+		usleep(10000);
+	} while (test_now_ms() < deadline);
+	assert_int_equal(s.received, FLOOD_MESSAGES);
+	assert_int_equal(s.dropped, FLOOD_MESSAGES - 4096);
+	/* Draining: every queued one fails to decode. */
+	wait_device_counts(w, FLOOD_MESSAGES, 0, 0);
+	assert_true(log_contains(w, "receive queue full (4096 messages)"));
+	assert_true(log_contains(w, "904 messages dropped: receive queue full"));
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-after");
+	wait_device_counts(w, FLOOD_MESSAGES, 1, 0);
+}
+
 static void test_config_errors(void **state)
 {
 	struct world *w = *state;
@@ -805,6 +929,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sequence_continues_after_node_restart, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exchange_over_tls, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_overflow_dropped_and_counted, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests_name("node", tests, group_setup, group_teardown);
 }

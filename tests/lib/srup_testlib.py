@@ -97,6 +97,9 @@ class Broker:
             "persistence_location %s/" % self.dir,
             "listener %d 127.0.0.1" % self.port,
             "allow_anonymous true",
+            # Never drop QoS 1 messages queued for a slow subscriber:
+            # tests count what arrives.
+            "max_queued_messages 0",
             "log_dest file %s" % self.log,
             "log_type error",
             "log_type warning",

@@ -29,6 +29,11 @@ struct test_broker {
 	char url[64];
 	uint16_t port;
 	pid_t pid;
+	bool tls;
+	bool require_certificate;
+	char ca_file[4096];
+	char cert_file[4096];
+	char key_file[4096];
 };
 
 uint64_t test_now_ms(void)
@@ -150,7 +155,16 @@ static int write_config(struct test_broker *b)
 	fprintf(f, "persistence true\n");
 	fprintf(f, "persistence_location %s/\n", b->dir);
 	fprintf(f, "listener %u 127.0.0.1\n", (unsigned)b->port);
+	if (b->tls) {
+		fprintf(f, "cafile %s\n", b->ca_file);
+		fprintf(f, "certfile %s\n", b->cert_file);
+		fprintf(f, "keyfile %s\n", b->key_file);
+		fprintf(f, "require_certificate %s\n", b->require_certificate ? "true" : "false");
+	}
 	fprintf(f, "allow_anonymous true\n");
+	/* Never drop QoS 1 messages queued for a slow subscriber: tests count
+	 * what arrives. */
+	fprintf(f, "max_queued_messages 0\n");
 	fprintf(f, "log_dest file %s\n", b->log);
 	fprintf(f, "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n");
 	/* As root, mosquitto would switch to its own user, which cannot write
@@ -241,13 +255,27 @@ static int launch(struct test_broker *b)
 	return -1;
 }
 
-int test_broker_start(struct test_broker **out)
+static int start_broker(const struct test_broker_tls *tls, struct test_broker **out)
 {
 	struct test_broker *b = calloc(1, sizeof(*b));
 
 	*out = NULL;
 	if (!b)
 		return -1;
+	if (tls) {
+		if (!tls->ca_file || !tls->cert_file || !tls->key_file ||
+		    strlen(tls->ca_file) >= sizeof(b->ca_file) ||
+		    strlen(tls->cert_file) >= sizeof(b->cert_file) ||
+		    strlen(tls->key_file) >= sizeof(b->key_file)) {
+			free(b);
+			return -1;
+		}
+		b->tls = true;
+		b->require_certificate = tls->require_certificate;
+		strcpy(b->ca_file, tls->ca_file);
+		strcpy(b->cert_file, tls->cert_file);
+		strcpy(b->key_file, tls->key_file);
+	}
 	if (test_tmpdir("srup-broker", b->dir) != 0) {
 		fprintf(stderr, "test_broker: mkdtemp: %s\n", strerror(errno));
 		free(b);
@@ -261,7 +289,8 @@ int test_broker_start(struct test_broker **out)
 			continue;
 		int r = launch(b);
 		if (r == 0) {
-			snprintf(b->url, sizeof(b->url), "tcp://127.0.0.1:%u", (unsigned)b->port);
+			snprintf(b->url, sizeof(b->url), "%s://127.0.0.1:%u",
+				 b->tls ? "mqtts" : "tcp", (unsigned)b->port);
 			*out = b;
 			return 0;
 		}
@@ -272,6 +301,20 @@ int test_broker_start(struct test_broker **out)
 	fprintf(stderr, "test_broker: could not start mosquitto (see %s)\n", b->dir);
 	test_broker_free(b);
 	return -1;
+}
+
+int test_broker_start(struct test_broker **out)
+{
+	return start_broker(NULL, out);
+}
+
+int test_broker_start_tls(const struct test_broker_tls *tls, struct test_broker **out)
+{
+	if (!tls) {
+		*out = NULL;
+		return -1;
+	}
+	return start_broker(tls, out);
 }
 
 int test_broker_stop(struct test_broker *b)

@@ -7,6 +7,7 @@
 #ifndef TEST_BROKER_H
 #define TEST_BROKER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct test_broker;
@@ -14,6 +15,16 @@ struct test_broker;
 /* Start a broker and wait until it accepts connections. Returns 0, or -1
  * with a message on stderr. */
 int test_broker_start(struct test_broker **out);
+
+/* The same with a TLS listener (test_broker_url() then says mqtts://).
+ * Paths are copied. */
+struct test_broker_tls {
+	const char *ca_file;
+	const char *cert_file;
+	const char *key_file;
+	bool require_certificate; /* clients must present a certificate of ca_file */
+};
+int test_broker_start_tls(const struct test_broker_tls *tls, struct test_broker **out);
 /* SIGTERM and wait (the broker saves its persistent sessions). */
 int test_broker_stop(struct test_broker *b);
 /* Start again on the same port with the same persistence directory. */
@@ -22,7 +33,7 @@ int test_broker_restart(struct test_broker *b);
 void test_broker_free(struct test_broker *b);
 
 uint16_t test_broker_port(const struct test_broker *b);
-/* "tcp://127.0.0.1:<port>" */
+/* "tcp://127.0.0.1:<port>", or "mqtts://127.0.0.1:<port>" with TLS */
 const char *test_broker_url(const struct test_broker *b);
 /* The broker's own temporary directory (config, database, log). */
 const char *test_broker_dir(const struct test_broker *b);
