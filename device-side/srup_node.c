@@ -432,14 +432,14 @@ static void pipeline(struct srup_node *n, const char *topic, const uint8_t *payl
 	enum srup_err err;
 	enum srup_seq_err serr;
 
-	if (!payload) {
-		DROP(n, topic, "payload of %zu bytes exceeds the limit of %u bytes", len,
-		     NODE_PAYLOAD_MAX);
-		return;
-	}
 	const char *why = topic_rejected(n, topic);
 	if (why) {
 		DROP(n, topic, "%s", why);
+		return;
+	}
+	if (!payload) {
+		DROP(n, topic, "payload of %zu bytes exceeds the limit of %u bytes", len,
+		     NODE_PAYLOAD_MAX);
 		return;
 	}
 	err = srup_msg_decode(payload, len, &msg, &derr);

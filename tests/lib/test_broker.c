@@ -75,8 +75,13 @@ int test_tmpdir(const char *prefix, char *out)
 
 	if (!base || !*base)
 		base = "/tmp";
-	if (snprintf(out, 4096, "%s/%s.XXXXXX", base, prefix) >= 4096)
+	int n = snprintf(out, 4096, "%s/%s.", base, prefix);
+
+	if (n < 0 || n + 7 > 4096)
 		return -1;
+	/* mkdtemp's template: six 'X' it replaces. */
+	memset(out + n, 'X', 6);
+	out[n + 6] = '\0';
 	return mkdtemp(out) ? 0 : -1;
 }
 
