@@ -466,6 +466,7 @@ class Pn532:
             if code == TG_INIT_AS_TARGET:
                 self.release_all()
                 self.tg_params = p
+                self.emu.event("tag-in-field", chip=self.name)
             elif code == IN_LIST_PASSIVE_TARGET:
                 self.release_initiator()
             self.pending = (code, bytes(p))
@@ -578,9 +579,10 @@ class CardAir(Air):
     UID = bytes([0x04, 0x53, 0x52, 0x55, 0x50, 0x4E, 0x46])
     ATS = bytes([0x78, 0x77, 0x81, 0x02, 0x80])
 
-    def __init__(self, emu, tags, present=True):
+    def __init__(self, emu, tags, present=True, cycle=False):
         self.emu = emu
         self.tags = [t for t in tags] or [TagSpec(b"")]
+        self.cycle = cycle        # after the last tag, start again (else keep the last)
         self.next_tag = 0
         self.present = present
         self.card = None          # VirtualType4Tag of the current activation
@@ -598,7 +600,10 @@ class CardAir(Air):
     def list_passive(self, pn, p):
         if len(p) < 2 or p[1] != 0x00 or not self.present:
             return None
-        spec = self.tags[min(self.next_tag, len(self.tags) - 1)]
+        if self.cycle:
+            spec = self.tags[self.next_tag % len(self.tags)]
+        else:
+            spec = self.tags[min(self.next_tag, len(self.tags) - 1)]
         self.next_tag += 1
         self.card = VirtualType4Tag(spec)
         self.activations += 1
@@ -891,9 +896,9 @@ class Emulator:
         return pn
 
     @classmethod
-    def card(cls, path, tags, present=True, **kw):
+    def card(cls, path, tags, present=True, cycle=False, **kw):
         emu = cls(**kw)
-        emu.air = CardAir(emu, tags, present)
+        emu.air = CardAir(emu, tags, present, cycle)
         emu.add_chip("card", path, emu.air)
         return emu
 
@@ -1151,11 +1156,10 @@ def main(argv=None):
     kw = dict(verbose=a.verbose, events_path=a.events)
     if a.mode == "card":
         frames = [bytes.fromhex(f) for f in a.frame] or [b""]
-        tags = [TagSpec(f, a.fault, a.mle) for f in frames]
         # Several frames: each activation serves the next, then the cycle
         # repeats (a fresh tag per activation, as when tags are swapped).
-        tags = tags * 64
-        emu = Emulator.card(a.link, tags, not a.absent, **kw)
+        tags = [TagSpec(f, a.fault, a.mle) for f in frames]
+        emu = Emulator.card(a.link, tags, not a.absent, cycle=True, **kw)
     elif a.mode == "reader":
         emu = Emulator.reader(a.link, a.script, not a.absent, **kw)
     else:
