@@ -328,6 +328,7 @@ class Pn532:
         self.tg_params = None          # the TgInitAsTarget parameters
         self.last_response = None
         self.commands = 0
+        self.polls = 0                 # InListPassiveTarget commands
 
     # -- bytes in ----------------------------------------------------------
 
@@ -469,6 +470,7 @@ class Pn532:
                 self.emu.event("tag-in-field", chip=self.name)
             elif code == IN_LIST_PASSIVE_TARGET:
                 self.release_initiator()
+                self.polls += 1
             self.pending = (code, bytes(p))
             self.pending_since = time.monotonic()
             self.run_pending()
@@ -992,7 +994,8 @@ class Emulator:
         with self.lock:
             st = dict(chips=[dict(name=pn.name, path=pn.pty.path,
                                   plugged=pn.pty.master is not None,
-                                  pending=pn.pending_name(), commands=pn.commands)
+                                  pending=pn.pending_name(), commands=pn.commands,
+                                  polls=pn.polls, retry_passive=pn.retry_passive)
                              for pn in self.chips])
             for k in ("present", "activations", "reads_complete", "results", "round"):
                 if hasattr(self.air, k):

@@ -296,6 +296,23 @@ def case_reader_tag_left_on_reader(bed):
     check(len(got) <= 1.5 / 0.2 + 2, "throttled to poll_ms: %d frames in 1.5 s" % len(got))
 
 
+def case_reader_no_tag(bed):
+    # Nothing in the field: the reader asks for a finite number of retries
+    # (a real PN532 told to retry forever never answers "no target"), so
+    # each poll ends at once and polling goes on without errors.
+    e, cs = card_bed(bed, [emu.TagSpec(frame(RIGHT))], present=False)
+    p = bed.observe(cs, "--seconds", "1.2", "--poll-ms", "100")
+    check(p.finish() == 0, "probe")
+    chip = e.status()["chips"][0]
+    check(chip["retry_passive"] != 0xFF, "NP_INFINITE_SELECT is off: MxRtyPassiveActivation "
+          "0x%02x" % chip["retry_passive"])
+    check(chip["polls"] >= 3, "polled repeatedly: %d polls" % chip["polls"])
+    check(not p.frames() and not [l for l in p.lines if l.startswith("unavailable")],
+          "no tag, no frame, no error: %s" % p.lines)
+    check("<4>" not in p.stderr_text() and "<3>" not in p.stderr_text(),
+          "no tag is not a warning:\n%s" % p.stderr_text())
+
+
 def case_reader_unplugged(bed):
     e, cs = card_bed(bed, [emu.TagSpec(frame(RIGHT))], present=False)
     p = bed.observe(cs, "--seconds", "30", "--frames", "1", "--poll-ms", "100")

@@ -262,6 +262,59 @@ def case_third_party_nothing(build):
             bed.close()
 
 
+def case_third_party_reader_lost(build):
+    """The reader goes away during an observation: 0x6F at once (not at the
+    60 s deadline); while it stays away a new observation fails at once
+    too; once it is back, joins succeed again."""
+    value = os.urandom(32)
+    bed = None
+    try:
+        bed, card, server = third_party_bed(
+            build, lambda dev: [emu.confirmation_frame(dev, value)], window_seconds=60)
+        t0 = time.monotonic()
+        start = observe(bed, server, value, "lost-1")
+        card.cmd("unplug")
+        r = server.response(20, start)
+        check(status_of(r) == FAIL and time.monotonic() - t0 < 30,
+              "RESPONSE %r after %.1f s" % (r, time.monotonic() - t0), bed)
+        bed.observer.wait_line(r"nfc channel unavailable: NFC reader .* failed", 5)
+
+        start = len(server.sub.lines)
+        server.publish_file(server.observe_request(bed.device_id, value, "lost-2"))
+        r = server.response(20, start)
+        check(status_of(r) == FAIL and bytes.fromhex(r["token"]).decode() == "lost-2",
+              "RESPONSE %r while the reader is away" % r, bed)
+        bed.observer.wait_line(r"nfc channel unavailable: cannot open NFC device .*No such "
+                               r"file or directory", 5)
+
+        card.cmd("plug")
+        start = observe(bed, server, value, "lost-3")
+        card.cmd("present")
+        r = server.response(20, start)
+        check(status_of(r) == VALID and bytes.fromhex(r["token"]).decode() == "lost-3",
+              "RESPONSE %r once the reader is back" % r, bed)
+    finally:
+        if bed:
+            bed.close()
+
+
+def case_third_party_shutdown_while_polling(build):
+    """SIGTERM while the reader thread polls: the daemon exits cleanly and
+    promptly (it is not killed after close()'s grace period)."""
+    bed = None
+    try:
+        bed, card, server = third_party_bed(
+            build, lambda dev: [emu.confirmation_frame(dev, b"y" * 16)], window_seconds=60)
+        observe(bed, server, os.urandom(32), "shutdown")
+        time.sleep(0.5)
+        check(card.cmd("status")["chips"][0]["polls"] > 0, "the reader polls", bed)
+        rc = bed.stop_observer()
+        check(rc == 0, "srup-observerd exit status %r" % rc, bed)
+    finally:
+        if bed:
+            bed.close()
+
+
 CASES = {k[len("case_"):]: v for k, v in globals().items() if k.startswith("case_")}
 
 
