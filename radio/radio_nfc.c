@@ -32,6 +32,9 @@
 /* One APDU exchange; a tag that needs longer has left or is broken. */
 #define NFC_APDU_TIMEOUT_MS 1000
 #define NFC_WHY_MAX 256
+/* Frames waiting for the loop: a stalled loop and a tag left on the reader
+ * must not grow the queue without bound. */
+#define NFC_QUEUE_MAX 32u
 
 enum nfc_event_kind {
 	NFC_EVENT_FRAME,
@@ -65,6 +68,7 @@ struct nfc_channel {
 	nfc_device *dev;           /* the open reader, for nfc_abort_command at destroy */
 	struct nfc_event *head;
 	struct nfc_event **tail;
+	unsigned queued;
 };
 
 enum poll_result {
@@ -83,12 +87,22 @@ static void event_free(struct nfc_event *ev)
 	free(ev);
 }
 
+/* Queue ev for the loop thread; a frame is dropped (and freed) when the
+ * queue is full, a reader loss never is. */
 static void post_event(struct nfc_channel *ch, struct nfc_event *ev)
 {
 	pthread_mutex_lock(&ch->lock);
+	if (ev->kind == NFC_EVENT_FRAME && ch->queued >= NFC_QUEUE_MAX) {
+		pthread_mutex_unlock(&ch->lock);
+		srup_log(LOG_WARNING, "NFC: %u frames wait for the event loop; a frame read from "
+			 "a tag is dropped", NFC_QUEUE_MAX);
+		event_free(ev);
+		return;
+	}
 	ev->next = NULL;
 	*ch->tail = ev;
 	ch->tail = &ev->next;
+	ch->queued++;
 	pthread_mutex_unlock(&ch->lock);
 	if (eventfd_write(ch->efd, 1) < 0)
 		srup_log(LOG_ERR, "NFC: cannot wake the event loop: %s", strerror(errno));
@@ -419,14 +433,15 @@ static int on_reader_events(sd_event_source *s, int fd, uint32_t revents, void *
 	list = ch->head;
 	ch->head = NULL;
 	ch->tail = &ch->head;
+	ch->queued = 0;
 	pthread_mutex_unlock(&ch->lock);
 
 	while (list) {
 		struct nfc_event *ev = list;
 
 		list = ev->next;
-		/* A callback may stop the channel: what was read for an ended
-		 * listening period is dropped. */
+		/* A callback may stop the channel (not free it): what was read
+		 * for an ended listening period is dropped. */
 		if (!ch->base.listening || ev->gen != ch->gen) {
 			srup_log(LOG_DEBUG, "NFC: %s from an ended listening period dropped",
 				 ev->kind == NFC_EVENT_FRAME ? "frame" : "reader loss");

@@ -2,7 +2,7 @@
  * printing what it delivers to its callbacks (on the loop thread).
  *
  *   nfc_observe_probe --device CONNSTRING [--poll-ms N] [--seconds S]
- *                     [--frames K] [--match HEX] [--control]
+ *                     [--frames K] [--match HEX] [--control] [--stall-ms N]
  *
  * stdout, one line each, T = CLOCK_MONOTONIC seconds:
  *   listening T | stopped T | frame T DEVICE-ID VALUE-HEX RESULT |
@@ -10,7 +10,8 @@
  * The frame callback answers 0x60 when the value equals --match, else 0x6E.
  * Without --control the channel listens at once; with it, stdin lines
  * "start", "stop" and "quit" drive it. Ends after K frames (if given), S
- * seconds (default 10) or "quit". */
+ * seconds (default 10) or "quit". --stall-ms blocks the loop for N ms in
+ * the first frame callback (a stalled daemon). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -32,6 +33,7 @@ struct probe {
 	unsigned frames_wanted;
 	unsigned frames;
 	unsigned unavailable;
+	unsigned stall_ms;
 	uint8_t match[SRUP_FRAME_VALUE_MAX];
 	size_t match_len;
 	char line[256];
@@ -60,6 +62,13 @@ static uint8_t on_frame(const struct srup_frame *f, void *user)
 	printf(" 0x%02x\n", result);
 	fflush(stdout);
 	p->frames++;
+	if (p->frames == 1 && p->stall_ms) {
+		struct timespec ts = {p->stall_ms / 1000, (long)(p->stall_ms % 1000) * 1000000L};
+
+		nanosleep(&ts, NULL);
+		printf("stalled %.6f\n", now_s());
+		fflush(stdout);
+	}
 	if (p->frames_wanted && p->frames >= p->frames_wanted)
 		sd_event_exit(p->loop, 0);
 	return result;
@@ -153,6 +162,7 @@ int main(int argc, char **argv)
 		{"frames", required_argument, NULL, 'f'},
 		{"match", required_argument, NULL, 'm'},
 		{"control", no_argument, NULL, 'c'},
+		{"stall-ms", required_argument, NULL, 'S'},
 		{NULL, 0, NULL, 0},
 	};
 	struct radio_nfc_config cfg;
@@ -188,6 +198,9 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			control = true;
+			break;
+		case 'S':
+			p.stall_ms = (unsigned)strtoul(optarg, NULL, 10);
 			break;
 		default:
 			return 2;

@@ -296,6 +296,22 @@ def case_reader_tag_left_on_reader(bed):
     check(len(got) <= 1.5 / 0.2 + 2, "throttled to poll_ms: %d frames in 1.5 s" % len(got))
 
 
+def case_reader_queue_bounded(bed):
+    # The loop stalls while a tag stays on a fast-polling reader: frames
+    # beyond the queue's bound are dropped with a warning, not piled up.
+    e, cs = card_bed(bed, [emu.TagSpec(frame(RIGHT))])
+    p = bed.observe(cs, "--seconds", "4", "--poll-ms", "1", "--stall-ms", "2000")
+    check(p.finish() == 0, "probe")
+    check(p.wait_line("stalled", timeout=0), "the loop stalled")
+    check("frames wait for the event loop; a frame read from a tag is dropped" in
+          p.stderr_text(), "dropped frames are logged:\n%s" % p.stderr_text()[-2000:])
+    reads = e.status()["reads_complete"]
+    delivered = p.frames()
+    check(all(f[2] == RIGHT for f in delivered), "values intact")
+    check(32 < reads and len(delivered) < reads,
+          "%d tags read, %d frames delivered: some dropped" % (reads, len(delivered)))
+
+
 def case_reader_no_tag(bed):
     # Nothing in the field: the reader asks for a finite number of retries
     # (a real PN532 told to retry forever never answers "no target"), so
