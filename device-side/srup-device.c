@@ -24,11 +24,11 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "radio.h"
 #include "srup.h"
 #include "srup_config.h"
+#include "srup_identity.h"
 #include "srup_keys.h"
 #include "srup_log.h"
 #include "srup_node.h"
@@ -48,21 +48,18 @@ enum {
  * presented again after this pause. */
 #define PRESENT_RETRY_MS 200
 #define PRESENT_ATTEMPT_MS 10000
-#define UUID_TEXT_LEN 36
 
 struct agent {
 	sd_event *loop;
 	struct srup_config cfg;
-	EVP_PKEY *identity;
-	EVP_PKEY *server_key;
-	struct srup_keystore *peers;
+	struct srup_identity id;
 	struct srup_node *node;
 	enum srup_channel_kind channel;
 	uint64_t observer_id;
 	bool print_value;
 	bool request_sent;
 	bool frame_presented;
-	char request_token[UUID_TEXT_LEN + 1];
+	char request_token[SRUP_UUID_TEXT_LEN + 1];
 	struct srup_bytes response_token; /* OBS_JOIN_RESP's token */
 	struct timespec started;
 	int exit_status;
@@ -74,22 +71,6 @@ static double ms_since(const struct timespec *t0)
 
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
-/* A fresh token as pySRUP makes them: str(uuid4()). */
-static int make_uuid4_text(char out[UUID_TEXT_LEN + 1])
-{
-	uint8_t b[16];
-
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return -1;
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	snprintf(out, UUID_TEXT_LEN + 1,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
-	return 0;
 }
 
 static enum radio_err present_frame(const struct srup_config *cfg, enum srup_channel_kind channel,
@@ -164,7 +145,7 @@ static void on_obs_join_response(struct srup_node *node, const struct srup_msg *
 		srup_log(LOG_WARNING, "unexpected OBS_JOIN_RESP ignored");
 		return;
 	}
-	err = srup_msg_open(msg, a->identity, &value);
+	err = srup_msg_open(msg, a->id.private_key, &value);
 	if (err != SRUP_OK) {
 		srup_log(LOG_ERR, "OBS_JOIN_RESP: the confirmation value does not decrypt: %s",
 			 srup_strerror(err));
@@ -264,8 +245,8 @@ static void on_connected(struct srup_node *node, void *user)
 	if (a->request_sent)
 		return;
 	msg = srup_msg_new(SRUP_TYPE_OBS_JOIN_REQUEST);
-	if (!msg || make_uuid4_text(a->request_token) != 0 ||
-	    srup_bytes_set(&msg->token, a->request_token, UUID_TEXT_LEN) != SRUP_OK) {
+	if (!msg || srup_uuid4_text(a->request_token) != SRUP_OK ||
+	    srup_bytes_set(&msg->token, a->request_token, SRUP_UUID_TEXT_LEN) != SRUP_OK) {
 		srup_msg_free(msg);
 		finish(a, EXIT_SETUP);
 		return;
@@ -319,28 +300,14 @@ static int load_agent_config(struct agent *a, const char *path)
 
 static int run_join(struct agent *a, unsigned timeout_s)
 {
-	struct srup_node_config ncfg = {0};
-	char detail[512] = "";
-	enum srup_keys_err kerr;
+	struct srup_node_config ncfg;
+	char detail[768] = "";
 	enum srup_node_err nerr;
 	sigset_t mask;
 	uint64_t now;
 
-	kerr = srup_key_load_private(a->cfg.identity_private_key, &a->identity, detail,
-				     sizeof(detail));
-	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "%s: [identity] private_key: %s", a->cfg.path, detail);
-		return EXIT_SETUP;
-	}
-	kerr = srup_key_load_public(a->cfg.server_public_key, &a->server_key, detail,
-				    sizeof(detail));
-	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "%s: [server] public_key: %s", a->cfg.path, detail);
-		return EXIT_SETUP;
-	}
-	if (srup_keystore_open(NULL, &a->peers, detail, sizeof(detail)) != SRUP_KEYS_OK ||
-	    srup_keystore_add(a->peers, a->cfg.server_id, a->server_key) != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "cannot set up the key store: %s", detail);
+	if (srup_identity_load(&a->cfg, &a->id, detail, sizeof(detail)) != 0) {
+		srup_log(LOG_ERR, "%s", detail);
 		return EXIT_SETUP;
 	}
 	if (sd_event_new(&a->loop) < 0)
@@ -356,14 +323,8 @@ static int run_join(struct agent *a, unsigned timeout_s)
 			      0, on_timeout, a) < 0)
 		return EXIT_SETUP;
 
-	ncfg.role = SRUP_NODE_ROLE_DEVICE;
-	ncfg.id = a->cfg.identity_id;
-	snprintf(ncfg.broker, sizeof(ncfg.broker), "%s", a->cfg.mqtt_broker);
-	snprintf(ncfg.ca_file, sizeof(ncfg.ca_file), "%s", a->cfg.mqtt_ca_file);
-	snprintf(ncfg.cert_file, sizeof(ncfg.cert_file), "%s", a->cfg.mqtt_cert_file);
-	snprintf(ncfg.key_file, sizeof(ncfg.key_file), "%s", a->cfg.mqtt_key_file);
-	snprintf(ncfg.state_dir, sizeof(ncfg.state_dir), "%s", a->cfg.state_dir);
-	nerr = srup_node_new(a->loop, &ncfg, a->identity, a->peers, &a->node, detail,
+	srup_node_config_from(&a->cfg, SRUP_NODE_ROLE_DEVICE, &ncfg);
+	nerr = srup_node_new(a->loop, &ncfg, a->id.private_key, a->id.peers, &a->node, detail,
 			     sizeof(detail));
 	if (nerr != SRUP_NODE_OK) {
 		srup_log(LOG_ERR, "%s: %s", srup_node_strerror(nerr), detail);
@@ -463,10 +424,8 @@ static void usage(FILE *out)
 static void agent_free(struct agent *a)
 {
 	srup_node_free(a->node);
-	srup_keystore_free(a->peers);
+	srup_identity_free(&a->id);
 	sd_event_unref(a->loop);
-	EVP_PKEY_free(a->identity);
-	EVP_PKEY_free(a->server_key);
 	srup_bytes_clear(&a->response_token);
 }
 

@@ -19,6 +19,7 @@
 #include "radio.h"
 #include "srup.h"
 #include "srup_config.h"
+#include "srup_identity.h"
 #include "srup_keys.h"
 #include "srup_log.h"
 #include "srup_node.h"
@@ -28,9 +29,7 @@
 struct observerd {
 	sd_event *loop;
 	struct srup_config cfg;
-	EVP_PKEY *identity;
-	EVP_PKEY *server_key;
-	struct srup_keystore *peers;
+	struct srup_identity id;
 	struct srup_node *node;
 	struct radio_channel *channel;
 	struct obs_engine *engine;
@@ -148,7 +147,7 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
 		return;
 	}
-	err = srup_msg_open(msg, d->identity, &value);
+	err = srup_msg_open(msg, d->id.private_key, &value);
 	if (err != SRUP_OK) {
 		/* Authentic and fresh, but not for us to open: the server must
 		 * hear at once rather than wait for the deadline. */
@@ -243,24 +242,11 @@ static enum radio_err open_channel(struct observerd *d)
 /* Keys and configuration: everything --check-config validates. */
 static int load_identity(struct observerd *d, const char *config_path)
 {
-	char detail[512];
-	char err[512];
-	enum srup_keys_err kerr;
+	char err[768];
 
-	if (srup_config_load(config_path, SRUP_CONFIG_OBSERVER, &d->cfg, err, sizeof(err)) != 0) {
+	if (srup_config_load(config_path, SRUP_CONFIG_OBSERVER, &d->cfg, err, sizeof(err)) != 0 ||
+	    srup_identity_load(&d->cfg, &d->id, err, sizeof(err)) != 0) {
 		srup_log(LOG_ERR, "%s", err);
-		return -1;
-	}
-	kerr = srup_key_load_private(d->cfg.identity_private_key, &d->identity, detail,
-				     sizeof(detail));
-	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "%s: [identity] private_key: %s", d->cfg.path, detail);
-		return -1;
-	}
-	kerr = srup_key_load_public(d->cfg.server_public_key, &d->server_key, detail,
-				    sizeof(detail));
-	if (kerr != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "%s: [server] public_key: %s", d->cfg.path, detail);
 		return -1;
 	}
 	return 0;
@@ -268,7 +254,7 @@ static int load_identity(struct observerd *d, const char *config_path)
 
 static int start(struct observerd *d)
 {
-	struct srup_node_config ncfg = {0};
+	struct srup_node_config ncfg;
 	const struct obs_engine_config ecfg = {
 		.window_seconds = d->cfg.window_seconds,
 		.max_attempts = d->cfg.max_attempts,
@@ -304,20 +290,8 @@ static int start(struct observerd *d)
 		srup_log(LOG_ERR, "cannot create the observation engine");
 		return -1;
 	}
-	if (srup_keystore_open(NULL, &d->peers, detail, sizeof(detail)) != SRUP_KEYS_OK ||
-	    srup_keystore_add(d->peers, d->cfg.server_id, d->server_key) != SRUP_KEYS_OK) {
-		srup_log(LOG_ERR, "cannot set up the key store: %s", detail);
-		return -1;
-	}
-
-	ncfg.role = SRUP_NODE_ROLE_DEVICE;
-	ncfg.id = d->cfg.identity_id;
-	snprintf(ncfg.broker, sizeof(ncfg.broker), "%s", d->cfg.mqtt_broker);
-	snprintf(ncfg.ca_file, sizeof(ncfg.ca_file), "%s", d->cfg.mqtt_ca_file);
-	snprintf(ncfg.cert_file, sizeof(ncfg.cert_file), "%s", d->cfg.mqtt_cert_file);
-	snprintf(ncfg.key_file, sizeof(ncfg.key_file), "%s", d->cfg.mqtt_key_file);
-	snprintf(ncfg.state_dir, sizeof(ncfg.state_dir), "%s", d->cfg.state_dir);
-	nerr = srup_node_new(d->loop, &ncfg, d->identity, d->peers, &d->node, detail,
+	srup_node_config_from(&d->cfg, SRUP_NODE_ROLE_DEVICE, &ncfg);
+	nerr = srup_node_new(d->loop, &ncfg, d->id.private_key, d->id.peers, &d->node, detail,
 			     sizeof(detail));
 	if (nerr != SRUP_NODE_OK) {
 		srup_log(LOG_ERR, "%s: %s", srup_node_strerror(nerr), detail);
@@ -353,13 +327,11 @@ static void observerd_free(struct observerd *d)
 {
 	radio_channel_free(d->channel);
 	srup_node_free(d->node);
-	srup_keystore_free(d->peers);
+	srup_identity_free(&d->id);
 	obs_engine_free(d->engine);
 	obs_events_free(&d->events);
 	sd_event_source_unref(d->deadline_timer);
 	sd_event_unref(d->loop);
-	EVP_PKEY_free(d->identity);
-	EVP_PKEY_free(d->server_key);
 }
 
 static void usage(FILE *out)

@@ -227,6 +227,14 @@ enum srup_err srup_msg_seal(struct srup_msg *m, EVP_PKEY *recipient_public,
 enum srup_err srup_msg_open(const struct srup_msg *m, EVP_PKEY *recipient_private,
 			    struct srup_bytes *plaintext);
 
+/* Tokens and confirmation values as pySRUP makes them (JOIN-FLOW.md 3):
+ * str(uuid4()), 36 lowercase characters 8-4-4-4-12 with hyphens; and
+ * uuid4().hex, 32 lowercase hex characters. From the OpenSSL CSPRNG. */
+#define SRUP_UUID_TEXT_LEN 36u
+#define SRUP_UUID_HEX_LEN 32u
+enum srup_err srup_uuid4_text(char out[SRUP_UUID_TEXT_LEN + 1]);
+enum srup_err srup_uuid4_hex(char out[SRUP_UUID_HEX_LEN + 1]);
+
 /* Check that a key is RSA with 2048..4096 bits. */
 enum srup_err srup_key_check(EVP_PKEY *key);
 

@@ -23,7 +23,6 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "srup.h"
 #include "srup_keys.h"
@@ -31,8 +30,8 @@
 #include "srup_node.h"
 
 #define MAX_JOINS 4096
-#define UUID_TEXT_LEN 36
-#define VALUE_LEN 32
+#define UUID_TEXT_LEN SRUP_UUID_TEXT_LEN
+#define VALUE_LEN SRUP_UUID_HEX_LEN
 
 struct join {
 	bool used;
@@ -63,34 +62,6 @@ static uint64_t now_us(struct peer *p)
 
 	sd_event_now(p->loop, CLOCK_MONOTONIC, &usec);
 	return usec;
-}
-
-static int uuid4_text(char out[UUID_TEXT_LEN + 1])
-{
-	uint8_t b[16];
-
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return -1;
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	snprintf(out, UUID_TEXT_LEN + 1,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
-	return 0;
-}
-
-/* uuid4().hex: 32 lowercase hex characters of 128 random bits. */
-static int uuid4_hex(char out[VALUE_LEN + 1])
-{
-	uint8_t b[16];
-
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return -1;
-	for (int i = 0; i < 16; i++)
-		snprintf(out + 2 * i, 3, "%02x", b[i]);
-	OPENSSL_cleanse(b, sizeof(b));
-	return 0;
 }
 
 static int send_to(struct peer *p, struct srup_msg *msg, uint64_t to, const char *token)
@@ -243,7 +214,7 @@ static void on_obs_join_request(struct srup_node *node, const struct srup_msg *m
 
 		srup_log(LOG_WARNING, "OBS_JOIN_REQ from %s: %s; JOIN_FAIL", dev,
 			 observer_key ? "too many joins pending" : "observer unknown");
-		if (uuid4_text(token) == 0) {
+		if (srup_uuid4_text(token) == SRUP_OK) {
 			struct srup_msg *v = srup_msg_new(SRUP_TYPE_RESPONSE);
 
 			if (v) {
@@ -259,7 +230,8 @@ static void on_obs_join_request(struct srup_node *node, const struct srup_msg *m
 	j->device = msg->sender_id;
 	j->observer = msg->observer_id;
 	j->started_us = now_us(p);
-	if (uuid4_text(j->response_token) || uuid4_text(j->observe_token) || uuid4_hex(value))
+	if (srup_uuid4_text(j->response_token) || srup_uuid4_text(j->observe_token) ||
+	    srup_uuid4_hex(value))
 		return;
 	observe = srup_msg_new(SRUP_TYPE_OBSERVE_REQUEST);
 	resp = srup_msg_new(SRUP_TYPE_OBS_JOIN_RESPONSE);

@@ -28,6 +28,7 @@
 #include "radio.h"
 #include "srup.h"
 #include "srup_config.h"
+#include "srup_identity.h"
 #include "srup_keys.h"
 #include "srup_log.h"
 #include "srup_node.h"
@@ -88,7 +89,7 @@ static void rsa_floor(EVP_PKEY *key, double *private_ms, double *public_ms)
 struct latency_bench {
 	sd_event *loop;
 	struct srup_config cfg;
-	EVP_PKEY *identity;
+	struct srup_identity id;
 	struct srup_node *node;
 	uint64_t observer;
 	unsigned joins, done;
@@ -123,7 +124,7 @@ static void on_join_response(struct srup_node *node, const struct srup_msg *msg,
 
 	(void)node;
 	(void)topic;
-	if (srup_msg_open(msg, b->identity, &value) != SRUP_OK || value.len > sizeof(frame.value)) {
+	if (srup_msg_open(msg, b->id.private_key, &value) != SRUP_OK || value.len > sizeof(frame.value)) {
 		b->failed = true;
 		srup_bytes_clear(&value);
 		return;
@@ -178,26 +179,19 @@ static void on_latency_connected(struct srup_node *node, void *user)
 static int run_latency(const char *config, uint64_t observer, unsigned joins)
 {
 	struct latency_bench b = {.observer = observer, .joins = joins};
-	struct srup_node_config ncfg = {.role = SRUP_NODE_ROLE_DEVICE};
-	struct srup_keystore *peers = NULL;
-	EVP_PKEY *server_key = NULL;
-	char err[512];
+	struct srup_node_config ncfg;
+	char err[768] = "";
 	double priv_ms, pub_ms, t0;
 	int rc = 1;
 
 	b.samples = calloc(joins, sizeof(double));
 	if (!b.samples || srup_config_load(config, SRUP_CONFIG_DEVICE, &b.cfg, err, sizeof(err)) ||
-	    srup_key_load_private(b.cfg.identity_private_key, &b.identity, err, sizeof(err)) ||
-	    srup_key_load_public(b.cfg.server_public_key, &server_key, err, sizeof(err)) ||
-	    srup_keystore_open(NULL, &peers, err, sizeof(err)) ||
-	    srup_keystore_add(peers, b.cfg.server_id, server_key) || sd_event_new(&b.loop) < 0) {
+	    srup_identity_load(&b.cfg, &b.id, err, sizeof(err)) || sd_event_new(&b.loop) < 0) {
 		fprintf(stderr, "set-up failed: %s\n", err);
 		goto out;
 	}
-	ncfg.id = b.cfg.identity_id;
-	snprintf(ncfg.broker, sizeof(ncfg.broker), "%s", b.cfg.mqtt_broker);
-	snprintf(ncfg.state_dir, sizeof(ncfg.state_dir), "%s", b.cfg.state_dir);
-	if (srup_node_new(b.loop, &ncfg, b.identity, peers, &b.node, err, sizeof(err)) ||
+	srup_node_config_from(&b.cfg, SRUP_NODE_ROLE_DEVICE, &ncfg);
+	if (srup_node_new(b.loop, &ncfg, b.id.private_key, b.id.peers, &b.node, err, sizeof(err)) ||
 	    srup_node_on(b.node, SRUP_TYPE_OBS_JOIN_RESPONSE, b.cfg.server_id, on_join_response,
 			 &b) ||
 	    srup_node_on(b.node, SRUP_TYPE_RESPONSE, b.cfg.server_id, on_verdict, &b) ||
@@ -213,7 +207,7 @@ static int run_latency(const char *config, uint64_t observer, unsigned joins)
 		goto out;
 	}
 	qsort(b.samples, joins, sizeof(double), cmp_double);
-	rsa_floor(b.identity, &priv_ms, &pub_ms);
+	rsa_floor(b.id.private_key, &priv_ms, &pub_ms);
 	printf("observed join latency over %u joins (OBS_JOIN_REQ sent -> verdict received):\n",
 	       joins);
 	printf("  p50 %.2f ms   p90 %.2f ms   p99 %.2f ms   min %.2f ms   max %.2f ms\n",
@@ -230,9 +224,7 @@ static int run_latency(const char *config, uint64_t observer, unsigned joins)
 	rc = 0;
 out:
 	srup_node_free(b.node);
-	srup_keystore_free(peers);
-	EVP_PKEY_free(server_key);
-	EVP_PKEY_free(b.identity);
+	srup_identity_free(&b.id);
 	sd_event_unref(b.loop);
 	free(b.samples);
 	return rc;

@@ -1,0 +1,52 @@
+#include "srup_identity.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int srup_identity_load(const struct srup_config *cfg, struct srup_identity *id, char *err,
+		       size_t err_len)
+{
+	char detail[512] = "";
+
+	memset(id, 0, sizeof(*id));
+	if (srup_key_load_private(cfg->identity_private_key, &id->private_key, detail,
+				  sizeof(detail)) != SRUP_KEYS_OK) {
+		snprintf(err, err_len, "%s: [identity] private_key: %s", cfg->path, detail);
+		goto fail;
+	}
+	if (srup_key_load_public(cfg->server_public_key, &id->server_key, detail,
+				 sizeof(detail)) != SRUP_KEYS_OK) {
+		snprintf(err, err_len, "%s: [server] public_key: %s", cfg->path, detail);
+		goto fail;
+	}
+	if (srup_keystore_open(NULL, &id->peers, detail, sizeof(detail)) != SRUP_KEYS_OK ||
+	    srup_keystore_add(id->peers, cfg->server_id, id->server_key) != SRUP_KEYS_OK) {
+		snprintf(err, err_len, "cannot set up the key store: %s", detail);
+		goto fail;
+	}
+	return 0;
+fail:
+	srup_identity_free(id);
+	return -1;
+}
+
+void srup_identity_free(struct srup_identity *id)
+{
+	srup_keystore_free(id->peers);
+	EVP_PKEY_free(id->private_key);
+	EVP_PKEY_free(id->server_key);
+	memset(id, 0, sizeof(*id));
+}
+
+void srup_node_config_from(const struct srup_config *cfg, enum srup_node_role role,
+			   struct srup_node_config *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->role = role;
+	out->id = cfg->identity_id;
+	snprintf(out->broker, sizeof(out->broker), "%s", cfg->mqtt_broker);
+	snprintf(out->ca_file, sizeof(out->ca_file), "%s", cfg->mqtt_ca_file);
+	snprintf(out->cert_file, sizeof(out->cert_file), "%s", cfg->mqtt_cert_file);
+	snprintf(out->key_file, sizeof(out->key_file), "%s", cfg->mqtt_key_file);
+	snprintf(out->state_dir, sizeof(out->state_dir), "%s", cfg->state_dir);
+}
