@@ -11,11 +11,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -430,6 +434,33 @@ static bool server_saw_own_echo(struct world *w)
 	return stats_of(w->server).ignored_own >= 1;
 }
 
+/* Sockets of this process connected to port, and how many of them have
+ * Nagle's algorithm off. */
+static void count_sockets_to(uint16_t port, unsigned *total, unsigned *nodelay)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+
+	*total = *nodelay = 0;
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		struct sockaddr_in peer;
+		socklen_t len = sizeof(peer);
+		int fd = atoi(de->d_name), on = 0;
+		socklen_t on_len = sizeof(on);
+
+		if (de->d_name[0] == '.' || fd == dirfd(d))
+			continue;
+		if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0 ||
+		    peer.sin_family != AF_INET || ntohs(peer.sin_port) != port)
+			continue;
+		(*total)++;
+		if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &on_len) == 0 && on)
+			(*nodelay)++;
+	}
+	closedir(d);
+}
+
 static void test_exchange_both_ways(void **state)
 {
 	struct world *w = *state;
@@ -441,6 +472,12 @@ static void test_exchange_both_ways(void **state)
 	connect_all(w);
 	assert_int_equal(w->server_connects, 1);
 	assert_int_equal(w->device_connects, 1);
+	/* Each node's connection runs without Nagle's delay (about 40 ms per
+	 * hop otherwise). */
+	unsigned sockets, nodelay;
+	count_sockets_to(test_broker_port(w->broker), &sockets, &nodelay);
+	assert_int_equal(sockets, 2);
+	assert_int_equal(nodelay, 2);
 	/* GENERIC carries no signature: nothing may act on it. */
 	assert_int_equal(srup_node_on(w->device, SRUP_TYPE_GENERIC, SRUP_NODE_ANY_SENDER, record,
 				      &w->at_device),
