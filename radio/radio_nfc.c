@@ -389,6 +389,8 @@ static void *reader_main(void *arg)
 						 NFC_BACKOFF_FIRST_MS, NFC_BACKOFF_MAX_MS);
 					post_unavailable(ch, gen, why);
 					reported_gen = gen;
+				} else {
+					srup_log(LOG_DEBUG, "%s; next try in %u ms", why, backoff_ms);
 				}
 				pause_while_listening(ch, backoff_ms, gen);
 				continue;
@@ -396,14 +398,16 @@ static void *reader_main(void *arg)
 			pthread_mutex_lock(&ch->lock);
 			ch->dev = dev;
 			pthread_mutex_unlock(&ch->lock);
-			backoff_ms = 0;
-			reported_gen = 0;
 			srup_log(LOG_INFO, "NFC reader '%s' open; polling for ISO/IEC 14443-A tags "
 				 "every %u ms", ch->cfg.device, ch->poll_ms);
 		}
 		if (poll_once(ch, dev, gen, why, sizeof(why)) == POLL_LOST) {
 			close_reader(ch, &dev);
-			backoff_ms = NFC_BACKOFF_FIRST_MS;
+			/* A reader that opens but fails at once is the same loss:
+			 * backoff and the report are reset only by a poll that works. */
+			backoff_ms = backoff_ms ? backoff_ms * 2 : NFC_BACKOFF_FIRST_MS;
+			if (backoff_ms > NFC_BACKOFF_MAX_MS)
+				backoff_ms = NFC_BACKOFF_MAX_MS;
 			srup_log(LOG_ERR, "%s; reopening in %u ms", why, backoff_ms);
 			if (reported_gen != gen) {
 				post_unavailable(ch, gen, why);
@@ -412,6 +416,8 @@ static void *reader_main(void *arg)
 			pause_while_listening(ch, backoff_ms, gen);
 			continue;
 		}
+		backoff_ms = 0;
+		reported_gen = 0;
 		pause_while_listening(ch, ch->poll_ms, gen);
 	}
 	close_reader(ch, &dev);
