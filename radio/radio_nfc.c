@@ -31,7 +31,7 @@
 #define NFC_BACKOFF_MAX_MS 10000u
 /* One APDU exchange; a tag that needs longer has left or is broken. */
 #define NFC_APDU_TIMEOUT_MS 1000
-#define NFC_WHY_MAX 256
+#define NFC_WHY_MAX 768 /* room for a 255-byte connstring, a tag ID and a 255-byte reason */
 /* Frames waiting for the loop: a stalled loop and a tag left on the reader
  * must not grow the queue without bound. */
 #define NFC_QUEUE_MAX 32u
@@ -269,7 +269,7 @@ static enum poll_result read_tag(struct nfc_channel *ch, nfc_device *dev, const 
 	const uint8_t *payload = NULL;
 	size_t msg_len = 0, payload_len = 0;
 	char uid[2 * 10 + 1];
-	char detail[NFC_WHY_MAX];
+	char detail[256];
 	enum poll_result result = POLL_DONE;
 	enum radio_err err;
 
