@@ -962,7 +962,7 @@ static void disconnect_client(struct srup_node *n)
 	MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
 	struct timespec deadline;
 
-	if (!n->connect_requested)
+	if (!n->connect_requested || !MQTTAsync_isConnected(n->client))
 		return;
 	opts.timeout = 0; /* in-flight QoS 1 messages were settled by flush, if wanted */
 	opts.onSuccess = paho_disconnect_done;
