@@ -703,7 +703,9 @@ static void reconcile(struct ble_channel *b)
 {
 	int r;
 
-	if (!b->ready)
+	/* Not ready, or the bus was closed: sd-bus closes an attached bus
+	 * when its event loop exits, before the owner destroys the channel. */
+	if (!b->ready || !sd_bus_is_open(b->bus))
 		return;
 	if (!b->app_registered && !b->app_call) {
 		r = sd_bus_call_method_async(b->bus, &b->app_call, BLUEZ_BUS_NAME, b->adapter_path,
@@ -724,8 +726,9 @@ static void reconcile(struct ble_channel *b)
 				     on_adv_call_done, b, b->adv_call_registers ? "oa{sv}" : "o",
 				     ADV_PATH, 0);
 	if (r < 0) {
-		srup_log(LOG_ERR, "BLE: cannot call %sRegisterAdvertisement: %s",
-			 b->adv_call_registers ? "" : "Un", strerror(-r));
+		srup_log(LOG_ERR, "BLE: cannot call %s: %s",
+			 b->adv_call_registers ? "RegisterAdvertisement" : "UnregisterAdvertisement",
+			 strerror(-r));
 		schedule_retry(b);
 	}
 }
@@ -952,7 +955,7 @@ static void ble_destroy(struct radio_channel *ch)
 
 	if (!b)
 		return;
-	if (b->bus && b->ready) {
+	if (b->bus && b->ready && sd_bus_is_open(b->bus) > 0) {
 		/* Courtesy only: BlueZ also drops both when this connection
 		 * closes. */
 		if (b->adv_registered)

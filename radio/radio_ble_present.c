@@ -30,6 +30,9 @@
 #define DISCOVERY_RESTART_USEC (2500 * 1000ull)
 #define STEP_CAP_USEC (10 * 1000000ull)     /* one D-Bus call to BlueZ */
 #define CONNECT_CAP_USEC (30 * 1000000ull)
+/* A connection whose services have not resolved by then is dropped and
+ * tried again (seen once with btvirt: resolution stalled after connect). */
+#define SERVICES_CAP_USEC (5 * 1000000ull)
 #define CLEANUP_USEC (5 * 1000000ull)       /* StopDiscovery/Disconnect at the end */
 
 struct chrc_seen {
@@ -586,6 +589,10 @@ static enum radio_err connect_device(struct central *c)
 	int resolved = 0;
 	int r;
 
+	/* Signals queued from an earlier attempt (its disconnection) must not
+	 * count against this one. */
+	while (sd_bus_process(c->bus, NULL) > 0)
+		;
 	c->connected = false;
 	c->services_resolved = false;
 	c->lost = false;
@@ -610,7 +617,7 @@ static enum radio_err connect_device(struct central *c)
 					"ServicesResolved", NULL, 'b', &resolved);
 	if (r >= 0 && resolved)
 		c->services_resolved = true;
-	r = wait_until(c, connection_settled, c->deadline);
+	r = wait_until(c, connection_settled, now_usec() + step_timeout(c, SERVICES_CAP_USEC));
 	if (r < 0)
 		return fail(c, RADIO_E_IO, "services: D-Bus connection failed: %s", strerror(-r));
 	if (c->lost)
@@ -820,8 +827,11 @@ static enum radio_err present_on_bus(struct central *c, uint64_t expected_observ
 	err = find_characteristics(c);
 	if (err == RADIO_OK)
 		err = check_observer(c, expected_observer);
-	if (err == RADIO_OK)
+	if (err == RADIO_OK) {
+		srup_log(LOG_INFO, "BLE present: writing the confirmation frame to observer %s",
+			 c->device_address);
 		err = write_frame(c, frame, frame_len);
+	}
 	if (err == RADIO_OK) {
 		err = read_value(c, "Result", c->chr_result, &value, 1, &n);
 		if (err == RADIO_OK && n != 1)

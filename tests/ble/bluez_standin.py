@@ -350,14 +350,16 @@ class RemoteObserver:
 
     behaviour keys: observer_id (int), appear_after_starts (1: on the first
     StartDiscovery), answer (0x60, 0x6E or "refuse"), resolve (bool),
-    connect_failures (how many Connect calls fail first), uuids (list)."""
+    connect_failures (how many Connect calls fail first), resolve_failures
+    (how many connections never resolve their services), uuids (list)."""
 
     def __init__(self, bluez, adapter, address="AA:BB:CC:DD:EE:01", **behaviour):
         self.bluez = bluez
         self.adapter = adapter
         self.address = address
         self.b = dict(observer_id=0x0102030405060708, appear_after_starts=1, answer=0x60,
-                      resolve=True, connect_failures=0, uuids=[SERVICE_UUID])
+                      resolve=True, connect_failures=0, resolve_failures=0,
+                      uuids=[SERVICE_UUID])
         self.b.update(behaviour)
         self.path = "%s/dev_%s" % (adapter.path, address.replace(":", "_"))
         self.device = None
@@ -375,6 +377,9 @@ class RemoteObserver:
 
     def connected(self):
         if not self.b["resolve"]:
+            return False
+        if self.b["resolve_failures"] > 0:
+            self.b["resolve_failures"] -= 1
             return False
         svc = self.device.path + "/service0010"
         self.gatt = [

@@ -112,6 +112,14 @@ class Present(PresentCase):
         self.assertEqual(remote.connects, 2)
 
 
+    def test_stalled_service_resolution_is_retried(self):
+        remote = self.bluez.add_remote(observer_id=OBSERVER_ID, resolve_failures=1)
+        err, result, detail = self.present(timeout_ms=15000)
+        self.assertEqual((err, result), (bz.RADIO_OK, 0x60), detail)
+        self.assertEqual(remote.connects, 2)
+        self.assertEqual(remote.disconnects, 2)
+
+
 class Refusals(PresentCase):
     def test_wrong_observer_is_refused_before_writing(self):
         remote = self.bluez.add_remote(observer_id=0x0BAD)

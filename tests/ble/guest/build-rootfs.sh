@@ -21,7 +21,7 @@ packages=(
 	mosquitto python3
 	# runtime libraries of srup-observerd, srup-device and the test peer
 	libssl3 libpaho-mqtt1.3 libcjson1 libinih1 libnfc6 libsystemd0
-	procps
+	procps iproute2
 )
 
 # The cache key: this script, the init it installs, and the package list.

@@ -1,77 +1,10 @@
 #!/bin/bash
-# Guest test of the radio layer alone against real bluetoothd and btvirt:
-# ble_observer_driver (the channel, radio_ble.c) on hci0 and
-# ble_present_driver (the central, radio_ble_present.c) on hci1.
+# Guest test of the radio layer alone (radio-checks.sh).
 #   guest-radio.sh SRC BUILD OUT
 set -u
 src=$1 build=$2 out=$3
-here=$src/tests/ble/guest
-. "$here/bluez-up.sh"
-
-observer_id=0a0b0c0d0e0f1011
-device=0102030405060708
-value="correct horse battery"
-drivers=$build/tests/ble
-failures=0
-
-check() { # check DESCRIPTION EXPECTED-GREP FILE
-	if grep -q -- "$2" "$3"; then
-		guest_log "PASS $1"
-	else
-		guest_log "FAIL $1 (wanted '$2'):"
-		sed 's/^/    /' "$3"
-		failures=$((failures + 1))
-	fi
-}
-
-mkfifo /tmp/observer.in
-"$drivers/ble_observer_driver" --adapter hci0 --observer-id $observer_id --device $device \
-	--value "$value" </tmp/observer.in >"$out/observer.out" 2>"$out/observer.log" &
-observer_pid=$!
-exec 3>/tmp/observer.in
-wait_for 10 "the GATT application registered" grep -q "GATT application registered" \
-	"$out/observer.log" || failures=$((failures + 1))
-
-present() { # present NAME TIMEOUT_MS EXPECTED_OBSERVER VALUE
-	local t0 t1
-	t0=$(date +%s.%N)
-	"$drivers/ble_present_driver" --adapter hci1 --expect "$3" --device $device \
-		--value "$4" --timeout-ms "$2" >"/tmp/$1.out" 2>"$out/present-$1.log"
-	t1=$(date +%s.%N)
-	awk -v a="$t0" -v b="$t1" -v n="$1" 'BEGIN { printf "present %s took %.2f s\n", n, b - a }' \
-		>>"$out/timings.txt"
-	cat "/tmp/$1.out" >>"$out/present-$1.log"
-}
-
-# Nothing pending: no advertisement, the central finds nothing.
-present idle 6000 $observer_id "$value"
-check "no observer found while nothing is pending" "err=8 " /tmp/idle.out
-check "the failure names the discovery step" "detail=discovery:" /tmp/idle.out
-
-echo start >&3
-wait_for 10 "advertising" grep -q "advertising started" "$out/observer.log" ||
-	failures=$((failures + 1))
-present valid 30000 $observer_id "$value"
-check "valid frame matches" "result=0x60" /tmp/valid.out
-present wrong 30000 $observer_id "not the value"
-check "wrong value mismatches" "result=0x6E" /tmp/wrong.out
-present other 30000 0000000000000bad "$value"
-check "another observer is refused" "err=11 " /tmp/other.out
-
-echo stop >&3
-wait_for 10 "advertising stopped" grep -q "advertising stopped" "$out/observer.log" ||
-	failures=$((failures + 1))
-present after 6000 $observer_id "$value"
-check "no observer found after listening stopped" "err=8 " /tmp/after.out
-
-echo quit >&3
-exec 3>&-
-wait "$observer_pid"
-rc=$?
-[[ $rc == 0 ]] || { guest_log "FAIL observer driver exited $rc"; failures=$((failures + 1)); }
-grep -E "advertising (started|stopped)|compared|refused" "$out/observer.log" |
-	sed 's/^/observer: /'
-cat "$out/timings.txt"
-kill "$btvirt_pid" "$bluetoothd_pid" 2>/dev/null
-guest_log "radio guest test: $failures failure(s)"
-[[ $failures == 0 ]]
+. "$src/tests/ble/guest/bluez-up.sh"
+. "$src/tests/ble/guest/radio-checks.sh"
+radio_checks
+bluez_down
+[[ $radio_failures == 0 ]]

@@ -28,7 +28,8 @@ done
 "$here/build-rootfs.sh" "$cache"
 
 out=$(mktemp -d "$build/ble-guest-out.XXXXXX")
-trap 'rm -rf "$out"' EXIT
+# SRUP_GUEST_KEEP_OUT=1 keeps the output folder (logs) for a look after.
+[[ ${SRUP_GUEST_KEEP_OUT:-} == 1 ]] || trap 'rm -rf "$out"' EXIT
 {
 	printf 'export SRUP_GUEST_SCRIPT=%q\n' "$script"
 	printf 'exec /bin/bash /srup/src/tests/ble/guest/%q /srup/src /srup/build /srup/out' "$script"
@@ -52,14 +53,21 @@ timeout --kill-after=10 "${SRUP_GUEST_TIMEOUT:-900}" qemu-system-x86_64 \
 	-virtfs "local,path=$out,mount_tag=out,security_model=none" </dev/null || true
 t2=$(date +%s.%N)
 
+rc=$(cat "$out/rc" 2>/dev/null || echo "none")
 echo "---- guest console ----"
 cat "$out/console.log" 2>/dev/null || true
 for f in "$out"/*.log; do
-	[[ -f $f && $(basename "$f") != console.log ]] || continue
+	[[ -f $f ]] || continue
+	case $(basename "$f") in
+	console.log) continue ;;
+	# bluetoothd -d is verbose: its end, and only when something failed.
+	bluetoothd.log) [[ $rc == 0 ]] && continue
+		echo "---- bluetoothd.log (last 300 lines) ----"; tail -n 300 "$f"; continue ;;
+	esac
 	echo "---- $(basename "$f") ----"
 	cat "$f"
 done
-rc=$(cat "$out/rc" 2>/dev/null || echo "none")
 awk -v a="$t0" -v b="$t1" -v c="$t2" -v rc="$rc" 'BEGIN {
 	printf "run-guest: guest ran %.1f s, whole run %.1f s, script exit status %s\n", c - b, c - a, rc }'
+[[ ${SRUP_GUEST_KEEP_OUT:-} == 1 ]] && echo "run-guest: output kept in $out"
 [[ $rc == 0 ]]
