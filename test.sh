@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, builds twice (plain, then
 # clang with AddressSanitizer + UndefinedBehaviorSanitizer and the libFuzzer
-# targets) and runs ctest on both.
+# targets) and runs ctest on both. Both runs always happen; the exit status
+# is non-zero if either failed.
 set -euo pipefail
 cd "$(dirname "$0")"
 packaging/install-deps.sh qemu-system-x86 debootstrap e2fsprogs cpio bluez bluez-test-tools \
@@ -10,10 +11,17 @@ packaging/install-deps.sh qemu-system-x86 debootstrap e2fsprogs cpio bluez bluez
 jobs=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$jobs"
-(cd build && ctest --output-on-failure -j "$jobs")
-
 CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSRUP_SANITIZE=ON -DSRUP_FUZZ=ON \
 	-DSRUP_GUEST_TESTS=OFF -DSRUP_PACKAGING_TESTS=OFF >/dev/null
 cmake --build build-asan -j "$jobs"
+
+plain=0 sanitized=0
+echo "== ctest: plain build (build/)"
+(cd build && ctest --output-on-failure -j "$jobs") || plain=$?
+echo "== ctest: AddressSanitizer + UndefinedBehaviorSanitizer build (build-asan/)"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j "$jobs")
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j "$jobs") ||
+	sanitized=$?
+echo "== plain build: $([ $plain = 0 ] && echo passed || echo FAILED)," \
+	"sanitizer build: $([ $sanitized = 0 ] && echo passed || echo FAILED)"
+[ $plain = 0 ] && [ $sanitized = 0 ]
