@@ -14,13 +14,17 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#define SEQ_HEADER "srup-sequences 1"
+/* The format written; format 1 is read and migrated (see the header). */
+#define SEQ_HEADER "srup-sequences 2"
+#define SEQ_HEADER_V1 "srup-sequences 1"
+#define SEQ_HEADER_PREFIX "srup-sequences "
 #define SEQ_RECORD_LEN 50u /* "<16 hex> <16 hex> <16 hex>" without the newline */
 #define SEQ_SHA256_HEX 64u
 
 struct seq_entry {
 	uint64_t peer;
-	uint64_t last_sent;
+	uint64_t last_sent;     /* in memory only: the last ID handed out */
+	uint64_t sent_reserved; /* persisted: no ID above it was handed out */
 	uint64_t last_accepted;
 };
 
@@ -33,6 +37,7 @@ struct srup_seqstore {
 	struct seq_entry *entries;
 	size_t count;
 	size_t capacity;
+	unsigned loaded_version; /* format of the file read at open; 0 if none */
 };
 
 static const char *const seq_err_names[SRUP_SEQ_E__COUNT] = {
@@ -247,8 +252,21 @@ static enum srup_seq_err parse_file(struct srup_seqstore *s, const char *path, c
 		}
 		line_len = (size_t)(nl - (buf + pos));
 		if (lineno == 1) {
-			if (line_len != strlen(SEQ_HEADER) ||
-			    memcmp(line, SEQ_HEADER, line_len) != 0) {
+			size_t plen = strlen(SEQ_HEADER_PREFIX);
+			if (line_len == strlen(SEQ_HEADER) &&
+			    memcmp(line, SEQ_HEADER, line_len) == 0) {
+				s->loaded_version = 2;
+			} else if (line_len == strlen(SEQ_HEADER_V1) &&
+				   memcmp(line, SEQ_HEADER_V1, line_len) == 0) {
+				s->loaded_version = 1;
+			} else if (line_len > plen && memcmp(line, SEQ_HEADER_PREFIX, plen) == 0) {
+				set_detail(detail, detail_len,
+					   "%s:1: unsupported format \"%.*s\" (this build reads "
+					   "\"%s\" and \"%s\")",
+					   path, (int)(line_len > 40 ? 40 : line_len), line,
+					   SEQ_HEADER, SEQ_HEADER_V1);
+				return SRUP_SEQ_E_CORRUPT;
+			} else {
 				set_detail(detail, detail_len,
 					   "%s:1: not a sequence file (want header \"%s\")", path,
 					   SEQ_HEADER);
@@ -262,15 +280,22 @@ static enum srup_seq_err parse_file(struct srup_seqstore *s, const char *path, c
 			have_trailer = true;
 		} else {
 			struct seq_entry e;
+			/* Format 1's last sent is exactly the bound of what was
+			 * used, so both formats read into the reservation. */
 			if (line_len != SEQ_RECORD_LEN || line[16] != ' ' || line[33] != ' ' ||
-			    !parse_hex16(line, &e.peer) || !parse_hex16(line + 17, &e.last_sent) ||
+			    !parse_hex16(line, &e.peer) ||
+			    !parse_hex16(line + 17, &e.sent_reserved) ||
 			    !parse_hex16(line + 34, &e.last_accepted)) {
 				set_detail(detail, detail_len,
-					   "%s:%zu: malformed line (want \"<peer> <last sent> "
+					   "%s:%zu: malformed line (want \"<peer> <%s> "
 					   "<last accepted>\", each 16 lowercase hex digits)",
-					   path, lineno);
+					   path, lineno,
+					   s->loaded_version == 1 ? "last sent" : "reserved bound");
 				return SRUP_SEQ_E_CORRUPT;
 			}
+			/* Every ID up to the bound may have been sent before the
+			 * restart: continue above it. */
+			e.last_sent = e.sent_reserved;
 			if (s->count > 0 && e.peer <= s->entries[s->count - 1].peer) {
 				set_detail(detail, detail_len,
 					   "%s:%zu: peer %016" PRIx64
@@ -384,7 +409,7 @@ static enum srup_seq_err persist(struct srup_seqstore *s, char *detail, size_t d
 		const struct seq_entry *e = &s->entries[i];
 		len += (size_t)snprintf(buf + len, cap - len,
 					"%016" PRIx64 " %016" PRIx64 " %016" PRIx64 "\n", e->peer,
-					e->last_sent, e->last_accepted);
+					e->sent_reserved, e->last_accepted);
 	}
 	sha256_hex((const uint8_t *)buf, len, digest);
 	len += (size_t)snprintf(buf + len, cap - len, "end %zu %s\n", s->count, digest);
@@ -498,6 +523,17 @@ enum srup_seq_err srup_seqstore_new(const char *dir, size_t max_peers, struct sr
 	e = load(s, detail, detail_len);
 	if (e != SRUP_SEQ_OK)
 		goto fail;
+	if (s->loaded_version == 1) {
+		char why[400] = "";
+		/* Migrated now, not at the first change, so that the file on
+		 * disk is in the current format whenever the store is open. */
+		e = persist(s, why, sizeof(why));
+		if (e != SRUP_SEQ_OK) {
+			set_detail(detail, detail_len, "%s/%s: cannot migrate from format 1: %s",
+				   dir, SRUP_SEQSTORE_FILE, why);
+			goto fail;
+		}
+	}
 	*out = s;
 	return SRUP_SEQ_OK;
 fail:
@@ -522,6 +558,13 @@ uint64_t srup_seqstore_last_sent(const struct srup_seqstore *s, uint64_t peer)
 	const struct seq_entry *e = s ? find_entry(s, peer) : NULL;
 
 	return e ? e->last_sent : 0;
+}
+
+uint64_t srup_seqstore_sent_reserved(const struct srup_seqstore *s, uint64_t peer)
+{
+	const struct seq_entry *e = s ? find_entry(s, peer) : NULL;
+
+	return e ? e->sent_reserved : 0;
 }
 
 uint64_t srup_seqstore_last_accepted(const struct srup_seqstore *s, uint64_t peer)
@@ -605,10 +648,18 @@ enum srup_seq_err srup_seqstore_next(struct srup_seqstore *s, uint64_t peer, uin
 		return e;
 	saved = s->entries[i];
 	s->entries[i].last_sent = next;
-	e = persist(s, detail, detail_len);
-	if (e != SRUP_SEQ_OK) {
-		undo(s, i, inserted, saved);
-		return e;
+	if (next > s->entries[i].sent_reserved) {
+		/* Persisted before the ID is used: a crash after sending it
+		 * must restart above it. */
+		uint64_t room = UINT64_MAX - next;
+		s->entries[i].sent_reserved = next + (room < SRUP_SEQSTORE_SEND_RESERVATION - 1
+							     ? room
+							     : SRUP_SEQSTORE_SEND_RESERVATION - 1);
+		e = persist(s, detail, detail_len);
+		if (e != SRUP_SEQ_OK) {
+			undo(s, i, inserted, saved);
+			return e;
+		}
 	}
 	*out = next;
 	return SRUP_SEQ_OK;

@@ -5,19 +5,32 @@
  * max(last sent, last accepted) + 1, and an incoming ID is fresh only if it
  * is greater than the last accepted from that sender.
  *
- * Every change is persisted before the call returns: the whole store is
- * written to "<dir>/sequences.tmp", fsync'd, renamed over
- * "<dir>/sequences" and the directory fsync'd. A file that does not parse
- * is an error naming the file and line, never a silent reset (a reset would
- * reopen replays). One process owns a state directory: the store holds an
- * flock on "<dir>/sequences.lock" for its lifetime.
+ * Outgoing IDs are handed out from a persisted reservation: when the next
+ * ID toward a peer exceeds its reserved bound, the bound is raised to that ID
+ * + SRUP_SEQSTORE_SEND_RESERVATION - 1 and persisted before the ID is
+ * returned; IDs within the bound persist nothing. A restart continues above
+ * the bound (every ID up to it may have been used), so no ID is ever sent
+ * twice; the IDs skipped are harmless gaps (peers only need them to rise).
+ * Accepted IDs are persisted before the call returns.
  *
- * File format (strict; every ID and sequence number is 16 lowercase hex
+ * A persist writes the whole store to "<dir>/sequences.tmp", fsyncs it,
+ * renames it over "<dir>/sequences" and fsyncs the directory. A file that
+ * does not parse is an error naming the file and line, never a silent
+ * reset (a reset would reopen replays). One process owns a state
+ * directory: the store holds an flock on "<dir>/sequences.lock" for its
+ * lifetime.
+ *
+ * File format 2 (strict; every ID and sequence number is 16 lowercase hex
  * digits; peers in strictly increasing order):
- *   srup-sequences 1
- *   <peer> <last_sent> <last_accepted>
+ *   srup-sequences 2
+ *   <peer> <reserved bound of IDs sent> <last_accepted>
  *   ...
  *   end <number of peer lines, decimal> <sha256 of every byte above, hex>
+ * Format 1 (header "srup-sequences 1") has the same lines with the last ID
+ * sent in the middle column. It is migrated when the store opens: read
+ * strictly, its last sent taken as the reserved bound (exactly the IDs that
+ * were used), and rewritten as format 2 before srup_seqstore_new returns.
+ * Any other header is refused.
  *
  * Not thread-safe: one owner thread. */
 #ifndef SRUP_SEQSTORE_H
@@ -30,6 +43,8 @@
 #define SRUP_SEQSTORE_FILE "sequences"
 #define SRUP_SEQSTORE_TMP_FILE "sequences.tmp"
 #define SRUP_SEQSTORE_LOCK_FILE "sequences.lock"
+/* How many outgoing IDs one persist reserves per peer. */
+#define SRUP_SEQSTORE_SEND_RESERVATION 256u
 /* Default bound on the number of peers kept. Senders need a known key
  * before they reach the store, so this is defence in depth. */
 #define SRUP_SEQSTORE_DEFAULT_MAX_PEERS 100000u
@@ -59,8 +74,11 @@ enum srup_seq_err srup_seqstore_new(const char *dir, size_t max_peers, struct sr
 /* Releases the lock. NULL is allowed. */
 void srup_seqstore_free(struct srup_seqstore *store);
 
-/* 0 for a peer never seen. */
+/* 0 for a peer never seen. After a restart, last sent is the reserved
+ * bound read from the file (the highest ID that may have been sent). */
 uint64_t srup_seqstore_last_sent(const struct srup_seqstore *store, uint64_t peer);
+/* The persisted bound: no ID above it has been sent to peer. */
+uint64_t srup_seqstore_sent_reserved(const struct srup_seqstore *store, uint64_t peer);
 uint64_t srup_seqstore_last_accepted(const struct srup_seqstore *store, uint64_t peer);
 size_t srup_seqstore_count(const struct srup_seqstore *store);
 
@@ -68,7 +86,8 @@ size_t srup_seqstore_count(const struct srup_seqstore *store);
 bool srup_seqstore_is_fresh(const struct srup_seqstore *store, uint64_t peer, uint64_t seq);
 
 /* Take the next outgoing sequence ID for peer (max(last sent, last
- * accepted) + 1), record it as last sent and persist. On failure nothing
+ * accepted) + 1) and record it as last sent. Persists (a new reservation)
+ * only when the ID is above the reserved bound. On failure nothing
  * changes, in memory or on disk. */
 enum srup_seq_err srup_seqstore_next(struct srup_seqstore *store, uint64_t peer, uint64_t *out,
 				     char *detail, size_t detail_len);

@@ -6,14 +6,18 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "srup_seqstore.h"
 #include "test_broker.h"
@@ -183,10 +187,15 @@ static void test_persists_across_reopen(void **state)
 
 	s = open_ok(f->dir);
 	assert_int_equal(srup_seqstore_count(s), 3);
-	assert_int_equal(srup_seqstore_last_sent(s, 0xa1a2a3a4a5a6a7a8ull), 2);
+	/* IDs up to the reservation made by the first send may have been
+	 * used: the restart continues above it. */
+	assert_int_equal(srup_seqstore_last_sent(s, 0xa1a2a3a4a5a6a7a8ull),
+			 SRUP_SEQSTORE_SEND_RESERVATION);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0xa1a2a3a4a5a6a7a8ull),
+			 SRUP_SEQSTORE_SEND_RESERVATION);
 	assert_int_equal(srup_seqstore_last_accepted(s, 0x11), 77);
 	assert_false(srup_seqstore_is_fresh(s, 0x11, 77));
-	assert_int_equal(next_ok(s, 0xa1a2a3a4a5a6a7a8ull), 3);
+	assert_int_equal(next_ok(s, 0xa1a2a3a4a5a6a7a8ull), SRUP_SEQSTORE_SEND_RESERVATION + 1);
 	assert_int_equal(next_ok(s, 0x11), 78);
 	srup_seqstore_free(s);
 }
@@ -230,7 +239,7 @@ static void test_stale_temp_file_is_ignored(void **state)
 	srup_seqstore_free(s);
 	/* A crash between write and rename leaves a partial temp file. */
 	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
-	write_file(tmp, "srup-sequences 1\n0000", 21);
+	write_file(tmp, "srup-sequences 2\n0000", 21);
 	s = open_ok(f->dir);
 	assert_int_equal(srup_seqstore_last_accepted(s, 5), 5);
 	assert_int_not_equal(stat(tmp, &st), 0);
@@ -248,9 +257,10 @@ static void test_file_format_is_the_documented_one(void **state)
 	next_ok(s, 0x10);
 	srup_seqstore_free(s);
 	text = read_text(f->file, &len);
+	/* Peer 0x10: one ID sent, 256 reserved (0x100). */
 	assert_int_equal(strncmp(text,
-				 "srup-sequences 1\n"
-				 "0000000000000010 0000000000000001 0000000000000000\n"
+				 "srup-sequences 2\n"
+				 "0000000000000010 0000000000000100 0000000000000000\n"
 				 "0000000000000020 0000000000000000 0000000000000010\n"
 				 "end 2 ",
 				 17 + 51 + 51 + 6),
@@ -303,15 +313,18 @@ static void test_truncated_file(void **state)
 static void test_malformed_lines(void **state)
 {
 	struct fixture *f = *state;
-	static const char bad_header[] = "srup-sequences 2\nend 0 "
+	static const char bad_header[] = "sequences 2\nend 0 "
 					 "0000000000000000000000000000000000000000000000000000000000000000\n";
-	static const char upper_hex[] = "srup-sequences 1\n"
+	static const char future[] = "srup-sequences 9\nend 0 "
+				     "0000000000000000000000000000000000000000000000000000000000000000\n";
+	static const char upper_hex[] = "srup-sequences 2\n"
 					"00000000000000AA 0000000000000001 0000000000000000\n";
 	static const char short_line[] = "srup-sequences 1\n"
 					 "aa 1 0\n";
-	static const char bad_end[] = "srup-sequences 1\nend x\n";
+	static const char bad_end[] = "srup-sequences 2\nend x\n";
 
 	expect_corrupt(f, bad_header, strlen(bad_header), "1", "not a sequence file");
+	expect_corrupt(f, future, strlen(future), "1", "unsupported format \"srup-sequences 9\"");
 	expect_corrupt(f, upper_hex, strlen(upper_hex), "2", "malformed line");
 	expect_corrupt(f, short_line, strlen(short_line), "2", "malformed line");
 	expect_corrupt(f, bad_end, strlen(bad_end), "2", "malformed 'end' line");
@@ -447,6 +460,225 @@ static void test_failed_write_changes_nothing(void **state)
 	srup_seqstore_free(s);
 }
 
+/* Make every persist fail (a directory where the temporary file goes), and
+ * undo that. */
+static void block_persists(struct fixture *f)
+{
+	char tmp[4300];
+
+	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+}
+
+static void unblock_persists(struct fixture *f)
+{
+	char tmp[4300];
+
+	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
+	assert_int_equal(rmdir(tmp), 0);
+}
+
+static void test_sends_within_reservation_persist_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char detail[512] = "";
+	uint64_t seq = 0;
+
+	assert_int_equal(next_ok(s, 0x31), 1);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION);
+	/* With persists impossible, the rest of the reservation is still
+	 * handed out... */
+	block_persists(f);
+	for (uint64_t want = 2; want <= SRUP_SEQSTORE_SEND_RESERVATION; want++)
+		assert_int_equal(next_ok(s, 0x31), want);
+	/* ...and the first ID above it is refused, changing nothing. */
+	assert_int_equal(srup_seqstore_next(s, 0x31, &seq, detail, sizeof(detail)),
+			 SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, SRUP_SEQSTORE_TMP_FILE));
+	assert_int_equal(srup_seqstore_last_sent(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION);
+	unblock_persists(f);
+	assert_int_equal(next_ok(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION + 1);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0x31),
+			 2 * SRUP_SEQSTORE_SEND_RESERVATION);
+	srup_seqstore_free(s);
+}
+
+/* A process that sends `sends` IDs to peer and dies without closing the
+ * store, writing every ID it handed out to fd. */
+static void crash_after_sending(const char *dir, uint64_t peer, unsigned sends, int fd)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct srup_seqstore *s = NULL;
+		if (srup_seqstore_new(dir, 0, &s, NULL, 0) != SRUP_SEQ_OK)
+			_exit(1);
+		for (unsigned i = 0; i < sends; i++) {
+			uint64_t seq;
+			if (srup_seqstore_next(s, peer, &seq, NULL, 0) != SRUP_SEQ_OK ||
+			    write(fd, &seq, sizeof(seq)) != (ssize_t)sizeof(seq))
+				_exit(1);
+		}
+		_exit(0); /* no srup_seqstore_free: nothing more reaches the disk */
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void test_reservation_survives_restart_never_reuses(void **state)
+{
+	struct fixture *f = *state;
+	/* Runs of sends across crashes: inside one reservation, exactly to
+	 * its end, and across several. */
+	static const unsigned runs[] = {3, 1, SRUP_SEQSTORE_SEND_RESERVATION - 1, 700, 1};
+	int pipefd[2];
+	uint64_t highest = 0, seq;
+	struct srup_seqstore *s;
+
+	assert_int_equal(pipe(pipefd), 0);
+	for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
+		crash_after_sending(f->dir, 0x77, runs[r], pipefd[1]);
+		for (unsigned i = 0; i < runs[r]; i++) {
+			assert_int_equal(read(pipefd[0], &seq, sizeof(seq)), sizeof(seq));
+			if (seq <= highest)
+				fail_msg("run %zu: ID %" PRIu64 " sent again (highest before %" PRIu64
+					 ")", r, seq, highest);
+			highest = seq;
+		}
+	}
+	close(pipefd[0]);
+	close(pipefd[1]);
+	s = open_ok(f->dir);
+	assert_true(srup_seqstore_sent_reserved(s, 0x77) >= highest);
+	assert_true(next_ok(s, 0x77) > highest);
+	srup_seqstore_free(s);
+}
+
+static void test_restart_keeps_the_max_rule(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+
+	assert_int_equal(next_ok(s, 0x40), 1);
+	assert_int_equal(srup_seqstore_accept(s, 0x40, 5000, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	/* The peer is past our reservation: we continue above what it sent. */
+	s = open_ok(f->dir);
+	assert_int_equal(next_ok(s, 0x40), 5001);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0x40),
+			 5000 + SRUP_SEQSTORE_SEND_RESERVATION);
+	srup_seqstore_free(s);
+}
+
+static void test_reservation_stops_at_the_top(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	uint64_t seq = 0;
+
+	assert_int_equal(srup_seqstore_accept(s, 0x41, UINT64_MAX - 3, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(next_ok(s, 0x41), UINT64_MAX - 2);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0x41), UINT64_MAX);
+	assert_int_equal(next_ok(s, 0x41), UINT64_MAX - 1);
+	assert_int_equal(next_ok(s, 0x41), UINT64_MAX);
+	assert_int_equal(srup_seqstore_next(s, 0x41, &seq, NULL, 0), SRUP_SEQ_E_EXHAUSTED);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_next(s, 0x41, &seq, NULL, 0), SRUP_SEQ_E_EXHAUSTED);
+	srup_seqstore_free(s);
+}
+
+/* A format 1 file, as the previous release wrote it. */
+static void write_format1(const char *path)
+{
+	static const char body[] = "srup-sequences 1\n"
+				   "0000000000000010 0000000000000005 0000000000000000\n"
+				   "0000000000000020 0000000000000000 0000000000000007\n";
+	unsigned char md[32];
+	unsigned int md_len = 0;
+	char text[400];
+	int n;
+
+	assert_int_equal(EVP_Digest(body, strlen(body), md, &md_len, EVP_sha256(), NULL), 1);
+	n = snprintf(text, sizeof(text), "%send 2 ", body);
+	for (unsigned i = 0; i < md_len; i++)
+		n += snprintf(text + n, sizeof(text) - (size_t)n, "%02x", md[i]);
+	n += snprintf(text + n, sizeof(text) - (size_t)n, "\n");
+	write_file(path, text, (size_t)n);
+}
+
+static void test_format1_migrated_at_open(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s;
+	size_t len;
+	char *text;
+
+	write_format1(f->file);
+	s = open_ok(f->dir);
+	/* Rewritten before any change, in the current format. */
+	text = read_text(f->file, &len);
+	assert_int_equal(strncmp(text,
+				 "srup-sequences 2\n"
+				 "0000000000000010 0000000000000005 0000000000000000\n"
+				 "0000000000000020 0000000000000000 0000000000000007\n"
+				 "end 2 ",
+				 17 + 51 + 51 + 6),
+			 0);
+	free(text);
+	/* Format 1's last sent was exact: sending continues right above it. */
+	assert_int_equal(srup_seqstore_last_sent(s, 0x10), 5);
+	assert_int_equal(next_ok(s, 0x10), 6);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0x20), 7);
+	assert_false(srup_seqstore_is_fresh(s, 0x20, 7));
+	assert_int_equal(next_ok(s, 0x20), 8);
+	srup_seqstore_free(s);
+}
+
+static void test_format1_migration_failure_is_an_error(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = NULL;
+	size_t len;
+	char *text;
+	int status;
+
+	write_format1(f->file);
+	/* In a child whose file size limit (RLIMIT_FSIZE) makes every write
+	 * of the new file fail: the open fails, naming the file. */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit lim;
+		char detail[512] = "";
+		signal(SIGXFSZ, SIG_IGN);
+		if (getrlimit(RLIMIT_FSIZE, &lim) != 0)
+			_exit(10);
+		lim.rlim_cur = 16;
+		if (setrlimit(RLIMIT_FSIZE, &lim) != 0)
+			_exit(11);
+		if (srup_seqstore_new(f->dir, 0, &s, detail, sizeof(detail)) != SRUP_SEQ_E_IO || s)
+			_exit(12);
+		if (!strstr(detail, f->file) || !strstr(detail, "cannot migrate from format 1"))
+			_exit(13);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* The format 1 file is untouched, and migrates once writes work. */
+	text = read_text(f->file, &len);
+	assert_int_equal(strncmp(text, "srup-sequences 1\n", 17), 0);
+	free(text);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0x20), 7);
+	srup_seqstore_free(s);
+}
+
 static void test_creates_missing_state_dir(void **state)
 {
 	struct fixture *f = *state;
@@ -458,7 +690,7 @@ static void test_creates_missing_state_dir(void **state)
 	assert_int_equal(next_ok(s, 1), 1);
 	srup_seqstore_free(s);
 	s = open_ok(nested);
-	assert_int_equal(srup_seqstore_last_sent(s, 1), 1);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 1), SRUP_SEQSTORE_SEND_RESERVATION);
 	srup_seqstore_free(s);
 }
 
@@ -485,6 +717,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_peer_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_creates_missing_state_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sends_within_reservation_persist_nothing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_reservation_survives_restart_never_reuses,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_keeps_the_max_rule, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reservation_stops_at_the_top, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format1_migrated_at_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format1_migration_failure_is_an_error, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests_name("seqstore", tests, NULL, NULL);
 }
