@@ -4,9 +4,12 @@ with two btvirt controllers, a private Mosquitto, srup-join-peer (the
 server), srup-observerd (channel ble, hci0) and srup-device (hci1).
 
 Cases: a valid join (0x60), wrong values until max_attempts (0x6E), no
-device presenting (0x6F). Each checks that the observer advertised only
-while an observation was pending, and the valid case measures the time
-from the device's write to the observer publishing its RESPONSE.
+device presenting (0x6F), and a central written from the spec alone
+(spec_central.py, python3-dbus) presenting the device's value (0x60) and
+then wrong ones, one of them a 256-byte value by prepared ("reliable")
+writes (0x6E). Each checks that the observer advertised only while an
+observation was pending, and the valid case measures the time from the
+device's write to the observer publishing its RESPONSE.
 
   ble_join.py BUILD_DIR OUT_DIR
 """
@@ -121,6 +124,52 @@ def case_invalid(bed):
     log("case invalid: %d distinct wrong values over BLE -> 0x6E" % bed.max_attempts)
 
 
+def spec_central(bed, value, write_type="request"):
+    argv = ["/usr/bin/python3", os.path.join(HERE, "spec_central.py"), "--adapter", "hci1",
+            "--observer-id", id16(bed.observer_id), "--device", id16(bed.device_id),
+            "--value-hex", value.hex(), "--write-type", write_type, "--timeout", "40"]
+    p = bed.spawn("central", argv)
+    rc = p.wait(60)
+    p._reader.join(5)
+    return rc, p.text()
+
+
+def join_printing_value(bed):
+    dev = bed.spawn("device", [bed.bin("srup-device"), "--config", bed.device_config, "join",
+                               "--observer", topic_id(bed.observer_id), "--channel", "ble",
+                               "--print-value", "--timeout", "120"])
+    _, m = dev.wait_line(r"confirmation value: ([0-9a-f]+)", 60)
+    return dev, bytes.fromhex(m.group(1))
+
+
+def case_third_party(bed):
+    mark = len(bed.observer.lines)
+    peer_mark = len(bed.peer.lines)
+    dev, right = join_printing_value(bed)
+    bed.observer.wait_line(ADV_ON.pattern, 20, mark)
+    rc, out = spec_central(bed, right)
+    check(rc == 0 and "result 0x60" in out, "spec central, right value: %s" % out)
+    o = bed.outcome(20, peer_mark)
+    check(o["observer_status"] == "0x60", "peer saw %r" % o)
+    check(dev.wait(30) == 0 and "JOIN_SUCCESS" in dev.text(), "device not joined:\n" + dev.text())
+
+    mark = len(bed.observer.lines)
+    peer_mark = len(bed.peer.lines)
+    dev, right = join_printing_value(bed)
+    bed.observer.wait_line(ADV_ON.pattern, 20, mark)
+    wrong = [(b"not it", "request"), (b"\xa5" * 256, "reliable"), (b"nor this", "request")]
+    for value, how in wrong:
+        check(value != right, "a wrong value happens to be the right one")
+        rc, out = spec_central(bed, value, how)
+        check(rc == 0 and "result 0x6e" in out,
+              "spec central, %d-byte wrong value by %s write: %s" % (len(value), how, out))
+    o = bed.outcome(20, peer_mark)
+    check(o["observer_status"] == "0x6e", "peer saw %r" % o)
+    check(dev.wait(30) == 1 and "JOIN_REFUSED" in dev.text(), "device not refused:\n" + dev.text())
+    log("case third_party: spec central: right value -> 0x60; 3 wrong (one of 256 bytes by "
+        "prepared writes) -> 0x6E")
+
+
 def case_fail(bed):
     # A short window: the device learns its value but never presents it.
     bed.window_seconds = 4
@@ -154,7 +203,7 @@ def main():
         bed.observer.wait_line(r"GATT application registered", 20)
         check(bed.observer.count(ADV_ON.pattern) == 0, "advertising before any request")
         for name, case in (("valid", case_valid), ("invalid", case_invalid),
-                           ("fail", case_fail)):
+                           ("third_party", case_third_party), ("fail", case_fail)):
             t = time.monotonic()
             try:
                 case(bed)

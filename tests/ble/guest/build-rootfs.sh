@@ -19,6 +19,8 @@ packages=(
 	linux-image-amd64 kmod udev
 	dbus bluez bluez-test-tools
 	mosquitto python3
+	# spec_central.py, a central written from the spec alone
+	python3-dbus python3-gi
 	# runtime libraries of srup-observerd, srup-device and the test peer
 	libssl3 libpaho-mqtt1.3 libcjson1 libinih1 libnfc6 libsystemd0
 	procps iproute2
