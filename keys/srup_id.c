@@ -2,6 +2,8 @@
  * pySRUP topic form, and a strict parser for both. */
 #include "srup_keys.h"
 
+#include "srup_hex.h"
+
 static const char hex_digits[] = "0123456789abcdef";
 
 void srup_id_format16(uint64_t id, char out[17])
@@ -26,32 +28,9 @@ void srup_id_format_topic(uint64_t id, char out[17])
 	out[n] = '\0';
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int srup_id_parse(const char *text, uint64_t *out)
 {
 	if (text == NULL || out == NULL)
 		return -1;
-	/* No sign, space or "0x": strtoull would take all of those. */
-	uint64_t v = 0;
-	size_t n = 0;
-	for (; text[n] != '\0'; n++) {
-		int d = hex_value(text[n]);
-		if (d < 0 || n >= 16)
-			return -1;
-		v = (v << 4) | (uint64_t)d;
-	}
-	if (n == 0)
-		return -1;
-	*out = v;
-	return 0;
+	return srup_hex_parse_id(text, out);
 }

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "srup.h"
+#include "srup_hex.h"
 #include "srup_json.h"
 #include "srup_keys.h"
 

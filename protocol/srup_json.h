@@ -40,15 +40,4 @@ enum srup_err srup_json_get_bytes(const cJSON *obj, const char *key, size_t min_
 				  size_t max_len, struct srup_bytes *out,
 				  struct srup_json_error *err);
 
-/* Lowercase hex of n bytes, NUL-terminated, malloc'd (free()). */
-char *srup_hex_encode(const uint8_t *p, size_t n);
-
-/* Hex digits (either case) to bytes. With skip_space, white space anywhere
- * is ignored (mosquitto_sub -F %x output, hex dumps split over lines).
- * Returns 0, or -1 with *bad_at the offset of the first character that is
- * not a hex digit (text_len for an odd number of digits), or -2 when out
- * of memory. *out is malloc'd (free()). */
-int srup_hex_decode(const char *text, size_t text_len, bool skip_space, uint8_t **out,
-		    size_t *out_len, size_t *bad_at);
-
 #endif

@@ -1,5 +1,7 @@
 #include "srup_test_util.h"
 
+#include "srup_hex.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,52 +32,13 @@ uint8_t *tu_read_file(const char *path, size_t *len)
 	return buf;
 }
 
-char *tu_hex(const uint8_t *data, size_t len)
-{
-	static const char digits[] = "0123456789abcdef";
-	char *out = malloc(2 * len + 1);
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[data[i] >> 4];
-		out[2 * i + 1] = digits[data[i] & 15];
-	}
-	out[2 * len] = 0;
-	return out;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 uint8_t *tu_unhex(const char *hex, size_t *len)
 {
-	size_t n = strlen(hex);
 	uint8_t *out;
+	size_t bad_at;
 
-	if (n % 2)
+	if (srup_hex_decode(hex, strlen(hex), false, &out, len, &bad_at) != 0)
 		return NULL;
-	out = malloc(n / 2 + 1);
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0) {
-			free(out);
-			return NULL;
-		}
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*len = n / 2;
 	return out;
 }
 

@@ -12,9 +12,8 @@
 
 /* Whole file into a malloc'd buffer; NULL on error. */
 uint8_t *tu_read_file(const char *path, size_t *len);
-/* Lowercase hex of (data, len), malloc'd and NUL-terminated. */
-char *tu_hex(const uint8_t *data, size_t len);
-/* Parse hex text into a malloc'd buffer; NULL if it is not even-length hex. */
+/* Parse hex text into a malloc'd buffer; NULL if it is not even-length hex
+ * (srup_hex_decode without the error detail). */
 uint8_t *tu_unhex(const char *hex, size_t *len);
 
 EVP_PKEY *tu_load_private(const char *path);

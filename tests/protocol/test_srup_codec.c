@@ -2,6 +2,7 @@
  * the byte order, malformed input of every class, and guards G1, G2, G6,
  * G7 and G8 of WIRE.md (the crypto guards are in test_srup_crypto.c). */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 
 #include "srup.h"
+#include "srup_hex.h"
 #include "srup_test_util.h"
 
 #define N_TYPES (SRUP_TYPE_GROUP_DESTROY + 1)
@@ -722,6 +724,81 @@ static void test_bytes_set_and_clear(void **state)
 	srup_bytes_clear(NULL);
 }
 
+/* The one hex parser the tool, the key store and the tests share. */
+static void test_hex_bytes_and_ids(void **state)
+{
+	static const struct {
+		const char *text;
+		bool skip_space;
+		int rc;
+		size_t bad_at; /* rc -1 only */
+		const char *bytes;
+		size_t len;
+	} decode_cases[] = {
+		{ "", false, 0, 0, "", 0 },
+		{ "00ff7Fa0", false, 0, 0, "\x00\xff\x7f\xa0", 4 },
+		{ " 0a\n0B\t", true, 0, 0, "\x0a\x0b", 2 },
+		{ "0a 0b", false, -1, 2, NULL, 0 },
+		{ "0g", false, -1, 1, NULL, 0 },
+		{ "abc", false, -1, 3, NULL, 0 },
+		{ "0x00", false, -1, 1, NULL, 0 },
+	};
+	static const struct {
+		const char *text;
+		int rc;
+		uint64_t id;
+	} id_cases[] = {
+		{ "0", 0, 0 },
+		{ "ffffffffffffffff", 0, UINT64_MAX },
+		{ "00000000000000aB", 0, 0xab },
+		{ "", -1, 0 },
+		{ "10000000000000000", -1, 0 },
+		{ "0x1", -1, 0 },
+		{ " 1", -1, 0 },
+		{ "-1", -1, 0 },
+	};
+	char *hex;
+
+	(void)state;
+	hex = srup_hex_encode((const uint8_t *)"\x00\x9f\xa0\xff", 4);
+	assert_non_null(hex);
+	assert_string_equal(hex, "009fa0ff");
+	free(hex);
+	hex = srup_hex_encode(NULL, 0);
+	assert_non_null(hex);
+	assert_string_equal(hex, "");
+	free(hex);
+
+	for (size_t i = 0; i < sizeof(decode_cases) / sizeof(decode_cases[0]); i++) {
+		uint8_t sentinel = 0, *out = &sentinel;
+		size_t out_len = 99, bad_at = 99;
+		int rc = srup_hex_decode(decode_cases[i].text, strlen(decode_cases[i].text),
+					 decode_cases[i].skip_space, &out, &out_len, &bad_at);
+
+		if (rc != decode_cases[i].rc)
+			fail_msg("\"%s\": returned %d, want %d", decode_cases[i].text, rc,
+				 decode_cases[i].rc);
+		if (rc == 0) {
+			assert_int_equal(out_len, decode_cases[i].len);
+			assert_memory_equal(out, decode_cases[i].bytes, out_len);
+			free(out);
+		} else {
+			assert_null(out);
+			assert_int_equal(bad_at, decode_cases[i].bad_at);
+		}
+	}
+
+	for (size_t i = 0; i < sizeof(id_cases) / sizeof(id_cases[0]); i++) {
+		uint64_t id = 42;
+		int rc = srup_hex_parse_id(id_cases[i].text, &id);
+
+		if (rc != id_cases[i].rc)
+			fail_msg("\"%s\": returned %d, want %d", id_cases[i].text, rc,
+				 id_cases[i].rc);
+		assert_true(id == (rc == 0 ? id_cases[i].id : 42));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -751,6 +828,7 @@ int main(void)
 		cmocka_unit_test(test_status_names),
 		cmocka_unit_test(test_accessors_check_the_field_kind),
 		cmocka_unit_test(test_bytes_set_and_clear),
+		cmocka_unit_test(test_hex_bytes_and_ids),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,6 +18,7 @@
 #include <openssl/rsa.h>
 
 #include "srup.h"
+#include "srup_hex.h"
 #include "srup_test_util.h"
 
 #define N_TYPES (SRUP_TYPE_GROUP_DESTROY + 1)
@@ -140,8 +141,9 @@ static struct srup_msg *decode_ok(const struct vector *v)
 
 static void expect_hex(const char *what, const uint8_t *data, size_t len, const cJSON *item)
 {
-	char *hex = tu_hex(data, len);
+	char *hex = srup_hex_encode(data, len);
 
+	assert_non_null(hex);
 	assert_true(cJSON_IsString(item));
 	if (strcmp(hex, item->valuestring) != 0)
 		fail_msg("%s: got %s, want %s", what, hex, item->valuestring);
