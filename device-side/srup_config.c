@@ -28,6 +28,8 @@
 
 #include <ini.h>
 
+#include "srup_hex.h"
+
 #define CONFIG_FILE_MAX (64u * 1024u)
 
 #define DEFAULT_WINDOW_SECONDS 120u
@@ -252,30 +254,6 @@ static const char *known_sections(const struct config_parse *p, char *buf, size_
 
 /* ---- Values -------------------------------------------------------------- */
 
-static int parse_id(const char *text, uint64_t *out)
-{
-	uint64_t v = 0;
-	size_t n = strlen(text);
-
-	if (n == 0 || n > 16)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		int c = (unsigned char)text[i], d;
-
-		if (c >= '0' && c <= '9')
-			d = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			d = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			d = c - 'A' + 10;
-		else
-			return -1;
-		v = v << 4 | (uint64_t)d;
-	}
-	*out = v;
-	return 0;
-}
-
 /* Decimal digits only: no sign, no spaces, no 0x. */
 static int parse_uint(const char *text, unsigned long long *out)
 {
@@ -355,7 +333,7 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 
 	switch (k->type) {
 	case KEY_ID:
-		if (parse_id(value, dst) == 0)
+		if (srup_hex_parse_id(value, dst) == 0)
 			return 0;
 		if (!*value)
 			config_error(p, p->lineno, sec, k->name,
