@@ -170,25 +170,67 @@ static int load_private(const char *option, const char *path, EVP_PKEY **key)
 	return EXIT_SUCCESS_;
 }
 
-static int write_output(const uint8_t *p, size_t n, bool hex)
+/* Flush standard output; ok says whether writing to it went well. */
+static int finish_output(bool ok)
 {
-	bool ok;
-	if (hex) {
-		char *text = srup_hex_encode(p, n);
-		if (text == NULL) {
-			complain("out of memory");
-			return EXIT_USAGE;
-		}
-		ok = fputs(text, stdout) >= 0 && fputc('\n', stdout) != EOF;
-		free(text);
-	} else {
-		ok = fwrite(p, 1, n, stdout) == n;
-	}
 	if (fflush(stdout) != 0 || !ok) {
 		complain("writing to standard output: %s", strerror(errno));
 		return EXIT_USAGE;
 	}
 	return EXIT_SUCCESS_;
+}
+
+static int write_line(const char *text)
+{
+	return finish_output(fputs(text, stdout) >= 0 && fputc('\n', stdout) != EOF);
+}
+
+static int write_output(const uint8_t *p, size_t n, bool hex)
+{
+	if (!hex)
+		return finish_output(fwrite(p, 1, n, stdout) == n);
+	char *text = srup_hex_encode(p, n);
+	if (text == NULL) {
+		complain("out of memory");
+		return EXIT_USAGE;
+	}
+	int rc = write_line(text);
+	free(text);
+	return rc;
+}
+
+/* Both commands take two key file options (returned as 'k' and 'K' by
+ * options[]), --hex, --help and at most one input file. Returns -1 to go
+ * on, or the exit status. */
+static int parse_command_line(const char *cmd, int argc, char **argv,
+			      const struct option *options, const char **key_path,
+			      const char **other_key_path, bool *hex, const char **input_path)
+{
+	int c;
+	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			*key_path = optarg;
+			break;
+		case 'K':
+			*other_key_path = optarg;
+			break;
+		case 'x':
+			*hex = true;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return EXIT_SUCCESS_;
+		default:
+			return usage_error("%s: unknown or incomplete option '%s'", cmd,
+					   argv[optind - 1]);
+		}
+	}
+	if (argc - optind > 1)
+		return usage_error("%s: one input file at most ('%s' is extra)", cmd,
+				   argv[optind + 1]);
+	*input_path = optind < argc ? argv[optind] : NULL;
+	return -1;
 }
 
 /* ---- decode ---- */
@@ -234,38 +276,18 @@ static void report_decode_error(const struct srup_decode_error *e, const uint8_t
 static int cmd_decode(int argc, char **argv)
 {
 	static const struct option options[] = {
-		{"verify", required_argument, NULL, 'v'},
-		{"decrypt", required_argument, NULL, 'd'},
+		{"verify", required_argument, NULL, 'k'},
+		{"decrypt", required_argument, NULL, 'K'},
 		{"hex", no_argument, NULL, 'x'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *verify_path = NULL, *decrypt_path = NULL;
+	const char *verify_path = NULL, *decrypt_path = NULL, *input_path;
 	bool hex = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
-		switch (c) {
-		case 'v':
-			verify_path = optarg;
-			break;
-		case 'd':
-			decrypt_path = optarg;
-			break;
-		case 'x':
-			hex = true;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return EXIT_SUCCESS_;
-		default:
-			return usage_error("decode: unknown or incomplete option '%s'",
-					   argv[optind - 1]);
-		}
-	}
-	if (argc - optind > 1)
-		return usage_error("decode: one input file at most ('%s' is extra)",
-				   argv[optind + 1]);
-	const char *input_path = optind < argc ? argv[optind] : NULL;
+	int rc = parse_command_line("decode", argc, argv, options, &verify_path, &decrypt_path,
+				    &hex, &input_path);
+	if (rc >= 0)
+		return rc;
 
 	EVP_PKEY *verify_key = NULL, *decrypt_key = NULL;
 	struct input in = {NULL, 0};
@@ -274,7 +296,6 @@ static int cmd_decode(int argc, char **argv)
 	struct srup_msg *m = NULL;
 	struct srup_bytes plaintext = {NULL, 0};
 	cJSON *json = NULL;
-	int rc;
 
 	if (verify_path != NULL && (rc = load_public("--verify", verify_path, &verify_key)))
 		goto out;
@@ -390,12 +411,10 @@ static int cmd_decode(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	bool ok = fputs(text, stdout) >= 0 && fputc('\n', stdout) != EOF;
+	int written = write_line(text);
 	free(text);
-	if (fflush(stdout) != 0 || !ok) {
-		complain("writing to standard output: %s", strerror(errno));
-		rc = EXIT_USAGE;
-	}
+	if (written != EXIT_SUCCESS_)
+		rc = written;
 out:
 	cJSON_Delete(json);
 	srup_bytes_clear(&plaintext);
@@ -425,38 +444,18 @@ static int encode_status(enum srup_err err)
 static int cmd_encode(int argc, char **argv)
 {
 	static const struct option options[] = {
-		{"sign", required_argument, NULL, 's'},
-		{"encrypt-for", required_argument, NULL, 'e'},
+		{"sign", required_argument, NULL, 'k'},
+		{"encrypt-for", required_argument, NULL, 'K'},
 		{"hex", no_argument, NULL, 'x'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *sign_path = NULL, *encrypt_path = NULL;
+	const char *sign_path = NULL, *encrypt_path = NULL, *input_path;
 	bool hex = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			sign_path = optarg;
-			break;
-		case 'e':
-			encrypt_path = optarg;
-			break;
-		case 'x':
-			hex = true;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return EXIT_SUCCESS_;
-		default:
-			return usage_error("encode: unknown or incomplete option '%s'",
-					   argv[optind - 1]);
-		}
-	}
-	if (argc - optind > 1)
-		return usage_error("encode: one input file at most ('%s' is extra)",
-				   argv[optind + 1]);
-	const char *input_path = optind < argc ? argv[optind] : NULL;
+	int rc = parse_command_line("encode", argc, argv, options, &sign_path, &encrypt_path,
+				    &hex, &input_path);
+	if (rc >= 0)
+		return rc;
 
 	EVP_PKEY *sign_key = NULL, *encrypt_key = NULL;
 	struct input in = {NULL, 0};
@@ -465,7 +464,6 @@ static int cmd_encode(int argc, char **argv)
 	struct srup_bytes plaintext = {NULL, 0};
 	uint8_t *wire = NULL;
 	size_t wire_len = 0;
-	int rc;
 
 	if (sign_path != NULL && (rc = load_private("--sign", sign_path, &sign_key)))
 		goto out;
