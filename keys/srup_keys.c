@@ -230,6 +230,19 @@ static enum srup_keys_err key_check(EVP_PKEY *key, const char *path, char *detai
 	return SRUP_KEYS_E_SIZE;
 }
 
+/* A decoded key is kept only if it passes the SRUP key rule. */
+static enum srup_keys_err accept_key(EVP_PKEY *key, const char *path, EVP_PKEY **out,
+				     char *detail, size_t detail_len)
+{
+	enum srup_keys_err rc = key_check(key, path, detail, detail_len);
+	if (rc != SRUP_KEYS_OK) {
+		EVP_PKEY_free(key);
+		return rc;
+	}
+	*out = key;
+	return SRUP_KEYS_OK;
+}
+
 static bool name_is(const struct pem_block *b, const char *name)
 {
 	return b->name != NULL && strcmp(b->name, name) == 0;
@@ -306,12 +319,7 @@ static enum srup_keys_err parse_private(const struct key_file *kf, const char *p
 			goto out;
 		}
 		pem_block_release(&b);
-		rc = key_check(key, path, detail, detail_len);
-		if (rc != SRUP_KEYS_OK) {
-			EVP_PKEY_free(key);
-			goto out;
-		}
-		*out = key;
+		rc = accept_key(key, path, out, detail, detail_len);
 		goto out;
 	}
 	if (saw_public)
@@ -375,12 +383,7 @@ static enum srup_keys_err parse_public(const struct key_file *kf, const char *pa
 				   "'%s': the \"PUBLIC KEY\" block does not decode", path);
 			goto out;
 		}
-		rc = key_check(key, path, detail, detail_len);
-		if (rc != SRUP_KEYS_OK) {
-			EVP_PKEY_free(key);
-			goto out;
-		}
-		*out = key;
+		rc = accept_key(key, path, out, detail, detail_len);
 		goto out;
 	}
 	if (saw_private)
@@ -403,8 +406,8 @@ out:
 	return rc;
 }
 
-static enum srup_keys_err load_private(const char *path, bool *too_open, EVP_PKEY **out,
-				       char *detail, size_t detail_len)
+static enum srup_keys_err load_key(const char *path, bool is_private, bool *too_open,
+				   EVP_PKEY **out, char *detail, size_t detail_len)
 {
 	if (path == NULL || out == NULL) {
 		set_detail(detail, detail_len, "no key file given");
@@ -412,10 +415,14 @@ static enum srup_keys_err load_private(const char *path, bool *too_open, EVP_PKE
 	}
 	*out = NULL;
 	struct key_file kf;
-	enum srup_keys_err rc = key_file_read(path, true, too_open, &kf, detail, detail_len);
+	enum srup_keys_err rc =
+		key_file_read(path, is_private, too_open, &kf, detail, detail_len);
 	if (rc != SRUP_KEYS_OK)
 		return rc;
-	rc = parse_private(&kf, path, out, detail, detail_len);
+	if (is_private)
+		rc = parse_private(&kf, path, out, detail, detail_len);
+	else
+		rc = parse_public(&kf, path, out, detail, detail_len);
 	key_file_release(&kf);
 	return rc;
 }
@@ -423,7 +430,7 @@ static enum srup_keys_err load_private(const char *path, bool *too_open, EVP_PKE
 enum srup_keys_err srup_key_load_private(const char *path, EVP_PKEY **out, char *detail,
 					 size_t detail_len)
 {
-	return load_private(path, NULL, out, detail, detail_len);
+	return load_key(path, true, NULL, out, detail, detail_len);
 }
 
 enum srup_keys_err srup_key_load_private_lenient(const char *path, EVP_PKEY **out, bool *too_open,
@@ -432,24 +439,13 @@ enum srup_keys_err srup_key_load_private_lenient(const char *path, EVP_PKEY **ou
 	if (too_open == NULL)
 		return SRUP_KEYS_E_ARG;
 	*too_open = false;
-	return load_private(path, too_open, out, detail, detail_len);
+	return load_key(path, true, too_open, out, detail, detail_len);
 }
 
 enum srup_keys_err srup_key_load_public(const char *path, EVP_PKEY **out, char *detail,
 					size_t detail_len)
 {
-	if (path == NULL || out == NULL) {
-		set_detail(detail, detail_len, "no key file given");
-		return SRUP_KEYS_E_ARG;
-	}
-	*out = NULL;
-	struct key_file kf;
-	enum srup_keys_err rc = key_file_read(path, false, NULL, &kf, detail, detail_len);
-	if (rc != SRUP_KEYS_OK)
-		return rc;
-	rc = parse_public(&kf, path, out, detail, detail_len);
-	key_file_release(&kf);
-	return rc;
+	return load_key(path, false, NULL, out, detail, detail_len);
 }
 
 /* Write all of data to path with the given mode: a fresh temporary file
