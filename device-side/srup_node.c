@@ -29,6 +29,9 @@
 #define NODE_BUFFERED_MAX 10000       /* Paho's queue of publishes while offline */
 #define NODE_CONNECT_TIMEOUT_S 10
 #define NODE_DISCONNECT_WAIT_MS 2000u
+/* Messages whose accepted IDs are persisted by one commit (group commit);
+ * also bounds how long the first handler of a drained burst waits. */
+#define NODE_BATCH_MAX 64u
 
 #define NODE_DEFAULT_KEEPALIVE 20u
 #define NODE_DEFAULT_RECONNECT_MIN 1u
@@ -76,6 +79,18 @@ struct node_handler {
 	srup_node_handler fn;
 	void *user;
 	uint64_t allowed_sender;
+};
+
+/* Messages of one drained burst that passed every check, their accepted
+ * IDs staged in the sequence store. Their handlers run, in arrival order,
+ * only once one commit has put those IDs on disk. */
+struct node_batch {
+	size_t count;
+	struct node_batch_item {
+		struct node_event *ev; /* owns the topic */
+		struct srup_msg *msg;
+		struct node_handler handler; /* as checked */
+	} items[NODE_BATCH_MAX];
 };
 
 struct srup_node {
@@ -426,8 +441,15 @@ static const char *topic_rejected(const struct srup_node *n, const char *topic)
 		(n)->stats.dropped++;                                                           \
 	} while (0)
 
-static void pipeline(struct srup_node *n, const char *topic, const uint8_t *payload, size_t len)
+/* Every check of the receive pipeline for one message, up to and including
+ * the sequence ID against the in-memory values (which include the earlier
+ * messages of this batch); a message that passes has its ID staged and is
+ * added to the batch (true: the batch owns ev). */
+static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct node_batch *batch)
 {
+	const char *topic = ev->topic;
+	const uint8_t *payload = ev->payload;
+	size_t len = ev->len;
 	struct srup_msg *msg = NULL;
 	struct srup_decode_error derr = {0};
 	const struct srup_type_desc *desc;
@@ -441,12 +463,12 @@ static void pipeline(struct srup_node *n, const char *topic, const uint8_t *payl
 	const char *why = topic_rejected(n, topic);
 	if (why) {
 		DROP(n, topic, "%s", why);
-		return;
+		return false;
 	}
 	if (!payload) {
 		DROP(n, topic, "payload of %zu bytes exceeds the limit of %u bytes", len,
 		     NODE_PAYLOAD_MAX);
-		return;
+		return false;
 	}
 	err = srup_msg_decode(payload, len, &msg, &derr);
 	if (err != SRUP_OK) {
@@ -459,7 +481,7 @@ static void pipeline(struct srup_node *n, const char *topic, const uint8_t *payl
 		else
 			DROP(n, topic, "decode error: %s in field %s at offset %zu",
 			     srup_strerror(err), derr.field ? derr.field : "?", derr.offset);
-		return;
+		return false;
 	}
 	desc = srup_type_by_code(msg->type);
 	srup_id_format16(msg->sender_id, sender);
@@ -504,21 +526,65 @@ static void pipeline(struct srup_node *n, const char *topic, const uint8_t *payl
 		     desc->name);
 		goto out;
 	}
-	/* Persisted before acting: a crash after the handler must not let the
-	 * same message be accepted again. */
-	serr = srup_seqstore_accept(n->seq, msg->sender_id, msg->sequence_id, detail,
-				    sizeof(detail));
+	/* Last accepted moves only here, after the signature and the sender
+	 * were checked; it reaches the disk with the batch's commit. */
+	serr = srup_seqstore_stage_accept(n->seq, msg->sender_id, msg->sequence_id, detail,
+					  sizeof(detail));
 	if (serr != SRUP_SEQ_OK) {
 		srup_log(LOG_ERR, "cannot record sequence id from %s: %s: %s", sender,
 			 srup_seqstore_strerror(serr), detail);
-		DROP(n, topic, "sequence id %" PRIu64 " from %s could not be persisted",
+		DROP(n, topic, "sequence id %" PRIu64 " from %s could not be recorded",
 		     msg->sequence_id, sender);
 		goto out;
 	}
-	n->stats.accepted++;
-	h->fn(n, msg, topic, h->user);
+	batch->items[batch->count++] =
+		(struct node_batch_item){.ev = ev, .msg = msg, .handler = *h};
+	return true;
 out:
 	srup_msg_free(msg);
+	return false;
+}
+
+static void event_free(struct node_event *ev)
+{
+	free(ev->topic);
+	free(ev->payload);
+	free(ev);
+}
+
+/* Persist the batch's accepted IDs with one write, then run its handlers
+ * in arrival order. Persisted before acting: a crash after a handler must
+ * not let the same message be accepted again, so if the commit fails no
+ * handler runs and every message of the batch is dropped (their IDs are
+ * unstaged: a retransmission can still be accepted). */
+static void batch_run(struct srup_node *n, struct node_batch *batch)
+{
+	char detail[512] = "";
+	enum srup_seq_err serr;
+
+	if (batch->count == 0)
+		return;
+	serr = srup_seqstore_commit(n->seq, detail, sizeof(detail));
+	if (serr != SRUP_SEQ_OK)
+		srup_log(LOG_ERR, "cannot persist %zu accepted sequence id(s): %s: %s",
+			 batch->count, srup_seqstore_strerror(serr), detail);
+	for (size_t i = 0; i < batch->count; i++) {
+		struct node_batch_item *it = &batch->items[i];
+
+		if (serr == SRUP_SEQ_OK) {
+			n->stats.accepted++;
+			it->handler.fn(n, it->msg, it->ev->topic, it->handler.user);
+		} else {
+			char sender[17];
+
+			srup_id_format16(it->msg->sender_id, sender);
+			DROP(n, it->ev->topic, "sequence id %" PRIu64 " from %s could not be persisted",
+			     it->msg->sequence_id, sender);
+		}
+		srup_msg_free(it->msg);
+		event_free(it->ev);
+	}
+	batch->count = 0;
 }
 
 /* ---- connection handling (loop thread) --------------------------------- */
@@ -688,10 +754,12 @@ static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *us
 	struct srup_node *n = user;
 	struct node_inbox *in = &n->inbox;
 	struct node_event *ev, *next;
+	struct node_batch batch;
 	uint64_t counter, newly_full = 0, lost_control;
 
 	(void)s;
 	(void)revents;
+	batch.count = 0;
 	if (read(fd, &counter, sizeof(counter)) < 0 && errno != EAGAIN)
 		srup_log(LOG_ERR, "reading the node's eventfd: %s", strerror(errno));
 
@@ -721,16 +789,23 @@ static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *us
 	if (lost_control)
 		srup_log(LOG_WARNING, "%" PRIu64 " connection events dropped: queue full",
 			 lost_control);
+	/* A run of messages is one batch; a connection event first lets the
+	 * messages before it act, so the order of effects is kept. */
 	for (; ev; ev = next) {
 		next = ev->next;
-		if (ev->kind == NODE_EV_MESSAGE)
-			pipeline(n, ev->topic, ev->payload, ev->len);
-		else
+		if (ev->kind == NODE_EV_MESSAGE) {
+			if (pipeline_check(n, ev, &batch)) {
+				if (batch.count == NODE_BATCH_MAX)
+					batch_run(n, &batch);
+				continue;
+			}
+		} else {
+			batch_run(n, &batch);
 			handle_control(n, ev);
-		free(ev->topic);
-		free(ev->payload);
-		free(ev);
+		}
+		event_free(ev);
 	}
+	batch_run(n, &batch);
 	return 0;
 }
 

@@ -28,6 +28,13 @@ struct seq_entry {
 	uint64_t last_accepted;
 };
 
+/* How to undo one staged accept if its commit fails. */
+struct seq_undo {
+	uint64_t peer;
+	uint64_t prev_accepted;
+	bool inserted; /* the accept created the peer's entry */
+};
+
 struct srup_seqstore {
 	char dir[4096];
 	int dir_fd;
@@ -38,6 +45,9 @@ struct srup_seqstore {
 	size_t count;
 	size_t capacity;
 	unsigned loaded_version; /* format of the file read at open; 0 if none */
+	/* Staged accepts not yet on disk, oldest first. */
+	struct seq_undo *staged;
+	size_t n_staged, cap_staged;
 };
 
 static const char *const seq_err_names[SRUP_SEQ_E__COUNT] = {
@@ -449,6 +459,8 @@ static enum srup_seq_err persist(struct srup_seqstore *s, char *detail, size_t d
 			   strerror(errno));
 		return SRUP_SEQ_E_IO;
 	}
+	/* Whatever was staged is on disk now. */
+	s->n_staged = 0;
 	return SRUP_SEQ_OK;
 }
 
@@ -550,6 +562,7 @@ void srup_seqstore_free(struct srup_seqstore *s)
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
 	free(s->entries);
+	free(s->staged);
 	free(s);
 }
 
@@ -665,8 +678,29 @@ enum srup_seq_err srup_seqstore_next(struct srup_seqstore *s, uint64_t peer, uin
 	return SRUP_SEQ_OK;
 }
 
-enum srup_seq_err srup_seqstore_accept(struct srup_seqstore *s, uint64_t peer, uint64_t seq,
-				       char *detail, size_t detail_len)
+/* Undo every staged accept, newest first, so that a peer staged twice
+ * gets its oldest value back and an entry created by staging goes. */
+static void rollback_staged(struct srup_seqstore *s)
+{
+	while (s->n_staged > 0) {
+		const struct seq_undo *u = &s->staged[--s->n_staged];
+		bool found;
+		size_t i = find_index(s, u->peer, &found);
+
+		if (!found)
+			continue;
+		if (u->inserted) {
+			memmove(&s->entries[i], &s->entries[i + 1],
+				(s->count - i - 1) * sizeof(s->entries[0]));
+			s->count--;
+		} else {
+			s->entries[i].last_accepted = u->prev_accepted;
+		}
+	}
+}
+
+enum srup_seq_err srup_seqstore_stage_accept(struct srup_seqstore *s, uint64_t peer, uint64_t seq,
+					     char *detail, size_t detail_len)
 {
 	size_t i;
 	bool inserted;
@@ -681,15 +715,51 @@ enum srup_seq_err srup_seqstore_accept(struct srup_seqstore *s, uint64_t peer, u
 			   seq, srup_seqstore_last_accepted(s, peer), peer);
 		return SRUP_SEQ_E_REPLAY;
 	}
+	/* Room for the undo record first, so that staging cannot fail
+	 * half-way. */
+	if (s->n_staged == s->cap_staged) {
+		size_t cap = s->cap_staged ? s->cap_staged * 2 : 16;
+		struct seq_undo *n = realloc(s->staged, cap * sizeof(*n));
+		if (!n)
+			return SRUP_SEQ_E_NOMEM;
+		s->staged = n;
+		s->cap_staged = cap;
+	}
 	e = get_or_insert(s, peer, &i, &inserted, detail, detail_len);
 	if (e != SRUP_SEQ_OK)
 		return e;
 	saved = s->entries[i];
+	s->staged[s->n_staged++] = (struct seq_undo){
+		.peer = peer, .prev_accepted = saved.last_accepted, .inserted = inserted};
 	s->entries[i].last_accepted = seq;
-	e = persist(s, detail, detail_len);
-	if (e != SRUP_SEQ_OK) {
-		undo(s, i, inserted, saved);
-		return e;
-	}
 	return SRUP_SEQ_OK;
+}
+
+enum srup_seq_err srup_seqstore_commit(struct srup_seqstore *s, char *detail, size_t detail_len)
+{
+	enum srup_seq_err e;
+
+	if (!s)
+		return SRUP_SEQ_E_ARG;
+	if (s->n_staged == 0)
+		return SRUP_SEQ_OK;
+	e = persist(s, detail, detail_len);
+	if (e != SRUP_SEQ_OK)
+		rollback_staged(s);
+	return e;
+}
+
+size_t srup_seqstore_staged(const struct srup_seqstore *s)
+{
+	return s ? s->n_staged : 0;
+}
+
+enum srup_seq_err srup_seqstore_accept(struct srup_seqstore *s, uint64_t peer, uint64_t seq,
+				       char *detail, size_t detail_len)
+{
+	enum srup_seq_err e = srup_seqstore_stage_accept(s, peer, seq, detail, detail_len);
+
+	if (e != SRUP_SEQ_OK)
+		return e;
+	return srup_seqstore_commit(s, detail, detail_len);
 }

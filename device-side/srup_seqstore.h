@@ -11,7 +11,10 @@
  * returned; IDs within the bound persist nothing. A restart continues above
  * the bound (every ID up to it may have been used), so no ID is ever sent
  * twice; the IDs skipped are harmless gaps (peers only need them to rise).
- * Accepted IDs are persisted before the call returns.
+ * Accepted IDs are persisted before srup_seqstore_accept returns, or staged
+ * in memory and persisted together by one srup_seqstore_commit (group
+ * commit: a receiver that drains several messages at once checks each
+ * against the staged values, commits once, and only then acts on them).
  *
  * A persist writes the whole store to "<dir>/sequences.tmp", fsyncs it,
  * renames it over "<dir>/sequences" and fsyncs the directory. A file that
@@ -92,9 +95,27 @@ bool srup_seqstore_is_fresh(const struct srup_seqstore *store, uint64_t peer, ui
 enum srup_seq_err srup_seqstore_next(struct srup_seqstore *store, uint64_t peer, uint64_t *out,
 				     char *detail, size_t detail_len);
 
-/* Record seq as the last accepted from peer and persist. SRUP_SEQ_E_REPLAY
- * if it is not fresh. On failure nothing changes. */
+/* Record seq as the last accepted from peer and persist (with anything
+ * staged). SRUP_SEQ_E_REPLAY if it is not fresh. On failure nothing
+ * changes, and anything staged is undone as by a failed commit. */
 enum srup_seq_err srup_seqstore_accept(struct srup_seqstore *store, uint64_t peer, uint64_t seq,
 				       char *detail, size_t detail_len);
+
+/* Record seq as the last accepted from peer in memory only: freshness
+ * checks see it at once; it is on disk only after srup_seqstore_commit
+ * (or any other successful persist) returns. Nothing may act on the
+ * message before then. SRUP_SEQ_E_REPLAY if it is not fresh,
+ * SRUP_SEQ_E_FULL at the peer bound; on failure nothing changes. */
+enum srup_seq_err srup_seqstore_stage_accept(struct srup_seqstore *store, uint64_t peer,
+					     uint64_t seq, char *detail, size_t detail_len);
+
+/* Persist every staged accept with one write. On failure every staged
+ * accept is undone in memory (their messages must be dropped) and the file
+ * keeps its previous content. With nothing staged, does nothing. */
+enum srup_seq_err srup_seqstore_commit(struct srup_seqstore *store, char *detail,
+				       size_t detail_len);
+
+/* Accepts staged and not yet persisted. */
+size_t srup_seqstore_staged(const struct srup_seqstore *store);
 
 #endif

@@ -854,6 +854,159 @@ static void test_sequence_continues_after_node_restart(void **state)
 	assert_int_equal(stats_of(w->server).dropped, 0);
 }
 
+/* ---- group commit ------------------------------------------------------ */
+
+#define BATCH_CALLS_MAX 16
+
+/* What each handler call saw: its sequence ID, and the last accepted from
+ * the server in the device's sequence file at that moment. */
+struct disk_witness {
+	struct world *w;
+	unsigned calls;
+	uint64_t seq[BATCH_CALLS_MAX];
+	uint64_t on_disk[BATCH_CALLS_MAX];
+};
+
+/* The device's sequence file as it is on disk now, read by a store of its
+ * own (the running node holds the lock of the real directory). */
+static uint64_t accepted_on_disk(struct world *w, uint64_t peer)
+{
+	char src[4300], dir[4300], dst[4400], detail[512] = "";
+	struct srup_seqstore *store = NULL;
+	uint64_t v;
+	size_t len;
+	char *buf;
+	FILE *f;
+
+	snprintf(src, sizeof(src), "%s/device/%s", w->dir, SRUP_SEQSTORE_FILE);
+	snprintf(dir, sizeof(dir), "%s/snapshot", w->dir);
+	snprintf(dst, sizeof(dst), "%s/%s", dir, SRUP_SEQSTORE_FILE);
+	test_rm_rf(dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	f = fopen(src, "rb");
+	if (!f)
+		return 0; /* nothing persisted yet */
+	buf = malloc(1 << 20);
+	assert_non_null(buf);
+	len = fread(buf, 1, 1 << 20, f);
+	fclose(f);
+	f = fopen(dst, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(buf, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+	free(buf);
+	if (srup_seqstore_new(dir, 0, &store, detail, sizeof(detail)) != SRUP_SEQ_OK)
+		fail_msg("snapshot of the device's sequence file: %s", detail);
+	v = srup_seqstore_last_accepted(store, peer);
+	srup_seqstore_free(store);
+	return v;
+}
+
+static void witness(struct srup_node *node, const struct srup_msg *msg, const char *topic,
+		    void *user)
+{
+	struct disk_witness *dw = user;
+
+	(void)node;
+	(void)topic;
+	if (dw->calls < BATCH_CALLS_MAX) {
+		dw->seq[dw->calls] = msg->sequence_id;
+		dw->on_disk[dw->calls] = accepted_on_disk(dw->w, SERVER_ID);
+	}
+	dw->calls++;
+}
+
+/* Publish while the device's loop does not run, so that Paho queues every
+ * message and the loop drains them in one go. */
+static void queue_for_device(struct world *w, const uint64_t *seqs, size_t n)
+{
+	char topic[SRUP_TOPIC_MAX], token[32];
+	struct srup_node_stats s;
+	uint64_t deadline, before = stats_of(w->device).received;
+
+	srup_topic_device(DEVICE_ID, topic);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(token, sizeof(token), "tok-batch-%zu", i);
+		publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, seqs[i], server_key, token);
+	}
+	deadline = test_now_ms() + WAIT_MS;
+	do {
+		srup_node_get_stats(w->device, &s);
+		if (s.received >= before + n)
+			break;
+		usleep(10000);
+	} while (test_now_ms() < deadline);
+	assert_int_equal(s.received, before + n);
+}
+
+static void make_witnessed_device(struct world *w, struct disk_witness *dw)
+{
+	char detail[512] = "";
+
+	dw->w = w;
+	if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers, "device",
+		      &w->device, detail, sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("device node: %s", detail);
+	assert_int_equal(srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, witness, dw),
+			 SRUP_NODE_OK);
+}
+
+static void test_batch_commits_before_any_handler(void **state)
+{
+	struct world *w = *state;
+	struct disk_witness dw = {0};
+	/* Repeats and an older one inside the burst: checked against the
+	 * earlier messages of the same batch. */
+	static const uint64_t seqs[] = {1, 2, 2, 1, 3};
+
+	make_witnessed_device(w, &dw);
+	connect_all(w);
+	queue_for_device(w, seqs, sizeof(seqs) / sizeof(seqs[0]));
+	wait_device_counts(w, 2, 3, 0);
+	assert_int_equal(dw.calls, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		/* Arrival order, and never before the ID was on disk. */
+		assert_int_equal(dw.seq[i], i + 1);
+		if (dw.on_disk[i] < dw.seq[i])
+			fail_msg("handler for %" PRIu64 " ran with %" PRIu64 " on disk", dw.seq[i],
+				 dw.on_disk[i]);
+	}
+	/* One commit for the burst: the first handler already finds a later
+	 * message's ID on disk. */
+	assert_true(dw.on_disk[0] > dw.seq[0]);
+	assert_true(log_contains(w, "replayed sequence id 2 <= last accepted 2"));
+	assert_true(log_contains(w, "replayed sequence id 1 <= last accepted 2"));
+}
+
+static void test_batch_persist_failure_runs_no_handler(void **state)
+{
+	struct world *w = *state;
+	struct disk_witness dw = {0};
+	static const uint64_t seqs[] = {1, 2, 3};
+	static const uint64_t again[] = {2};
+	char tmp[4300];
+
+	make_witnessed_device(w, &dw);
+	connect_all(w);
+	/* A directory where the store writes its temporary file: the
+	 * commit fails. */
+	snprintf(tmp, sizeof(tmp), "%s/device/%s", w->dir, SRUP_SEQSTORE_TMP_FILE);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	queue_for_device(w, seqs, 3);
+	wait_device_counts(w, 3, 0, 0);
+	assert_int_equal(dw.calls, 0);
+	assert_true(log_contains(w, "cannot persist 3 accepted sequence id(s)"));
+	assert_true(log_contains(w, "sequence id 3 from 000000005e5e5e01 could not be persisted"));
+	assert_int_equal(accepted_on_disk(w, SERVER_ID), 0);
+	/* Nothing of the failed batch was kept: its IDs are still fresh. */
+	assert_int_equal(rmdir(tmp), 0);
+	queue_for_device(w, again, 1);
+	wait_device_counts(w, 3, 1, 0);
+	assert_int_equal(dw.calls, 1);
+	assert_int_equal(dw.seq[0], 2);
+	assert_int_equal(dw.on_disk[0], 2);
+}
+
 static void test_exchange_over_tls(void **state)
 {
 	/* Same exchange, through an mqtts:// broker that requires client
@@ -1000,6 +1153,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sequence_continues_after_node_restart, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_free_while_broker_down, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_commits_before_any_handler, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_batch_persist_failure_runs_no_handler, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exchange_over_tls, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_overflow_dropped_and_counted, setup,

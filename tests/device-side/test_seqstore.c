@@ -679,6 +679,100 @@ static void test_format1_migration_failure_is_an_error(void **state)
 	srup_seqstore_free(s);
 }
 
+static void test_staged_accepts_commit_together(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char detail[256] = "";
+	size_t len;
+	char *text;
+
+	assert_int_equal(srup_seqstore_accept(s, 0xa, 2, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 5, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xb, 1, NULL, 0), SRUP_SEQ_OK);
+	/* Freshness sees what is staged: a burst is checked against its
+	 * own earlier messages. */
+	assert_false(srup_seqstore_is_fresh(s, 0xa, 5));
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 4, detail, sizeof(detail)),
+			 SRUP_SEQ_E_REPLAY);
+	assert_non_null(strstr(detail, "4 <= last accepted 5"));
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 9, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_staged(s), 3);
+	/* Not on disk before the commit. */
+	text = read_text(f->file, &len);
+	assert_null(strstr(text, "000000000000000b"));
+	assert_null(strstr(text, "0000000000000009"));
+	free(text);
+	assert_int_equal(srup_seqstore_commit(s, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_staged(s), 0);
+	assert_int_equal(srup_seqstore_commit(s, NULL, 0), SRUP_SEQ_OK); /* nothing to do */
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0xa), 9);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0xb), 1);
+	srup_seqstore_free(s);
+}
+
+static void test_failed_commit_undoes_every_staged_accept(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char detail[512] = "";
+
+	assert_int_equal(srup_seqstore_accept(s, 0xa, 2, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 5, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xc, 3, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xc, 4, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 6, NULL, 0), SRUP_SEQ_OK);
+	block_persists(f);
+	assert_int_equal(srup_seqstore_commit(s, detail, sizeof(detail)), SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, f->dir));
+	/* As before the burst: the messages were never acted on, so their
+	 * IDs stay fresh. */
+	assert_int_equal(srup_seqstore_staged(s), 0);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0xa), 2);
+	assert_int_equal(srup_seqstore_count(s), 1);
+	assert_true(srup_seqstore_is_fresh(s, 0xc, 3));
+	unblock_persists(f);
+	assert_int_equal(srup_seqstore_accept(s, 0xa, 5, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0xa), 5);
+	assert_int_equal(srup_seqstore_count(s), 1);
+	srup_seqstore_free(s);
+}
+
+static void test_staged_accepts_reach_disk_with_a_reservation(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+
+	/* A persist made for a send carries what is staged: it is durable,
+	 * so nothing is left to undo. */
+	assert_int_equal(srup_seqstore_stage_accept(s, 0xd, 40, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(next_ok(s, 0xe), 1);
+	assert_int_equal(srup_seqstore_staged(s), 0);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0xd), 40);
+	srup_seqstore_free(s);
+}
+
+static void test_stage_respects_peer_bound(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = NULL;
+
+	assert_int_equal(srup_seqstore_new(f->dir, 2, &s, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 1, 1, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 2, 1, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_stage_accept(s, 3, 1, NULL, 0), SRUP_SEQ_E_FULL);
+	assert_int_equal(srup_seqstore_staged(s), 2);
+	assert_int_equal(srup_seqstore_commit(s, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_count(s), 2);
+	srup_seqstore_free(s);
+}
+
 static void test_creates_missing_state_dir(void **state)
 {
 	struct fixture *f = *state;
@@ -724,6 +818,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_keeps_the_max_rule, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reservation_stops_at_the_top, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format1_migrated_at_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_accepts_commit_together, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_commit_undoes_every_staged_accept, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_staged_accepts_reach_disk_with_a_reservation,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stage_respects_peer_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format1_migration_failure_is_an_error, setup,
 						teardown),
 	};
