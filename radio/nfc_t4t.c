@@ -4,11 +4,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include "radio_util.h"
 
 /* ---- Bounded cursor --------------------------------------------------- */
 
@@ -69,18 +70,8 @@ static uint32_t cursor_u32(struct t4t_cursor *c)
 		 : 0;
 }
 
-__attribute__((format(printf, 3, 4))) static enum radio_err fail(char *why, size_t why_len,
-								   const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && why_len) {
-		va_start(ap, fmt);
-		vsnprintf(why, why_len, fmt, ap);
-		va_end(ap);
-	}
-	return RADIO_E_PROTOCOL;
-}
+/* Every failure of this module's parsers is a protocol error. */
+#define fail(why, why_len, ...) radio_fail(RADIO_E_PROTOCOL, (why), (why_len), __VA_ARGS__)
 
 static void put_u16(uint8_t *p, uint16_t v)
 {

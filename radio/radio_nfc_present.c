@@ -5,43 +5,21 @@
  * leaves before the end is waited for again. A tag cannot learn what the
  * reader decided, so the result is always RADIO_RESULT_NOT_COMPARED. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 #include <nfc/nfc.h>
 
 #include "nfc_t4t.h"
 #include "radio.h"
+#include "radio_util.h"
 #include "srup_log.h"
 
-__attribute__((format(printf, 4, 5))) static enum radio_err fail(enum radio_err err, char *detail,
-								   size_t detail_len,
-								   const char *fmt, ...)
-{
-	va_list ap;
-
-	if (detail && detail_len) {
-		va_start(ap, fmt);
-		vsnprintf(detail, detail_len, fmt, ap);
-		va_end(ap);
-	}
-	return err;
-}
-
-static uint64_t monotonic_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
-
+/* Time left for libnfc's int millisecond timeouts; 0 once passed. */
 static int ms_left(uint64_t deadline)
 {
-	uint64_t now = monotonic_ms();
+	uint64_t now = radio_monotonic_ms();
 
 	if (now >= deadline)
 		return 0;
@@ -89,6 +67,20 @@ enum serve_result {
 	SERVE_FAILED,    /* the device failed; detail says how */
 };
 
+/* A receive or send that failed: the device itself, or only the reader
+ * leaving (which is waited for again). */
+static enum serve_result serve_error(nfc_device *dev, int nfc_err, char *detail,
+				     size_t detail_len)
+{
+	if (device_failed(nfc_err)) {
+		radio_fail(RADIO_E_IO, detail, detail_len, "NFC device failed: %s",
+			   nfc_strerror(dev));
+		return SERVE_FAILED;
+	}
+	srup_log(LOG_INFO, "NFC: the reader left (%s)", nfc_strerror(dev));
+	return SERVE_LEFT;
+}
+
 /* Answer one activated reader's APDUs. */
 static enum serve_result serve_reader(nfc_device *dev, struct nfc_t4t_tag *tag,
 				      uint64_t deadline, char *detail, size_t detail_len)
@@ -109,27 +101,16 @@ static enum serve_result serve_reader(nfc_device *dev, struct nfc_t4t_tag *tag,
 		if (n < 0) {
 			if (n == NFC_ETIMEOUT)
 				continue;
-			if (device_failed(n)) {
-				fail(RADIO_E_IO, detail, detail_len, "NFC device failed: %s",
-				     nfc_strerror(dev));
-				result = SERVE_FAILED;
-			} else {
-				srup_log(LOG_INFO, "NFC: the reader left (%s)", nfc_strerror(dev));
-				result = SERVE_LEFT;
-			}
+			result = serve_error(dev, n, detail, detail_len);
 			break;
 		}
 		rlen = nfc_t4t_tag_respond(tag, capdu, (size_t)n, rapdu, sizeof(rapdu));
-		n = nfc_target_send_bytes(dev, rapdu, rlen, ms_left(deadline) ? ms_left(deadline) : 1);
+		/* Read the clock once: a timeout of 0 would tell libnfc to wait
+		 * for ever. */
+		left = ms_left(deadline);
+		n = nfc_target_send_bytes(dev, rapdu, rlen, left ? left : 1);
 		if (n < 0) {
-			if (device_failed(n)) {
-				fail(RADIO_E_IO, detail, detail_len, "NFC device failed: %s",
-				     nfc_strerror(dev));
-				result = SERVE_FAILED;
-			} else {
-				srup_log(LOG_INFO, "NFC: the reader left (%s)", nfc_strerror(dev));
-				result = SERVE_LEFT;
-			}
+			result = serve_error(dev, n, detail, detail_len);
 			break;
 		}
 		if (nfc_t4t_tag_read_complete(tag)) {
@@ -166,27 +147,29 @@ enum radio_err radio_nfc_present(const struct radio_nfc_config *cfg, const struc
 	if (!cfg || !f)
 		return RADIO_E_ARG;
 	if (!memchr(cfg->device, '\0', sizeof(cfg->device)) || cfg->device[0] == '\0')
-		return fail(RADIO_E_ARG, detail, detail_len, "[nfc] device: no libnfc connstring");
+		return radio_fail(RADIO_E_ARG, detail, detail_len,
+				  "[nfc] device: no libnfc connstring");
 	err = srup_frame_encode(f, frame, sizeof(frame), &frame_len);
 	if (err != RADIO_OK)
-		return fail(err, detail, detail_len, "the frame cannot be encoded: %s",
-			    radio_strerror(err));
+		return radio_fail(err, detail, detail_len, "the frame cannot be encoded: %s",
+				  radio_strerror(err));
 	err = nfc_t4t_tag_init(&tag, frame, frame_len);
 	explicit_bzero(frame, sizeof(frame));
 	if (err != RADIO_OK)
-		return fail(err, detail, detail_len, "the NDEF file cannot hold the frame");
+		return radio_fail(err, detail, detail_len, "the NDEF file cannot hold the frame");
 
-	deadline = monotonic_ms() + timeout_ms;
+	deadline = radio_monotonic_ms() + timeout_ms;
 	nfc_init(&ctx);
 	if (!ctx) {
-		err = fail(RADIO_E_UNAVAILABLE, detail, detail_len, "libnfc could not initialise");
+		err = radio_fail(RADIO_E_UNAVAILABLE, detail, detail_len,
+				 "libnfc could not initialise");
 		goto out;
 	}
 	snprintf(connstring, sizeof(connstring), "%s", cfg->device);
 	dev = nfc_open(ctx, connstring);
 	if (!dev) {
 		nfc_open_failure_text(cfg->device, why, sizeof(why));
-		err = fail(RADIO_E_UNAVAILABLE, detail, detail_len, "%s", why);
+		err = radio_fail(RADIO_E_UNAVAILABLE, detail, detail_len, "%s", why);
 		goto out;
 	}
 	srup_log(LOG_INFO, "NFC: presenting the confirmation frame as a Type 4 Tag on '%s' "
@@ -207,9 +190,9 @@ enum radio_err radio_nfc_present(const struct radio_nfc_config *cfg, const struc
 		if (n < 0) {
 			if (n == NFC_ETIMEOUT)
 				continue;
-			err = fail(device_failed(n) ? RADIO_E_IO : RADIO_E_PROTOCOL, detail,
-				   detail_len, "NFC device '%s' failed in target mode: %s",
-				   cfg->device, nfc_strerror(dev));
+			err = radio_fail(device_failed(n) ? RADIO_E_IO : RADIO_E_PROTOCOL, detail,
+					 detail_len, "NFC device '%s' failed in target mode: %s",
+					 cfg->device, nfc_strerror(dev));
 			goto out;
 		}
 		if (nt.nm.nbr == NBR_UNDEFINED)
@@ -229,13 +212,14 @@ enum radio_err radio_nfc_present(const struct radio_nfc_config *cfg, const struc
 		}
 	}
 	if (activations == 0)
-		fail(RADIO_E_TIMEOUT, detail, detail_len, "no reader came within %u ms",
-		     timeout_ms);
+		radio_fail(RADIO_E_TIMEOUT, detail, detail_len, "no reader came within %u ms",
+			   timeout_ms);
 	else
-		fail(RADIO_E_TIMEOUT, detail, detail_len, "%u reader activation%s, but the NDEF "
-		     "file was not read to its end within %u ms (%zu of %zu bytes unread)",
-		     activations, activations == 1 ? "" : "s", timeout_ms, tag.unread,
-		     tag.file_len);
+		radio_fail(RADIO_E_TIMEOUT, detail, detail_len,
+			   "%u reader activation%s, but the NDEF file was not read to its end "
+			   "within %u ms (%zu of %zu bytes unread)",
+			   activations, activations == 1 ? "" : "s", timeout_ms, tag.unread,
+			   tag.file_len);
 out:
 	if (dev)
 		nfc_close(dev); /* libnfc releases the emulation and powers down */

@@ -9,6 +9,7 @@
  * and frames arriving while none is pending are still handed to the
  * callback, which answers 0x00. */
 #include "radio.h"
+#include "radio_util.h"
 #include "srup_log.h"
 
 #include <errno.h>
@@ -359,20 +360,6 @@ fail:
 
 /* ---- Device side: the sim presenter ------------------------------------ */
 
-static uint64_t monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-#define PRESENT_DETAIL(...)                                         \
-	do {                                                        \
-		if (detail && detail_len)                           \
-			snprintf(detail, detail_len, __VA_ARGS__);  \
-	} while (0)
-
 /* An answer of 0x00 (the observer did not compare the frame) is reported as
  * RADIO_E_REFUSED with *result = 0x00, as a BLE write the observer refuses. */
 enum radio_err radio_sim_present(const struct radio_sim_config *cfg, const struct srup_frame *f,
@@ -395,64 +382,66 @@ enum radio_err radio_sim_present(const struct radio_sim_config *cfg, const struc
 	if (detail && detail_len)
 		detail[0] = '\0';
 	if (!cfg || !f || timeout_ms == 0) {
-		PRESENT_DETAIL("sim: missing configuration or frame, or a zero timeout");
-		return RADIO_E_ARG;
+		return radio_fail(RADIO_E_ARG, detail, detail_len,
+				  "sim: missing configuration or frame, or a zero timeout");
 	}
 	if (sim_address(cfg->socket_path, &sa) < 0) {
-		PRESENT_DETAIL("sim: socket path is empty or longer than %zu bytes",
-			       sizeof(sa.sun_path) - 1);
-		return RADIO_E_ARG;
+		return radio_fail(RADIO_E_ARG, detail, detail_len,
+				  "sim: socket path is empty or longer than %zu bytes",
+				  sizeof(sa.sun_path) - 1);
 	}
 	err = srup_frame_encode(f, buf, sizeof(buf), &len);
 	if (err != RADIO_OK) {
-		PRESENT_DETAIL("sim: cannot encode the frame: %s", radio_strerror(err));
-		return err;
+		return radio_fail(err, detail, detail_len, "sim: cannot encode the frame: %s",
+				  radio_strerror(err));
 	}
-	deadline = monotonic_ms() + timeout_ms;
+	deadline = radio_monotonic_ms() + timeout_ms;
 
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		PRESENT_DETAIL("sim: socket: %s", strerror(errno));
-		err = RADIO_E_IO;
+		err = radio_fail(RADIO_E_IO, detail, detail_len, "sim: socket: %s", strerror(errno));
 		goto out;
 	}
 	/* Bounds a connect to a full backlog and the send. */
 	tv.tv_sec = timeout_ms / 1000u;
 	tv.tv_usec = (suseconds_t)(timeout_ms % 1000u) * 1000;
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+		err = radio_fail(RADIO_E_IO, detail, detail_len, "sim: cannot bound the send time: %s",
+				 strerror(errno));
+		goto out;
+	}
 	if (connect(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno == EAGAIN || errno == EINPROGRESS) {
-			PRESENT_DETAIL("sim: observer at %s did not accept in time", sa.sun_path);
-			err = RADIO_E_TIMEOUT;
-		} else if (errno == ENOENT || errno == ECONNREFUSED) {
-			PRESENT_DETAIL("sim: no observer listening on %s: %s", sa.sun_path,
-				       strerror(errno));
-			err = RADIO_E_UNAVAILABLE;
-		} else {
-			PRESENT_DETAIL("sim: cannot connect to %s: %s", sa.sun_path,
-				       strerror(errno));
-			err = RADIO_E_IO;
-		}
+		if (errno == EAGAIN || errno == EINPROGRESS)
+			err = radio_fail(RADIO_E_TIMEOUT, detail, detail_len,
+					 "sim: observer at %s did not accept in time", sa.sun_path);
+		else if (errno == ENOENT || errno == ECONNREFUSED)
+			err = radio_fail(RADIO_E_UNAVAILABLE, detail, detail_len,
+					 "sim: no observer listening on %s: %s", sa.sun_path,
+					 strerror(errno));
+		else
+			err = radio_fail(RADIO_E_IO, detail, detail_len,
+					 "sim: cannot connect to %s: %s", sa.sun_path,
+					 strerror(errno));
 		goto out;
 	}
 	n = send(fd, buf, len, MSG_NOSIGNAL);
 	explicit_bzero(buf, sizeof(buf));
 	if (n < 0) {
-		PRESENT_DETAIL("sim: sending the frame to %s failed: %s", sa.sun_path,
-			       strerror(errno));
-		err = errno == EAGAIN ? RADIO_E_TIMEOUT : RADIO_E_IO;
+		err = radio_fail(errno == EAGAIN ? RADIO_E_TIMEOUT : RADIO_E_IO, detail,
+				 detail_len, "sim: sending the frame to %s failed: %s", sa.sun_path,
+				 strerror(errno));
 		goto out;
 	}
 	if ((size_t)n != len) {
-		PRESENT_DETAIL("sim: sent %zd of %zu frame bytes", n, len);
-		err = RADIO_E_IO;
+		err = radio_fail(RADIO_E_IO, detail, detail_len, "sim: sent %zd of %zu frame bytes",
+				 n, len);
 		goto out;
 	}
 
 	pfd.fd = fd;
 	pfd.events = POLLIN;
 	for (;;) {
-		uint64_t now = monotonic_ms();
+		uint64_t now = radio_monotonic_ms();
 
 		if (now >= deadline) {
 			r = 0;
@@ -463,41 +452,43 @@ enum radio_err radio_sim_present(const struct radio_sim_config *cfg, const struc
 			break;
 	}
 	if (r < 0) {
-		PRESENT_DETAIL("sim: waiting for the answer failed: %s", strerror(errno));
-		err = RADIO_E_IO;
+		err = radio_fail(RADIO_E_IO, detail, detail_len,
+				 "sim: waiting for the answer failed: %s", strerror(errno));
 		goto out;
 	}
 	if (r == 0) {
-		PRESENT_DETAIL("sim: no answer from the observer within %u ms", timeout_ms);
-		err = RADIO_E_TIMEOUT;
+		err = radio_fail(RADIO_E_TIMEOUT, detail, detail_len,
+				 "sim: no answer from the observer within %u ms", timeout_ms);
 		goto out;
 	}
 	n = recv(fd, answer, sizeof(answer), MSG_TRUNC | MSG_DONTWAIT);
 	if (n < 0) {
-		PRESENT_DETAIL("sim: receiving the answer failed: %s", strerror(errno));
-		err = RADIO_E_IO;
+		err = radio_fail(RADIO_E_IO, detail, detail_len,
+				 "sim: receiving the answer failed: %s", strerror(errno));
 		goto out;
 	}
 	if (n != 1) {
 		if (n == 0)
-			PRESENT_DETAIL("sim: observer closed without answering");
+			err = radio_fail(RADIO_E_PROTOCOL, detail, detail_len,
+					 "sim: observer closed without answering");
 		else
-			PRESENT_DETAIL("sim: observer answered %zd bytes instead of 1", n);
-		err = RADIO_E_PROTOCOL;
+			err = radio_fail(RADIO_E_PROTOCOL, detail, detail_len,
+					 "sim: observer answered %zd bytes instead of 1", n);
 		goto out;
 	}
 	if (answer[0] != RADIO_RESULT_MATCH && answer[0] != RADIO_RESULT_MISMATCH &&
 	    answer[0] != RADIO_RESULT_NOT_COMPARED) {
-		PRESENT_DETAIL("sim: observer answered an unknown result 0x%02x", answer[0]);
-		err = RADIO_E_PROTOCOL;
+		err = radio_fail(RADIO_E_PROTOCOL, detail, detail_len,
+				 "sim: observer answered an unknown result 0x%02x", answer[0]);
 		goto out;
 	}
 	if (result)
 		*result = answer[0];
 	if (answer[0] == RADIO_RESULT_NOT_COMPARED) {
-		PRESENT_DETAIL("sim: observer did not compare the frame (malformed, or no observation pending for device %016" PRIx64 ")",
-			       f->device_id);
-		err = RADIO_E_REFUSED;
+		err = radio_fail(RADIO_E_REFUSED, detail, detail_len,
+				 "sim: observer did not compare the frame (malformed, or no "
+				 "observation pending for device %016" PRIx64 ")",
+				 f->device_id);
 		goto out;
 	}
 	err = RADIO_OK;
