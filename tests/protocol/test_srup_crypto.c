@@ -512,6 +512,7 @@ static void test_g3_blob_c_over_4096(void **state)
 	struct crafted b;
 
 	(void)state;
+	assert_non_null(padded);
 	memset(padded, 'x', 4112);
 	memset(padded + 4096, 16, 16);
 	b = craft(key2048(), 32, padded, 4112, 256, 4112, 4096);
@@ -520,15 +521,14 @@ static void test_g3_blob_c_over_4096(void **state)
 	free(padded);
 }
 
-/* P larger than what the padding leaves: libSRUP's heap overflow. */
-static void test_g3_blob_p_larger_than_plaintext(void **state)
+/* Each P of bad_p, in a blob that is otherwise a well-formed 32-byte value
+ * (C = 48), is a format error. */
+static void expect_bad_p(const int32_t *bad_p, size_t n)
 {
-	static const int32_t bad_p[] = { 33, 40, 47, 48, 64, 4079, 4080, 100000, INT32_MAX };
 	uint8_t padded[48];
 
-	(void)state;
 	padded_value(padded);
-	for (size_t i = 0; i < sizeof bad_p / sizeof bad_p[0]; i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct crafted b = craft(key2048(), 32, padded, 48, 256, 48, bad_p[i]);
 
 		expect_open(&b, b.len, SRUP_E_BLOB_FORMAT);
@@ -536,19 +536,21 @@ static void test_g3_blob_p_larger_than_plaintext(void **state)
 	}
 }
 
+/* P larger than what the padding leaves: libSRUP's heap overflow. */
+static void test_g3_blob_p_larger_than_plaintext(void **state)
+{
+	static const int32_t bad_p[] = { 33, 40, 47, 48, 64, 4079, 4080, 100000, INT32_MAX };
+
+	(void)state;
+	expect_bad_p(bad_p, sizeof bad_p / sizeof bad_p[0]);
+}
+
 static void test_g3_blob_p_smaller_than_plaintext_zero_or_negative(void **state)
 {
 	static const int32_t bad_p[] = { 31, 16, 1, 0, -1, -32, INT32_MIN };
-	uint8_t padded[48];
 
 	(void)state;
-	padded_value(padded);
-	for (size_t i = 0; i < sizeof bad_p / sizeof bad_p[0]; i++) {
-		struct crafted b = craft(key2048(), 32, padded, 48, 256, 48, bad_p[i]);
-
-		expect_open(&b, b.len, SRUP_E_BLOB_FORMAT);
-		free(b.data);
-	}
+	expect_bad_p(bad_p, sizeof bad_p / sizeof bad_p[0]);
 }
 
 /* P over SRUP_BLOB_MAX_PLAINTEXT is refused even when it is consistent. */
@@ -558,6 +560,7 @@ static void test_g3_blob_p_over_max_plaintext(void **state)
 	struct crafted b;
 
 	(void)state;
+	assert_non_null(padded);
 	memset(padded, 'y', 4096);
 	memset(padded + 4080, 16, 16);
 	b = craft(key2048(), 32, padded, 4096, 256, 4096, 4080);
