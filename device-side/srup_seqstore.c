@@ -14,9 +14,24 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-/* The format written; format 1 is read and migrated (see the header). */
-#define SEQ_HEADER "srup-sequences 2"
-#define SEQ_HEADER_V1 "srup-sequences 1"
+#include "srup_log.h"
+
+/* Format 3: two slots of the same size (layout in the header). */
+#define SLOT_MAGIC "srup-sequences 3"
+#define SLOT_MAGIC_LEN 16u
+#define SLOT_ALIGN 4096u /* slots never share a page or a disk sector */
+#define SLOT_OFF_SIZE 16u
+#define SLOT_OFF_GENERATION 24u
+#define SLOT_OFF_COUNT 32u
+#define SLOT_HEAD 40u
+#define SLOT_ENTRY 24u
+#define SLOT_SUM 32u /* SHA-256 */
+/* Keeps slot sizes far from overflow (a slot of this many is 1.5 GiB). */
+#define SEQ_MAX_PEERS_LIMIT (1u << 26)
+
+/* Formats 1 and 2: text, read only to migrate them. */
+#define TEXT_HEADER_V1 "srup-sequences 1"
+#define TEXT_HEADER_V2 "srup-sequences 2"
 #define SEQ_HEADER_PREFIX "srup-sequences "
 #define SEQ_RECORD_LEN 50u /* "<16 hex> <16 hex> <16 hex>" without the newline */
 #define SEQ_SHA256_HEX 64u
@@ -40,7 +55,7 @@ struct srup_seqstore {
 	int dir_fd;
 	int lock_fd;
 	size_t max_peers;
-	/* Sorted by peer: binary search, and the file comes out in order. */
+	/* Sorted by peer: binary search, and slots come out in order. */
 	struct seq_entry *entries;
 	size_t count;
 	size_t capacity;
@@ -48,6 +63,14 @@ struct srup_seqstore {
 	/* Staged accepts not yet on disk, oldest first. */
 	struct seq_undo *staged;
 	size_t n_staged, cap_staged;
+
+	/* The format 3 file, open for slot writes; -1 until one exists. */
+	int data_fd;
+	size_t slot_size;
+	uint64_t generation; /* of the newest slot */
+	unsigned newest;     /* which slot holds it */
+	bool must_rewrite;   /* the next persist replaces the whole file */
+	uint8_t *slot_buf;   /* slot_size bytes: the image a commit writes */
 };
 
 static const char *const seq_err_names[SRUP_SEQ_E__COUNT] = {
@@ -144,6 +167,216 @@ static int reserve(struct srup_seqstore *s, size_t want)
 	return 0;
 }
 
+/* ---- format 3: two slots ----------------------------------------------- */
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (unsigned i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (unsigned i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static size_t slot_capacity(size_t slot_size)
+{
+	return slot_size < SLOT_HEAD + SLOT_SUM ? 0 : (slot_size - SLOT_HEAD - SLOT_SUM) / SLOT_ENTRY;
+}
+
+/* The smallest slot size, a multiple of SLOT_ALIGN, that holds peers. */
+static size_t slot_size_for(size_t peers)
+{
+	size_t need = SLOT_HEAD + SLOT_SUM + peers * SLOT_ENTRY;
+
+	return (need + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+}
+
+static bool sha256(const uint8_t *data, size_t len, uint8_t out[32])
+{
+	unsigned int md_len = 0;
+
+	return EVP_Digest(data, len, out, &md_len, EVP_sha256(), NULL) == 1 && md_len == 32;
+}
+
+/* The whole store as one slot of size bytes (count fits). */
+static int fill_slot(const struct srup_seqstore *s, uint8_t *slot, size_t size, uint64_t generation)
+{
+	memset(slot, 0, size);
+	memcpy(slot, SLOT_MAGIC, SLOT_MAGIC_LEN);
+	put_le64(slot + SLOT_OFF_SIZE, size);
+	put_le64(slot + SLOT_OFF_GENERATION, generation);
+	put_le64(slot + SLOT_OFF_COUNT, s->count);
+	for (size_t i = 0; i < s->count; i++) {
+		uint8_t *p = slot + SLOT_HEAD + i * SLOT_ENTRY;
+		put_le64(p, s->entries[i].peer);
+		put_le64(p + 8, s->entries[i].sent_reserved);
+		put_le64(p + 16, s->entries[i].last_accepted);
+	}
+	return sha256(slot, size - SLOT_SUM, slot + size - SLOT_SUM) ? 0 : -1;
+}
+
+/* Whether one slot is whole; why says what is wrong if not. */
+static bool check_slot(const uint8_t *slot, size_t size, uint64_t *generation, uint64_t *count,
+		       char *why, size_t why_len)
+{
+	uint8_t sum[32];
+	uint64_t n, g;
+
+	if (memcmp(slot, SLOT_MAGIC, SLOT_MAGIC_LEN) != 0) {
+		set_detail(why, why_len, "no \"%s\" slot header", SLOT_MAGIC);
+		return false;
+	}
+	if (get_le64(slot + SLOT_OFF_SIZE) != size) {
+		set_detail(why, why_len, "records a slot size of %" PRIu64 " bytes, not %zu",
+			   get_le64(slot + SLOT_OFF_SIZE), size);
+		return false;
+	}
+	if (!sha256(slot, size - SLOT_SUM, sum) ||
+	    CRYPTO_memcmp(sum, slot + size - SLOT_SUM, SLOT_SUM) != 0) {
+		set_detail(why, why_len, "checksum does not match (torn or damaged)");
+		return false;
+	}
+	/* Checked by the checksum; what follows finds a writer's bug. */
+	g = get_le64(slot + SLOT_OFF_GENERATION);
+	n = get_le64(slot + SLOT_OFF_COUNT);
+	if (g == 0) {
+		set_detail(why, why_len, "generation 0");
+		return false;
+	}
+	if (n > slot_capacity(size)) {
+		set_detail(why, why_len, "%" PRIu64 " peers, more than a slot holds (%zu)", n,
+			   slot_capacity(size));
+		return false;
+	}
+	for (uint64_t i = 1; i < n; i++)
+		if (get_le64(slot + SLOT_HEAD + i * SLOT_ENTRY) <=
+		    get_le64(slot + SLOT_HEAD + (i - 1) * SLOT_ENTRY)) {
+			set_detail(why, why_len, "peer %" PRIu64 " is out of order or repeated", i);
+			return false;
+		}
+	for (size_t i = SLOT_HEAD + (size_t)n * SLOT_ENTRY; i < size - SLOT_SUM; i++)
+		if (slot[i] != 0) {
+			set_detail(why, why_len, "byte %zu after the last peer is not zero", i);
+			return false;
+		}
+	*generation = g;
+	*count = n;
+	return true;
+}
+
+static int read_at(int fd, uint8_t *buf, size_t len, off_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, buf, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO; /* shrank while reading */
+			return -1;
+		}
+		buf += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+/* Load the newest valid slot of a format 3 file of size bytes. On success
+ * the store keeps fd for its slot writes. */
+static enum srup_seq_err load_slots(struct srup_seqstore *s, const char *path, int fd, size_t size,
+				    char *detail, size_t detail_len)
+{
+	char why[2][200];
+	uint64_t gen[2] = {0, 0}, cnt[2] = {0, 0};
+	bool valid[2];
+	size_t half = size / 2;
+	unsigned pick;
+	uint8_t *buf;
+
+	if (size < 2 * SLOT_ALIGN || size % (2 * SLOT_ALIGN) != 0 ||
+	    half > slot_size_for(s->max_peers)) {
+		set_detail(detail, detail_len,
+			   "%s: not a sequence file: %zu bytes is not two slots of a multiple of "
+			   "%u bytes (at most %zu bytes each for %zu peers)",
+			   path, size, SLOT_ALIGN, slot_size_for(s->max_peers), s->max_peers);
+		return SRUP_SEQ_E_CORRUPT;
+	}
+	buf = malloc(size);
+	if (!buf)
+		return SRUP_SEQ_E_NOMEM;
+	if (read_at(fd, buf, size, 0) != 0) {
+		set_detail(detail, detail_len, "%s: read failed: %s", path, strerror(errno));
+		free(buf);
+		return SRUP_SEQ_E_IO;
+	}
+	for (unsigned i = 0; i < 2; i++)
+		valid[i] = check_slot(buf + i * half, half, &gen[i], &cnt[i], why[i], sizeof(why[i]));
+	if (!valid[0] && !valid[1]) {
+		set_detail(detail, detail_len,
+			   "%s: no valid slot (slot 0 at offset 0: %s; slot 1 at offset %zu: %s)",
+			   path, why[0], half, why[1]);
+		free(buf);
+		return SRUP_SEQ_E_CORRUPT;
+	}
+	if (valid[0] && valid[1] && gen[0] == gen[1]) {
+		set_detail(detail, detail_len, "%s: both slots claim generation %" PRIu64, path,
+			   gen[0]);
+		free(buf);
+		return SRUP_SEQ_E_CORRUPT;
+	}
+	pick = !valid[0] ? 1 : !valid[1] ? 0 : gen[1] > gen[0] ? 1 : 0;
+	/* The bound applies to what is loaded: an older slot is no way out. */
+	if (cnt[pick] > s->max_peers) {
+		set_detail(detail, detail_len,
+			   "%s: slot %u (generation %" PRIu64 ") holds %" PRIu64
+			   " peers, more than %zu peers",
+			   path, pick, gen[pick], cnt[pick], s->max_peers);
+		free(buf);
+		return SRUP_SEQ_E_CORRUPT;
+	}
+	if (!valid[pick ^ 1])
+		/* Expected after a crash during a commit, whose caller never
+		 * acted on it. */
+		srup_log(LOG_WARNING, "%s: slot %u at offset %zu is not valid (%s); using slot %u, "
+			 "generation %" PRIu64, path, pick ^ 1, (pick ^ 1) * half, why[pick ^ 1],
+			 pick, gen[pick]);
+	if (reserve(s, (size_t)cnt[pick]) != 0) {
+		free(buf);
+		return SRUP_SEQ_E_NOMEM;
+	}
+	s->slot_buf = malloc(half);
+	if (!s->slot_buf) {
+		free(buf);
+		return SRUP_SEQ_E_NOMEM;
+	}
+	for (size_t i = 0; i < cnt[pick]; i++) {
+		const uint8_t *p = buf + pick * half + SLOT_HEAD + i * SLOT_ENTRY;
+		struct seq_entry *e = &s->entries[i];
+
+		e->peer = get_le64(p);
+		e->sent_reserved = get_le64(p + 8);
+		e->last_accepted = get_le64(p + 16);
+		/* Every ID up to the bound may have been sent before the
+		 * restart: continue above it. */
+		e->last_sent = e->sent_reserved;
+	}
+	s->count = (size_t)cnt[pick];
+	s->slot_size = half;
+	s->generation = gen[pick];
+	s->newest = pick;
+	s->data_fd = fd;
+	s->loaded_version = 3;
+	free(buf);
+	return SRUP_SEQ_OK;
+}
+
 /* ---- parsing ---------------------------------------------------------- */
 
 static int hex_digit(char c)
@@ -234,7 +467,7 @@ bad:
 	return SRUP_SEQ_E_CORRUPT;
 }
 
-static enum srup_seq_err parse_file(struct srup_seqstore *s, const char *path, const uint8_t *buf,
+static enum srup_seq_err parse_text(struct srup_seqstore *s, const char *path, const uint8_t *buf,
 				    size_t len, char *detail, size_t detail_len)
 {
 	size_t pos = 0, lineno = 0;
@@ -262,24 +495,16 @@ static enum srup_seq_err parse_file(struct srup_seqstore *s, const char *path, c
 		}
 		line_len = (size_t)(nl - (buf + pos));
 		if (lineno == 1) {
-			size_t plen = strlen(SEQ_HEADER_PREFIX);
-			if (line_len == strlen(SEQ_HEADER) &&
-			    memcmp(line, SEQ_HEADER, line_len) == 0) {
+			if (line_len == strlen(TEXT_HEADER_V2) &&
+			    memcmp(line, TEXT_HEADER_V2, line_len) == 0) {
 				s->loaded_version = 2;
-			} else if (line_len == strlen(SEQ_HEADER_V1) &&
-				   memcmp(line, SEQ_HEADER_V1, line_len) == 0) {
+			} else if (line_len == strlen(TEXT_HEADER_V1) &&
+				   memcmp(line, TEXT_HEADER_V1, line_len) == 0) {
 				s->loaded_version = 1;
-			} else if (line_len > plen && memcmp(line, SEQ_HEADER_PREFIX, plen) == 0) {
-				set_detail(detail, detail_len,
-					   "%s:1: unsupported format \"%.*s\" (this build reads "
-					   "\"%s\" and \"%s\")",
-					   path, (int)(line_len > 40 ? 40 : line_len), line,
-					   SEQ_HEADER, SEQ_HEADER_V1);
-				return SRUP_SEQ_E_CORRUPT;
 			} else {
 				set_detail(detail, detail_len,
 					   "%s:1: not a sequence file (want header \"%s\")", path,
-					   SEQ_HEADER);
+					   TEXT_HEADER_V2);
 				return SRUP_SEQ_E_CORRUPT;
 			}
 		} else if (line_len >= 4 && memcmp(line, "end ", 4) == 0) {
@@ -337,16 +562,18 @@ static enum srup_seq_err parse_file(struct srup_seqstore *s, const char *path, c
 static enum srup_seq_err load(struct srup_seqstore *s, char *detail, size_t detail_len)
 {
 	char path[4200];
-	/* Header, max_peers records, trailer; anything larger is not ours. */
-	size_t max_size = sizeof(SEQ_HEADER) + s->max_peers * (SEQ_RECORD_LEN + 1) + 100;
+	/* A text file of max_peers records; anything larger is not ours. */
+	size_t max_text = sizeof(TEXT_HEADER_V2) + s->max_peers * (SEQ_RECORD_LEN + 1) + 100;
+	uint8_t head[SLOT_MAGIC_LEN + 1];
+	size_t plen = strlen(SEQ_HEADER_PREFIX);
 	struct stat st;
 	uint8_t *buf;
-	size_t got = 0;
+	size_t size;
 	enum srup_seq_err e;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/%s", s->dir, SRUP_SEQSTORE_FILE);
-	fd = openat(s->dir_fd, SRUP_SEQSTORE_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = openat(s->dir_fd, SRUP_SEQSTORE_FILE, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return SRUP_SEQ_OK; /* first start: no peers yet */
@@ -358,39 +585,65 @@ static enum srup_seq_err load(struct srup_seqstore *s, char *detail, size_t deta
 		close(fd);
 		return SRUP_SEQ_E_CORRUPT;
 	}
-	if ((uint64_t)st.st_size > max_size) {
-		set_detail(detail, detail_len, "%s: %lld bytes is more than a file of %zu peers can hold",
-			   path, (long long)st.st_size, s->max_peers);
+	size = (size_t)st.st_size;
+	if (size == 0) {
+		set_detail(detail, detail_len, "%s:1: file is empty (truncated?)", path);
 		close(fd);
 		return SRUP_SEQ_E_CORRUPT;
 	}
-	buf = malloc((size_t)st.st_size + 1);
+	memset(head, 0, sizeof(head));
+	if (read_at(fd, head, size < sizeof(head) ? size : sizeof(head), 0) != 0) {
+		set_detail(detail, detail_len, "%s: read failed: %s", path, strerror(errno));
+		close(fd);
+		return SRUP_SEQ_E_IO;
+	}
+	if (memcmp(head, TEXT_HEADER_V1 "\n", sizeof(head)) != 0 &&
+	    memcmp(head, TEXT_HEADER_V2 "\n", sizeof(head)) != 0) {
+		/* A torn slot 0 holds old or new slot bytes, never another
+		 * format's header. */
+		if (memcmp(head, SEQ_HEADER_PREFIX, plen) == 0 &&
+		    memcmp(head, SLOT_MAGIC, SLOT_MAGIC_LEN) != 0) {
+			size_t n = strcspn((const char *)head, "\n");
+			set_detail(detail, detail_len,
+				   "%s:1: unsupported format \"%.*s\" (this build reads \"%s\", and "
+				   "\"%s\" and \"%s\" to migrate them)",
+				   path, (int)n, (const char *)head, SLOT_MAGIC, TEXT_HEADER_V2,
+				   TEXT_HEADER_V1);
+			close(fd);
+			return SRUP_SEQ_E_CORRUPT;
+		}
+		e = load_slots(s, path, fd, size, detail, detail_len);
+		if (e != SRUP_SEQ_OK)
+			close(fd);
+		return e;
+	}
+	/* Format 1 or 2: read, then migrated by the caller. */
+	if (size > max_text) {
+		set_detail(detail, detail_len, "%s: %zu bytes is more than a file of %zu peers can hold",
+			   path, size, s->max_peers);
+		close(fd);
+		return SRUP_SEQ_E_CORRUPT;
+	}
+	buf = malloc(size);
 	if (!buf) {
 		close(fd);
 		return SRUP_SEQ_E_NOMEM;
 	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			set_detail(detail, detail_len, "%s: read failed: %s", path,
-				   n < 0 ? strerror(errno) : "file shrank while reading");
-			free(buf);
-			close(fd);
-			return SRUP_SEQ_E_IO;
-		}
-		got += (size_t)n;
+	if (read_at(fd, buf, size, 0) != 0) {
+		set_detail(detail, detail_len, "%s: read failed: %s", path, strerror(errno));
+		free(buf);
+		close(fd);
+		return SRUP_SEQ_E_IO;
 	}
 	close(fd);
-	e = parse_file(s, path, buf, got, detail, detail_len);
+	e = parse_text(s, path, buf, size, detail, detail_len);
 	free(buf);
 	return e;
 }
 
 /* ---- writing ---------------------------------------------------------- */
 
-static int write_all(int fd, const char *data, size_t len)
+static int write_all(int fd, const uint8_t *data, size_t len)
 {
 	while (len > 0) {
 		ssize_t n = write(fd, data, len);
@@ -404,64 +657,138 @@ static int write_all(int fd, const char *data, size_t len)
 	return 0;
 }
 
-static enum srup_seq_err persist(struct srup_seqstore *s, char *detail, size_t detail_len)
+static int pwrite_all(int fd, const uint8_t *data, size_t len, off_t off)
 {
-	size_t cap = sizeof(SEQ_HEADER) + s->count * (SEQ_RECORD_LEN + 1) + 100;
-	char *buf = malloc(cap);
-	size_t len = 0;
-	char digest[SEQ_SHA256_HEX + 1];
+	while (len > 0) {
+		ssize_t n = pwrite(fd, data, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		data += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+/* Replace the file with a new one holding the store in both slots
+ * (generations 1 and 2), through a temporary file: fsync, rename,
+ * directory fsync. Used to create the file, to grow its slots, and after a
+ * failed slot write. */
+static enum srup_seq_err rewrite_file(struct srup_seqstore *s, char *detail, size_t detail_len)
+{
+	size_t size = s->slot_size;
+	uint8_t *image, *slot_buf;
 	int fd;
 
-	if (!buf)
-		return SRUP_SEQ_E_NOMEM;
-	len += (size_t)snprintf(buf + len, cap - len, "%s\n", SEQ_HEADER);
-	for (size_t i = 0; i < s->count; i++) {
-		const struct seq_entry *e = &s->entries[i];
-		len += (size_t)snprintf(buf + len, cap - len,
-					"%016" PRIx64 " %016" PRIx64 " %016" PRIx64 "\n", e->peer,
-					e->sent_reserved, e->last_accepted);
+	if (size == 0 || s->count > slot_capacity(size)) {
+		/* Room for as many again, so that growth stays rare. */
+		size_t want = s->count > s->max_peers / 2 ? s->max_peers : s->count * 2;
+		size = slot_size_for(want > s->count ? want : s->count);
 	}
-	sha256_hex((const uint8_t *)buf, len, digest);
-	len += (size_t)snprintf(buf + len, cap - len, "end %zu %s\n", s->count, digest);
-
+	image = malloc(2 * size);
+	slot_buf = size == s->slot_size ? s->slot_buf : malloc(size);
+	if (!image || !slot_buf) {
+		free(image);
+		if (slot_buf != s->slot_buf)
+			free(slot_buf);
+		return SRUP_SEQ_E_NOMEM;
+	}
+	if (fill_slot(s, image, size, 1) != 0 || fill_slot(s, image + size, size, 2) != 0) {
+		set_detail(detail, detail_len, "%s/%s: cannot compute the slot checksum", s->dir,
+			   SRUP_SEQSTORE_FILE);
+		goto fail;
+	}
 	fd = openat(s->dir_fd, SRUP_SEQSTORE_TMP_FILE,
-		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		    O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		set_detail(detail, detail_len, "%s/%s: cannot create: %s", s->dir,
 			   SRUP_SEQSTORE_TMP_FILE, strerror(errno));
-		free(buf);
-		return SRUP_SEQ_E_IO;
+		goto fail;
 	}
-	if (write_all(fd, buf, len) != 0 || fsync(fd) != 0) {
+	if (write_all(fd, image, 2 * size) != 0 || fsync(fd) != 0) {
 		set_detail(detail, detail_len, "%s/%s: write failed: %s", s->dir,
 			   SRUP_SEQSTORE_TMP_FILE, strerror(errno));
 		close(fd);
 		unlinkat(s->dir_fd, SRUP_SEQSTORE_TMP_FILE, 0);
-		free(buf);
-		return SRUP_SEQ_E_IO;
-	}
-	free(buf);
-	if (close(fd) != 0) {
-		set_detail(detail, detail_len, "%s/%s: close failed: %s", s->dir,
-			   SRUP_SEQSTORE_TMP_FILE, strerror(errno));
-		unlinkat(s->dir_fd, SRUP_SEQSTORE_TMP_FILE, 0);
-		return SRUP_SEQ_E_IO;
+		goto fail;
 	}
 	if (renameat(s->dir_fd, SRUP_SEQSTORE_TMP_FILE, s->dir_fd, SRUP_SEQSTORE_FILE) != 0) {
 		set_detail(detail, detail_len, "%s/%s: rename failed: %s", s->dir,
 			   SRUP_SEQSTORE_FILE, strerror(errno));
+		close(fd);
 		unlinkat(s->dir_fd, SRUP_SEQSTORE_TMP_FILE, 0);
-		return SRUP_SEQ_E_IO;
+		goto fail;
 	}
+	free(image);
+	/* The renamed file is the store's file from here on, whatever
+	 * follows: slot writes to the old one would be lost. */
+	if (s->data_fd >= 0)
+		close(s->data_fd);
+	s->data_fd = fd;
+	if (slot_buf != s->slot_buf)
+		free(s->slot_buf);
+	s->slot_buf = slot_buf;
+	s->slot_size = size;
+	s->generation = 2;
+	s->newest = 1;
 	/* The rename is durable only once the directory entry is. */
 	if (fsync(s->dir_fd) != 0) {
 		set_detail(detail, detail_len, "%s: directory fsync failed: %s", s->dir,
 			   strerror(errno));
+		s->must_rewrite = true;
 		return SRUP_SEQ_E_IO;
 	}
-	/* Whatever was staged is on disk now. */
-	s->n_staged = 0;
+	s->must_rewrite = false;
 	return SRUP_SEQ_OK;
+fail:
+	free(image);
+	if (slot_buf != s->slot_buf)
+		free(slot_buf);
+	return SRUP_SEQ_E_IO;
+}
+
+/* Write the store in place into the slot not holding the newest
+ * generation, and make it durable with one fdatasync (the file's size and
+ * blocks never change, so no metadata has to follow). A torn write can only
+ * damage that slot. */
+static enum srup_seq_err write_slot(struct srup_seqstore *s, char *detail, size_t detail_len)
+{
+	unsigned target = s->newest ^ 1;
+	uint64_t generation = s->generation + 1;
+
+	if (fill_slot(s, s->slot_buf, s->slot_size, generation) != 0) {
+		set_detail(detail, detail_len, "%s/%s: cannot compute the slot checksum", s->dir,
+			   SRUP_SEQSTORE_FILE);
+		return SRUP_SEQ_E_IO;
+	}
+	if (pwrite_all(s->data_fd, s->slot_buf, s->slot_size, (off_t)(target * s->slot_size)) != 0 ||
+	    fdatasync(s->data_fd) != 0) {
+		set_detail(detail, detail_len, "%s/%s: writing slot %u failed: %s", s->dir,
+			   SRUP_SEQSTORE_FILE, target, strerror(errno));
+		/* After a failed write the kernel may have dropped the pages
+		 * and reports the error only once: trust a new file only. */
+		s->must_rewrite = true;
+		return SRUP_SEQ_E_IO;
+	}
+	s->generation = generation;
+	s->newest = target;
+	return SRUP_SEQ_OK;
+}
+
+static enum srup_seq_err persist(struct srup_seqstore *s, char *detail, size_t detail_len)
+{
+	enum srup_seq_err e;
+
+	if (s->data_fd < 0 || s->must_rewrite || s->count > slot_capacity(s->slot_size) ||
+	    s->generation == UINT64_MAX)
+		e = rewrite_file(s, detail, detail_len);
+	else
+		e = write_slot(s, detail, detail_len);
+	if (e == SRUP_SEQ_OK)
+		s->n_staged = 0; /* whatever was staged is on disk now */
+	return e;
 }
 
 /* ---- public ----------------------------------------------------------- */
@@ -483,7 +810,14 @@ enum srup_seq_err srup_seqstore_new(const char *dir, size_t max_peers, struct sr
 		return SRUP_SEQ_E_NOMEM;
 	s->dir_fd = -1;
 	s->lock_fd = -1;
+	s->data_fd = -1;
 	s->max_peers = max_peers ? max_peers : SRUP_SEQSTORE_DEFAULT_MAX_PEERS;
+	if (s->max_peers > SEQ_MAX_PEERS_LIMIT) {
+		set_detail(detail, detail_len, "at most %u peers, not %zu", SEQ_MAX_PEERS_LIMIT,
+			   s->max_peers);
+		e = SRUP_SEQ_E_ARG;
+		goto fail;
+	}
 	if (strlen(dir) >= sizeof(s->dir)) {
 		set_detail(detail, detail_len, "state directory path is too long");
 		e = SRUP_SEQ_E_ARG;
@@ -535,14 +869,14 @@ enum srup_seq_err srup_seqstore_new(const char *dir, size_t max_peers, struct sr
 	e = load(s, detail, detail_len);
 	if (e != SRUP_SEQ_OK)
 		goto fail;
-	if (s->loaded_version == 1) {
+	if (s->loaded_version == 1 || s->loaded_version == 2) {
 		char why[400] = "";
 		/* Migrated now, not at the first change, so that the file on
 		 * disk is in the current format whenever the store is open. */
-		e = persist(s, why, sizeof(why));
+		e = rewrite_file(s, why, sizeof(why));
 		if (e != SRUP_SEQ_OK) {
-			set_detail(detail, detail_len, "%s/%s: cannot migrate from format 1: %s",
-				   dir, SRUP_SEQSTORE_FILE, why);
+			set_detail(detail, detail_len, "%s/%s: cannot migrate from format %u: %s",
+				   dir, SRUP_SEQSTORE_FILE, s->loaded_version, why);
 			goto fail;
 		}
 	}
@@ -561,6 +895,9 @@ void srup_seqstore_free(struct srup_seqstore *s)
 		close(s->lock_fd); /* releases the flock */
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
+	if (s->data_fd >= 0)
+		close(s->data_fd);
+	free(s->slot_buf);
 	free(s->entries);
 	free(s->staged);
 	free(s);

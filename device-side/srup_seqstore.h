@@ -16,24 +16,49 @@
  * commit: a receiver that drains several messages at once checks each
  * against the staged values, commits once, and only then acts on them).
  *
- * A persist writes the whole store to "<dir>/sequences.tmp", fsyncs it,
- * renames it over "<dir>/sequences" and fsyncs the directory. A file that
- * does not parse is an error naming the file and line, never a silent
- * reset (a reset would reopen replays). One process owns a state
- * directory: the store holds an flock on "<dir>/sequences.lock" for its
- * lifetime.
+ * On disk, "<dir>/sequences" holds two slots of the same size (a multiple
+ * of 4096 bytes), each a complete copy of the store with a generation
+ * number and a SHA-256. A persist writes the whole store into the slot that
+ * does not hold the newest generation, with the next generation, in place
+ * (pwrite), and makes it durable with one fdatasync: no rename, no
+ * directory fsync. A crash during that write can damage only the slot being
+ * written; the other one still holds the last completed persist. Loading
+ * takes the valid slot with the higher generation; if neither is valid it
+ * fails naming the file and what is wrong with each slot, never a silent
+ * reset (a reset would reopen replays). Limit: damage to the newest slot
+ * after its write completed (the medium failing) cannot be told from a
+ * torn write and falls back to the previous persist (logged).
  *
- * File format 2 (strict; every ID and sequence number is 16 lowercase hex
- * digits; peers in strictly increasing order):
+ * The file is created, grown (more peers than a slot holds: slots sized
+ * for twice as many) and rewritten after a failed slot write (the kernel
+ * may drop pages whose write failed and report that once) as a new file:
+ * "<dir>/sequences.tmp" written, fsync'd, renamed over "<dir>/sequences",
+ * directory fsync'd. Its slots then hold generations 1 and 2.
+ *
+ * One process owns a state directory: the store holds an flock on
+ * "<dir>/sequences.lock" for its lifetime.
+ *
+ * Format 3, one slot (integers unsigned, little-endian):
+ *   offset 0   "srup-sequences 3" (16 bytes)
+ *          16  u64 slot size in bytes (half the file)
+ *          24  u64 generation (at least 1; the two slots differ)
+ *          32  u64 number of peers
+ *          40  per peer, peers strictly increasing: u64 peer, u64 reserved
+ *              bound of IDs sent, u64 last accepted
+ *              zero bytes up to the last 32
+ *   size - 32  SHA-256 of every byte of the slot before it
+ *
+ * Formats 1 and 2 are the text files of earlier releases, read strictly
+ * (an error names file and line) and migrated: rewritten as format 3
+ * before srup_seqstore_new returns. Lines, peers strictly increasing, each
+ * number 16 lowercase hex digits:
  *   srup-sequences 2
  *   <peer> <reserved bound of IDs sent> <last_accepted>
  *   ...
  *   end <number of peer lines, decimal> <sha256 of every byte above, hex>
- * Format 1 (header "srup-sequences 1") has the same lines with the last ID
- * sent in the middle column. It is migrated when the store opens: read
- * strictly, its last sent taken as the reserved bound (exactly the IDs that
- * were used), and rewritten as format 2 before srup_seqstore_new returns.
- * Any other header is refused.
+ * Format 1 ("srup-sequences 1") has the last ID sent in the middle column,
+ * taken as the reserved bound (exactly the IDs that were used). Any other
+ * header is refused.
  *
  * Not thread-safe: one owner thread. */
 #ifndef SRUP_SEQSTORE_H
@@ -70,7 +95,7 @@ const char *srup_seqstore_strerror(enum srup_seq_err err);
 struct srup_seqstore;
 
 /* Open (creating dir with mode 0700 if missing) and load the store.
- * max_peers 0 means SRUP_SEQSTORE_DEFAULT_MAX_PEERS. On failure, detail
+ * max_peers 0 means SRUP_SEQSTORE_DEFAULT_MAX_PEERS (at most 2^26). On failure, detail
  * names the file and what was wrong. */
 enum srup_seq_err srup_seqstore_new(const char *dir, size_t max_peers, struct srup_seqstore **out,
 				    char *detail, size_t detail_len);

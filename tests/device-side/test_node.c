@@ -988,8 +988,9 @@ static void test_batch_persist_failure_runs_no_handler(void **state)
 
 	make_witnessed_device(w, &dw);
 	connect_all(w);
-	/* A directory where the store writes its temporary file: the
-	 * commit fails. */
+	/* The device has no sequence file yet: its first commit creates
+	 * one through the temporary file, and a directory there makes that
+	 * commit fail. */
 	snprintf(tmp, sizeof(tmp), "%s/device/%s", w->dir, SRUP_SEQSTORE_TMP_FILE);
 	assert_int_equal(mkdir(tmp, 0700), 0);
 	queue_for_device(w, seqs, 3);

@@ -25,7 +25,32 @@
 struct fixture {
 	char dir[4096];
 	char file[4200];
+	bool blocked; /* block_persists() lowered RLIMIT_FSIZE */
+	struct rlimit saved_fsize;
 };
+
+/* The documented format 3 layout (srup_seqstore.h). */
+#define SLOT_ALIGN 4096u
+#define SLOT_OFF_GENERATION 24u
+#define SLOT_OFF_COUNT 32u
+#define SLOT_HEAD 40u
+#define SLOT_ENTRY 24u
+#define SLOT_SUM 32u
+
+static size_t slot_capacity_of(size_t slot_size)
+{
+	return (slot_size - SLOT_HEAD - SLOT_SUM) / SLOT_ENTRY;
+}
+
+static uint64_t le64(const void *p)
+{
+	const uint8_t *b = p;
+	uint64_t v = 0;
+
+	for (unsigned i = 0; i < 8; i++)
+		v |= (uint64_t)b[i] << (8 * i);
+	return v;
+}
 
 static int setup(void **state)
 {
@@ -38,10 +63,14 @@ static int setup(void **state)
 	return 0;
 }
 
+static void unblock_persists(struct fixture *f);
+
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
+	if (f->blocked)
+		unblock_persists(f);
 	test_rm_rf(f->dir);
 	free(f);
 	return 0;
@@ -88,6 +117,76 @@ static char *read_text(const char *path, size_t *len)
 	return buf;
 }
 
+static ino_t inode_of(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_ino;
+}
+
+static off_t size_of(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/* A text file of format 1 or 2 as earlier releases wrote it: header,
+ * records (each "<16 hex> <16 hex> <16 hex>\n"), end line with count and
+ * SHA-256. */
+static size_t legacy_text(unsigned version, const char *records, char *out, size_t out_len)
+{
+	unsigned char md[32];
+	unsigned int md_len = 0;
+	size_t lines = 0;
+	int n;
+
+	for (const char *p = records; *p; p++)
+		lines += *p == '\n';
+	n = snprintf(out, out_len, "srup-sequences %u\n%s", version, records);
+	assert_true(n > 0 && (size_t)n < out_len);
+	assert_int_equal(EVP_Digest(out, (size_t)n, md, &md_len, EVP_sha256(), NULL), 1);
+	n += snprintf(out + n, out_len - (size_t)n, "end %zu ", lines);
+	for (unsigned i = 0; i < md_len; i++)
+		n += snprintf(out + n, out_len - (size_t)n, "%02x", md[i]);
+	n += snprintf(out + n, out_len - (size_t)n, "\n");
+	return (size_t)n;
+}
+
+static void write_legacy(const char *path, unsigned version, const char *records)
+{
+	char text[4096];
+	size_t len = legacy_text(version, records, text, sizeof(text));
+
+	write_file(path, text, len);
+}
+
+/* last accepted from peer as the file on disk says now, read by a store
+ * of its own on a copy (the store under test holds the lock). */
+static uint64_t accepted_on_disk(struct fixture *f, uint64_t peer)
+{
+	char dir[4300], copy[4400], detail[512] = "";
+	struct srup_seqstore *s = NULL;
+	size_t len;
+	char *buf = read_text(f->file, &len);
+	uint64_t v;
+
+	snprintf(dir, sizeof(dir), "%s/snapshot", f->dir);
+	snprintf(copy, sizeof(copy), "%s/%s", dir, SRUP_SEQSTORE_FILE);
+	test_rm_rf(dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	write_file(copy, buf, len);
+	free(buf);
+	if (srup_seqstore_new(dir, 0, &s, detail, sizeof(detail)) != SRUP_SEQ_OK)
+		fail_msg("copy of %s: %s", f->file, detail);
+	v = srup_seqstore_last_accepted(s, peer);
+	srup_seqstore_free(s);
+	test_rm_rf(dir);
+	return v;
+}
+
 /* Opening a store over the given file content must fail as corrupt, and
  * the detail must name the file and the expected line. */
 static void expect_corrupt(struct fixture *f, const char *content, size_t len, const char *line_tag,
@@ -102,6 +201,24 @@ static void expect_corrupt(struct fixture *f, const char *content, size_t len, c
 			 SRUP_SEQ_E_CORRUPT);
 	assert_null(s);
 	snprintf(want_prefix, sizeof(want_prefix), "%s:%s:", f->file, line_tag);
+	if (strncmp(detail, want_prefix, strlen(want_prefix)) != 0 || !strstr(detail, what))
+		fail_msg("detail \"%s\" does not start with \"%s\" or lacks \"%s\"", detail,
+			 want_prefix, what);
+}
+
+/* The same for a format 3 file: the detail names the file. */
+static void expect_corrupt_slots(struct fixture *f, const char *content, size_t len,
+				 const char *what)
+{
+	struct srup_seqstore *s = NULL;
+	char detail[1024] = "";
+	char want_prefix[4300];
+
+	write_file(f->file, content, len);
+	assert_int_equal(srup_seqstore_new(f->dir, 0, &s, detail, sizeof(detail)),
+			 SRUP_SEQ_E_CORRUPT);
+	assert_null(s);
+	snprintf(want_prefix, sizeof(want_prefix), "%s: ", f->file);
 	if (strncmp(detail, want_prefix, strlen(want_prefix)) != 0 || !strstr(detail, what))
 		fail_msg("detail \"%s\" does not start with \"%s\" or lacks \"%s\"", detail,
 			 want_prefix, what);
@@ -250,56 +367,74 @@ static void test_file_format_is_the_documented_one(void **state)
 {
 	struct fixture *f = *state;
 	struct srup_seqstore *s = open_ok(f->dir);
+	uint8_t sum[32];
+	unsigned int sum_len = 0;
 	size_t len;
-	char *text;
+	char *buf;
 
+	/* Creates the file: both slots, generations 1 and 2. */
 	assert_int_equal(srup_seqstore_accept(s, 0x20, 0x10, NULL, 0), SRUP_SEQ_OK);
+	/* In place, into slot 0, generation 3. */
 	next_ok(s, 0x10);
 	srup_seqstore_free(s);
-	text = read_text(f->file, &len);
-	/* Peer 0x10: one ID sent, 256 reserved (0x100). */
-	assert_int_equal(strncmp(text,
-				 "srup-sequences 2\n"
-				 "0000000000000010 0000000000000100 0000000000000000\n"
-				 "0000000000000020 0000000000000000 0000000000000010\n"
-				 "end 2 ",
-				 17 + 51 + 51 + 6),
-			 0);
-	assert_int_equal(len, 17 + 51 + 51 + 6 + 64 + 1);
-	free(text);
+	buf = read_text(f->file, &len);
+	assert_int_equal(len, 2 * SLOT_ALIGN);
+	for (unsigned i = 0; i < 2; i++) {
+		const uint8_t *slot = (const uint8_t *)buf + i * SLOT_ALIGN;
+		assert_memory_equal(slot, "srup-sequences 3", 16);
+		assert_int_equal(le64(slot + 16), SLOT_ALIGN);
+		assert_int_equal(EVP_Digest(slot, SLOT_ALIGN - SLOT_SUM, sum, &sum_len, EVP_sha256(),
+					    NULL),
+				 1);
+		assert_memory_equal(sum, slot + SLOT_ALIGN - SLOT_SUM, 32);
+	}
+	const uint8_t *s0 = (const uint8_t *)buf, *s1 = s0 + SLOT_ALIGN;
+	assert_int_equal(le64(s0 + SLOT_OFF_GENERATION), 3);
+	assert_int_equal(le64(s0 + SLOT_OFF_COUNT), 2);
+	/* Peer 0x10: one ID sent, 256 reserved; peer 0x20: 0x10 accepted. */
+	assert_int_equal(le64(s0 + 40), 0x10);
+	assert_int_equal(le64(s0 + 48), SRUP_SEQSTORE_SEND_RESERVATION);
+	assert_int_equal(le64(s0 + 56), 0);
+	assert_int_equal(le64(s0 + 64), 0x20);
+	assert_int_equal(le64(s0 + 72), 0);
+	assert_int_equal(le64(s0 + 80), 0x10);
+	for (size_t i = SLOT_HEAD + 2 * SLOT_ENTRY; i < SLOT_ALIGN - SLOT_SUM; i++)
+		assert_int_equal(s0[i], 0);
+	/* Slot 1 still holds the state before. */
+	assert_int_equal(le64(s1 + SLOT_OFF_GENERATION), 2);
+	assert_int_equal(le64(s1 + SLOT_OFF_COUNT), 1);
+	assert_int_equal(le64(s1 + 40), 0x20);
+	free(buf);
 }
 
-/* Rewrite the file with one byte changed and the checksum left as it was. */
+/* Format 2 text with one byte changed and the checksum left as it was. */
 static void test_corrupt_byte_detected(void **state)
 {
 	struct fixture *f = *state;
-	struct srup_seqstore *s = open_ok(f->dir);
-	size_t len;
-	char *text;
+	char text[1024];
+	size_t len = legacy_text(2, "0000000000000020 0000000000000000 0000000000000030\n", text,
+				 sizeof(text));
 
-	assert_int_equal(srup_seqstore_accept(s, 0x20, 0x30, NULL, 0), SRUP_SEQ_OK);
-	srup_seqstore_free(s);
-	text = read_text(f->file, &len);
 	/* last_accepted 0x30 -> 0x20: a replay window if it went unnoticed. */
 	char *p = strstr(text, "0000000000000030");
 	assert_non_null(p);
 	p[14] = '2';
 	expect_corrupt(f, text, len, "3", "checksum does not match");
-	free(text);
 }
 
 static void test_truncated_file(void **state)
 {
 	struct fixture *f = *state;
-	struct srup_seqstore *s = open_ok(f->dir);
-	size_t len;
-	char *text;
+	struct srup_seqstore *s;
+	char text[1024];
+	size_t len = legacy_text(2,
+				 "0000000000000001 0000000000000000 0000000000000065\n"
+				 "0000000000000002 0000000000000000 0000000000000066\n"
+				 "0000000000000003 0000000000000000 0000000000000067\n",
+				 text, sizeof(text));
+	char *slots;
 
-	for (uint64_t p = 1; p <= 3; p++)
-		assert_int_equal(srup_seqstore_accept(s, p, 100 + p, NULL, 0), SRUP_SEQ_OK);
-	srup_seqstore_free(s);
-	text = read_text(f->file, &len);
-	/* Cut after the second peer line: no 'end' line. */
+	/* Format 2: cut after the second peer line: no 'end' line. */
 	expect_corrupt(f, text, 17 + 51 * 2, "4", "without its 'end' line");
 	/* Cut inside a line. */
 	expect_corrupt(f, text, 17 + 51 + 20, "3", "no newline");
@@ -307,7 +442,17 @@ static void test_truncated_file(void **state)
 	expect_corrupt(f, text, len - 10, "5", "no newline");
 	/* Empty file. */
 	expect_corrupt(f, "", 0, "1", "empty");
-	free(text);
+
+	/* Format 3 without its second slot, or cut inside it. */
+	assert_int_equal(unlink(f->file), 0);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_accept(s, 1, 1, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	slots = read_text(f->file, &len);
+	assert_int_equal(len, 2 * SLOT_ALIGN);
+	expect_corrupt_slots(f, slots, SLOT_ALIGN, "not a sequence file");
+	expect_corrupt_slots(f, slots, 2 * SLOT_ALIGN - 100, "not a sequence file");
+	free(slots);
 }
 
 static void test_malformed_lines(void **state)
@@ -323,7 +468,8 @@ static void test_malformed_lines(void **state)
 					 "aa 1 0\n";
 	static const char bad_end[] = "srup-sequences 2\nend x\n";
 
-	expect_corrupt(f, bad_header, strlen(bad_header), "1", "not a sequence file");
+	/* Neither text nor slots. */
+	expect_corrupt_slots(f, bad_header, strlen(bad_header), "not a sequence file");
 	expect_corrupt(f, future, strlen(future), "1", "unsupported format \"srup-sequences 9\"");
 	expect_corrupt(f, upper_hex, strlen(upper_hex), "2", "malformed line");
 	expect_corrupt(f, short_line, strlen(short_line), "2", "malformed line");
@@ -333,35 +479,27 @@ static void test_malformed_lines(void **state)
 static void test_order_count_and_trailing_data(void **state)
 {
 	struct fixture *f = *state;
-	struct srup_seqstore *s = open_ok(f->dir);
-	size_t len;
-	char *text, *copy;
-
-	assert_int_equal(srup_seqstore_accept(s, 1, 1, NULL, 0), SRUP_SEQ_OK);
-	assert_int_equal(srup_seqstore_accept(s, 2, 2, NULL, 0), SRUP_SEQ_OK);
-	srup_seqstore_free(s);
-	text = read_text(f->file, &len);
+	char text[1024], copy[1100];
+	size_t len = legacy_text(2,
+				 "0000000000000001 0000000000000000 0000000000000001\n"
+				 "0000000000000002 0000000000000000 0000000000000002\n",
+				 text, sizeof(text));
 
 	/* Lines swapped: out of order (the parse stops before the checksum). */
-	copy = strdup(text);
+	memcpy(copy, text, len);
 	memcpy(copy + 17, text + 17 + 51, 51);
 	memcpy(copy + 17 + 51, text + 17, 51);
 	expect_corrupt(f, copy, len, "3", "out of order");
-	free(copy);
 
 	/* Wrong count in the end line. */
-	copy = strdup(text);
+	memcpy(copy, text, len);
 	copy[17 + 51 * 2 + 4] = '3';
 	expect_corrupt(f, copy, len, "4", "counts 3 peers");
-	free(copy);
 
 	/* Something after the end line. */
-	copy = calloc(1, len + 8);
 	memcpy(copy, text, len);
 	memcpy(copy + len, "extra\n", 6);
 	expect_corrupt(f, copy, len + 6, "5", "after the 'end' line");
-	free(copy);
-	free(text);
 }
 
 static void test_lock_held_second_open_fails(void **state)
@@ -438,44 +576,60 @@ static void test_peer_bound(void **state)
 	assert_non_null(strstr(detail, "2 peers"));
 }
 
-static void test_failed_write_changes_nothing(void **state)
+/* Make every write to a regular file at or beyond limit bytes fail
+ * (RLIMIT_FSIZE, SIGXFSZ ignored); block_persists makes every write fail.
+ * The test process writes nothing else meanwhile. */
+static void block_writes_from(struct fixture *f, rlim_t limit)
 {
-	struct fixture *f = *state;
-	struct srup_seqstore *s = open_ok(f->dir);
-	char tmp[4300];
-	char detail[512] = "";
-	uint64_t seq = 0;
+	struct rlimit lim;
 
-	assert_int_equal(srup_seqstore_accept(s, 1, 10, NULL, 0), SRUP_SEQ_OK);
-	/* A directory in the temp file's place makes the write fail. */
-	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
-	assert_int_equal(mkdir(tmp, 0700), 0);
-	assert_int_equal(srup_seqstore_accept(s, 1, 11, detail, sizeof(detail)), SRUP_SEQ_E_IO);
-	assert_non_null(strstr(detail, SRUP_SEQSTORE_TMP_FILE));
-	assert_int_equal(srup_seqstore_last_accepted(s, 1), 10);
-	assert_int_equal(srup_seqstore_next(s, 2, &seq, NULL, 0), SRUP_SEQ_E_IO);
-	assert_int_equal(srup_seqstore_count(s), 1);
-	assert_int_equal(rmdir(tmp), 0);
-	assert_int_equal(next_ok(s, 1), 11);
-	srup_seqstore_free(s);
+	assert_false(f->blocked);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &f->saved_fsize), 0);
+	lim = f->saved_fsize;
+	lim.rlim_cur = limit;
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	f->blocked = true;
 }
 
-/* Make every persist fail (a directory where the temporary file goes), and
- * undo that. */
 static void block_persists(struct fixture *f)
 {
-	char tmp[4300];
-
-	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
-	assert_int_equal(mkdir(tmp, 0700), 0);
+	block_writes_from(f, 0);
 }
 
 static void unblock_persists(struct fixture *f)
 {
-	char tmp[4300];
+	assert_true(f->blocked);
+	f->blocked = false;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &f->saved_fsize), 0);
+}
 
-	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
-	assert_int_equal(rmdir(tmp), 0);
+static void test_failed_write_changes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char detail[512] = "";
+	uint64_t seq = 0;
+	enum srup_seq_err e1, e2;
+
+	assert_int_equal(srup_seqstore_accept(s, 1, 10, NULL, 0), SRUP_SEQ_OK);
+	block_persists(f);
+	e1 = srup_seqstore_accept(s, 1, 11, detail, sizeof(detail));
+	e2 = srup_seqstore_next(s, 2, &seq, NULL, 0);
+	unblock_persists(f);
+	assert_int_equal(e1, SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, f->file));
+	assert_non_null(strstr(detail, "writing slot"));
+	assert_int_equal(srup_seqstore_last_accepted(s, 1), 10);
+	assert_int_equal(e2, SRUP_SEQ_E_IO);
+	assert_int_equal(srup_seqstore_count(s), 1);
+	assert_int_equal(accepted_on_disk(f, 1), 10);
+	assert_int_equal(next_ok(s, 1), 11);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 1), 10);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 1), 10 + SRUP_SEQSTORE_SEND_RESERVATION);
+	srup_seqstore_free(s);
 }
 
 static void test_sends_within_reservation_persist_nothing(void **state)
@@ -484,6 +638,7 @@ static void test_sends_within_reservation_persist_nothing(void **state)
 	struct srup_seqstore *s = open_ok(f->dir);
 	char detail[512] = "";
 	uint64_t seq = 0;
+	enum srup_seq_err e;
 
 	assert_int_equal(next_ok(s, 0x31), 1);
 	assert_int_equal(srup_seqstore_sent_reserved(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION);
@@ -491,14 +646,18 @@ static void test_sends_within_reservation_persist_nothing(void **state)
 	 * handed out... */
 	block_persists(f);
 	for (uint64_t want = 2; want <= SRUP_SEQSTORE_SEND_RESERVATION; want++)
-		assert_int_equal(next_ok(s, 0x31), want);
+		if (srup_seqstore_next(s, 0x31, &seq, NULL, 0) != SRUP_SEQ_OK || seq != want) {
+			unblock_persists(f);
+			fail_msg("send %" PRIu64 " inside the reservation failed or got %" PRIu64,
+				 want, seq);
+		}
 	/* ...and the first ID above it is refused, changing nothing. */
-	assert_int_equal(srup_seqstore_next(s, 0x31, &seq, detail, sizeof(detail)),
-			 SRUP_SEQ_E_IO);
-	assert_non_null(strstr(detail, SRUP_SEQSTORE_TMP_FILE));
+	e = srup_seqstore_next(s, 0x31, &seq, detail, sizeof(detail));
+	unblock_persists(f);
+	assert_int_equal(e, SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, f->file));
 	assert_int_equal(srup_seqstore_last_sent(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION);
 	assert_int_equal(srup_seqstore_sent_reserved(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION);
-	unblock_persists(f);
 	assert_int_equal(next_ok(s, 0x31), SRUP_SEQSTORE_SEND_RESERVATION + 1);
 	assert_int_equal(srup_seqstore_sent_reserved(s, 0x31),
 			 2 * SRUP_SEQSTORE_SEND_RESERVATION);
@@ -593,23 +752,8 @@ static void test_reservation_stops_at_the_top(void **state)
 }
 
 /* A format 1 file, as the previous release wrote it. */
-static void write_format1(const char *path)
-{
-	static const char body[] = "srup-sequences 1\n"
-				   "0000000000000010 0000000000000005 0000000000000000\n"
-				   "0000000000000020 0000000000000000 0000000000000007\n";
-	unsigned char md[32];
-	unsigned int md_len = 0;
-	char text[400];
-	int n;
-
-	assert_int_equal(EVP_Digest(body, strlen(body), md, &md_len, EVP_sha256(), NULL), 1);
-	n = snprintf(text, sizeof(text), "%send 2 ", body);
-	for (unsigned i = 0; i < md_len; i++)
-		n += snprintf(text + n, sizeof(text) - (size_t)n, "%02x", md[i]);
-	n += snprintf(text + n, sizeof(text) - (size_t)n, "\n");
-	write_file(path, text, (size_t)n);
-}
+static const char format1_records[] = "0000000000000010 0000000000000005 0000000000000000\n"
+				      "0000000000000020 0000000000000000 0000000000000007\n";
 
 static void test_format1_migrated_at_open(void **state)
 {
@@ -618,17 +762,13 @@ static void test_format1_migrated_at_open(void **state)
 	size_t len;
 	char *text;
 
-	write_format1(f->file);
+	write_legacy(f->file, 1, format1_records);
 	s = open_ok(f->dir);
 	/* Rewritten before any change, in the current format. */
 	text = read_text(f->file, &len);
-	assert_int_equal(strncmp(text,
-				 "srup-sequences 2\n"
-				 "0000000000000010 0000000000000005 0000000000000000\n"
-				 "0000000000000020 0000000000000000 0000000000000007\n"
-				 "end 2 ",
-				 17 + 51 + 51 + 6),
-			 0);
+	assert_int_equal(len, 2 * SLOT_ALIGN);
+	assert_memory_equal(text, "srup-sequences 3", 16);
+	assert_int_equal(le64(text + SLOT_OFF_COUNT), 2);
 	free(text);
 	/* Format 1's last sent was exact: sending continues right above it. */
 	assert_int_equal(srup_seqstore_last_sent(s, 0x10), 5);
@@ -647,7 +787,7 @@ static void test_format1_migration_failure_is_an_error(void **state)
 	char *text;
 	int status;
 
-	write_format1(f->file);
+	write_legacy(f->file, 1, format1_records);
 	/* In a child whose file size limit (RLIMIT_FSIZE) makes every write
 	 * of the new file fail: the open fails, naming the file. */
 	pid_t pid = fork();
@@ -679,13 +819,37 @@ static void test_format1_migration_failure_is_an_error(void **state)
 	srup_seqstore_free(s);
 }
 
+static void test_format2_migrated_at_open(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s;
+	size_t len;
+	char *text;
+
+	write_legacy(f->file, 2,
+		     "0000000000000010 0000000000000100 0000000000000000\n"
+		     "0000000000000020 0000000000000000 0000000000000007\n");
+	s = open_ok(f->dir);
+	text = read_text(f->file, &len);
+	assert_int_equal(len, 2 * SLOT_ALIGN);
+	assert_memory_equal(text, "srup-sequences 3", 16);
+	free(text);
+	/* Format 2 records the reservation: continue above it. */
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0x10), 0x100);
+	assert_int_equal(next_ok(s, 0x10), 0x101);
+	assert_false(srup_seqstore_is_fresh(s, 0x20, 7));
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 0x20), 7);
+	assert_int_equal(srup_seqstore_sent_reserved(s, 0x10), 0x100 + SRUP_SEQSTORE_SEND_RESERVATION);
+	srup_seqstore_free(s);
+}
+
 static void test_staged_accepts_commit_together(void **state)
 {
 	struct fixture *f = *state;
 	struct srup_seqstore *s = open_ok(f->dir);
 	char detail[256] = "";
-	size_t len;
-	char *text;
 
 	assert_int_equal(srup_seqstore_accept(s, 0xa, 2, NULL, 0), SRUP_SEQ_OK);
 	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 5, NULL, 0), SRUP_SEQ_OK);
@@ -699,11 +863,11 @@ static void test_staged_accepts_commit_together(void **state)
 	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 9, NULL, 0), SRUP_SEQ_OK);
 	assert_int_equal(srup_seqstore_staged(s), 3);
 	/* Not on disk before the commit. */
-	text = read_text(f->file, &len);
-	assert_null(strstr(text, "000000000000000b"));
-	assert_null(strstr(text, "0000000000000009"));
-	free(text);
+	assert_int_equal(accepted_on_disk(f, 0xa), 2);
+	assert_int_equal(accepted_on_disk(f, 0xb), 0);
 	assert_int_equal(srup_seqstore_commit(s, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(accepted_on_disk(f, 0xa), 9);
+	assert_int_equal(accepted_on_disk(f, 0xb), 1);
 	assert_int_equal(srup_seqstore_staged(s), 0);
 	assert_int_equal(srup_seqstore_commit(s, NULL, 0), SRUP_SEQ_OK); /* nothing to do */
 	srup_seqstore_free(s);
@@ -718,6 +882,7 @@ static void test_failed_commit_undoes_every_staged_accept(void **state)
 	struct fixture *f = *state;
 	struct srup_seqstore *s = open_ok(f->dir);
 	char detail[512] = "";
+	enum srup_seq_err e;
 
 	assert_int_equal(srup_seqstore_accept(s, 0xa, 2, NULL, 0), SRUP_SEQ_OK);
 	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 5, NULL, 0), SRUP_SEQ_OK);
@@ -725,15 +890,17 @@ static void test_failed_commit_undoes_every_staged_accept(void **state)
 	assert_int_equal(srup_seqstore_stage_accept(s, 0xc, 4, NULL, 0), SRUP_SEQ_OK);
 	assert_int_equal(srup_seqstore_stage_accept(s, 0xa, 6, NULL, 0), SRUP_SEQ_OK);
 	block_persists(f);
-	assert_int_equal(srup_seqstore_commit(s, detail, sizeof(detail)), SRUP_SEQ_E_IO);
-	assert_non_null(strstr(detail, f->dir));
+	e = srup_seqstore_commit(s, detail, sizeof(detail));
+	unblock_persists(f);
+	assert_int_equal(e, SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, f->file));
 	/* As before the burst: the messages were never acted on, so their
 	 * IDs stay fresh. */
 	assert_int_equal(srup_seqstore_staged(s), 0);
 	assert_int_equal(srup_seqstore_last_accepted(s, 0xa), 2);
 	assert_int_equal(srup_seqstore_count(s), 1);
 	assert_true(srup_seqstore_is_fresh(s, 0xc, 3));
-	unblock_persists(f);
+	assert_int_equal(accepted_on_disk(f, 0xa), 2);
 	assert_int_equal(srup_seqstore_accept(s, 0xa, 5, NULL, 0), SRUP_SEQ_OK);
 	srup_seqstore_free(s);
 	s = open_ok(f->dir);
@@ -770,6 +937,261 @@ static void test_stage_respects_peer_bound(void **state)
 	assert_int_equal(srup_seqstore_staged(s), 2);
 	assert_int_equal(srup_seqstore_commit(s, NULL, 0), SRUP_SEQ_OK);
 	assert_int_equal(srup_seqstore_count(s), 2);
+	srup_seqstore_free(s);
+}
+
+/* ---- format 3: slots written in place ---------------------------------- */
+
+static void test_commits_write_in_place(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char tmp[4300];
+	struct stat st;
+	ino_t created;
+
+	assert_int_equal(srup_seqstore_accept(s, 1, 1, NULL, 0), SRUP_SEQ_OK);
+	created = inode_of(f->file);
+	/* Accepts, new peers and reservations: the same file, the same size,
+	 * no temporary file (no rename). */
+	for (uint64_t i = 2; i < 40; i++) {
+		assert_int_equal(srup_seqstore_accept(s, 1, i, NULL, 0), SRUP_SEQ_OK);
+		assert_int_equal(next_ok(s, 100 + i), 1);
+		assert_int_equal(inode_of(f->file), created);
+	}
+	assert_int_equal(size_of(f->file), 2 * SLOT_ALIGN);
+	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
+	assert_int_not_equal(stat(tmp, &st), 0);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 1), 39);
+	assert_int_equal(srup_seqstore_count(s), 39);
+	srup_seqstore_free(s);
+}
+
+/* The file after accepts of 1..upto from peer 5, each its own commit. */
+static char *file_after_accepts(struct fixture *f, uint64_t from, uint64_t upto, size_t *len)
+{
+	struct srup_seqstore *s = open_ok(f->dir);
+
+	for (uint64_t i = from; i <= upto; i++)
+		assert_int_equal(srup_seqstore_accept(s, 5, i, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	return read_text(f->file, len);
+}
+
+static void test_torn_write_keeps_the_previous_commit(void **state)
+{
+	struct fixture *f = *state;
+	size_t len_a, len_b, torn_at[] = {0, 512, 2048, SLOT_ALIGN - 512, SLOT_ALIGN};
+	char *before = file_after_accepts(f, 1, 2, &len_a);
+	char *after = file_after_accepts(f, 3, 3, &len_b);
+	char *torn = malloc(2 * SLOT_ALIGN);
+	unsigned target = 2;
+
+	assert_non_null(torn);
+	assert_int_equal(len_a, 2 * SLOT_ALIGN);
+	assert_int_equal(len_b, 2 * SLOT_ALIGN);
+	/* The commit of 3 wrote exactly one slot. */
+	for (unsigned i = 0; i < 2; i++)
+		if (memcmp(before + i * SLOT_ALIGN, after + i * SLOT_ALIGN, SLOT_ALIGN) != 0) {
+			assert_int_equal(target, 2);
+			target = i;
+		}
+	assert_true(target < 2);
+	/* A crash when the write had reached only part of that slot (pages
+	 * and sectors reach the disk in any order; here, a prefix). */
+	for (size_t k = 0; k < sizeof(torn_at) / sizeof(torn_at[0]); k++) {
+		struct srup_seqstore *s;
+		uint64_t want = torn_at[k] == SLOT_ALIGN ? 3 : 2;
+
+		memcpy(torn, before, 2 * SLOT_ALIGN);
+		memcpy(torn + target * SLOT_ALIGN, after + target * SLOT_ALIGN, torn_at[k]);
+		write_file(f->file, torn, 2 * SLOT_ALIGN);
+		s = open_ok(f->dir);
+		if (srup_seqstore_last_accepted(s, 5) != want)
+			fail_msg("write torn after %zu bytes: last accepted %" PRIu64 ", want %" PRIu64,
+				 torn_at[k], srup_seqstore_last_accepted(s, 5), want);
+		srup_seqstore_free(s);
+	}
+	/* The suffix missing instead (the checksum at the end is old). */
+	memcpy(torn, after, 2 * SLOT_ALIGN);
+	memcpy(torn + target * SLOT_ALIGN + SLOT_ALIGN - 512,
+	       before + target * SLOT_ALIGN + SLOT_ALIGN - 512, 512);
+	write_file(f->file, torn, 2 * SLOT_ALIGN);
+	struct srup_seqstore *s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 5), 2);
+	/* The next commit goes into the damaged slot and repairs it. */
+	assert_int_equal(srup_seqstore_accept(s, 5, 3, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	free(torn);
+	torn = read_text(f->file, &len_a);
+	assert_memory_equal(torn + target * SLOT_ALIGN, after + target * SLOT_ALIGN, SLOT_ALIGN);
+	free(torn);
+	free(before);
+	free(after);
+}
+
+static void test_one_damaged_slot_uses_the_other(void **state)
+{
+	struct fixture *f = *state;
+	size_t len;
+	/* Slot 0: generation 3, last accepted 2; slot 1: generation 4, 3. */
+	char *image = file_after_accepts(f, 1, 3, &len);
+	char *copy = malloc(len);
+	struct srup_seqstore *s;
+
+	assert_non_null(copy);
+	assert_int_equal(le64(image + SLOT_OFF_GENERATION), 3);
+	assert_int_equal(le64(image + SLOT_ALIGN + SLOT_OFF_GENERATION), 4);
+	/* The older slot damaged: the newest still wins. */
+	memcpy(copy, image, len);
+	copy[SLOT_HEAD + 20] ^= 0x01;
+	write_file(f->file, copy, len);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 5), 3);
+	srup_seqstore_free(s);
+	/* The newest damaged: the commit before it (logged). */
+	memcpy(copy, image, len);
+	copy[SLOT_ALIGN + SLOT_HEAD + 20] ^= 0x01;
+	write_file(f->file, copy, len);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 5), 2);
+	srup_seqstore_free(s);
+	free(copy);
+	free(image);
+}
+
+static void test_both_slots_damaged_is_an_error(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = NULL;
+	char detail[1024] = "";
+	size_t len;
+	char *image = file_after_accepts(f, 1, 3, &len);
+
+	image[SLOT_HEAD + 20] ^= 0x01;
+	image[SLOT_ALIGN + SLOT_HEAD + 20] ^= 0x01;
+	expect_corrupt_slots(f, image, len, "no valid slot");
+	assert_int_equal(srup_seqstore_new(f->dir, 0, &s, detail, sizeof(detail)),
+			 SRUP_SEQ_E_CORRUPT);
+	assert_null(s);
+	assert_non_null(strstr(detail, "slot 0 at offset 0: checksum does not match"));
+	assert_non_null(strstr(detail, "slot 1 at offset 4096: checksum does not match"));
+	/* Zeroed slots (blocks lost), the same. */
+	memset(image, 0, len);
+	expect_corrupt_slots(f, image, len, "no valid slot");
+	free(image);
+}
+
+static void test_equal_generations_is_an_error(void **state)
+{
+	struct fixture *f = *state;
+	size_t len;
+	char *image = file_after_accepts(f, 1, 3, &len);
+
+	memcpy(image, image + SLOT_ALIGN, SLOT_ALIGN);
+	expect_corrupt_slots(f, image, len, "both slots claim generation 4");
+	free(image);
+}
+
+static void test_failed_slot_write_rewrites_the_file(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char detail[512] = "";
+	enum srup_seq_err e2, e3;
+	ino_t created, rewritten;
+
+	/* Creation leaves slot 1 newest: the next commits go to slot 0,
+	 * then slot 1, which the size limit makes fail. */
+	assert_int_equal(srup_seqstore_accept(s, 9, 1, NULL, 0), SRUP_SEQ_OK);
+	created = inode_of(f->file);
+	block_writes_from(f, SLOT_ALIGN);
+	e2 = srup_seqstore_accept(s, 9, 2, NULL, 0);
+	e3 = srup_seqstore_accept(s, 9, 3, detail, sizeof(detail));
+	unblock_persists(f);
+	assert_int_equal(e2, SRUP_SEQ_OK);
+	assert_int_equal(e3, SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, "writing slot 1 failed"));
+	assert_int_equal(srup_seqstore_last_accepted(s, 9), 2);
+	assert_int_equal(accepted_on_disk(f, 9), 2);
+	assert_int_equal(inode_of(f->file), created);
+	/* The pages of a failed write are not trusted: a new file... */
+	assert_int_equal(srup_seqstore_accept(s, 9, 3, NULL, 0), SRUP_SEQ_OK);
+	rewritten = inode_of(f->file);
+	assert_true(rewritten != created);
+	/* ...then in place again. */
+	assert_int_equal(srup_seqstore_accept(s, 9, 4, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(inode_of(f->file), rewritten);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 9), 4);
+	srup_seqstore_free(s);
+}
+
+static void test_growth_rewrites_with_bigger_slots(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	size_t cap = slot_capacity_of(SLOT_ALIGN);
+	char tmp[4300];
+	struct stat st;
+	ino_t small, grown;
+	off_t size;
+
+	for (uint64_t p = 1; p <= cap; p++)
+		assert_int_equal(srup_seqstore_accept(s, p, 1000 + p, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(size_of(f->file), 2 * SLOT_ALIGN);
+	small = inode_of(f->file);
+	/* One peer more than a slot holds: a new file with bigger slots,
+	 * room for twice as many. */
+	assert_int_equal(next_ok(s, cap + 1), 1);
+	grown = inode_of(f->file);
+	assert_true(grown != small);
+	size = size_of(f->file);
+	assert_int_equal(size % (2 * SLOT_ALIGN), 0);
+	assert_true(slot_capacity_of((size_t)size / 2) >= 2 * (cap + 1));
+	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
+	assert_int_not_equal(stat(tmp, &st), 0);
+	/* In place again in the bigger file. */
+	assert_int_equal(srup_seqstore_accept(s, 1, 5000, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(inode_of(f->file), grown);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_count(s), cap + 1);
+	assert_int_equal(srup_seqstore_last_accepted(s, 1), 5000);
+	assert_int_equal(srup_seqstore_last_accepted(s, cap), 1000 + cap);
+	assert_int_equal(srup_seqstore_sent_reserved(s, cap + 1), SRUP_SEQSTORE_SEND_RESERVATION);
+	srup_seqstore_free(s);
+}
+
+static void test_failed_growth_changes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	size_t cap = slot_capacity_of(SLOT_ALIGN);
+	char tmp[4300], detail[512] = "";
+
+	for (uint64_t p = 1; p <= cap; p++)
+		assert_int_equal(srup_seqstore_accept(s, p, 1, NULL, 0), SRUP_SEQ_OK);
+	/* A directory where the new file would be written. */
+	snprintf(tmp, sizeof(tmp), "%s/%s", f->dir, SRUP_SEQSTORE_TMP_FILE);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	assert_int_equal(srup_seqstore_accept(s, cap + 1, 1, detail, sizeof(detail)),
+			 SRUP_SEQ_E_IO);
+	assert_non_null(strstr(detail, tmp));
+	assert_int_equal(srup_seqstore_count(s), cap);
+	assert_int_equal(size_of(f->file), 2 * SLOT_ALIGN);
+	/* Known peers still commit in place. */
+	assert_int_equal(srup_seqstore_accept(s, 1, 7, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(accepted_on_disk(f, 1), 7);
+	assert_int_equal(rmdir(tmp), 0);
+	assert_int_equal(srup_seqstore_accept(s, cap + 1, 1, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_count(s), cap + 1);
+	assert_int_equal(srup_seqstore_last_accepted(s, 1), 7);
 	srup_seqstore_free(s);
 }
 
@@ -824,6 +1246,19 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_staged_accepts_reach_disk_with_a_reservation,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stage_respects_peer_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format2_migrated_at_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commits_write_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_write_keeps_the_previous_commit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_one_damaged_slot_uses_the_other, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_both_slots_damaged_is_an_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_equal_generations_is_an_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_slot_write_rewrites_the_file, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_growth_rewrites_with_bigger_slots, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_failed_growth_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format1_migration_failure_is_an_error, setup,
 						teardown),
 	};
