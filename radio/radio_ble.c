@@ -20,6 +20,11 @@
  * methods: another local process must not be able to inject frames that no
  * radio carried.
  *
+ * With require_encryption the Confirmation characteristic is encrypt-write
+ * and the channel also registers a pairing agent (ble_agent.h: Just Works,
+ * no input, no output) as BlueZ's default agent, since BlueZ pairs only
+ * with an agent's consent.
+ *
  * Confirmation writes and long writes. A WriteValue is a chunk at its
  * "offset" option (0 when absent). Offset 0 starts a new frame; a chunk at
  * another offset must continue exactly where the held bytes end, from the
@@ -47,6 +52,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "ble_agent.h"
 #include "ble_bluez.h"
 #include "srup_log.h"
 
@@ -82,6 +88,10 @@ struct ble_channel {
 	sd_bus_slot *adv_call;     /* (Un)RegisterAdvertisement in flight */
 	bool adv_call_registers;
 	sd_bus_slot *probe_call;   /* adapter probe in flight */
+	struct ble_agent agent;    /* require_encryption only */
+	bool agent_registered;
+	bool agent_call_registers; /* RegisterAgent (else RequestDefaultAgent) */
+	sd_bus_slot *agent_call;
 	sd_event_source *grace_timer;
 	sd_event_source *retry_timer;
 	char lost_why[128];
@@ -697,8 +707,60 @@ static int on_adv_call_done(sd_bus_message *reply, void *userdata, sd_bus_error 
 	return 0;
 }
 
+static int call_agent_manager(struct ble_channel *b, bool registers);
+
+static int on_agent_call_done(sd_bus_message *reply, void *userdata, sd_bus_error *err)
+{
+	struct ble_channel *b = userdata;
+	const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+	(void)err;
+	b->agent_call = sd_bus_slot_unref(b->agent_call);
+	if (b->agent_call_registers) {
+		if (e && !sd_bus_error_has_name(e, BLUEZ_ERR_ALREADY_EXISTS)) {
+			srup_log(LOG_ERR, "BLE: RegisterAgent failed: %s: %s", e->name,
+				 e->message ? e->message : "");
+			schedule_retry(b);
+			return 0;
+		}
+		if (call_agent_manager(b, false) < 0)
+			schedule_retry(b);
+		return 0;
+	}
+	/* Registered even if another agent stays the default one. */
+	b->agent_registered = true;
+	if (e)
+		srup_log(LOG_WARNING, "BLE: RequestDefaultAgent failed: %s: %s; pairing may go "
+			 "to another agent", e->name, e->message ? e->message : "");
+	else
+		srup_log(LOG_INFO, "BLE: pairing agent registered (" BLE_AGENT_CAPABILITY
+			 ", default)");
+	return 0;
+}
+
+static int call_agent_manager(struct ble_channel *b, bool registers)
+{
+	int r;
+
+	b->agent_call_registers = registers;
+	if (registers)
+		r = sd_bus_call_method_async(b->bus, &b->agent_call, BLUEZ_BUS_NAME, "/org/bluez",
+					     BLE_AGENT_MANAGER_IFACE, "RegisterAgent",
+					     on_agent_call_done, b, "os", BLE_AGENT_PATH,
+					     BLE_AGENT_CAPABILITY);
+	else
+		r = sd_bus_call_method_async(b->bus, &b->agent_call, BLUEZ_BUS_NAME, "/org/bluez",
+					     BLE_AGENT_MANAGER_IFACE, "RequestDefaultAgent",
+					     on_agent_call_done, b, "o", BLE_AGENT_PATH);
+	if (r < 0)
+		srup_log(LOG_ERR, "BLE: cannot call %s: %s",
+			 registers ? "RegisterAgent" : "RequestDefaultAgent", strerror(-r));
+	return r;
+}
+
 /* Brings BlueZ's registrations in line with what is wanted: the
- * application always, the advertisement while listening. */
+ * application always, the pairing agent with require_encryption, the
+ * advertisement while listening. */
 static void reconcile(struct ble_channel *b)
 {
 	int r;
@@ -716,6 +778,9 @@ static void reconcile(struct ble_channel *b)
 			schedule_retry(b);
 		}
 	}
+	if (b->require_encryption && !b->agent_registered && !b->agent_call &&
+	    call_agent_manager(b, true) < 0)
+		schedule_retry(b);
 	if (b->adv_call || b->base.listening == b->adv_registered)
 		return;
 	b->adv_call_registers = b->base.listening;
@@ -767,6 +832,8 @@ static void bluez_lost(struct ble_channel *b, const char *why)
 	b->app_call = sd_bus_slot_unref(b->app_call);
 	b->adv_call = sd_bus_slot_unref(b->adv_call);
 	b->probe_call = sd_bus_slot_unref(b->probe_call);
+	b->agent_call = sd_bus_slot_unref(b->agent_call);
+	b->agent_registered = false;
 	held_drop(b);
 	if (b->notifying) {
 		b->notifying = false;
@@ -966,11 +1033,17 @@ static void ble_destroy(struct radio_channel *ch)
 			sd_bus_call_method_async(b->bus, NULL, BLUEZ_BUS_NAME, b->adapter_path,
 						 BLUEZ_GATT_MANAGER_IFACE, "UnregisterApplication",
 						 NULL, NULL, "o", APP_PATH);
+		if (b->agent_registered)
+			sd_bus_call_method_async(b->bus, NULL, BLUEZ_BUS_NAME, "/org/bluez",
+						 BLE_AGENT_MANAGER_IFACE, "UnregisterAgent", NULL,
+						 NULL, "o", BLE_AGENT_PATH);
 		sd_bus_flush(b->bus);
 	}
 	sd_bus_slot_unref(b->app_call);
 	sd_bus_slot_unref(b->adv_call);
 	sd_bus_slot_unref(b->probe_call);
+	sd_bus_slot_unref(b->agent_call);
+	ble_agent_unexport(&b->agent);
 	sd_bus_slot_unref(b->match_owner);
 	sd_bus_slot_unref(b->match_added);
 	sd_bus_slot_unref(b->match_removed);
@@ -1015,6 +1088,11 @@ static bool adapter_name_ok(const char *name)
 	return true;
 }
 
+static const char *channel_bluez_owner(void *user)
+{
+	return ((const struct ble_channel *)user)->bluez_owner;
+}
+
 static int export_objects(struct ble_channel *b)
 {
 	int r;
@@ -1035,6 +1113,8 @@ static int export_objects(struct ble_channel *b)
 	if (r >= 0)
 		r = sd_bus_add_object_vtable(b->bus, &b->vt_adv, ADV_PATH, BLUEZ_ADV_IFACE,
 					     adv_vtable, b);
+	if (r >= 0 && b->require_encryption)
+		r = ble_agent_export(b->bus, &b->agent);
 	return r;
 }
 
@@ -1114,6 +1194,8 @@ enum radio_err radio_ble_channel_new(sd_event *loop, const struct radio_ble_conf
 	b->grace_seconds = cfg->bluez_grace_seconds ? cfg->bluez_grace_seconds
 						    : DEFAULT_GRACE_SECONDS;
 	b->result = RADIO_RESULT_NOT_COMPARED;
+	b->agent.bluez_owner = channel_bluez_owner;
+	b->agent.user = b;
 
 	r = sd_bus_open_system(&b->bus);
 	if (r < 0) {

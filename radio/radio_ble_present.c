@@ -10,7 +10,12 @@
  *
  * Emulated controllers report an advertisement once, when scanning starts,
  * and give no useful RSSI: discovery is restarted every few seconds until
- * the observer shows up, and nothing depends on RSSI. */
+ * the observer shows up, and nothing depends on RSSI.
+ *
+ * Calls to BlueZ are made asynchronously and the connection is served
+ * while they are in flight: with [ble] require_encryption the write makes
+ * BlueZ pair, and BlueZ asks this process's pairing agent (ble_agent.h)
+ * before it answers the write. */
 #include "radio.h"
 
 #include <errno.h>
@@ -22,6 +27,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "ble_agent.h"
 #include "ble_bluez.h"
 #include "srup_log.h"
 
@@ -68,6 +74,10 @@ struct central {
 
 	sd_bus_slot *match_added;
 	sd_bus_slot *match_props;
+
+	char bluez_owner[256];
+	struct ble_agent agent;     /* with require_encryption only */
+	bool agent_registered;
 };
 
 static uint64_t now_usec(void)
@@ -291,6 +301,99 @@ static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error
 	return 0;
 }
 
+/* Processes bus traffic until done(c) or the time `until`. */
+static int wait_until(struct central *c, bool (*done)(const struct central *c), uint64_t until)
+{
+	int r;
+
+	while (!done(c)) {
+		uint64_t now;
+
+		r = sd_bus_process(c->bus, NULL);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			continue;
+		now = now_usec();
+		if (now >= until)
+			return 0;
+		r = sd_bus_wait(c->bus, until - now);
+		if (r < 0 && r != -EINTR)
+			return r;
+	}
+	return 1;
+}
+
+struct call_state {
+	bool done;
+	sd_bus_message *reply;
+};
+
+static int on_call_reply(sd_bus_message *m, void *userdata, sd_bus_error *err)
+{
+	struct call_state *st = userdata;
+
+	(void)err;
+	st->reply = sd_bus_message_ref(m);
+	st->done = true;
+	return 0;
+}
+
+/* sd_bus_call, but serving the connection (the agent, signals) while
+ * waiting. Returns 0 or a negative errno with e set; *reply (may be NULL)
+ * gets the reply. The deadline is kept here: sd-bus's own reply timeout
+ * was seen not to wake sd_bus_wait. */
+static int call_serving(struct central *c, sd_bus_message *m, uint64_t timeout,
+			sd_bus_error *e, sd_bus_message **reply)
+{
+	struct call_state st = {0};
+	sd_bus_slot *slot = NULL;
+	uint64_t until = now_usec() + timeout;
+	int r;
+
+	r = sd_bus_call_async(c->bus, &slot, m, on_call_reply, &st, timeout);
+	if (r < 0)
+		return sd_bus_error_set_errno(e, r);
+	while (!st.done) {
+		uint64_t now;
+
+		r = sd_bus_process(c->bus, NULL);
+		if (r < 0)
+			break;
+		if (r > 0)
+			continue;
+		now = now_usec();
+		if (now >= until) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		r = sd_bus_wait(c->bus, until - now);
+		if (r < 0 && r != -EINTR)
+			break;
+	}
+	/* Dropping the slot forgets a reply still to come. */
+	sd_bus_slot_unref(slot);
+	if (!st.done)
+		return sd_bus_error_set_errno(e, r);
+	if (sd_bus_message_is_method_error(st.reply, NULL)) {
+		r = sd_bus_message_get_errno(st.reply);
+		sd_bus_error_copy(e, sd_bus_message_get_error(st.reply));
+		sd_bus_message_unref(st.reply);
+		return r > 0 ? -r : -EIO;
+	}
+	if (reply)
+		*reply = st.reply;
+	else
+		sd_bus_message_unref(st.reply);
+	return 0;
+}
+
+static int new_call(struct central *c, sd_bus_message **m, const char *path, const char *iface,
+		    const char *member)
+{
+	return sd_bus_message_new_method_call(c->bus, m, BLUEZ_BUS_NAME, path, iface, member);
+}
+
 /* ---- GetManagedObjects ------------------------------------------------- */
 
 typedef int (*object_iface_fn)(struct central *c, const char *path, const char *iface,
@@ -305,8 +408,12 @@ static int walk_managed_objects(struct central *c, object_iface_fn fn, sd_bus_er
 	const char *iface;
 	int r;
 
-	r = sd_bus_call_method(c->bus, BLUEZ_BUS_NAME, "/", DBUS_OM_IFACE, "GetManagedObjects", e,
-			       &reply, "");
+	sd_bus_message *m = NULL;
+
+	r = new_call(c, &m, "/", DBUS_OM_IFACE, "GetManagedObjects");
+	if (r >= 0)
+		r = call_serving(c, m, step_timeout(c, STEP_CAP_USEC), e, &reply);
+	sd_bus_message_unref(m);
 	if (r < 0)
 		return r;
 	r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
@@ -416,30 +523,83 @@ static int collect_gatt(struct central *c, const char *path, const char *iface,
 	return sd_bus_message_skip(props, "a{sv}");
 }
 
-/* ---- Steps -------------------------------------------------------------- */
+/* ---- Pairing agent ([ble] require_encryption) -------------------------- */
 
-/* Processes bus traffic until done(c) or the time `until`. */
-static int wait_until(struct central *c, bool (*done)(const struct central *c), uint64_t until)
+static const char *central_bluez_owner(void *user)
 {
+	return ((const struct central *)user)->bluez_owner;
+}
+
+static void query_bluez_owner(struct central *c)
+{
+	sd_bus_message *reply = NULL;
+	const char *owner;
+
+	if (sd_bus_call_method(c->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", "GetNameOwner", NULL, &reply, "s",
+			       BLUEZ_BUS_NAME) >= 0 &&
+	    sd_bus_message_read(reply, "s", &owner) > 0)
+		snprintf(c->bluez_owner, sizeof(c->bluez_owner), "%s", owner);
+	sd_bus_message_unref(reply);
+}
+
+static int agent_manager_call(struct central *c, const char *member, const char *capability,
+			      uint64_t timeout, sd_bus_error *e)
+{
+	sd_bus_message *m = NULL;
 	int r;
 
-	while (!done(c)) {
-		uint64_t now;
-
-		r = sd_bus_process(c->bus, NULL);
-		if (r < 0)
-			return r;
-		if (r > 0)
-			continue;
-		now = now_usec();
-		if (now >= until)
-			return 0;
-		r = sd_bus_wait(c->bus, until - now);
-		if (r < 0 && r != -EINTR)
-			return r;
-	}
-	return 1;
+	r = new_call(c, &m, "/org/bluez", BLE_AGENT_MANAGER_IFACE, member);
+	if (r >= 0)
+		r = sd_bus_message_append(m, "o", BLE_AGENT_PATH);
+	if (r >= 0 && capability)
+		r = sd_bus_message_append(m, "s", capability);
+	if (r >= 0)
+		r = call_serving(c, m, timeout, e, NULL);
+	sd_bus_message_unref(m);
+	return r;
 }
+
+/* Pairing for an encrypt-write Confirmation asks an agent on this side
+ * too. Failing here is not fatal: the write then fails, saying why. */
+static void register_agent(struct central *c)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	int r;
+
+	c->agent.bluez_owner = central_bluez_owner;
+	c->agent.user = c;
+	r = ble_agent_export(c->bus, &c->agent);
+	if (r >= 0) {
+		r = agent_manager_call(c, "RegisterAgent", BLE_AGENT_CAPABILITY,
+				       step_timeout(c, STEP_CAP_USEC), &e);
+		if (r < 0 && sd_bus_error_has_name(&e, BLUEZ_ERR_ALREADY_EXISTS))
+			r = 0;
+	}
+	if (r >= 0) {
+		c->agent_registered = true;
+		sd_bus_error_free(&e);
+		r = agent_manager_call(c, "RequestDefaultAgent", NULL,
+				       step_timeout(c, STEP_CAP_USEC), &e);
+	}
+	if (r < 0)
+		srup_log(LOG_NOTICE, "BLE present: pairing agent not set up: %s",
+			 error_text(&e, r));
+	sd_bus_error_free(&e);
+}
+
+static void unregister_agent(struct central *c)
+{
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+
+	if (c->agent_registered)
+		agent_manager_call(c, "UnregisterAgent", NULL, CLEANUP_USEC, &e);
+	c->agent_registered = false;
+	ble_agent_unexport(&c->agent);
+	sd_bus_error_free(&e);
+}
+
+/* ---- Steps -------------------------------------------------------------- */
 
 static enum radio_err check_adapter(struct central *c)
 {
@@ -448,10 +608,16 @@ static enum radio_err check_adapter(struct central *c)
 	int powered = 0;
 	int r;
 
-	r = sd_bus_call_method(c->bus, BLUEZ_BUS_NAME, c->adapter_path, DBUS_PROPS_IFACE, "Get",
-			       &e, &reply, "ss", BLUEZ_ADAPTER_IFACE, "Powered");
+	sd_bus_message *m = NULL;
+
+	r = new_call(c, &m, c->adapter_path, DBUS_PROPS_IFACE, "Get");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "ss", BLUEZ_ADAPTER_IFACE, "Powered");
+	if (r >= 0)
+		r = call_serving(c, m, step_timeout(c, STEP_CAP_USEC), &e, &reply);
 	if (r >= 0)
 		r = sd_bus_message_read(reply, "v", "b", &powered);
+	sd_bus_message_unref(m);
 	sd_bus_message_unref(reply);
 	if (r < 0) {
 		enum radio_err err = fail(c, call_error(r, RADIO_E_UNAVAILABLE),
@@ -473,7 +639,7 @@ static int call_adapter(struct central *c, const char *method, sd_bus_error *e)
 	r = sd_bus_message_new_method_call(c->bus, &m, BLUEZ_BUS_NAME, c->adapter_path,
 					   BLUEZ_ADAPTER_IFACE, method);
 	if (r >= 0)
-		r = sd_bus_call(c->bus, m, step_timeout(c, STEP_CAP_USEC), e, NULL);
+		r = call_serving(c, m, step_timeout(c, STEP_CAP_USEC), e, NULL);
 	sd_bus_message_unref(m);
 	return r;
 }
@@ -491,7 +657,7 @@ static enum radio_err set_discovery_filter(struct central *c)
 		r = sd_bus_message_append(m, "a{sv}", 2, "UUIDs", "as", 1, BLE_UUID_SERVICE,
 					  "Transport", "s", "le");
 	if (r >= 0)
-		r = sd_bus_call(c->bus, m, step_timeout(c, STEP_CAP_USEC), &e, NULL);
+		r = call_serving(c, m, step_timeout(c, STEP_CAP_USEC), &e, NULL);
 	if (r < 0)
 		err = fail(c, call_error(r, RADIO_E_IO), "discovery filter: %s refused it (%s: %s)",
 			   c->adapter, error_name(&e), error_text(&e, r));
@@ -585,7 +751,7 @@ static bool connection_settled(const struct central *c)
 static enum radio_err connect_device(struct central *c)
 {
 	sd_bus_error e = SD_BUS_ERROR_NULL;
-	sd_bus_message *m = NULL;
+	sd_bus_message *m = NULL, *reply = NULL;
 	int resolved = 0;
 	int r;
 
@@ -599,8 +765,8 @@ static enum radio_err connect_device(struct central *c)
 	r = sd_bus_message_new_method_call(c->bus, &m, BLUEZ_BUS_NAME, c->device_path,
 					   BLUEZ_DEVICE_IFACE, "Connect");
 	if (r >= 0)
-		r = sd_bus_call(c->bus, m, step_timeout(c, CONNECT_CAP_USEC), &e, NULL);
-	sd_bus_message_unref(m);
+		r = call_serving(c, m, step_timeout(c, CONNECT_CAP_USEC), &e, NULL);
+	m = sd_bus_message_unref(m);
 	if (r < 0 && !sd_bus_error_has_name(&e, "org.bluez.Error.AlreadyConnected")) {
 		enum radio_err err = fail(c, call_error(r, RADIO_E_IO), "connect: %s: %s: %s",
 					  c->device_address, error_name(&e), error_text(&e, r));
@@ -613,10 +779,16 @@ static enum radio_err connect_device(struct central *c)
 
 	/* ServicesResolved may already be true (the signal came before the
 	 * reply, or the device was connected). */
-	r = sd_bus_get_property_trivial(c->bus, BLUEZ_BUS_NAME, c->device_path, BLUEZ_DEVICE_IFACE,
-					"ServicesResolved", NULL, 'b', &resolved);
-	if (r >= 0 && resolved)
+	r = new_call(c, &m, c->device_path, DBUS_PROPS_IFACE, "Get");
+	if (r >= 0)
+		r = sd_bus_message_append(m, "ss", BLUEZ_DEVICE_IFACE, "ServicesResolved");
+	if (r >= 0)
+		r = call_serving(c, m, step_timeout(c, STEP_CAP_USEC), &e, &reply);
+	if (r >= 0 && sd_bus_message_read(reply, "v", "b", &resolved) >= 0 && resolved)
 		c->services_resolved = true;
+	m = sd_bus_message_unref(m);
+	reply = sd_bus_message_unref(reply);
+	sd_bus_error_free(&e);
 	r = wait_until(c, connection_settled, now_usec() + step_timeout(c, SERVICES_CAP_USEC));
 	if (r < 0)
 		return fail(c, RADIO_E_IO, "services: D-Bus connection failed: %s", strerror(-r));
@@ -688,7 +860,7 @@ static enum radio_err read_value(struct central *c, const char *step, const char
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a{sv}", 0);
 	if (r >= 0)
-		r = sd_bus_call(c->bus, m, step_timeout(c, STEP_CAP_USEC), &e, &reply);
+		r = call_serving(c, m, step_timeout(c, STEP_CAP_USEC), &e, &reply);
 	if (r < 0) {
 		err = fail(c, call_error(r, RADIO_E_IO), "%s: read failed (%s: %s)", step,
 			   error_name(&e), error_text(&e, r));
@@ -745,7 +917,7 @@ static enum radio_err write_frame(struct central *c, const uint8_t *frame, size_
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a{sv}", 1, "type", "s", "request");
 	if (r >= 0)
-		r = sd_bus_call(c->bus, m, step_timeout(c, STEP_CAP_USEC), &e, NULL);
+		r = call_serving(c, m, step_timeout(c, STEP_CAP_USEC), &e, NULL);
 	if (r == -ETIMEDOUT)
 		err = fail(c, RADIO_E_TIMEOUT, "write Confirmation: no answer in time");
 	else if (r < 0 && e.name)
@@ -771,7 +943,7 @@ static void disconnect_device(struct central *c)
 	r = sd_bus_message_new_method_call(c->bus, &m, BLUEZ_BUS_NAME, c->device_path,
 					   BLUEZ_DEVICE_IFACE, "Disconnect");
 	if (r >= 0)
-		r = sd_bus_call(c->bus, m, CLEANUP_USEC, &e, NULL);
+		r = call_serving(c, m, CLEANUP_USEC, &e, NULL);
 	if (r < 0)
 		srup_log(LOG_DEBUG, "BLE present: Disconnect %s: %s", c->device_address,
 			 error_text(&e, r));
@@ -880,8 +1052,12 @@ enum radio_err radio_ble_present(const struct radio_ble_config *cfg, uint64_t ex
 		explicit_bzero(frame, sizeof(frame));
 		return fail(&c, RADIO_E_IO, "system bus: cannot connect: %s", strerror(-r));
 	}
+	query_bluez_owner(&c);
+	if (cfg->require_encryption)
+		register_agent(&c);
 	err = present_on_bus(&c, expected_observer, frame, frame_len, result);
 	stop_discovery(&c);
+	unregister_agent(&c);
 	explicit_bzero(frame, sizeof(frame));
 	sd_bus_slot_unref(c.match_added);
 	sd_bus_slot_unref(c.match_props);

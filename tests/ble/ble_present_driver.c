@@ -30,6 +30,8 @@ int main(int argc, char **argv)
 			f.device_id = strtoull(v, NULL, 16);
 		else if (strcmp(a, "--value") == 0)
 			value = v;
+		else if (strcmp(a, "--encrypt") == 0)
+			cfg.require_encryption = strcmp(v, "yes") == 0;
 		else if (strcmp(a, "--timeout-ms") == 0)
 			timeout_ms = (unsigned)strtoul(v, NULL, 10);
 		else {
@@ -39,7 +41,7 @@ int main(int argc, char **argv)
 	}
 	if (!value || strlen(value) == 0 || strlen(value) > SRUP_FRAME_VALUE_MAX) {
 		fprintf(stderr, "usage: ble_present_driver --value TEXT [--device HEX] "
-				"[--expect HEX] [--adapter NAME] [--timeout-ms N]\n");
+				"[--expect HEX] [--adapter NAME] [--timeout-ms N] [--encrypt yes]\n");
 		return 2;
 	}
 	f.value_len = (uint16_t)strlen(value);

@@ -46,6 +46,8 @@ GATT_SERVICE = "org.bluez.GattService1"
 GATT_CHRC = "org.bluez.GattCharacteristic1"
 ADV_MANAGER = "org.bluez.LEAdvertisingManager1"
 ADV = "org.bluez.LEAdvertisement1"
+AGENT_MANAGER = "org.bluez.AgentManager1"
+AGENT = "org.bluez.Agent1"
 OM = "org.freedesktop.DBus.ObjectManager"
 PROPS = "org.freedesktop.DBus.Properties"
 
@@ -351,7 +353,10 @@ class RemoteObserver:
     behaviour keys: observer_id (int), appear_after_starts (1: on the first
     StartDiscovery), answer (0x60, 0x6E or "refuse"), resolve (bool),
     connect_failures (how many Connect calls fail first), resolve_failures
-    (how many connections never resolve their services), uuids (list)."""
+    (how many connections never resolve their services), uuids (list),
+    pair (the Confirmation write makes BlueZ pair first: it asks the
+    registered agent to confirm, and refuses the write without one),
+    connect_hangs (Connect never answers, as with a device out of range)."""
 
     def __init__(self, bluez, adapter, address="AA:BB:CC:DD:EE:01", **behaviour):
         self.bluez = bluez
@@ -359,13 +364,14 @@ class RemoteObserver:
         self.address = address
         self.b = dict(observer_id=0x0102030405060708, appear_after_starts=1, answer=0x60,
                       resolve=True, connect_failures=0, resolve_failures=0,
-                      uuids=[SERVICE_UUID])
+                      uuids=[SERVICE_UUID], pair=False, connect_hangs=False)
         self.b.update(behaviour)
         self.path = "%s/dev_%s" % (adapter.path, address.replace(":", "_"))
         self.device = None
         self.gatt = []
         self.result = 0
         self.writes = []
+        self.paired = False
         self.connects = 0
         self.disconnects = 0
 
@@ -409,11 +415,23 @@ class RemoteDevice(PropsObject):
         }}
         super().__init__(remote.bluez, remote.path, props)
 
-    @dbus.service.method(DEVICE, in_signature="", out_signature="")
-    def Connect(self):
+    @dbus.service.method(DEVICE, in_signature="", out_signature="",
+                         async_callbacks=("ok", "err"))
+    def Connect(self, ok, err):
         r = self.remote
         r.connects += 1
         r.bluez.record("connect", path=self.path)
+        if r.b["connect_hangs"]:
+            return
+        try:
+            self.connect_now()
+        except dbus.exceptions.DBusException as e:
+            err(e)
+            return
+        ok()
+
+    def connect_now(self):
+        r = self.remote
         if r.b["connect_failures"] > 0:
             r.b["connect_failures"] -= 1
             raise bluez_error("Failed", "le-connection-abort-by-local")
@@ -458,17 +476,66 @@ class RemoteChrc(PropsObject):
             raise bluez_error("NotPermitted", "Read not permitted")
         return dbus.Array(value, signature="y")
 
-    @dbus.service.method(GATT_CHRC, in_signature="aya{sv}", out_signature="")
-    def WriteValue(self, value, options):
+    @dbus.service.method(GATT_CHRC, in_signature="aya{sv}", out_signature="",
+                         async_callbacks=("ok", "err"))
+    def WriteValue(self, value, options, ok, err):
         r = self.remote
         data = bytes(int(b) for b in value)
         r.bluez.record("write", role=self.role, value=data, options=unwrap(options))
         if self.role != "conf":
-            raise bluez_error("NotPermitted", "Write not permitted")
-        r.writes.append((data, unwrap(options)))
-        if r.b["answer"] == "refuse":
-            raise bluez_error("Failed", "Operation failed with ATT error: 0x80")
-        r.result = r.b["answer"]
+            err(bluez_error("NotPermitted", "Write not permitted"))
+            return
+
+        def write():
+            r.writes.append((data, unwrap(options)))
+            if r.b["answer"] == "refuse":
+                err(bluez_error("Failed", "Operation failed with ATT error: 0x80"))
+                return
+            r.result = r.b["answer"]
+            ok()
+
+        if not r.b["pair"] or r.paired:
+            write()
+            return
+        agent = r.bluez.agent
+        if not agent:
+            err(bluez_error("Failed", "Operation failed with ATT error: 0x0e"))
+            return
+
+        def confirmed():
+            r.paired = True
+            r.bluez.record("paired", path=r.device.path)
+            write()
+
+        def refused(e):
+            r.bluez.record("pairing_refused", error=str(e))
+            err(bluez_error("Failed", "Operation failed with ATT error: 0x0e"))
+
+        r.bluez.conn.call_async(agent["sender"], agent["path"], AGENT, "RequestConfirmation",
+                                "ou", (dbus.ObjectPath(r.device.path), dbus.UInt32(123456)),
+                                confirmed, refused)
+
+
+class AgentManager(PropsObject):
+    def __init__(self, bluez):
+        super().__init__(bluez, "/org/bluez", {AGENT_MANAGER: {}})
+
+    @dbus.service.method(AGENT_MANAGER, in_signature="os", out_signature="",
+                         sender_keyword="sender")
+    def RegisterAgent(self, path, capability, sender):
+        self.bluez.record("register_agent", path=str(path), capability=str(capability))
+        self.bluez.agent = {"sender": sender, "path": str(path), "capability": str(capability)}
+
+    @dbus.service.method(AGENT_MANAGER, in_signature="o", out_signature="",
+                         sender_keyword="sender")
+    def RequestDefaultAgent(self, path, sender):
+        self.bluez.record("default_agent", path=str(path))
+
+    @dbus.service.method(AGENT_MANAGER, in_signature="o", out_signature="",
+                         sender_keyword="sender")
+    def UnregisterAgent(self, path, sender):
+        self.bluez.record("unregister_agent", path=str(path))
+        self.bluez.agent = None
 
 
 # ---- The stand-in ----------------------------------------------------------
@@ -491,7 +558,9 @@ class FakeBluez:
         self.remotes = []
         self.notifications = []
         self._notify_match = None
+        self.agent = None        # {"sender", "path", "capability"}
         self.root = Root(self)
+        self.add_object(AgentManager(self), announce=False)
         self.adapters = {}
         for name, addr, powered in adapters:
             self.add_adapter(name, addr, powered, announce=False)
@@ -607,6 +676,15 @@ class FakeBluez:
         v = self.conn.call_blocking(self.app["sender"], self.app_chrc(uuid), GATT_CHRC,
                                     "ReadValue", "a{sv}", (opts,), timeout=5)
         return bytes(int(b) for b in v)
+
+    def call_agent(self, method, signature="", args=(), conn=None):
+        """A method of the registered pairing agent; None or the error name."""
+        try:
+            (conn or self.conn).call_blocking(self.agent["sender"], self.agent["path"], AGENT,
+                                              method, signature, args, timeout=5)
+        except dbus.exceptions.DBusException as e:
+            return e.get_dbus_name()
+        return None
 
     def call_chrc(self, uuid, method, signature="", args=()):
         return self.conn.call_blocking(self.app["sender"], self.app_chrc(uuid), GATT_CHRC,

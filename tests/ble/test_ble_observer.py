@@ -123,6 +123,10 @@ class Registration(ObserverCase):
     def test_result_is_zero_before_any_frame(self):
         self.assertEqual(self.result(), b"\x00")
 
+    def test_no_pairing_agent_without_require_encryption(self):
+        pump_for(0.3)
+        self.assertNotIn("register_agent", self.bluez.kinds())
+
     def test_no_advertisement_while_nothing_is_pending(self):
         pump_for(0.3)
         self.assertIsNone(self.bluez.adv)
@@ -137,6 +141,31 @@ class EncryptedConfirmation(ObserverCase):
         flags = [i[GATT_CHRC]["Flags"] for i in objs.values()
                  if GATT_CHRC in i and i[GATT_CHRC]["UUID"] == CONFIRMATION_UUID]
         self.assertEqual(flags, [["encrypt-write"]])
+
+    def test_pairing_agent_accepts_just_works_only(self):
+        pump(lambda: "default_agent" in self.bluez.kinds(), 5, "RequestDefaultAgent")
+        self.assertEqual(self.bluez.agent["capability"], "NoInputNoOutput")
+        dev = dbus.ObjectPath(FakeBluez.CENTRAL_DEVICE)
+        self.assertIsNone(self.bluez.call_agent("RequestConfirmation", "ou",
+                                                (dev, dbus.UInt32(123456))))
+        self.assertIsNone(self.bluez.call_agent("RequestAuthorization", "o", (dev,)))
+        rejected = "org.bluez.Error.Rejected"
+        self.assertEqual(self.bluez.call_agent("RequestPinCode", "o", (dev,)), rejected)
+        self.assertEqual(self.bluez.call_agent("RequestPasskey", "o", (dev,)), rejected)
+        self.assertEqual(self.bluez.call_agent("AuthorizeService", "os", (dev, "0000")), rejected)
+        other = dbus.bus.BusConnection(self.bus.address)
+        try:
+            self.assertEqual(self.bluez.call_agent("RequestConfirmation", "ou",
+                                                   (dev, dbus.UInt32(1)), conn=other), rejected)
+        finally:
+            other.close()
+
+    def test_agent_registered_again_after_bluez_returns(self):
+        pump(lambda: "default_agent" in self.bluez.kinds(), 5, "RequestDefaultAgent")
+        self.bluez.close()
+        self.bluez = FakeBluez(self.bus.address, events=self.events)
+        pump(lambda: self.bluez.kinds().count("default_agent") == 1, 5,
+             "RequestDefaultAgent after the restart")
 
 
 class Advertising(ObserverCase):

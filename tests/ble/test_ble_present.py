@@ -36,7 +36,8 @@ class PresentCase(unittest.TestCase):
         self.bus.stop()
         self.tmp.cleanup()
 
-    def present(self, expect=OBSERVER_ID, value=VALUE, timeout_ms=8000, adapter="hci1"):
+    def present(self, expect=OBSERVER_ID, value=VALUE, timeout_ms=20000, adapter="hci1",
+                encrypt=False):
         """Runs the presenter while the stand-in serves; returns
         (err, result, detail)."""
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address)
@@ -44,7 +45,8 @@ class PresentCase(unittest.TestCase):
         with open(log, "w") as errf:
             p = subprocess.Popen([DRIVER, "--adapter", adapter, "--expect", "%016x" % expect,
                                   "--device", "%016x" % DEVICE_ID, "--value", value,
-                                  "--timeout-ms", str(timeout_ms)],
+                                  "--timeout-ms", str(timeout_ms)]
+                                 + (["--encrypt", "yes"] if encrypt else []),
                                  stdout=subprocess.PIPE, stderr=errf, env=env, text=True)
             try:
                 pump(lambda: p.poll() is not None, timeout_ms / 1000 + 15, "the presenter")
@@ -120,6 +122,24 @@ class Present(PresentCase):
         self.assertEqual(remote.disconnects, 2)
 
 
+class Encryption(PresentCase):
+    def test_pairing_is_confirmed_by_the_presenters_agent(self):
+        remote = self.bluez.add_remote(observer_id=OBSERVER_ID, pair=True)
+        err, result, detail = self.present(encrypt=True)
+        self.assertEqual((err, result), (bz.RADIO_OK, 0x60), detail)
+        self.assertTrue(remote.paired)
+        k = self.kinds()
+        self.assertLess(k.index("register_agent"), k.index("paired"))
+        self.assertIn("unregister_agent", k)
+        self.assertIsNone(self.bluez.agent)
+
+    def test_without_require_encryption_no_agent_and_the_write_fails(self):
+        self.bluez.add_remote(observer_id=OBSERVER_ID, pair=True)
+        err, _, detail = self.present()
+        self.assertEqual(err, bz.RADIO_E_REFUSED, detail)
+        self.assertNotIn("register_agent", self.kinds())
+
+
 class Refusals(PresentCase):
     def test_wrong_observer_is_refused_before_writing(self):
         remote = self.bluez.add_remote(observer_id=0x0BAD)
@@ -147,6 +167,12 @@ class Timeouts(PresentCase):
         self.assertEqual(err, bz.RADIO_E_TIMEOUT, detail)
         self.assertTrue(detail.startswith("discovery:"), detail)
         self.assertFalse(self.bluez.discovering, "discovery left running")
+
+    def test_connect_never_answering_times_out(self):
+        self.bluez.add_remote(observer_id=OBSERVER_ID, connect_hangs=True)
+        err, _, detail = self.present(timeout_ms=3000)
+        self.assertEqual(err, bz.RADIO_E_TIMEOUT, detail)
+        self.assertTrue(detail.startswith("connect:"), detail)
 
     def test_services_never_resolving_times_out(self):
         remote = self.bluez.add_remote(observer_id=OBSERVER_ID, resolve=False)

@@ -30,15 +30,17 @@ radio_checks() {
 	wait_for 10 "the GATT application registered" grep -q "GATT application registered" \
 		"$out/observer.log" || radio_failures=$((radio_failures + 1))
 
-	present() { # present NAME TIMEOUT_MS EXPECTED_OBSERVER VALUE
-		local t0 t1
+	present() { # present NAME TIMEOUT_MS EXPECTED_OBSERVER VALUE [DRIVER OPTIONS...]
+		local t0 t1 name=$1 timeout=$2 expect=$3 val=$4
+		shift 4
 		t0=$(date +%s.%N)
-		"$drivers/ble_present_driver" --adapter hci1 --expect "$3" --device $device \
-			--value "$4" --timeout-ms "$2" >"/tmp/$1.out" 2>"$out/present-$1.log"
+		"$drivers/ble_present_driver" --adapter hci1 --expect "$expect" --device $device \
+			--value "$val" --timeout-ms "$timeout" "$@" >"/tmp/$name.out" \
+			2>"$out/present-$name.log"
 		t1=$(date +%s.%N)
-		awk -v a="$t0" -v b="$t1" -v n="$1" 'BEGIN { printf "present %s took %.2f s\n", n, b - a }' \
-			>>"$out/timings.txt"
-		cat "/tmp/$1.out" >>"$out/present-$1.log"
+		awk -v a="$t0" -v b="$t1" -v n="$name" \
+			'BEGIN { printf "present %s took %.2f s\n", n, b - a }' >>"$out/timings.txt"
+		cat "/tmp/$name.out" >>"$out/present-$name.log"
 	}
 
 	# Nothing pending: no advertisement, the central finds nothing.
@@ -81,6 +83,24 @@ radio_checks() {
 	[[ $rc == 0 ]] || { guest_log "FAIL observer driver exited $rc"; radio_failures=$((radio_failures + 1)); }
 	grep -E "advertising (started|stopped)|compared|refused" "$out/observer.log" |
 		sed 's/^/observer: /'
+
+	# require_encryption: Confirmation is encrypt-write, BlueZ pairs (Just
+	# Works) with both sides' agents consenting, then the write goes through.
+	"$drivers/ble_observer_driver" --adapter hci0 --observer-id $observer_id --device $device \
+		--value "$value" --encrypt </tmp/observer.in >"$out/observer-encrypt.out" \
+		2>"$out/observer-encrypt.log" &
+	observer_pid=$!
+	exec 3>/tmp/observer.in
+	echo start >&3
+	wait_for 10 "advertising (encrypted)" grep -q "advertising started" \
+		"$out/observer-encrypt.log" || radio_failures=$((radio_failures + 1))
+	present encrypted 30000 $observer_id "$value" --encrypt yes
+	check "valid frame matches through an encrypt-write Confirmation" "result=0x60" \
+		/tmp/encrypted.out
+	echo quit >&3
+	exec 3>&-
+	wait "$observer_pid"
+	grep -E "agent|compared" "$out/observer-encrypt.log" | sed 's/^/observer: /'
 	cat "$out/timings.txt"
 	guest_log "radio checks: $radio_failures failure(s)"
 }
