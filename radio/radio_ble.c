@@ -116,6 +116,7 @@ static struct ble_channel *ble_of(struct radio_channel *ch)
 }
 
 static void reconcile(struct ble_channel *b);
+static void schedule_retry(struct ble_channel *b);
 
 /* ---- Held frame: a bounded reader over the bytes written so far ------ */
 
@@ -577,6 +578,9 @@ static int method_adv_release(sd_bus_message *m, void *userdata, sd_bus_error *e
 	if (b->adv_registered)
 		srup_log(LOG_WARNING, "BLE: BlueZ released the advertisement on %s", b->adapter);
 	b->adv_registered = false;
+	/* Still listening: register it again (retried while BlueZ refuses). */
+	if (b->base.listening)
+		schedule_retry(b);
 	return sd_bus_reply_method_return(m, "");
 }
 

@@ -186,6 +186,16 @@ class Advertising(ObserverCase):
         # The application stayed registered throughout.
         self.assertNotIn("unregister_app", self.bluez.kinds())
 
+    def test_advertisement_released_by_bluez_is_registered_again(self):
+        self.command("start")
+        pump(lambda: self.bluez.adv is not None, 5, "RegisterAdvertisement")
+        adv = self.bluez.adv
+        self.bluez.adv = None
+        self.bluez.conn.call_blocking(adv["sender"], adv["path"], bz.ADV, "Release", "", (),
+                                      timeout=5)
+        pump(lambda: self.bluez.adv is not None, 10, "RegisterAdvertisement after Release")
+        self.assertEqual(self.bluez.kinds().count("register_adv"), 2)
+
     def test_quick_start_stop_settles_unadvertised(self):
         self.command("start")
         self.command("stop")
