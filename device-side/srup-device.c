@@ -45,9 +45,10 @@ enum {
 #define DEFAULT_TIMEOUT_S 150
 /* The observer may not hold the OBSERVE_REQ yet when the device presents
  * (both leave the server at once): a frame answered "not compared" is
- * presented again after this pause. */
+ * presented again after this pause, for up to PRESENT_ATTEMPT_MS (one BLE
+ * presentation alone, scan to disconnect, takes seconds). */
 #define PRESENT_RETRY_MS 200
-#define PRESENT_ATTEMPT_MS 10000
+#define PRESENT_ATTEMPT_MS 30000
 
 struct agent {
 	sd_event *loop;
