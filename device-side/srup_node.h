@@ -13,7 +13,10 @@
  *   version, known type) -> sender is not ourselves -> sender key known ->
  *   signature -> a handler is registered and the sender is allowed to send
  *   that type -> sequence ID greater than the last accepted from that
- *   sender -> last accepted updated and persisted -> handler runs. */
+ *   sender -> last accepted updated and persisted -> handler runs.
+ * Messages drained together (up to a batch) are checked one by one, their
+ * accepted IDs persisted by one write, then handled in arrival order; a
+ * handler never runs before its message's ID is on disk. */
 #ifndef SRUP_NODE_H
 #define SRUP_NODE_H
 

@@ -84,7 +84,9 @@ class Proc:
             return "\n".join(line for _, line in self.lines)
 
     def wait(self, timeout):
-        return self.p.wait(timeout=timeout)
+        rc = self.p.wait(timeout=timeout)
+        self._reader.join(timeout=5)  # the output is complete once wait returns
+        return rc
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
         if self.p.poll() is None:
@@ -263,7 +265,6 @@ class JoinBed:
         if background:
             return proc
         rc = proc.wait(timeout=(timeout or self.peer_timeout + 10) + 30)
-        proc._reader.join(timeout=5)
         return rc, proc.text()
 
     def present(self, value, device_id=None, config=None, channel=None, timeout=5):
