@@ -28,6 +28,7 @@
 #include "radio.h"
 #include "srup.h"
 #include "srup_config.h"
+#include "srup_hex.h"
 #include "srup_identity.h"
 #include "srup_keys.h"
 #include "srup_log.h"
@@ -349,40 +350,27 @@ static int run_join(struct agent *a, unsigned timeout_s)
 	return a->exit_status;
 }
 
-/* Hex digits to bytes; -1 if not an even number of hex digits or too long. */
-static int parse_hex(const char *text, uint8_t *out, size_t cap, size_t *out_len)
-{
-	size_t n = strlen(text);
-
-	if (n == 0 || n % 2 != 0 || n / 2 > cap)
-		return -1;
-	for (size_t i = 0; i < n / 2; i++) {
-		unsigned v;
-
-		if (sscanf(text + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF",
-								    text[2 * i]) ||
-		    !strchr("0123456789abcdefABCDEF", text[2 * i + 1]))
-			return -1;
-		out[i] = (uint8_t)v;
-	}
-	*out_len = n / 2;
-	return 0;
-}
-
 static int run_present(struct agent *a, uint64_t device, const char *value_hex,
 		       unsigned timeout_s)
 {
 	struct srup_frame frame = {.device_id = device};
 	uint8_t result = RADIO_RESULT_NOT_COMPARED;
 	char detail[256] = "";
-	size_t len = 0;
+	uint8_t *value = NULL;
+	size_t len = 0, bad_at;
 	enum radio_err err;
 
-	if (parse_hex(value_hex, frame.value, sizeof(frame.value), &len) != 0) {
-		srup_log(LOG_ERR, "--value: '%s' is not 1..256 bytes of hex", value_hex);
+	if (srup_hex_decode(value_hex, strlen(value_hex), false, &value, &len, &bad_at) != 0 ||
+	    len == 0 || len > sizeof(frame.value)) {
+		srup_log(LOG_ERR, "--value: '%s' is not 1..%zu bytes of hex", value_hex,
+			 sizeof(frame.value));
+		free(value);
 		return EXIT_USAGE;
 	}
+	memcpy(frame.value, value, len);
 	frame.value_len = (uint16_t)len;
+	OPENSSL_cleanse(value, len);
+	free(value);
 	err = present_frame(&a->cfg, a->channel, a->observer_id, &frame, timeout_s * 1000,
 			    &result, detail, sizeof(detail));
 	srup_frame_wipe(&frame);

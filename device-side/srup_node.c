@@ -1,4 +1,5 @@
 #include "srup_node.h"
+#include "srup_detail.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -143,18 +144,6 @@ const char *srup_node_strerror(enum srup_node_err err)
 	if ((unsigned)err >= SRUP_NODE_E__COUNT)
 		return "unknown node error";
 	return node_err_names[err];
-}
-
-__attribute__((format(printf, 3, 4))) static void set_detail(char *detail, size_t len,
-							      const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!detail || len == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(detail, len, fmt, ap);
-	va_end(ap);
 }
 
 void srup_topic_device(uint64_t device, char out[SRUP_TOPIC_MAX])

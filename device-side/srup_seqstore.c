@@ -1,4 +1,5 @@
 #include "srup_seqstore.h"
+#include "srup_detail.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -90,18 +91,6 @@ const char *srup_seqstore_strerror(enum srup_seq_err err)
 	if ((unsigned)err >= SRUP_SEQ_E__COUNT)
 		return "unknown sequence store error";
 	return seq_err_names[err];
-}
-
-__attribute__((format(printf, 3, 4))) static void set_detail(char *detail, size_t len,
-							      const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!detail || len == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(detail, len, fmt, ap);
-	va_end(ap);
 }
 
 /* mkdir -p with mode 0700 for every component created. */
