@@ -5,15 +5,11 @@
  * engine, which decides (OBSERVATION-CHANNEL.md section 2); the channel
  * delivers frames; the engine's events become RESPONSEs, listen start/stop
  * and log lines. Everything runs on one sd-event loop. */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include <openssl/crypto.h>
 
 #include "obs_engine.h"
 #include "radio.h"
@@ -164,12 +160,13 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
 		return;
 	}
-	srup_log(LOG_INFO, "OBSERVE_REQ for device %s accepted (pending: %zu)", id,
-		 obs_engine_pending(d->engine) + 1);
 	if (obs_engine_request(d->engine, msg->joining_device_id, value.data, value.len,
 			       msg->token.data, msg->token.len, now_ms(d), &d->events) != 0) {
 		srup_log(LOG_ERR, "OBSERVE_REQ for device %s: out of memory; answered 0x6F", id);
 		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+	} else {
+		srup_log(LOG_INFO, "OBSERVE_REQ for device %s accepted (pending: %zu)", id,
+			 obs_engine_pending(d->engine));
 	}
 	srup_bytes_clear(&value);
 	apply_events(d);
@@ -401,8 +398,8 @@ int main(int argc, char **argv)
 	}
 	if (start(&d) != 0)
 		goto out;
-	srup_log(LOG_NOTICE, "srup-observerd started: observer %s, channel %s, window %us, "
-		 "max_attempts %u, max_pending %u", d.own_topic + 5,
+	srup_log(LOG_NOTICE, "srup-observerd started: observer %s on %s, channel %s, window "
+		 "%us, max_attempts %u, max_pending %u", d.own_topic, d.cfg.mqtt_broker,
 		 srup_channel_name(d.cfg.channel), d.cfg.window_seconds, d.cfg.max_attempts,
 		 d.cfg.max_pending);
 	rc = sd_event_loop(d.loop) < 0 ? 1 : 0;
