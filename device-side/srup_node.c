@@ -25,6 +25,9 @@
 /* Bounds on what the Paho threads may pile up for the loop. */
 #define NODE_QUEUE_MAX_MESSAGES 4096u
 #define NODE_QUEUE_MAX_CONTROL 1024u  /* connection and delivery events */
+/* Bytes the queued messages may hold: without it, 4096 payloads of the
+ * largest size would be 512 MiB, for anyone allowed to publish to us. */
+#define NODE_QUEUE_MAX_BYTES (8u * 1024u * 1024u)
 #define NODE_PAYLOAD_MAX (128u * 1024u)
 #define NODE_TOPIC_LEN_MAX 65535u     /* MQTT topic names are u16-length strings */
 #define NODE_BUFFERED_MAX 10000       /* Paho's queue of publishes while offline */
@@ -54,6 +57,7 @@ struct node_event {
 	char *topic;
 	uint8_t *payload;
 	size_t len;
+	size_t cost; /* bytes counted against NODE_QUEUE_MAX_BYTES */
 	int code;
 	int token;
 	char text[160];
@@ -67,6 +71,7 @@ struct node_inbox {
 	struct node_event *head, *tail;
 	size_t queued_messages;
 	size_t queued_control;
+	size_t queued_bytes;     /* of the queued messages (their cost) */
 	uint64_t received;       /* every message Paho handed over */
 	uint64_t queue_full;     /* dropped because the queue was full */
 	uint64_t queue_full_reported;
@@ -223,21 +228,28 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 	struct node_event *ev = NULL;
 	size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic_name);
 	size_t plen = message->payloadlen > 0 ? (size_t)message->payloadlen : 0;
-	bool full;
+	/* Oversized payloads are not copied, so they cost only their event. */
+	size_t cost = sizeof(*ev) + tlen + 1 + (plen <= NODE_PAYLOAD_MAX ? plen : 0);
+	bool full, full_bytes;
 
 	pthread_mutex_lock(&in->lock);
 	in->received++;
 	full = in->queued_messages >= NODE_QUEUE_MAX_MESSAGES;
-	if (full) {
+	full_bytes = !full && cost > NODE_QUEUE_MAX_BYTES - in->queued_bytes;
+	if (full || full_bytes) {
+		full = true;
 		in->queue_full++;
 		/* One line per burst; the loop reports the total when it drains. */
 		if (in->queue_full == in->queue_full_reported + 1)
 			srup_log(LOG_WARNING,
-				 "dropped message on %.*s: receive queue full (%u messages)",
+				 "dropped message on %.*s: receive queue full (%u %s)",
 				 (int)(tlen > 200 ? 200 : tlen), topic_name,
-				 NODE_QUEUE_MAX_MESSAGES);
+				 full_bytes ? NODE_QUEUE_MAX_BYTES : NODE_QUEUE_MAX_MESSAGES,
+				 full_bytes ? "bytes" : "messages");
 	} else {
-		in->queued_messages++; /* reserve the slot before copying */
+		/* Reserve the slot before copying. */
+		in->queued_messages++;
+		in->queued_bytes += cost;
 	}
 	pthread_mutex_unlock(&in->lock);
 
@@ -246,6 +258,7 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 		if (ev) {
 			ev->kind = NODE_EV_MESSAGE;
 			ev->len = plen;
+			ev->cost = cost;
 			ev->topic = strndup(topic_name, tlen);
 			/* Oversized payloads are not copied: the loop logs and
 			 * counts them from the length alone. */
@@ -272,6 +285,7 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 			in->tail = ev;
 		} else {
 			in->queued_messages--;
+			in->queued_bytes -= cost;
 			in->queue_full++; /* lost for want of memory: count it */
 		}
 		pthread_mutex_unlock(&in->lock);
@@ -757,9 +771,10 @@ static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *us
 	in->head = in->tail = NULL;
 	/* Slots reserved by a callback still copying stay counted. */
 	for (struct node_event *e = ev; e; e = e->next) {
-		if (e->kind == NODE_EV_MESSAGE)
+		if (e->kind == NODE_EV_MESSAGE) {
 			in->queued_messages--;
-		else
+			in->queued_bytes -= e->cost;
+		} else
 			in->queued_control--;
 	}
 	if (in->queue_full > in->queue_full_reported) {

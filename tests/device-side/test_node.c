@@ -1060,6 +1060,53 @@ static void test_queue_overflow_dropped_and_counted(void **state)
 	wait_device_counts(w, FLOOD_MESSAGES, 1, 0);
 }
 
+/* Large payloads while the loop is busy: the queue is bounded in bytes
+ * too, or 4096 payloads of up to 128 KiB (512 MiB) could pile up. */
+#define BIG_MESSAGES 200u
+#define BIG_PAYLOAD 100000u
+
+static void test_queue_bounded_in_bytes(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX], file[4300], cmd[9000];
+	struct srup_node_stats s;
+	uint64_t deadline;
+	FILE *f;
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	snprintf(file, sizeof(file), "%s/big.txt", w->dir);
+	f = fopen(file, "w");
+	assert_non_null(f);
+	for (unsigned i = 0; i < BIG_MESSAGES; i++) {
+		for (unsigned k = 0; k < BIG_PAYLOAD; k++)
+			fputc('a' + (int)(k % 26), f);
+		fputc('\n', f);
+	}
+	assert_int_equal(fclose(f), 0);
+	snprintf(cmd, sizeof(cmd), "mosquitto_pub -h 127.0.0.1 -p %u -q 1 -t %s -l < %s",
+		 (unsigned)test_broker_port(w->broker), topic, file);
+	char *argv[] = {"sh", "-c", cmd, NULL};
+	assert_int_equal(test_run(argv, 60000), 0);
+	deadline = test_now_ms() + 30000;
+	do {
+		srup_node_get_stats(w->device, &s);
+		if (s.received >= BIG_MESSAGES)
+			break;
+		usleep(10000);
+	} while (test_now_ms() < deadline);
+	assert_int_equal(s.received, BIG_MESSAGES);
+	/* 20 MB arrived; far less than that may wait for the loop. */
+	if (s.dropped == 0)
+		fail_msg("all %u payloads of %u bytes were queued", BIG_MESSAGES, BIG_PAYLOAD);
+	assert_true(s.dropped < BIG_MESSAGES);
+	wait_device_counts(w, BIG_MESSAGES, 0, 0);
+	assert_true(log_contains(w, "receive queue full ("));
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-after");
+	wait_device_counts(w, BIG_MESSAGES, 1, 0);
+}
+
 static void test_config_errors(void **state)
 {
 	struct world *w = *state;
@@ -1162,6 +1209,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_exchange_over_tls, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_overflow_dropped_and_counted, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_queue_bounded_in_bytes, setup, teardown),
 	};
 	/* Subsets: SRUP_TEST_FILTER=test_replay* runs only those,
 	 * SRUP_TEST_SKIP=pattern leaves those out. */
