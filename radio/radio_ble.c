@@ -1017,6 +1017,9 @@ static void ble_stop(struct radio_channel *ch)
 	if (ch->listening)
 		srup_log(LOG_DEBUG, "BLE: not listening");
 	ch->listening = false;
+	/* A long write still incomplete is part of a writer's secret and no
+	 * observation is left for it: it must not wait for a later one. */
+	held_drop(b);
 	reconcile(b);
 }
 

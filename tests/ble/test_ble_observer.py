@@ -282,6 +282,18 @@ class Frames(ObserverCase):
         self.assertEqual(self.bluez.write(b"y" * 68, offset=200, mtu=205), INVALID)
         self.assertEqual(self.result(), b"\x00")
 
+    def test_partial_frame_is_dropped_when_listening_stops(self):
+        # Held bytes of a long write are the writer's secret: they must not
+        # outlive the listening period (and be completed in a later one).
+        data = frame(DEVICE_ID, VALUE + "!" * 40)
+        self.command("start")
+        self.assertIsNone(self.bluez.write(data[:18], offset=0, mtu=23))
+        self.command("stop")
+        self.command("start")
+        self.assertEqual(self.bluez.write(data[18:], offset=18, mtu=None), INVALID)
+        self.assertEqual(self.frames_seen(), [])
+        self.assertEqual(self.result(), b"\x00")
+
     def test_new_write_at_offset_zero_restarts_the_frame(self):
         data = frame(DEVICE_ID, VALUE + "!" * 40)
         self.assertIsNone(self.bluez.write(data[:18], offset=0, mtu=23))
