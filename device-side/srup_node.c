@@ -55,6 +55,7 @@ struct node_event {
 	struct node_event *next;
 	enum node_event_kind kind;
 	char *topic;
+	size_t topic_len; /* a NUL inside makes it shorter than strlen says */
 	uint8_t *payload;
 	size_t len;
 	size_t cost; /* bytes counted against NODE_QUEUE_MAX_BYTES */
@@ -259,7 +260,14 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 			ev->kind = NODE_EV_MESSAGE;
 			ev->len = plen;
 			ev->cost = cost;
-			ev->topic = strndup(topic_name, tlen);
+			ev->topic_len = tlen;
+			/* Copied whole: strndup would stop at an embedded NUL
+			 * and pass off the part before it as the topic. */
+			ev->topic = malloc(tlen + 1);
+			if (ev->topic) {
+				memcpy(ev->topic, topic_name, tlen);
+				ev->topic[tlen] = '\0';
+			}
 			/* Oversized payloads are not copied: the loop logs and
 			 * counts them from the length alone. */
 			if (plen <= NODE_PAYLOAD_MAX) {
@@ -463,7 +471,8 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 	enum srup_err err;
 	enum srup_seq_err serr;
 
-	const char *why = topic_rejected(n, topic);
+	const char *why = strlen(topic) != ev->topic_len ? "topic contains a NUL byte"
+							 : topic_rejected(n, topic);
 	if (why) {
 		DROP(n, topic, "%s", why);
 		return false;

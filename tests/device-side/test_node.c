@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1107,6 +1108,173 @@ static void test_queue_bounded_in_bytes(void **state)
 	wait_device_counts(w, BIG_MESSAGES, 1, 0);
 }
 
+/* ---- a broker that sends what Mosquitto would refuse --------------------- */
+
+/* Enough of MQTT 3.1.1 for one client: CONNACK, SUBACK, then the PUBLISHes
+ * (QoS 0) it was given, byte for byte, after the first SUBSCRIBE. */
+struct raw_broker {
+	int listen_fd;
+	uint16_t port;
+	pthread_t thread;
+	unsigned n_pub;
+	struct {
+		uint8_t *packet;
+		size_t len;
+	} pub[4];
+};
+
+static int read_full(int fd, uint8_t *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = read(fd, buf, len);
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void *raw_broker_run(void *arg)
+{
+	struct raw_broker *b = arg;
+	struct timeval tv = {.tv_sec = 30};
+	int fd = accept(b->listen_fd, NULL, NULL);
+
+	if (fd < 0)
+		return NULL;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (;;) {
+		uint8_t head, byte, body[1024];
+		size_t len = 0;
+		unsigned shift = 0;
+
+		if (read_full(fd, &head, 1) != 0)
+			break;
+		do {
+			if (read_full(fd, &byte, 1) != 0 || shift > 21)
+				goto done;
+			len |= (size_t)(byte & 0x7f) << shift;
+			shift += 7;
+		} while (byte & 0x80);
+		if (len > sizeof(body) || read_full(fd, body, len) != 0)
+			break;
+		if ((head >> 4) == 1) { /* CONNECT */
+			static const uint8_t connack[] = {0x20, 0x02, 0x00, 0x00};
+			if (write(fd, connack, sizeof(connack)) != (ssize_t)sizeof(connack))
+				break;
+		} else if ((head >> 4) == 8 && len >= 2) { /* SUBSCRIBE: grant QoS 1 */
+			uint8_t suback[] = {0x90, 0x03, body[0], body[1], 0x01};
+			if (write(fd, suback, sizeof(suback)) != (ssize_t)sizeof(suback))
+				break;
+			for (unsigned i = 0; i < b->n_pub; i++)
+				if (write(fd, b->pub[i].packet, b->pub[i].len) != (ssize_t)b->pub[i].len)
+					goto done;
+			b->n_pub = 0;
+		} else if ((head >> 4) == 12) { /* PINGREQ */
+			static const uint8_t pingresp[] = {0xd0, 0x00};
+			if (write(fd, pingresp, sizeof(pingresp)) != (ssize_t)sizeof(pingresp))
+				break;
+		} else if ((head >> 4) == 14) { /* DISCONNECT */
+			break;
+		}
+	}
+done:
+	close(fd);
+	return NULL;
+}
+
+/* Queue a QoS 0 PUBLISH of payload on topic (topic_len bytes, NULs and
+ * all). */
+static void raw_broker_add(struct raw_broker *b, const char *topic, size_t topic_len,
+			   const uint8_t *payload, size_t len)
+{
+	size_t rem = 2 + topic_len + len, n = 0;
+	uint8_t *p = malloc(1 + 4 + rem);
+
+	assert_non_null(p);
+	assert_true(b->n_pub < sizeof(b->pub) / sizeof(b->pub[0]));
+	p[n++] = 0x30;
+	do {
+		uint8_t byte = rem & 0x7f;
+		rem >>= 7;
+		p[n++] = rem ? (uint8_t)(byte | 0x80) : byte;
+	} while (rem);
+	p[n++] = (uint8_t)(topic_len >> 8);
+	p[n++] = (uint8_t)topic_len;
+	memcpy(p + n, topic, topic_len);
+	n += topic_len;
+	memcpy(p + n, payload, len);
+	n += len;
+	b->pub[b->n_pub].packet = p;
+	b->pub[b->n_pub].len = n;
+	b->n_pub++;
+}
+
+static void raw_broker_start(struct raw_broker *b)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+
+	b->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(b->listen_fd >= 0);
+	assert_int_equal(bind(b->listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(b->listen_fd, 1), 0);
+	assert_int_equal(getsockname(b->listen_fd, (struct sockaddr *)&a, &alen), 0);
+	b->port = ntohs(a.sin_port);
+	assert_int_equal(pthread_create(&b->thread, NULL, raw_broker_run, b), 0);
+}
+
+/* After the node that talked to it was freed (it sent DISCONNECT). */
+static void raw_broker_stop(struct raw_broker *b)
+{
+	shutdown(b->listen_fd, SHUT_RDWR);
+	pthread_join(b->thread, NULL);
+	close(b->listen_fd);
+	for (unsigned i = 0; i < b->n_pub; i++)
+		free(b->pub[i].packet);
+}
+
+static void test_topic_with_nul_dropped(void **state)
+{
+	/* Paho hands over the whole topic and its length when it holds a
+	 * NUL; the part before the NUL must not pass for our own topic. */
+	struct world *w = *state;
+	struct raw_broker b = {0};
+	struct srup_node_config cfg = {.role = SRUP_NODE_ROLE_DEVICE, .id = DEVICE_ID};
+	char detail[512] = "", topic[SRUP_TOPIC_MAX + 8];
+	size_t tlen, len;
+	uint8_t *wire;
+
+	srup_topic_device(DEVICE_ID, topic);
+	tlen = strlen(topic);
+	memcpy(topic + tlen, "\0/x", 3);
+	wire = craft(SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-nul", &len);
+	raw_broker_add(&b, topic, tlen + 3, wire, len);
+	free(wire);
+	wire = craft(SRUP_TYPE_RESPONSE, SERVER_ID, 2, server_key, "tok-valid", &len);
+	raw_broker_add(&b, topic, tlen, wire, len);
+	free(wire);
+	raw_broker_start(&b);
+
+	snprintf(cfg.broker, sizeof(cfg.broker), "tcp://127.0.0.1:%u", (unsigned)b.port);
+	state_dir(w, "device", cfg.state_dir);
+	if (srup_node_new(w->loop, &cfg, device_key, w->device_peers, &w->device, detail,
+			  sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("device node: %s", detail);
+	assert_int_equal(srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, record,
+				      &w->at_device),
+			 SRUP_NODE_OK);
+	connect_all(w);
+	wait_device_counts(w, 1, 1, 0);
+	assert_int_equal(w->at_device.count, 1);
+	assert_string_equal(w->at_device.token, "tok-valid");
+	assert_true(log_contains(w, "topic contains a NUL byte"));
+	srup_node_free(w->device);
+	w->device = NULL;
+	raw_broker_stop(&b);
+}
+
 static void test_config_errors(void **state)
 {
 	struct world *w = *state;
@@ -1210,6 +1378,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_overflow_dropped_and_counted, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_queue_bounded_in_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_topic_with_nul_dropped, setup, teardown),
 	};
 	/* Subsets: SRUP_TEST_FILTER=test_replay* runs only those,
 	 * SRUP_TEST_SKIP=pattern leaves those out. */
