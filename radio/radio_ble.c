@@ -488,22 +488,12 @@ static int decide_held(struct ble_channel *b, sd_bus_message *m)
 	return sd_bus_reply_method_return(m, "");
 }
 
-static int method_confirmation_write(sd_bus_message *m, void *userdata, sd_bus_error *err)
+/* One WriteValue chunk (data, len from the message m). */
+static int write_chunk(struct ble_channel *b, sd_bus_message *m, const uint8_t *data, size_t len)
 {
-	struct ble_channel *b = userdata;
 	struct gatt_options o;
-	const void *data = NULL;
-	size_t len = 0;
 	char why[160];
-	int r;
 
-	(void)err;
-	if (!from_bluez(b, m))
-		return refuse_stranger(m);
-	r = sd_bus_message_read_array(m, 'y', &data, &len);
-	if (r < 0)
-		return sd_bus_reply_method_errorf(m, BLUEZ_ERR_INVALID_ARGS,
-						  "WriteValue: value is not a byte array");
 	if (read_options(m, &o, why, sizeof(why)) < 0)
 		return sd_bus_reply_method_errorf(m, BLUEZ_ERR_INVALID_ARGS, "WriteValue: %s", why);
 	/* An authorization request for a prepared write carries no data to
@@ -550,6 +540,30 @@ static int method_confirmation_write(sd_bus_message *m, void *userdata, sd_bus_e
 	}
 	srup_log(LOG_DEBUG, "BLE: holding %zu bytes of a long write", b->held_len);
 	return sd_bus_reply_method_return(m, "");
+}
+
+static int method_confirmation_write(sd_bus_message *m, void *userdata, sd_bus_error *err)
+{
+	struct ble_channel *b = userdata;
+	const void *data = NULL;
+	size_t len = 0;
+	int r;
+
+	(void)err;
+	if (!from_bluez(b, m))
+		return refuse_stranger(m);
+	r = sd_bus_message_read_array(m, 'y', &data, &len);
+	if (r < 0)
+		return sd_bus_reply_method_errorf(m, BLUEZ_ERR_INVALID_ARGS,
+						  "WriteValue: value is not a byte array");
+	r = write_chunk(b, m, data, len);
+	/* The chunk is (part of) a confirmation value, and sd-bus frees a
+	 * received message without wiping it. Its body is the heap buffer
+	 * the message was read into, writable although the API hands it out
+	 * as const. */
+	if (len)
+		explicit_bzero((void *)data, len);
+	return r;
 }
 
 /* ---- Advertisement ----------------------------------------------------- */
