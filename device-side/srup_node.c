@@ -78,6 +78,11 @@ struct node_inbox {
 	uint64_t queue_full_reported;
 	uint64_t control_lost;
 	uint64_t publishes_pending;  /* QoS 1 publishes not yet acknowledged */
+	/* The latest subscribe_all request: its SUBACK's grants are read
+	 * from a list whose length only the request knows. */
+	int sub_token;
+	size_t sub_count;
+	bool sub_token_valid;
 	bool disconnected;
 	int efd;
 };
@@ -321,9 +326,52 @@ static void paho_connect_failed(void *context, MQTTAsync_failureData *data)
 					   : MQTTAsync_strerror(data ? data->code : -1));
 }
 
+/* Marks a SUBSCRIBED event whose grants could not be read: the SUBACK came
+ * before the loop recorded which request it answers. */
+#define NODE_SUB_UNCHECKED 1
+#define MQTT_SUBACK_FAILURE 0x80
+
+/* A SUBACK is a success to Paho even when the broker refused some of the
+ * topics (granted 0x80), unless it answered a single topic. */
 static void paho_subscribed(void *context, MQTTAsync_successData *data)
 {
-	post_control(context, NODE_EV_SUBSCRIBED, data ? data->token : 0, 0, NULL);
+	struct node_inbox *in = context;
+	size_t count = 0, refused = 0;
+	bool known;
+	char text[96];
+
+	pthread_mutex_lock(&in->lock);
+	known = data && in->sub_token_valid && data->token == in->sub_token;
+	if (known)
+		count = in->sub_count;
+	pthread_mutex_unlock(&in->lock);
+	if (!known) {
+		post_control(in, NODE_EV_SUBSCRIBED, data ? data->token : 0, NODE_SUB_UNCHECKED,
+			     NULL);
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		int granted = count == 1 ? data->alt.qos
+					 : data->alt.qosList ? data->alt.qosList[i] : MQTT_SUBACK_FAILURE;
+		if (granted == MQTT_SUBACK_FAILURE)
+			refused++;
+	}
+	if (refused) {
+		snprintf(text, sizeof(text), "%zu of %zu topic filter(s) refused", refused, count);
+		post_control(in, NODE_EV_SUBSCRIBE_FAILED, data->token, MQTT_SUBACK_FAILURE, text);
+		return;
+	}
+	post_control(in, NODE_EV_SUBSCRIBED, data->token, 0, NULL);
+}
+
+/* One topic (srup_node_watch_device). */
+static void paho_subscribed_one(void *context, MQTTAsync_successData *data)
+{
+	if (data && data->alt.qos == MQTT_SUBACK_FAILURE)
+		post_control(context, NODE_EV_SUBSCRIBE_FAILED, data->token, MQTT_SUBACK_FAILURE,
+			     "topic filter refused");
+	else
+		post_control(context, NODE_EV_SUBSCRIBED, data ? data->token : 0, 0, NULL);
 }
 
 static void paho_subscribe_failed(void *context, MQTTAsync_failureData *data)
@@ -631,10 +679,18 @@ static int subscribe_all(struct srup_node *n)
 	opts.onSuccess = paho_subscribed;
 	opts.onFailure = paho_subscribe_failed;
 	opts.context = &n->inbox;
+	pthread_mutex_lock(&n->inbox.lock);
+	n->inbox.sub_token_valid = false;
+	pthread_mutex_unlock(&n->inbox.lock);
 	rc = MQTTAsync_subscribeMany(n->client, (int)count, topics, qos, &opts);
-	if (rc == MQTTASYNC_SUCCESS)
+	if (rc == MQTTASYNC_SUCCESS) {
 		n->subscribe_token = opts.token;
-	else
+		pthread_mutex_lock(&n->inbox.lock);
+		n->inbox.sub_token = opts.token;
+		n->inbox.sub_count = count;
+		n->inbox.sub_token_valid = true;
+		pthread_mutex_unlock(&n->inbox.lock);
+	} else
 		srup_log(LOG_ERR, "cannot subscribe on %s: %s", n->cfg.broker,
 			 MQTTAsync_strerror(rc));
 out:
@@ -739,6 +795,13 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 	case NODE_EV_SUBSCRIBED:
 		if (ev->token != n->subscribe_token)
 			break; /* a single watch_device subscription */
+		if (ev->code == NODE_SUB_UNCHECKED) {
+			srup_log(LOG_WARNING, "subscription on %s acknowledged before it was "
+				 "recorded; subscribing again to check what was granted",
+				 n->cfg.broker);
+			schedule_resubscribe(n);
+			break;
+		}
 		if (!n->connected) {
 			n->connected = true;
 			srup_log(LOG_INFO, "subscribed on %s as %s", n->cfg.broker, n->own_topic);
@@ -749,8 +812,8 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 	case NODE_EV_SUBSCRIBE_FAILED:
 		srup_log(LOG_ERR, "broker %s refused a subscription: %s (code %d)", n->cfg.broker,
 			 ev->text, ev->code);
-		if (ev->token == n->subscribe_token)
-			schedule_resubscribe(n);
+		/* Also a single watch_device topic: all are subscribed again. */
+		schedule_resubscribe(n);
 		break;
 	case NODE_EV_PUBLISH_FAILED:
 		srup_log(LOG_ERR, "publish (token %d) to %s failed: %s (code %d)", ev->token,
@@ -1138,7 +1201,7 @@ enum srup_node_err srup_node_watch_device(struct srup_node *n, uint64_t device)
 
 		srup_topic_device(device, dev);
 		snprintf(topic, sizeof(topic), "%s/#", dev);
-		opts.onSuccess = paho_subscribed;
+		opts.onSuccess = paho_subscribed_one;
 		opts.onFailure = paho_subscribe_failed;
 		opts.context = &n->inbox;
 		rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);

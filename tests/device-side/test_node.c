@@ -1116,6 +1116,10 @@ struct raw_broker {
 	int listen_fd;
 	uint16_t port;
 	pthread_t thread;
+	/* Granted QoS per topic of a SUBSCRIBE (0x80: refused); none: 1. */
+	uint8_t grant[8];
+	size_t n_grant;
+	unsigned subscribes; /* SUBSCRIBE packets seen */
 	unsigned n_pub;
 	struct {
 		uint8_t *packet;
@@ -1140,6 +1144,7 @@ static void *raw_broker_run(void *arg)
 	struct raw_broker *b = arg;
 	struct timeval tv = {.tv_sec = 30};
 	int fd = accept(b->listen_fd, NULL, NULL);
+	bool sent = false;
 
 	if (fd < 0)
 		return NULL;
@@ -1163,14 +1168,20 @@ static void *raw_broker_run(void *arg)
 			static const uint8_t connack[] = {0x20, 0x02, 0x00, 0x00};
 			if (write(fd, connack, sizeof(connack)) != (ssize_t)sizeof(connack))
 				break;
-		} else if ((head >> 4) == 8 && len >= 2) { /* SUBSCRIBE: grant QoS 1 */
-			uint8_t suback[] = {0x90, 0x03, body[0], body[1], 0x01};
-			if (write(fd, suback, sizeof(suback)) != (ssize_t)sizeof(suback))
+		} else if ((head >> 4) == 8 && len >= 2) { /* SUBSCRIBE */
+			uint8_t suback[4 + sizeof(b->grant)] = {0x90, 0x02, body[0], body[1]};
+			size_t n = b->n_grant ? b->n_grant : 1;
+
+			for (size_t i = 0; i < n; i++)
+				suback[4 + i] = b->n_grant ? b->grant[i] : 0x01;
+			suback[1] = (uint8_t)(2 + n);
+			if (write(fd, suback, 4 + n) != (ssize_t)(4 + n))
 				break;
-			for (unsigned i = 0; i < b->n_pub; i++)
+			__atomic_add_fetch(&b->subscribes, 1, __ATOMIC_SEQ_CST);
+			for (unsigned i = 0; i < b->n_pub && !sent; i++)
 				if (write(fd, b->pub[i].packet, b->pub[i].len) != (ssize_t)b->pub[i].len)
 					goto done;
-			b->n_pub = 0;
+			sent = true;
 		} else if ((head >> 4) == 12) { /* PINGREQ */
 			static const uint8_t pingresp[] = {0xd0, 0x00};
 			if (write(fd, pingresp, sizeof(pingresp)) != (ssize_t)sizeof(pingresp))
@@ -1273,6 +1284,67 @@ static void test_topic_with_nul_dropped(void **state)
 	srup_node_free(w->device);
 	w->device = NULL;
 	raw_broker_stop(&b);
+}
+
+static struct raw_broker *refusing_broker;
+
+/* Subscribed again after the refusal, or reported connected (wrongly). */
+static bool resubscribed_or_connected(struct world *w)
+{
+	return (w->server && srup_node_is_connected(w->server)) ||
+	       (w->device && srup_node_is_connected(w->device)) ||
+	       __atomic_load_n(&refusing_broker->subscribes, __ATOMIC_SEQ_CST) >= 2;
+}
+
+static void test_subscription_refused_in_part(void **state)
+{
+	/* The broker grants SRUP/servers/<id>/# but refuses SRUP/<dev>/#
+	 * (0x80): the server is not subscribed to what it watches, so it
+	 * must not report itself connected, and subscribes again. */
+	struct world *w = *state;
+	struct raw_broker b = {.grant = {0x01, 0x80}, .n_grant = 2};
+	struct srup_node_config cfg = {.role = SRUP_NODE_ROLE_SERVER, .id = SERVER_ID};
+	char detail[512] = "";
+
+	raw_broker_start(&b);
+	snprintf(cfg.broker, sizeof(cfg.broker), "tcp://127.0.0.1:%u", (unsigned)b.port);
+	state_dir(w, "server", cfg.state_dir);
+	cfg.reconnect_max_seconds = 1;
+	if (srup_node_new(w->loop, &cfg, server_key, w->server_peers, &w->server, detail,
+			  sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("server node: %s", detail);
+	assert_int_equal(srup_node_watch_device(w->server, DEVICE_ID), SRUP_NODE_OK);
+	assert_int_equal(srup_node_connect(w->server, count_connect, &w->server_connects),
+			 SRUP_NODE_OK);
+	refusing_broker = &b;
+	assert_true(run_until(w, resubscribed_or_connected, WAIT_MS));
+	assert_false(srup_node_is_connected(w->server));
+	assert_int_equal(w->server_connects, 0);
+	assert_true(log_contains(w, "1 of 2 topic filter(s) refused"));
+	srup_node_free(w->server);
+	w->server = NULL;
+	raw_broker_stop(&b);
+
+	/* A device's single topic refused. */
+	struct raw_broker d = {.grant = {0x80}, .n_grant = 1};
+	struct srup_node_config dcfg = {.role = SRUP_NODE_ROLE_DEVICE, .id = DEVICE_ID};
+
+	raw_broker_start(&d);
+	snprintf(dcfg.broker, sizeof(dcfg.broker), "tcp://127.0.0.1:%u", (unsigned)d.port);
+	state_dir(w, "device", dcfg.state_dir);
+	dcfg.reconnect_max_seconds = 1;
+	if (srup_node_new(w->loop, &dcfg, device_key, w->device_peers, &w->device, detail,
+			  sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("device node: %s", detail);
+	assert_int_equal(srup_node_connect(w->device, count_connect, &w->device_connects),
+			 SRUP_NODE_OK);
+	refusing_broker = &d;
+	assert_true(run_until(w, resubscribed_or_connected, WAIT_MS));
+	assert_false(srup_node_is_connected(w->device));
+	assert_int_equal(w->device_connects, 0);
+	srup_node_free(w->device);
+	w->device = NULL;
+	raw_broker_stop(&d);
 }
 
 static void test_config_errors(void **state)
@@ -1379,6 +1451,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_queue_bounded_in_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_topic_with_nul_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_subscription_refused_in_part, setup, teardown),
 	};
 	/* Subsets: SRUP_TEST_FILTER=test_replay* runs only those,
 	 * SRUP_TEST_SKIP=pattern leaves those out. */
