@@ -83,6 +83,7 @@ struct ble_channel {
 	bool ready;                /* owner known and adapter present */
 	bool app_registered;
 	bool adv_registered;
+	bool adv_unsure;           /* an (Un)RegisterAdvertisement got no answer */
 	bool unavailable_reported; /* once per disappearance */
 	sd_bus_slot *app_call;     /* RegisterApplication in flight */
 	sd_bus_slot *adv_call;     /* (Un)RegisterAdvertisement in flight */
@@ -592,6 +593,7 @@ static int method_adv_release(sd_bus_message *m, void *userdata, sd_bus_error *e
 	if (b->adv_registered)
 		srup_log(LOG_WARNING, "BLE: BlueZ released the advertisement on %s", b->adapter);
 	b->adv_registered = false;
+	b->adv_unsure = false;
 	/* Still listening: register it again (retried while BlueZ refuses). */
 	if (b->base.listening)
 		schedule_retry(b);
@@ -694,6 +696,13 @@ static int on_app_registered(sd_bus_message *reply, void *userdata, sd_bus_error
 	return 0;
 }
 
+/* The call got no answer in time: BlueZ may or may not have done it. */
+static bool outcome_unknown(const sd_bus_error *e)
+{
+	return sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY) ||
+	       sd_bus_error_has_name(e, SD_BUS_ERROR_TIMEOUT);
+}
+
 static int on_adv_call_done(sd_bus_message *reply, void *userdata, sd_bus_error *err)
 {
 	struct ble_channel *b = userdata;
@@ -705,12 +714,20 @@ static int on_adv_call_done(sd_bus_message *reply, void *userdata, sd_bus_error 
 	if (registering) {
 		if (!e || sd_bus_error_has_name(e, BLUEZ_ERR_ALREADY_EXISTS)) {
 			b->adv_registered = true;
+			b->adv_unsure = false;
 			srup_log(LOG_INFO, "BLE: advertising started on %s (service %s)",
 				 b->adapter, BLE_UUID_SERVICE);
 		} else {
 			srup_log(LOG_ERR, "BLE: RegisterAdvertisement on %s failed: %s: %s",
 				 b->adapter, e->name, e->message ? e->message : "");
-			schedule_retry(b);
+			/* Unanswered, it may be registered all the same: once
+			 * nothing is pending it is unregistered to be sure. */
+			if (outcome_unknown(e))
+				b->adv_unsure = true;
+			if (b->adv_unsure && !b->base.listening)
+				reconcile(b);
+			else
+				schedule_retry(b);
 			return 0;
 		}
 	} else {
@@ -718,6 +735,11 @@ static int on_adv_call_done(sd_bus_message *reply, void *userdata, sd_bus_error 
 			srup_log(LOG_WARNING, "BLE: UnregisterAdvertisement on %s failed: %s: %s",
 				 b->adapter, e->name, e->message ? e->message : "");
 		b->adv_registered = false;
+		b->adv_unsure = e && outcome_unknown(e);
+		if (b->adv_unsure) {
+			schedule_retry(b);
+			return 0;
+		}
 		srup_log(LOG_INFO, "BLE: advertising stopped on %s", b->adapter);
 	}
 	/* start or stop may have come while the call was in flight. */
@@ -799,7 +821,10 @@ static void reconcile(struct ble_channel *b)
 	if (b->require_encryption && !b->agent_registered && !b->agent_call &&
 	    call_agent_manager(b, true) < 0)
 		schedule_retry(b);
-	if (b->adv_call || b->base.listening == b->adv_registered)
+	/* While nothing is pending, an advertisement that may be registered
+	 * counts as registered. */
+	if (b->adv_call ||
+	    b->base.listening == (b->adv_registered || (!b->base.listening && b->adv_unsure)))
 		return;
 	b->adv_call_registers = b->base.listening;
 	r = sd_bus_call_method_async(b->bus, &b->adv_call, BLUEZ_BUS_NAME, b->adapter_path,
@@ -847,6 +872,7 @@ static void bluez_lost(struct ble_channel *b, const char *why)
 	b->ready = false;
 	b->app_registered = false;
 	b->adv_registered = false;
+	b->adv_unsure = false;
 	b->app_call = sd_bus_slot_unref(b->app_call);
 	b->adv_call = sd_bus_slot_unref(b->adv_call);
 	b->probe_call = sd_bus_slot_unref(b->probe_call);
@@ -1046,7 +1072,7 @@ static void ble_destroy(struct radio_channel *ch)
 	if (b->bus && b->ready && sd_bus_is_open(b->bus) > 0) {
 		/* Courtesy only: BlueZ also drops both when this connection
 		 * closes. */
-		if (b->adv_registered)
+		if (b->adv_registered || b->adv_unsure)
 			sd_bus_call_method_async(b->bus, NULL, BLUEZ_BUS_NAME, b->adapter_path,
 						 BLUEZ_ADV_MANAGER_IFACE, "UnregisterAdvertisement",
 						 NULL, NULL, "o", ADV_PATH);

@@ -559,6 +559,9 @@ class FakeBluez:
         self.notifications = []
         self._notify_match = None
         self.agent = None        # {"sender", "path", "capability"}
+        # RegisterAdvertisement registers but never answers, as a stalled
+        # bluetoothd would: the caller cannot know the outcome.
+        self.hold_adv_reply = False
         self.root = Root(self)
         self.add_object(AgentManager(self), announce=False)
         self.adapters = {}
@@ -634,7 +637,8 @@ class FakeBluez:
         def got(props):
             self.adv = {"sender": sender, "path": path, "props": unwrap(props)}
             self.record("register_adv", adapter=adapter.name, path=path, props=self.adv["props"])
-            ok()
+            if not self.hold_adv_reply:
+                ok()
 
         def failed(e):
             self.record("register_adv_failed", error=str(e))

@@ -28,6 +28,7 @@ class ObserverCase(unittest.TestCase):
     grace = 10
     encrypt = False
     bluez_at_start = True
+    env_extra = {}
 
     def setUp(self):
         self.bus = PrivateBus()
@@ -35,7 +36,7 @@ class ObserverCase(unittest.TestCase):
         self.events = []
         self.bluez = FakeBluez(self.bus.address, events=self.events) if self.bluez_at_start \
             else None
-        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address)
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address, **self.env_extra)
         argv = [DRIVER, "--observer-id", "%016x" % OBSERVER_ID, "--device", "%016x" % DEVICE_ID,
                 "--value", VALUE, "--adapter", "hci0", "--grace", str(self.grace)]
         if self.encrypt:
@@ -203,6 +204,31 @@ class Advertising(ObserverCase):
         self.command("stop")
         pump_for(0.5)
         self.assertIsNone(self.bluez.adv)
+
+
+class AdvertisingStalled(ObserverCase):
+    # sd-bus's method call timeout, 1 s instead of 25 s.
+    env_extra = {"SYSTEMD_BUS_TIMEOUT": "1"}
+
+    def test_registration_without_answer_is_undone_on_stop(self):
+        # BlueZ registered the advertisement but its answer never came: the
+        # observer must not assume it is unregistered once nothing is pending.
+        self.bluez.hold_adv_reply = True
+        self.command("start")
+        pump(lambda: self.bluez.adv is not None, 5, "RegisterAdvertisement")
+        self.command("stop")
+        pump(lambda: self.bluez.adv is None, 10,
+             "UnregisterAdvertisement after a registration that got no answer")
+
+    def test_registration_without_answer_is_retried_while_listening(self):
+        self.bluez.hold_adv_reply = True
+        self.command("start")
+        pump(lambda: self.bluez.adv is not None, 5, "RegisterAdvertisement")
+        self.bluez.hold_adv_reply = False
+        self.bluez.adv = None
+        pump(lambda: self.bluez.adv is not None, 10, "RegisterAdvertisement again")
+        self.command("stop")
+        pump(lambda: self.bluez.adv is None, 10, "UnregisterAdvertisement")
 
 
 class Frames(ObserverCase):
