@@ -78,11 +78,6 @@ struct node_inbox {
 	uint64_t queue_full_reported;
 	uint64_t control_lost;
 	uint64_t publishes_pending;  /* QoS 1 publishes not yet acknowledged */
-	/* The latest subscribe_all request: its SUBACK's grants are read
-	 * from a list whose length only the request knows. */
-	int sub_token;
-	size_t sub_count;
-	bool sub_token_valid;
 	bool disconnected;
 	int efd;
 };
@@ -133,7 +128,13 @@ struct srup_node {
 
 	bool connect_requested;
 	bool connected;  /* session up and subscriptions acknowledged */
-	int subscribe_token;
+	/* The current round of subscriptions (one per topic filter, sorted
+	 * by token): connected once every one was granted. */
+	struct node_subscription {
+		int token;
+		bool granted;
+	} *round;
+	size_t round_count, round_pending;
 	void (*on_connected)(struct srup_node *node, void *user);
 	void *on_connected_user;
 
@@ -326,45 +327,11 @@ static void paho_connect_failed(void *context, MQTTAsync_failureData *data)
 					   : MQTTAsync_strerror(data ? data->code : -1));
 }
 
-/* Marks a SUBSCRIBED event whose grants could not be read: the SUBACK came
- * before the loop recorded which request it answers. */
-#define NODE_SUB_UNCHECKED 1
 #define MQTT_SUBACK_FAILURE 0x80
 
-/* A SUBACK is a success to Paho even when the broker refused some of the
- * topics (granted 0x80), unless it answered a single topic. */
-static void paho_subscribed(void *context, MQTTAsync_successData *data)
-{
-	struct node_inbox *in = context;
-	size_t count = 0, refused = 0;
-	bool known;
-	char text[96];
-
-	pthread_mutex_lock(&in->lock);
-	known = data && in->sub_token_valid && data->token == in->sub_token;
-	if (known)
-		count = in->sub_count;
-	pthread_mutex_unlock(&in->lock);
-	if (!known) {
-		post_control(in, NODE_EV_SUBSCRIBED, data ? data->token : 0, NODE_SUB_UNCHECKED,
-			     NULL);
-		return;
-	}
-	for (size_t i = 0; i < count; i++) {
-		int granted = count == 1 ? data->alt.qos
-					 : data->alt.qosList ? data->alt.qosList[i] : MQTT_SUBACK_FAILURE;
-		if (granted == MQTT_SUBACK_FAILURE)
-			refused++;
-	}
-	if (refused) {
-		snprintf(text, sizeof(text), "%zu of %zu topic filter(s) refused", refused, count);
-		post_control(in, NODE_EV_SUBSCRIBE_FAILED, data->token, MQTT_SUBACK_FAILURE, text);
-		return;
-	}
-	post_control(in, NODE_EV_SUBSCRIBED, data->token, 0, NULL);
-}
-
-/* One topic (srup_node_watch_device). */
+/* Every subscription is of one topic filter: Paho reports a refused one
+ * (granted 0x80) as a failure, while for several filters in one SUBSCRIBE
+ * it reports success with a list of grants whose length it does not give. */
 static void paho_subscribed_one(void *context, MQTTAsync_successData *data)
 {
 	if (data && data->alt.qos == MQTT_SUBACK_FAILURE)
@@ -379,7 +346,9 @@ static void paho_subscribe_failed(void *context, MQTTAsync_failureData *data)
 	post_control(context, NODE_EV_SUBSCRIBE_FAILED, data ? data->token : 0,
 		     data ? data->code : 0,
 		     data && data->message ? data->message
-					   : MQTTAsync_strerror(data ? data->code : -1));
+		     : data && data->code == MQTT_SUBACK_FAILURE
+			     ? "the broker refused the topic filter"
+			     : MQTTAsync_strerror(data ? data->code : -1));
 }
 
 static void publish_settled(struct node_inbox *in)
@@ -649,58 +618,78 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 
 /* ---- connection handling (loop thread) --------------------------------- */
 
+static int subscription_cmp(const void *a, const void *b)
+{
+	int x = ((const struct node_subscription *)a)->token;
+	int y = ((const struct node_subscription *)b)->token;
+
+	return (x > y) - (x < y);
+}
+
+/* Subscribe every topic filter of this role, one SUBSCRIBE each, as a new
+ * round (an earlier round's acknowledgements no longer count). */
 static int subscribe_all(struct srup_node *n)
 {
 	size_t count = n->cfg.role == SRUP_NODE_ROLE_DEVICE ? 1 : 1 + n->n_watched;
-	char **topics = calloc(count, sizeof(*topics));
-	int *qos = calloc(count, sizeof(*qos));
-	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
-	int rc = MQTTASYNC_FAILURE;
-	size_t i;
+	struct node_subscription *round = calloc(count, sizeof(*round));
 
-	if (!topics || !qos)
-		goto out;
-	for (i = 0; i < count; i++) {
-		topics[i] = malloc(SRUP_TOPIC_MAX + 2);
-		if (!topics[i])
-			goto out;
-		qos[i] = 1;
+	free(n->round);
+	n->round = NULL;
+	n->round_count = n->round_pending = 0;
+	if (!round) {
+		srup_log(LOG_ERR, "cannot subscribe on %s: out of memory", n->cfg.broker);
+		return -1;
 	}
-	if (n->cfg.role == SRUP_NODE_ROLE_DEVICE) {
-		snprintf(topics[0], SRUP_TOPIC_MAX + 2, "%s", n->own_topic);
-	} else {
-		snprintf(topics[0], SRUP_TOPIC_MAX + 2, "%s#", n->server_prefix);
-		for (i = 0; i < n->n_watched; i++) {
+	for (size_t i = 0; i < count; i++) {
+		MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+		char topic[SRUP_TOPIC_MAX + 2];
+		int rc;
+
+		if (n->cfg.role == SRUP_NODE_ROLE_DEVICE) {
+			snprintf(topic, sizeof(topic), "%s", n->own_topic);
+		} else if (i == 0) {
+			snprintf(topic, sizeof(topic), "%s#", n->server_prefix);
+		} else {
 			char t[SRUP_TOPIC_MAX];
-			srup_topic_device(n->watched[i], t);
-			snprintf(topics[1 + i], SRUP_TOPIC_MAX + 2, "%s/#", t);
+			srup_topic_device(n->watched[i - 1], t);
+			snprintf(topic, sizeof(topic), "%s/#", t);
 		}
+		opts.onSuccess = paho_subscribed_one;
+		opts.onFailure = paho_subscribe_failed;
+		opts.context = &n->inbox;
+		rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+		if (rc != MQTTASYNC_SUCCESS) {
+			srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", topic, n->cfg.broker,
+				 MQTTAsync_strerror(rc));
+			free(round);
+			return -1;
+		}
+		round[i].token = opts.token;
 	}
-	opts.onSuccess = paho_subscribed;
-	opts.onFailure = paho_subscribe_failed;
-	opts.context = &n->inbox;
-	pthread_mutex_lock(&n->inbox.lock);
-	n->inbox.sub_token_valid = false;
-	pthread_mutex_unlock(&n->inbox.lock);
-	rc = MQTTAsync_subscribeMany(n->client, (int)count, topics, qos, &opts);
-	if (rc == MQTTASYNC_SUCCESS) {
-		n->subscribe_token = opts.token;
-		pthread_mutex_lock(&n->inbox.lock);
-		n->inbox.sub_token = opts.token;
-		n->inbox.sub_count = count;
-		n->inbox.sub_token_valid = true;
-		pthread_mutex_unlock(&n->inbox.lock);
-	} else
-		srup_log(LOG_ERR, "cannot subscribe on %s: %s", n->cfg.broker,
-			 MQTTAsync_strerror(rc));
-out:
-	if (topics)
-		for (i = 0; i < count; i++)
-			free(topics[i]);
-	free(topics);
-	free(qos);
-	return rc == MQTTASYNC_SUCCESS ? 0 : -1;
+	/* Acknowledgements reach the loop only after this returns. */
+	qsort(round, count, sizeof(*round), subscription_cmp);
+	n->round = round;
+	n->round_count = n->round_pending = count;
+	return 0;
 }
+
+/* Whether token is a not yet granted subscription of the current round;
+ * if so it is granted now. */
+static bool round_grant(struct srup_node *n, int token)
+{
+	struct node_subscription key = {.token = token}, *found;
+
+	if (!n->round)
+		return false;
+	found = bsearch(&key, n->round, n->round_count, sizeof(*n->round), subscription_cmp);
+	if (!found || found->granted)
+		return false;
+	found->granted = true;
+	n->round_pending--;
+	return true;
+}
+
+static void schedule_resubscribe(struct srup_node *n);
 
 static int resubscribe_timer_fired(sd_event_source *s, uint64_t usec, void *user)
 {
@@ -708,8 +697,8 @@ static int resubscribe_timer_fired(sd_event_source *s, uint64_t usec, void *user
 
 	(void)s;
 	(void)usec;
-	if (MQTTAsync_isConnected(n->client))
-		subscribe_all(n);
+	if (MQTTAsync_isConnected(n->client) && subscribe_all(n) != 0)
+		schedule_resubscribe(n);
 	return 0;
 }
 
@@ -793,15 +782,10 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 			 n->cfg.broker, ev->text, ev->code);
 		break;
 	case NODE_EV_SUBSCRIBED:
-		if (ev->token != n->subscribe_token)
-			break; /* a single watch_device subscription */
-		if (ev->code == NODE_SUB_UNCHECKED) {
-			srup_log(LOG_WARNING, "subscription on %s acknowledged before it was "
-				 "recorded; subscribing again to check what was granted",
-				 n->cfg.broker);
-			schedule_resubscribe(n);
+		/* Not of the current round: an earlier one, or a single
+		 * watch_device subscription. */
+		if (!round_grant(n, ev->token) || n->round_pending > 0)
 			break;
-		}
 		if (!n->connected) {
 			n->connected = true;
 			srup_log(LOG_INFO, "subscribed on %s as %s", n->cfg.broker, n->own_topic);
@@ -812,7 +796,8 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 	case NODE_EV_SUBSCRIBE_FAILED:
 		srup_log(LOG_ERR, "broker %s refused a subscription: %s (code %d)", n->cfg.broker,
 			 ev->text, ev->code);
-		/* Also a single watch_device topic: all are subscribed again. */
+		/* Any filter, of the round or a single watch_device one: all
+		 * are subscribed again. */
 		schedule_resubscribe(n);
 		break;
 	case NODE_EV_PUBLISH_FAILED:
@@ -1156,6 +1141,7 @@ void srup_node_free(struct srup_node *n)
 	srup_seqstore_free(n->seq);
 	EVP_PKEY_free(n->identity);
 	free(n->watched);
+	free(n->round);
 	sd_event_unref(n->loop);
 	free(n);
 }
