@@ -307,16 +307,17 @@ static int wait_until(struct central *c, bool (*done)(const struct central *c), 
 	int r;
 
 	while (!done(c)) {
-		uint64_t now;
+		/* Checked on every pass: a stream of signals must not hold a
+		 * step past its deadline. */
+		uint64_t now = now_usec();
 
+		if (now >= until)
+			return 0;
 		r = sd_bus_process(c->bus, NULL);
 		if (r < 0)
 			return r;
 		if (r > 0)
 			continue;
-		now = now_usec();
-		if (now >= until)
-			return 0;
 		r = sd_bus_wait(c->bus, until - now);
 		if (r < 0 && r != -EINTR)
 			return r;
@@ -355,18 +356,17 @@ static int call_serving(struct central *c, sd_bus_message *m, uint64_t timeout,
 	if (r < 0)
 		return sd_bus_error_set_errno(e, r);
 	while (!st.done) {
-		uint64_t now;
+		uint64_t now = now_usec(); /* on every pass, as in wait_until */
 
+		if (now >= until) {
+			r = -ETIMEDOUT;
+			break;
+		}
 		r = sd_bus_process(c->bus, NULL);
 		if (r < 0)
 			break;
 		if (r > 0)
 			continue;
-		now = now_usec();
-		if (now >= until) {
-			r = -ETIMEDOUT;
-			break;
-		}
 		r = sd_bus_wait(c->bus, until - now);
 		if (r < 0 && r != -EINTR)
 			break;
