@@ -73,7 +73,8 @@ void srup_topic_server_join(uint64_t server, uint64_t device, char out[SRUP_TOPI
 #define SRUP_NODE_ANY_SENDER UINT64_MAX
 
 /* A verified, fresh message for this node. msg and topic are borrowed for
- * the call. */
+ * the call. A handler may send and register handlers, but must not free
+ * the node (the batch it belongs to is still being walked). */
 typedef void (*srup_node_handler)(struct srup_node *node, const struct srup_msg *msg,
 				  const char *topic, void *user);
 

@@ -23,10 +23,11 @@ void srup_log(int priority, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);
-	/* A message is one journal entry: no embedded newlines. */
+	/* A message is one journal entry, and parts of it (topics, IDs) come
+	 * from the network: no newlines, no terminal control characters. */
 	for (char *p = line + n; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = (*p == '\n' || *p == '\t') ? ' ' : '?';
 	/* One write per line so that lines from several threads never mix. */
 	strcat(line, "\n");
 	fputs(line, stderr);
