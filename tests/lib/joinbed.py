@@ -251,9 +251,15 @@ class JoinBed:
         return None
 
     def start(self):
-        self.setup()
-        self.start_peer()
-        self.start_observer()
+        # Called before the with-block is entered: a failure here must
+        # stop what was started, as __exit__ will not run.
+        try:
+            self.setup()
+            self.start_peer()
+            self.start_observer()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def join(self, timeout=None, config=None, channel=None, background=False):
