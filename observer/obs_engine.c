@@ -75,6 +75,7 @@ const char *obs_outcome_name(enum obs_outcome outcome)
 	case OBS_OUTCOME_OVERFLOW: return "overflow";
 	case OBS_OUTCOME_RADIO_LOST: return "radio-lost";
 	case OBS_OUTCOME_SHUTDOWN: return "shutdown";
+	case OBS_OUTCOME_CANCELLED: return "cancelled";
 	}
 	return "unknown";
 }
@@ -594,6 +595,69 @@ void obs_engine_fail_all(struct obs_engine *e, enum obs_outcome why, uint64_t no
 		engine_retire(e, p);
 		emit_listen_stop_if_idle(e, out);
 	}
+}
+
+int obs_engine_cancel(struct obs_engine *e, uint64_t device_id, uint64_t now_ms,
+		      struct obs_events *out)
+{
+	struct obs_pending *p;
+
+	if (!e || !out)
+		return -1;
+	if (events_reserve(out, heap_count_due(e, 0, now_ms) + 2) < 0)
+		return -1;
+	engine_expire(e, now_ms, out);
+	p = table_lookup(e, device_id);
+	if (!p)
+		return 0;
+	emit_outcome(out, p, OBS_STATUS_FAIL, OBS_OUTCOME_CANCELLED, now_ms);
+	engine_retire(e, p);
+	emit_listen_stop_if_idle(e, out);
+	return 1;
+}
+
+static int info_by_deadline(const void *a, const void *b)
+{
+	const struct obs_pending_info *x = a, *y = b;
+
+	if (x->deadline_ms != y->deadline_ms)
+		return x->deadline_ms < y->deadline_ms ? -1 : 1;
+	return x->started_ms < y->started_ms ? -1 : x->started_ms > y->started_ms;
+}
+
+size_t obs_engine_list(const struct obs_engine *e, struct obs_pending_info *out, size_t max)
+{
+	size_t n = 0;
+
+	if (!e || !out)
+		return 0;
+	/* The heap's array is no sorted order, and the first max of it are
+	 * not the earliest max: take every entry whose deadline beats the
+	 * latest kept (max is small next to the count in practice). */
+	for (size_t i = 0; i < e->count; i++) {
+		const struct obs_pending *p = e->heap[i];
+		struct obs_pending_info info = {p->device_id, p->started_ms, p->deadline_ms,
+						p->n_wrong};
+
+		if (n < max) {
+			out[n++] = info;
+			if (n == max)
+				qsort(out, n, sizeof(*out), info_by_deadline);
+			continue;
+		}
+		if (max == 0 || info_by_deadline(&info, &out[max - 1]) >= 0)
+			continue;
+		/* Insert in order, dropping the latest. */
+		size_t j = max - 1;
+		while (j > 0 && info_by_deadline(&info, &out[j - 1]) < 0) {
+			out[j] = out[j - 1];
+			j--;
+		}
+		out[j] = info;
+	}
+	if (n < max)
+		qsort(out, n, sizeof(*out), info_by_deadline);
+	return n;
 }
 
 uint64_t obs_engine_next_deadline(const struct obs_engine *e)

@@ -38,6 +38,7 @@ enum obs_outcome {
 	OBS_OUTCOME_OVERFLOW,     /* 0x6F at once, max_pending reached */
 	OBS_OUTCOME_RADIO_LOST,   /* 0x6F, the channel became unavailable */
 	OBS_OUTCOME_SHUTDOWN,     /* 0x6F, the daemon is stopping */
+	OBS_OUTCOME_CANCELLED,    /* 0x6F, an operator cancelled it */
 };
 
 const char *obs_outcome_name(enum obs_outcome outcome);
@@ -88,6 +89,25 @@ void obs_engine_tick(struct obs_engine *e, uint64_t now_ms, struct obs_events *o
 /* Ends every pending observation with 0x6F (radio lost, shutdown). */
 void obs_engine_fail_all(struct obs_engine *e, enum obs_outcome why, uint64_t now_ms,
 			 struct obs_events *out);
+
+/* Ends the pending observation for device_id with 0x6F (an operator's
+ * cancel). Deadlines due at now are applied first, as for a frame. Returns
+ * 1 if it was pending and is answered, 0 if nothing is pending for it, -1
+ * on bad arguments or no memory (nothing changed). */
+int obs_engine_cancel(struct obs_engine *e, uint64_t device_id, uint64_t now_ms,
+		      struct obs_events *out);
+
+/* What an operator may see of a pending observation (never its value). */
+struct obs_pending_info {
+	uint64_t device_id;
+	uint64_t started_ms;
+	uint64_t deadline_ms;
+	unsigned attempts;        /* distinct wrong values seen */
+};
+
+/* Copies up to max pending observations into out, earliest deadline
+ * first; returns how many were copied. */
+size_t obs_engine_list(const struct obs_engine *e, struct obs_pending_info *out, size_t max);
 
 /* Earliest deadline of a pending observation, or UINT64_MAX if none. */
 uint64_t obs_engine_next_deadline(const struct obs_engine *e);

@@ -414,6 +414,74 @@ static void test_fail_all_radio_lost(void **state)
 	assert_int_equal(f->ev.len, 0);
 }
 
+/* ---- Operator's cancel and list ---------------------------------------------- */
+
+static void test_cancel_answers_fail_and_only_that_device(void **state)
+{
+	struct fixture *f = *state;
+
+	request(f, 1, "a", T0);
+	request(f, 2, "b", T0 + 1);
+	assert_int_equal(frame(f, 2, WRONG_A, WRONG_LEN, T0 + 2), 0x6E);
+	obs_events_clear(&f->ev);
+	assert_int_equal(obs_engine_cancel(f->e, 2, T0 + 50, &f->ev), 1);
+	assert_int_equal(f->ev.len, 1);
+	assert_respond(&f->ev.ev[0], 2, 0x6F, OBS_OUTCOME_CANCELLED, "b", 1, 49);
+	assert_int_equal(obs_engine_pending(f->e), 1);
+	obs_events_clear(&f->ev);
+	/* Gone: a frame is not compared, a second cancel finds nothing. */
+	assert_int_equal(frame(f, 2, RIGHT, RIGHT_LEN, T0 + 51), 0x00);
+	assert_int_equal(obs_engine_cancel(f->e, 2, T0 + 52, &f->ev), 0);
+	assert_int_equal(obs_engine_cancel(f->e, 3, T0 + 52, &f->ev), 0);
+	assert_int_equal(f->ev.len, 0);
+	/* The last one cancelled stops listening. */
+	assert_int_equal(obs_engine_cancel(f->e, 1, T0 + 60, &f->ev), 1);
+	assert_int_equal(f->ev.len, 2);
+	assert_respond(&f->ev.ev[0], 1, 0x6F, OBS_OUTCOME_CANCELLED, "a", 0, 60);
+	assert_int_equal(f->ev.ev[1].kind, OBS_EVENT_LISTEN_STOP);
+	assert_int_equal(obs_engine_cancel(NULL, 1, T0, &f->ev), -1);
+	assert_int_equal(obs_engine_cancel(f->e, 1, T0, NULL), -1);
+}
+
+static void test_cancel_after_deadline_keeps_its_outcome(void **state)
+{
+	struct fixture *f = *state;
+
+	request(f, 7, "t", T0);
+	obs_events_clear(&f->ev);
+	assert_int_equal(obs_engine_cancel(f->e, 7, T0 + WINDOW_MS, &f->ev), 0);
+	assert_int_equal(f->ev.len, 2);
+	assert_respond(&f->ev.ev[0], 7, 0x6F, OBS_OUTCOME_EXPIRED, "t", 0, WINDOW_MS);
+	assert_int_equal(f->ev.ev[1].kind, OBS_EVENT_LISTEN_STOP);
+}
+
+static void test_list_earliest_deadline_first(void **state)
+{
+	struct fixture *f = *state;
+	struct obs_pending_info info[40];
+	size_t n;
+
+	assert_int_equal(obs_engine_list(f->e, info, 40), 0);
+	/* Requests in an order the heap does not keep in its array. */
+	for (unsigned i = 0; i < 30; i++)
+		request(f, 100 + (i * 7) % 30, "t", T0 + (i * 7) % 30);
+	assert_int_equal(frame(f, 105, WRONG_A, WRONG_LEN, T0 + 40), 0x6E);
+	n = obs_engine_list(f->e, info, 40);
+	assert_int_equal(n, 30);
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(info[i].device_id, 100 + i);
+		assert_int_equal(info[i].started_ms, T0 + i);
+		assert_int_equal(info[i].deadline_ms, T0 + i + WINDOW_MS);
+		assert_int_equal(info[i].attempts, i == 5 ? 1 : 0);
+	}
+	/* Fewer slots than pending: the earliest ones. */
+	n = obs_engine_list(f->e, info, 4);
+	assert_int_equal(n, 4);
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(info[i].device_id, 100 + i);
+	assert_int_equal(obs_engine_list(f->e, info, 0), 0);
+}
+
 static void test_fail_all_keeps_due_outcomes(void **state)
 {
 	struct fixture *f = *state;
@@ -477,9 +545,9 @@ static void test_events_clear_wipes_tokens(void **state)
 static void test_outcome_names_distinct(void **state)
 {
 	(void)state;
-	for (int a = OBS_OUTCOME_VALID; a <= OBS_OUTCOME_SHUTDOWN; a++) {
+	for (int a = OBS_OUTCOME_VALID; a <= OBS_OUTCOME_CANCELLED; a++) {
 		assert_non_null(obs_outcome_name(a));
-		for (int b = a + 1; b <= OBS_OUTCOME_SHUTDOWN; b++)
+		for (int b = a + 1; b <= OBS_OUTCOME_CANCELLED; b++)
 			assert_string_not_equal(obs_outcome_name(a), obs_outcome_name(b));
 	}
 }
@@ -664,6 +732,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_arguments_change_nothing, setup_default, teardown),
 		cmocka_unit_test_setup_teardown(test_events_clear_wipes_tokens, setup_default, teardown),
 		cmocka_unit_test(test_outcome_names_distinct),
+		cmocka_unit_test_setup_teardown(test_cancel_answers_fail_and_only_that_device,
+						setup_default, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_after_deadline_keeps_its_outcome,
+						setup_default, teardown),
+		cmocka_unit_test_setup_teardown(test_list_earliest_deadline_first, setup_default,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_thousand_pending, setup_default, teardown),
 		cmocka_unit_test(test_random_walk_against_model),
 	};
