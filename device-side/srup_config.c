@@ -38,6 +38,10 @@
 #define DEFAULT_BLE_ADAPTER "hci0"
 #define DEFAULT_BLUEZ_GRACE_SECONDS 10u
 #define DEFAULT_NFC_POLL_MS 200u
+#define DEFAULT_CONTROL_SOCKET "/run/srup-observer/control"
+#define DEFAULT_AUDIT_MAX_BYTES (10u * 1024u * 1024u)
+#define DEFAULT_AUDIT_KEEP 5u
+#define DEFAULT_METRICS_INTERVAL_SECONDS 15u
 
 /* ---- Channel names ---------------------------------------------------- */
 
@@ -78,6 +82,9 @@ enum config_section {
 	SEC_BLE,
 	SEC_NFC,
 	SEC_STATE,
+	SEC_CONTROL,
+	SEC_AUDIT,
+	SEC_METRICS,
 	SEC__COUNT
 };
 
@@ -85,6 +92,7 @@ static const char *const section_names[SEC__COUNT] = {
 	[SEC_IDENTITY] = "identity", [SEC_SERVER] = "server", [SEC_MQTT] = "mqtt",
 	[SEC_OBSERVATION] = "observation", [SEC_SIM] = "sim", [SEC_BLE] = "ble",
 	[SEC_NFC] = "nfc", [SEC_STATE] = "state",
+	[SEC_CONTROL] = "control", [SEC_AUDIT] = "audit", [SEC_METRICS] = "metrics",
 };
 
 enum key_type {
@@ -133,6 +141,17 @@ static const struct key_spec keys[] = {
 	{SEC_NFC, "device", KEY_PATH, CFG_FIELD(nfc.device), 0, 0, "a libnfc connstring", false},
 	{SEC_NFC, "poll_ms", KEY_UINT, CFG_FIELD(nfc.poll_ms), 10, 60000, "milliseconds", false},
 	{SEC_STATE, "dir", KEY_PATH, CFG_FIELD(state_dir), 0, 0, "a directory path", true},
+	/* srup-observerd's operator interfaces */
+	{SEC_CONTROL, "socket", KEY_PATH, CFG_FIELD(control_socket), 0, 0, "a socket path", false},
+	{SEC_AUDIT, "file", KEY_PATH, CFG_FIELD(audit_file), 0, 0, "a file path", false},
+	{SEC_AUDIT, "max_bytes", KEY_UINT, CFG_FIELD(audit_max_bytes), 4096, 1073741824u, "bytes",
+	 false},
+	{SEC_AUDIT, "keep", KEY_UINT, CFG_FIELD(audit_keep), 0, 100, "files", false},
+	{SEC_AUDIT, "fsync", KEY_BOOL, CFG_FIELD(audit_fsync), 0, 0, NULL, false},
+	{SEC_AUDIT, "journal", KEY_BOOL, CFG_FIELD(audit_journal), 0, 0, NULL, false},
+	{SEC_METRICS, "file", KEY_PATH, CFG_FIELD(metrics_file), 0, 0, "a file path", false},
+	{SEC_METRICS, "interval_seconds", KEY_UINT, CFG_FIELD(metrics_interval_seconds), 1, 3600,
+	 "seconds", false},
 };
 
 #define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
@@ -161,9 +180,14 @@ struct config_parse {
 	bool failed;
 };
 
+static bool section_observer_only(enum config_section s)
+{
+	return s == SEC_OBSERVATION || s == SEC_CONTROL || s == SEC_AUDIT || s == SEC_METRICS;
+}
+
 static bool section_allowed(const struct config_parse *p, enum config_section s)
 {
-	return s != SEC_OBSERVATION || p->kind == SRUP_CONFIG_OBSERVER;
+	return !section_observer_only(s) || p->kind == SRUP_CONFIG_OBSERVER;
 }
 
 static int section_lookup(const char *name)
@@ -544,6 +568,13 @@ static void config_defaults(struct srup_config *cfg, enum srup_config_kind kind)
 		cfg->window_seconds = DEFAULT_WINDOW_SECONDS;
 		cfg->max_attempts = DEFAULT_MAX_ATTEMPTS;
 		cfg->max_pending = DEFAULT_MAX_PENDING;
+		snprintf(cfg->control_socket, sizeof(cfg->control_socket), "%s",
+			 DEFAULT_CONTROL_SOCKET);
+		cfg->audit_max_bytes = DEFAULT_AUDIT_MAX_BYTES;
+		cfg->audit_keep = DEFAULT_AUDIT_KEEP;
+		cfg->audit_fsync = true;
+		cfg->audit_journal = true;
+		cfg->metrics_interval_seconds = DEFAULT_METRICS_INTERVAL_SECONDS;
 	}
 	snprintf(cfg->ble.adapter, sizeof(cfg->ble.adapter), "%s", DEFAULT_BLE_ADAPTER);
 	cfg->ble.require_encryption = false;

@@ -10,6 +10,11 @@
  *   [ble]         adapter = hci0, require_encryption = false
  *   [nfc]         device = <libnfc connstring>, poll_ms = 200
  *   [state]       dir = <path>
+ *   [control]     socket = /run/srup-observer/control      (observer only)
+ *   [audit]       file = <state dir>/audit.log, max_bytes = 10485760, keep = 5,
+ *                 fsync = true, journal = true               (observer only)
+ *   [metrics]     file = <path> (unset: off), interval_seconds = 15
+ *                                                           (observer only)
  *
  * IDs are hex, 1..16 digits, leading zeros optional. Unknown sections or
  * keys, missing required keys and bad values are errors naming the file,
@@ -58,6 +63,15 @@ struct srup_config {
 	struct radio_ble_config ble;  /* ble.observer_id = identity_id */
 	struct radio_nfc_config nfc;
 	char state_dir[256];
+	/* [control], [audit], [metrics]: srup-observerd's operator interfaces. */
+	char control_socket[108];    /* fits sockaddr_un.sun_path */
+	char audit_file[256];        /* empty: <state_dir>/audit.log */
+	unsigned audit_max_bytes;    /* rotate when the file would pass this */
+	unsigned audit_keep;         /* rotated files kept (audit.log.1 ...) */
+	bool audit_fsync;            /* fdatasync after each record */
+	bool audit_journal;          /* structured journald records when journald runs */
+	char metrics_file[256];      /* empty: no metrics */
+	unsigned metrics_interval_seconds;
 };
 
 /* Parse path into cfg. On error returns -1 and writes one line to err

@@ -521,6 +521,66 @@ static void test_bad_channel(void **state)
 			 "not a channel");
 }
 
+/* ---- [control], [audit], [metrics] (srup-observerd's operator interfaces) ---- */
+
+static void test_operator_sections_defaults(void **state)
+{
+	(void)state;
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), 0);
+	assert_string_equal(cfg.control_socket, "/run/srup-observer/control");
+	assert_string_equal(cfg.audit_file, "");
+	assert_int_equal(cfg.audit_max_bytes, 10 * 1024 * 1024);
+	assert_int_equal(cfg.audit_keep, 5);
+	assert_true(cfg.audit_fsync);
+	assert_true(cfg.audit_journal);
+	assert_string_equal(cfg.metrics_file, "");
+	assert_int_equal(cfg.metrics_interval_seconds, 15);
+}
+
+static void test_operator_sections_set(void **state)
+{
+	(void)state;
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM
+			      "[control]\nsocket = /run/o/ctl\n"
+			      "[audit]\nfile = /var/log/srup/audit.log\nmax_bytes = 65536\nkeep = 0\n"
+			      "fsync = no\njournal = false\n"
+			      "[metrics]\nfile = /var/lib/node_exporter/srup.prom\ninterval_seconds = 5\n",
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+	assert_string_equal(cfg.control_socket, "/run/o/ctl");
+	assert_string_equal(cfg.audit_file, "/var/log/srup/audit.log");
+	assert_int_equal(cfg.audit_max_bytes, 65536);
+	assert_int_equal(cfg.audit_keep, 0);
+	assert_false(cfg.audit_fsync);
+	assert_false(cfg.audit_journal);
+	assert_string_equal(cfg.metrics_file, "/var/lib/node_exporter/srup.prom");
+	assert_int_equal(cfg.metrics_interval_seconds, 5);
+}
+
+static void test_operator_sections_bad(void **state)
+{
+	char text[512], path[160];
+
+	(void)state;
+	expect_bad_value("[audit]\nmax_bytes = 100\n", 12, "[audit] max_bytes", "out of range");
+	expect_bad_value("[audit]\nkeep = 101\n", 12, "[audit] keep", "out of range");
+	expect_bad_value("[audit]\nfsync = sometimes\n", 12, "[audit] fsync", "not a boolean");
+	expect_bad_value("[metrics]\ninterval_seconds = 0\n", 12, "[metrics] interval_seconds",
+			 "out of range");
+	expect_bad_value("[metrics]\nfile =\n", 12, "[metrics] file", "empty");
+	expect_bad_value("[control]\nport = 4\n", 12, "[control] port", "unknown key");
+	/* A UNIX socket path longer than sun_path can hold. */
+	memset(path, 'a', 120);
+	path[0] = '/';
+	path[120] = '\0';
+	snprintf(text, sizeof(text), "[control]\nsocket = %s\n", path);
+	expect_bad_value(text, 12, "[control] socket", "too long");
+	/* Observer only. */
+	expect_error("[identity]\nid = 1\nprivate_key = k\n[server]\nid = 2\npublic_key = p\n"
+		     "[mqtt]\nbroker = tcp://127.0.0.1:1\n[state]\ndir = d\n[metrics]\nfile = m\n",
+		     SRUP_CONFIG_DEVICE, 11, "[metrics]", "only the observer");
+}
+
 static void test_bad_broker(void **state)
 {
 	(void)state;
@@ -610,6 +670,9 @@ int main(void)
 		cmocka_unit_test(test_out_of_range_numbers),
 		cmocka_unit_test(test_bad_boolean),
 		cmocka_unit_test(test_bad_channel),
+		cmocka_unit_test(test_operator_sections_defaults),
+		cmocka_unit_test(test_operator_sections_set),
+		cmocka_unit_test(test_operator_sections_bad),
 		cmocka_unit_test(test_bad_broker),
 		cmocka_unit_test(test_observation_in_device_config),
 		cmocka_unit_test(test_first_error_wins),
