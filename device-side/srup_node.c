@@ -151,6 +151,25 @@ static const char *const node_err_names[SRUP_NODE_E__COUNT] = {
 	[SRUP_NODE_E_TIMEOUT] = "timed out",
 };
 
+const char *srup_node_drop_name(enum srup_node_drop why)
+{
+	static const char *const names[SRUP_NODE_DROP__COUNT] = {
+		[SRUP_NODE_DROP_TOPIC] = "topic",
+		[SRUP_NODE_DROP_SIZE] = "size",
+		[SRUP_NODE_DROP_DECODE] = "decode",
+		[SRUP_NODE_DROP_UNSIGNED] = "unsigned",
+		[SRUP_NODE_DROP_UNKNOWN_SENDER] = "unknown_sender",
+		[SRUP_NODE_DROP_SIGNATURE] = "signature",
+		[SRUP_NODE_DROP_NO_HANDLER] = "no_handler",
+		[SRUP_NODE_DROP_SENDER_NOT_ALLOWED] = "sender_not_allowed",
+		[SRUP_NODE_DROP_REPLAY] = "replay",
+		[SRUP_NODE_DROP_PERSIST] = "persist",
+		[SRUP_NODE_DROP_QUEUE_FULL] = "queue_full",
+	};
+
+	return (unsigned)why < SRUP_NODE_DROP__COUNT ? names[why] : "unknown";
+}
+
 const char *srup_node_strerror(enum srup_node_err err)
 {
 	if ((unsigned)err >= SRUP_NODE_E__COUNT)
@@ -461,12 +480,13 @@ static const char *topic_rejected(const struct srup_node *n, const char *topic)
 
 /* ---- the receive pipeline (loop thread) -------------------------------- */
 
-#define DROP(n, topic, ...)                                                                     \
+#define DROP(n, reason, topic, ...)                                                             \
 	do {                                                                                    \
 		char reason_[400];                                                              \
 		snprintf(reason_, sizeof(reason_), __VA_ARGS__);                                \
 		srup_log(LOG_WARNING, "dropped message on %s: %s", (topic), reason_);           \
 		(n)->stats.dropped++;                                                           \
+		(n)->stats.dropped_by[SRUP_NODE_DROP_##reason]++;                               \
 	} while (0)
 
 /* Every check of the receive pipeline for one message, up to and including
@@ -491,31 +511,31 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 	const char *why = strlen(topic) != ev->topic_len ? "topic contains a NUL byte"
 							 : topic_rejected(n, topic);
 	if (why) {
-		DROP(n, topic, "%s", why);
+		DROP(n, TOPIC, topic, "%s", why);
 		return false;
 	}
 	if (!payload) {
-		DROP(n, topic, "payload of %zu bytes exceeds the limit of %u bytes", len,
+		DROP(n, SIZE, topic, "payload of %zu bytes exceeds the limit of %u bytes", len,
 		     NODE_PAYLOAD_MAX);
 		return false;
 	}
 	err = srup_msg_decode(payload, len, &msg, &derr);
 	if (err != SRUP_OK) {
 		if (err == SRUP_E_TRUNCATED || err == SRUP_E_FIELD_BOUND)
-			DROP(n, topic,
+			DROP(n, DECODE, topic,
 			     "decode error: %s in field %s at offset %zu (needs %zu bytes, %zu "
 			     "there)",
 			     srup_strerror(err), derr.field ? derr.field : "?", derr.offset,
 			     derr.need, derr.have);
 		else
-			DROP(n, topic, "decode error: %s in field %s at offset %zu",
+			DROP(n, DECODE, topic, "decode error: %s in field %s at offset %zu",
 			     srup_strerror(err), derr.field ? derr.field : "?", derr.offset);
 		return false;
 	}
 	desc = srup_type_by_code(msg->type);
 	srup_id_format16(msg->sender_id, sender);
 	if (!desc || !desc->is_signed) {
-		DROP(n, topic, "type %s (0x%02x) carries no signature", type_name(msg->type),
+		DROP(n, UNSIGNED, topic, "type %s (0x%02x) carries no signature", type_name(msg->type),
 		     msg->type);
 		goto out;
 	}
@@ -527,29 +547,29 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 	}
 	key = srup_keystore_lookup(n->peers, msg->sender_id);
 	if (!key) {
-		DROP(n, topic, "unknown sender key for %s (%s)", sender, desc->name);
+		DROP(n, UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)", sender, desc->name);
 		goto out;
 	}
 	err = srup_msg_verify(msg, key);
 	if (err != SRUP_OK) {
-		DROP(n, topic, "bad signature on %s from %s: %s", desc->name, sender,
+		DROP(n, SIGNATURE, topic, "bad signature on %s from %s: %s", desc->name, sender,
 		     srup_strerror(err));
 		goto out;
 	}
 	h = &n->handlers[msg->type];
 	if (!h->fn) {
-		DROP(n, topic, "no handler for type %s (0x%02x) from %s", desc->name, msg->type,
+		DROP(n, NO_HANDLER, topic, "no handler for type %s (0x%02x) from %s", desc->name, msg->type,
 		     sender);
 		goto out;
 	}
 	if (h->allowed_sender != SRUP_NODE_ANY_SENDER && h->allowed_sender != msg->sender_id) {
 		srup_id_format16(h->allowed_sender, allowed);
-		DROP(n, topic, "sender %s not allowed to send %s (only %s)", sender, desc->name,
+		DROP(n, SENDER_NOT_ALLOWED, topic, "sender %s not allowed to send %s (only %s)", sender, desc->name,
 		     allowed);
 		goto out;
 	}
 	if (!srup_seqstore_is_fresh(n->seq, msg->sender_id, msg->sequence_id)) {
-		DROP(n, topic, "replayed sequence id %" PRIu64 " <= last accepted %" PRIu64
+		DROP(n, REPLAY, topic, "replayed sequence id %" PRIu64 " <= last accepted %" PRIu64
 			       " from %s (%s)",
 		     msg->sequence_id, srup_seqstore_last_accepted(n->seq, msg->sender_id), sender,
 		     desc->name);
@@ -562,7 +582,7 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 	if (serr != SRUP_SEQ_OK) {
 		srup_log(LOG_ERR, "cannot record sequence id from %s: %s: %s", sender,
 			 srup_seqstore_strerror(serr), detail);
-		DROP(n, topic, "sequence id %" PRIu64 " from %s could not be recorded",
+		DROP(n, PERSIST, topic, "sequence id %" PRIu64 " from %s could not be recorded",
 		     msg->sequence_id, sender);
 		goto out;
 	}
@@ -607,7 +627,7 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 			char sender[17];
 
 			srup_id_format16(it->msg->sender_id, sender);
-			DROP(n, it->ev->topic, "sequence id %" PRIu64 " from %s could not be persisted",
+			DROP(n, PERSIST, it->ev->topic, "sequence id %" PRIu64 " from %s could not be persisted",
 			     it->msg->sequence_id, sender);
 		}
 		srup_msg_free(it->msg);
@@ -846,6 +866,7 @@ static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *us
 		srup_log(LOG_WARNING, "%" PRIu64 " messages dropped: receive queue full",
 			 newly_full);
 		n->stats.dropped += newly_full;
+		n->stats.dropped_by[SRUP_NODE_DROP_QUEUE_FULL] += newly_full;
 	}
 	if (lost_control)
 		srup_log(LOG_WARNING, "%" PRIu64 " connection events dropped: queue full",
@@ -1361,5 +1382,6 @@ void srup_node_get_stats(const struct srup_node *n, struct srup_node_stats *out)
 	pthread_mutex_lock((pthread_mutex_t *)&n->inbox.lock);
 	out->received = n->inbox.received;
 	out->dropped += n->inbox.queue_full - n->inbox.queue_full_reported;
+	out->dropped_by[SRUP_NODE_DROP_QUEUE_FULL] += n->inbox.queue_full - n->inbox.queue_full_reported;
 	pthread_mutex_unlock((pthread_mutex_t *)&n->inbox.lock);
 }

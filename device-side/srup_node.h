@@ -117,11 +117,30 @@ enum srup_node_err srup_node_flush(struct srup_node *node, unsigned timeout_ms);
 
 uint64_t srup_node_id(const struct srup_node *node);
 
+/* Why the receive pipeline dropped a message (one counter each). */
+enum srup_node_drop {
+	SRUP_NODE_DROP_TOPIC,              /* not a topic of this role, or holds a NUL */
+	SRUP_NODE_DROP_SIZE,               /* payload over the limit */
+	SRUP_NODE_DROP_DECODE,             /* not a well-formed SRUP message */
+	SRUP_NODE_DROP_UNSIGNED,           /* a type that carries no signature */
+	SRUP_NODE_DROP_UNKNOWN_SENDER,     /* no key for the sender */
+	SRUP_NODE_DROP_SIGNATURE,          /* bad signature */
+	SRUP_NODE_DROP_NO_HANDLER,         /* a type this node does not handle */
+	SRUP_NODE_DROP_SENDER_NOT_ALLOWED, /* that sender may not send that type */
+	SRUP_NODE_DROP_REPLAY,             /* sequence ID not above the last accepted */
+	SRUP_NODE_DROP_PERSIST,            /* its sequence ID could not be stored */
+	SRUP_NODE_DROP_QUEUE_FULL,         /* the receive queue was full */
+	SRUP_NODE_DROP__COUNT
+};
+/* A short name for metrics and status ("signature", "replay", ...). */
+const char *srup_node_drop_name(enum srup_node_drop why);
+
 /* Counters for logs and tests. */
 struct srup_node_stats {
 	uint64_t received;
 	uint64_t accepted;
 	uint64_t dropped;    /* every pipeline rejection */
+	uint64_t dropped_by[SRUP_NODE_DROP__COUNT]; /* the same, by reason */
 	uint64_t sent;
 	uint64_t ignored_own; /* our own messages echoed back (not counted as dropped) */
 };

@@ -555,6 +555,8 @@ static void test_replay_dropped(void **state)
 	assert_true(log_contains(w, "dropped message on SRUP/d0d0d0d0d0d0d002: replayed sequence "
 				    "id 5 <= last accepted 5"));
 	assert_true(log_contains(w, "replayed sequence id 4 <= last accepted 5"));
+	assert_int_equal(stats_of(w->device).dropped_by[SRUP_NODE_DROP_REPLAY], 2);
+	assert_int_equal(stats_of(w->device).dropped_by[SRUP_NODE_DROP_SIGNATURE], 0);
 	/* A fresh one is still accepted. */
 	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 6, server_key, "tok-new");
 	wait_device_counts(w, 2, 2, 0);
@@ -598,6 +600,7 @@ static void test_wrong_key_dropped(void **state)
 	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, other_key, "tok-forged");
 	wait_device_counts(w, 1, 0, 0);
 	assert_true(log_contains(w, "bad signature on response from 000000005e5e5e01"));
+	assert_int_equal(stats_of(w->device).dropped_by[SRUP_NODE_DROP_SIGNATURE], 1);
 	/* A forged message does not move the sequence: the real one with
 	 * the same ID is accepted afterwards. */
 	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-real");
@@ -616,6 +619,8 @@ static void test_unknown_sender_dropped(void **state)
 	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, UNKNOWN_ID, 1, other_key, "tok-who");
 	wait_device_counts(w, 1, 0, 0);
 	assert_true(log_contains(w, "unknown sender key for 0000000077777777"));
+	assert_int_equal(stats_of(w->device).dropped_by[SRUP_NODE_DROP_UNKNOWN_SENDER], 1);
+	assert_string_equal(srup_node_drop_name(SRUP_NODE_DROP_UNKNOWN_SENDER), "unknown_sender");
 }
 
 static void test_sender_not_allowed_dropped(void **state)
@@ -634,6 +639,7 @@ static void test_sender_not_allowed_dropped(void **state)
 				    "(only 000000005e5e5e01)"));
 	/* Not accepted, so its sequence ID was not recorded either. */
 	assert_int_equal(w->at_device.count, 0);
+	assert_int_equal(stats_of(w->device).dropped_by[SRUP_NODE_DROP_SENDER_NOT_ALLOWED], 1);
 }
 
 static void test_no_handler_dropped(void **state)
