@@ -25,20 +25,9 @@
  * no input, no output) as BlueZ's default agent, since BlueZ pairs only
  * with an agent's consent.
  *
- * Confirmation writes and long writes. A WriteValue is a chunk at its
- * "offset" option (0 when absent). Offset 0 starts a new frame; a chunk at
- * another offset must continue exactly where the held bytes end, from the
- * same device, and no frame may pass 267 bytes. After every chunk the held
- * bytes are judged as far as they go: version 0x01 as soon as byte 0 is
- * there, value length 1..256 as soon as the 11-byte header is, never more
- * bytes than the header announces. When the held bytes reach 11 + N the
- * frame is parsed (srup_frame_parse) and decided. A frame still incomplete
- * after a chunk is refused as truncated when that chunk is a first chunk
- * shorter than the header, or when it came through BlueZ (it carries the
- * "mtu" option) and is shorter than a full Prepare Write payload (mtu - 5):
- * BlueZ joins a long write's contiguous chunks into one call, so a short
- * incomplete chunk from it is the writer's whole frame. Otherwise the
- * chunk is held and answered with success, awaiting the next offset.
+ * Confirmation writes and long writes: each WriteValue is one chunk of
+ * ble_longwrite.h, whose rules decide when a frame is complete, held or
+ * refused.
  * Refusals are org.bluez.Error.InvalidValueLength; a frame for a device
  * with no pending observation is org.bluez.Error.Failed. Neither changes
  * Result. */
@@ -54,6 +43,7 @@
 
 #include "ble_agent.h"
 #include "ble_bluez.h"
+#include "ble_longwrite.h"
 #include "srup_log.h"
 
 #define APP_PATH "/org/srup/observer"
@@ -65,8 +55,7 @@
 
 #define DEFAULT_GRACE_SECONDS 10u
 #define REGISTER_RETRY_USEC (2 * 1000000ull)
-#define PREPARE_WRITE_OVERHEAD 5u /* ATT Prepare Write Request header */
-#define DEVICE_PATH_MAX 128u
+#define DEVICE_PATH_MAX BLE_LONGWRITE_DEVICE_MAX
 
 struct ble_channel {
 	struct radio_channel base; /* first: the channel header */
@@ -105,9 +94,7 @@ struct ble_channel {
 	/* GATT state. */
 	uint8_t result;
 	bool notifying;
-	uint8_t held[SRUP_FRAME_MAX_LEN]; /* a frame being written: secret */
-	size_t held_len;
-	char held_device[DEVICE_PATH_MAX];
+	struct ble_longwrite held; /* a frame being written: secret */
 	unsigned long frames_refused;
 };
 
@@ -119,63 +106,9 @@ static struct ble_channel *ble_of(struct radio_channel *ch)
 static void reconcile(struct ble_channel *b);
 static void schedule_retry(struct ble_channel *b);
 
-/* ---- Held frame: a bounded reader over the bytes written so far ------ */
-
-struct held_reader {
-	const uint8_t *buf;
-	size_t len;
-	size_t off;
-};
-
-static bool held_read(struct held_reader *r, size_t n, const uint8_t **p)
-{
-	if (n > r->len - r->off)
-		return false;
-	*p = r->buf + r->off;
-	r->off += n;
-	return true;
-}
-
-enum held_state {
-	HELD_PARTIAL,  /* well-formed so far, more bytes needed */
-	HELD_COMPLETE, /* exactly one frame's bytes */
-	HELD_BAD,      /* malformed: why says how */
-};
-
-static enum held_state held_judge(const struct ble_channel *b, char *why, size_t why_len)
-{
-	struct held_reader r = {.buf = b->held, .len = b->held_len};
-	const uint8_t *p;
-	size_t total;
-	unsigned n;
-
-	if (!held_read(&r, 1, &p))
-		return HELD_PARTIAL;
-	if (p[0] != SRUP_FRAME_VERSION) {
-		snprintf(why, why_len, "frame version 0x%02x is not 0x01", p[0]);
-		return HELD_BAD;
-	}
-	if (!held_read(&r, 8, &p) || !held_read(&r, 2, &p))
-		return HELD_PARTIAL;
-	n = (unsigned)p[0] << 8 | p[1];
-	if (n == 0 || n > SRUP_FRAME_VALUE_MAX) {
-		snprintf(why, why_len, "frame value length %u is outside 1..256", n);
-		return HELD_BAD;
-	}
-	total = SRUP_FRAME_HEADER_LEN + n;
-	if (b->held_len > total) {
-		snprintf(why, why_len, "frame of %zu bytes is longer than its header announces (%zu)",
-			 b->held_len, total);
-		return HELD_BAD;
-	}
-	return b->held_len == total ? HELD_COMPLETE : HELD_PARTIAL;
-}
-
 static void held_drop(struct ble_channel *b)
 {
-	explicit_bzero(b->held, sizeof(b->held));
-	b->held_len = 0;
-	b->held_device[0] = '\0';
+	ble_longwrite_drop(&b->held);
 }
 
 /* ---- Method options (a{sv}) ------------------------------------------ */
@@ -457,24 +390,15 @@ static int refuse_frame(struct ble_channel *b, sd_bus_message *m, const char *wh
 	return sd_bus_reply_method_errorf(m, BLUEZ_ERR_INVALID_VALUE_LENGTH, "%s", why);
 }
 
-/* A complete frame is held: parse it, let the decision logic answer. */
-static int decide_held(struct ble_channel *b, sd_bus_message *m)
+/* A complete frame was written: let the decision logic answer. */
+static int decide_frame(struct ble_channel *b, sd_bus_message *m, struct srup_frame *frame)
 {
-	struct srup_frame frame;
-	enum radio_err e;
 	uint8_t result;
-	uint64_t device_id;
+	uint64_t device_id = frame->device_id;
 
-	e = srup_frame_parse(b->held, b->held_len, &frame);
-	held_drop(b);
-	if (e != RADIO_OK) {
-		srup_frame_wipe(&frame);
-		return refuse_frame(b, m, radio_strerror(e));
-	}
-	device_id = frame.device_id;
-	result = b->base.cb.frame ? b->base.cb.frame(&frame, b->base.cb.user)
+	result = b->base.cb.frame ? b->base.cb.frame(frame, b->base.cb.user)
 				  : RADIO_RESULT_NOT_COMPARED;
-	srup_frame_wipe(&frame);
+	srup_frame_wipe(frame);
 
 	if (result != RADIO_RESULT_MATCH && result != RADIO_RESULT_MISMATCH) {
 		srup_log(LOG_NOTICE, "BLE: frame for device %016" PRIx64
@@ -493,6 +417,8 @@ static int decide_held(struct ble_channel *b, sd_bus_message *m)
 static int write_chunk(struct ble_channel *b, sd_bus_message *m, const uint8_t *data, size_t len)
 {
 	struct gatt_options o;
+	struct ble_chunk chunk;
+	struct srup_frame frame;
 	char why[160];
 
 	if (read_options(m, &o, why, sizeof(why)) < 0)
@@ -502,44 +428,17 @@ static int write_chunk(struct ble_channel *b, sd_bus_message *m, const uint8_t *
 	if (o.prepare_authorize)
 		return sd_bus_reply_method_return(m, "");
 
-	if (o.offset == 0) {
-		held_drop(b);
-		snprintf(b->held_device, sizeof(b->held_device), "%s", o.device);
-	} else if (o.offset != b->held_len || strcmp(o.device, b->held_device) != 0) {
-		snprintf(why, sizeof(why),
-			 "write at offset %u does not continue the %zu bytes held%s", o.offset,
-			 b->held_len, strcmp(o.device, b->held_device) ? " from that device" : "");
+	chunk = (struct ble_chunk){.data = data, .len = len, .offset = o.offset,
+				   .has_mtu = o.has_mtu, .mtu = o.mtu, .device = o.device};
+	switch (ble_longwrite_chunk(&b->held, &chunk, &frame, why, sizeof(why))) {
+	case BLE_LONGWRITE_REFUSED:
 		return refuse_frame(b, m, why);
-	}
-	if (len > SRUP_FRAME_MAX_LEN - b->held_len) {
-		snprintf(why, sizeof(why), "frame would reach %zu bytes, over the %u-byte maximum",
-			 b->held_len + len, SRUP_FRAME_MAX_LEN);
-		return refuse_frame(b, m, why);
-	}
-	if (len)
-		memcpy(b->held + b->held_len, data, len);
-	b->held_len += len;
-
-	switch (held_judge(b, why, sizeof(why))) {
-	case HELD_BAD:
-		return refuse_frame(b, m, why);
-	case HELD_COMPLETE:
-		return decide_held(b, m);
-	case HELD_PARTIAL:
+	case BLE_LONGWRITE_COMPLETE:
+		return decide_frame(b, m, &frame);
+	case BLE_LONGWRITE_HELD:
 		break;
 	}
-	if (b->held_len < SRUP_FRAME_HEADER_LEN && o.offset == 0) {
-		snprintf(why, sizeof(why), "frame of %zu bytes is shorter than its 11-byte header",
-			 b->held_len);
-		return refuse_frame(b, m, why);
-	}
-	if (o.has_mtu && o.mtu > PREPARE_WRITE_OVERHEAD && len < o.mtu - PREPARE_WRITE_OVERHEAD) {
-		snprintf(why, sizeof(why),
-			 "frame truncated: %zu bytes held, fewer than its header announces",
-			 b->held_len);
-		return refuse_frame(b, m, why);
-	}
-	srup_log(LOG_DEBUG, "BLE: holding %zu bytes of a long write", b->held_len);
+	srup_log(LOG_DEBUG, "BLE: holding %zu bytes of a long write", b->held.held_len);
 	return sd_bus_reply_method_return(m, "");
 }
 
