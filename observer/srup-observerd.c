@@ -9,9 +9,13 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-
+#include "obs_audit.h"
+#include "obs_control.h"
 #include "obs_engine.h"
+#include "obs_metrics.h"
 #include "radio.h"
 #include "srup.h"
 #include "srup_config.h"
@@ -32,7 +36,18 @@ struct observerd {
 	struct obs_events events;
 	sd_event_source *deadline_timer;
 	char own_topic[SRUP_TOPIC_MAX];
+	/* Operator interfaces: audit log, metrics, control socket. */
+	struct obs_metrics metrics;
+	struct obs_audit *audit;
+	struct obs_control *control;
+	sd_event_source *metrics_timer;
+	uint64_t metrics_written;      /* metrics.changes when last written */
+	uint64_t started_ms;
+	const char *channel_state;     /* idle, listening, unavailable */
 };
+
+static void operator_outcome(struct observerd *d, const struct obs_event *ev);
+static void operator_refused(struct observerd *d, uint64_t device, const struct srup_bytes *token);
 
 static uint64_t now_ms(struct observerd *d)
 {
@@ -96,6 +111,7 @@ static void apply_events(struct observerd *d)
 				 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
 				 ev->duration_ms);
 			send_response(d, ev->status, ev->token, ev->token_len);
+			operator_outcome(d, ev);
 			break;
 		case OBS_EVENT_LISTEN_START:
 			rerr = radio_channel_start(d->channel);
@@ -104,10 +120,13 @@ static void apply_events(struct observerd *d)
 					 radio_strerror(rerr));
 			else
 				srup_log(LOG_INFO, "%s channel listening", d->channel->ops->name);
+			d->channel_state = rerr == RADIO_OK ? "listening" : "unavailable";
 			break;
 		case OBS_EVENT_LISTEN_STOP:
 			radio_channel_stop(d->channel);
 			srup_log(LOG_INFO, "%s channel idle", d->channel->ops->name);
+			if (strcmp(d->channel_state, "unavailable") != 0)
+				d->channel_state = "idle";
 			break;
 		}
 	}
@@ -141,6 +160,7 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: token of %zu bytes is over %u; "
 			 "answered 0x6F", id, msg->token.len, OBS_TOKEN_MAX);
 		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		operator_refused(d, msg->joining_device_id, &msg->token);
 		return;
 	}
 	err = srup_msg_open(msg, d->id.private_key, &value);
@@ -150,6 +170,7 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: blob does not open (%s); "
 			 "answered 0x6F", id, srup_strerror(err));
 		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		operator_refused(d, msg->joining_device_id, &msg->token);
 		return;
 	}
 	if (value.len == 0 || value.len > OBS_VALUE_MAX) {
@@ -158,15 +179,19 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 			 OBS_VALUE_MAX);
 		srup_bytes_clear(&value);
 		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		operator_refused(d, msg->joining_device_id, &msg->token);
 		return;
 	}
 	if (obs_engine_request(d->engine, msg->joining_device_id, value.data, value.len,
 			       msg->token.data, msg->token.len, now_ms(d), &d->events) != 0) {
 		srup_log(LOG_ERR, "OBSERVE_REQ for device %s: out of memory; answered 0x6F", id);
 		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		operator_refused(d, msg->joining_device_id, &msg->token);
 	} else {
 		srup_log(LOG_INFO, "OBSERVE_REQ for device %s accepted (pending: %zu)", id,
 			 obs_engine_pending(d->engine));
+		d->metrics.requests_accepted++;
+		d->metrics.changes++;
 	}
 	srup_bytes_clear(&value);
 	apply_events(d);
@@ -181,6 +206,10 @@ static uint8_t on_frame(const struct srup_frame *frame, void *user)
 	result = obs_engine_frame(d->engine, frame->device_id, frame->value, frame->value_len,
 				  now_ms(d), &d->events);
 	srup_id_format16(frame->device_id, id);
+	d->metrics.frames_not_compared += result == RADIO_RESULT_NOT_COMPARED;
+	d->metrics.frames_match += result == RADIO_RESULT_MATCH;
+	d->metrics.frames_mismatch += result == RADIO_RESULT_MISMATCH;
+	d->metrics.changes++;
 	if (result == RADIO_RESULT_NOT_COMPARED)
 		srup_log(LOG_WARNING, "frame for device %s ignored: no observation pending", id);
 	else
@@ -196,6 +225,7 @@ static void on_channel_unavailable(const char *why, void *user)
 
 	srup_log(LOG_ERR, "%s channel unavailable: %s; pending observations fail",
 		 d->channel->ops->name, why);
+	d->channel_state = "unavailable";
 	obs_engine_fail_all(d->engine, OBS_OUTCOME_RADIO_LOST, now_ms(d), &d->events);
 	apply_events(d);
 }
@@ -234,6 +264,205 @@ static enum radio_err open_channel(struct observerd *d)
 		return radio_nfc_channel_new(d->loop, &d->cfg.nfc, &cb, &d->channel);
 	}
 	return RADIO_E_ARG;
+}
+
+/* ---- Operator interfaces: audit log, metrics file, control socket -------- */
+
+#define METRICS_SOON_MS 200
+
+static void audit_observation(struct observerd *d, uint64_t device, const char *outcome,
+			      uint8_t status, unsigned attempts, uint64_t duration_ms,
+			      const uint8_t *token, size_t token_len)
+{
+	char dev[17], server[17], status_text[8], message[160], err[512];
+	const struct obs_audit_field fields[] = {
+		{.name = "device", .type = OBS_AUDIT_STR, .str = dev},
+		{.name = "server", .type = OBS_AUDIT_STR, .str = server},
+		{.name = "outcome", .type = OBS_AUDIT_STR, .str = outcome},
+		{.name = "status", .type = OBS_AUDIT_STR, .str = status_text},
+		{.name = "attempts", .type = OBS_AUDIT_UINT, .num = attempts},
+		{.name = "duration_ms", .type = OBS_AUDIT_UINT, .num = duration_ms},
+		{.name = "channel", .type = OBS_AUDIT_STR, .str = srup_channel_name(d->cfg.channel)},
+		{.name = "token_sha256", .type = OBS_AUDIT_SHA256, .bytes = token, .len = token_len},
+	};
+
+	if (!d->audit)
+		return;
+	srup_id_format16(device, dev);
+	srup_id_format16(d->cfg.server_id, server);
+	snprintf(status_text, sizeof(status_text), "0x%02x", status);
+	snprintf(message, sizeof(message), "observation device=%s outcome=%s status=%s", dev,
+		 outcome, status_text);
+	if (obs_audit_record(d->audit, "observation",
+			     status == SRUP_STATUS_OBSERVED_JOIN_VALID ? LOG_NOTICE : LOG_WARNING,
+			     message, fields, sizeof(fields) / sizeof(fields[0]), err,
+			     sizeof(err)) != 0) {
+		d->metrics.audit_errors++;
+		srup_log(LOG_ERR, "%s", err);
+	}
+}
+
+static void metrics_soon(struct observerd *d)
+{
+	uint64_t next = 0, now = 0;
+
+	if (!d->metrics_timer)
+		return;
+	sd_event_now(d->loop, CLOCK_MONOTONIC, &now);
+	sd_event_source_get_time(d->metrics_timer, &next);
+	if (next > now + METRICS_SOON_MS * 1000u)
+		sd_event_source_set_time(d->metrics_timer, now + METRICS_SOON_MS * 1000u);
+}
+
+/* A decided observation: audit record, counters, history. */
+static void operator_outcome(struct observerd *d, const struct obs_event *ev)
+{
+	struct obs_history_entry h = {
+		.time_unix_ms = obs_audit_now_unix_ms(),
+		.device_id = ev->device_id,
+		.status = ev->status,
+		.outcome = ev->outcome,
+		.attempts = ev->attempts,
+		.duration_ms = ev->duration_ms,
+	};
+
+	audit_observation(d, ev->device_id, obs_outcome_name(ev->outcome), ev->status,
+			  ev->attempts, ev->duration_ms, ev->token, ev->token_len);
+	/* The RESPONSE was just handed to the node: accepted -> published. */
+	obs_metrics_outcome(&d->metrics, ev->outcome, ev->duration_ms);
+	obs_control_note(d->control, &h);
+	metrics_soon(d);
+}
+
+/* An OBSERVE_REQ answered 0x6F before the engine saw it. */
+static void operator_refused(struct observerd *d, uint64_t device, const struct srup_bytes *token)
+{
+	audit_observation(d, device, "refused", SRUP_STATUS_OBSERVED_JOIN_FAIL, 0, 0, token->data,
+			  token->len);
+	d->metrics.requests_refused++;
+	d->metrics.changes++;
+	metrics_soon(d);
+}
+
+static void control_status(struct obs_control_status *out, void *user)
+{
+	struct observerd *d = user;
+
+	out->identity_id = d->cfg.identity_id;
+	out->server_id = d->cfg.server_id;
+	out->broker = d->cfg.mqtt_broker;
+	out->broker_connected = srup_node_is_connected(d->node);
+	out->channel = srup_channel_name(d->cfg.channel);
+	out->channel_state = d->channel_state;
+	out->pending = obs_engine_pending(d->engine);
+	out->uptime_seconds = (now_ms(d) - d->started_ms) / 1000u;
+	out->metrics = &d->metrics;
+	srup_node_get_stats(d->node, &out->node);
+}
+
+static size_t control_list(struct obs_pending_info *out, size_t max, size_t *total,
+			   uint64_t *now, void *user)
+{
+	struct observerd *d = user;
+
+	*total = obs_engine_pending(d->engine);
+	*now = now_ms(d);
+	return obs_engine_list(d->engine, out, max);
+}
+
+static int control_cancel(uint64_t device_id, void *user)
+{
+	struct observerd *d = user;
+	char id[17];
+	int r = obs_engine_cancel(d->engine, device_id, now_ms(d), &d->events);
+
+	srup_id_format16(device_id, id);
+	if (r > 0)
+		srup_log(LOG_NOTICE, "observation for device %s cancelled by the operator", id);
+	apply_events(d);
+	return r;
+}
+
+static void metrics_write(struct observerd *d)
+{
+	struct srup_node_stats node;
+	struct obs_metrics_gauges g = {
+		.pending = obs_engine_pending(d->engine),
+		.broker_connected = srup_node_is_connected(d->node),
+		.channel_listening = strcmp(d->channel_state, "listening") == 0,
+		.uptime_seconds = (now_ms(d) - d->started_ms) / 1000u,
+		.node = &node,
+	};
+	char err[512], *text;
+
+	srup_node_get_stats(d->node, &node);
+	text = obs_metrics_render(&d->metrics, &g);
+	if (!text || obs_metrics_write(d->cfg.metrics_file, text, err, sizeof(err)) != 0)
+		srup_log(LOG_WARNING, "%s", text ? err : "metrics: out of memory");
+	else
+		d->metrics_written = d->metrics.changes;
+	free(text);
+}
+
+static int on_metrics_timer(sd_event_source *s, uint64_t usec, void *user)
+{
+	struct observerd *d = user;
+
+	metrics_write(d);
+	sd_event_source_set_time(s, usec + (uint64_t)d->cfg.metrics_interval_seconds * 1000000u);
+	sd_event_source_set_enabled(s, SD_EVENT_ON);
+	return 0;
+}
+
+/* After the node (which creates the state directory). */
+static int operator_start(struct observerd *d)
+{
+	const struct obs_control_ops ops = {
+		.status = control_status,
+		.list = control_list,
+		.cancel = control_cancel,
+		.user = d,
+	};
+	char path[sizeof(d->cfg.state_dir) + 16], err[512];
+	struct obs_audit_config acfg = {
+		.path = d->cfg.audit_file[0] ? d->cfg.audit_file : path,
+		.max_bytes = d->cfg.audit_max_bytes,
+		.keep = d->cfg.audit_keep,
+		.fsync = d->cfg.audit_fsync,
+		.journal = d->cfg.audit_journal,
+	};
+
+	d->started_ms = now_ms(d);
+	d->channel_state = "idle";
+	snprintf(path, sizeof(path), "%s/audit.log", d->cfg.state_dir);
+	if (obs_audit_open(&acfg, &d->audit, err, sizeof(err)) != 0 ||
+	    obs_control_new(d->loop, d->cfg.control_socket, &ops, &d->control, err,
+			    sizeof(err)) != 0) {
+		srup_log(LOG_ERR, "%s", err);
+		return -1;
+	}
+	if (d->cfg.metrics_file[0]) {
+		if (sd_event_add_time_relative(d->loop, &d->metrics_timer, CLOCK_MONOTONIC, 0, 1000,
+					       on_metrics_timer, d) < 0) {
+			srup_log(LOG_ERR, "cannot create the metrics timer");
+			return -1;
+		}
+		sd_event_source_set_enabled(d->metrics_timer, SD_EVENT_ON);
+	}
+	return 0;
+}
+
+static void operator_stop(struct observerd *d)
+{
+	/* The last counts, taken after the drain. */
+	if (d->metrics_timer && d->metrics_written != d->metrics.changes)
+		metrics_write(d);
+	sd_event_source_disable_unref(d->metrics_timer);
+	d->metrics_timer = NULL;
+	obs_control_free(d->control);
+	d->control = NULL;
+	obs_audit_free(d->audit);
+	d->audit = NULL;
 }
 
 /* Keys and configuration: everything --check-config validates. */
@@ -295,6 +524,8 @@ static int start(struct observerd *d)
 		return -1;
 	}
 	srup_topic_device(d->cfg.identity_id, d->own_topic);
+	if (operator_start(d) != 0)
+		return -1;
 	/* An OBSERVE_REQ is accepted only from the server this observer is
 	 * subordinate to (JOIN-FLOW.md section 4). */
 	nerr = srup_node_on(d->node, SRUP_TYPE_OBSERVE_REQUEST, d->cfg.server_id,
@@ -322,6 +553,7 @@ static int start(struct observerd *d)
 
 static void observerd_free(struct observerd *d)
 {
+	operator_stop(d);
 	radio_channel_free(d->channel);
 	srup_node_free(d->node);
 	srup_identity_free(&d->id);

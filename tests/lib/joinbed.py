@@ -198,6 +198,7 @@ class JoinBed:
             "observation": {"channel": self.channel, "window_seconds": self.window_seconds,
                             "max_attempts": self.max_attempts, "max_pending": self.max_pending},
             "state": {"dir": self.path("observer-state")},
+            "control": {"socket": self.path("control.sock")},
         }
         if self.channel == "sim":
             sections["sim"] = {"socket": self.sim_socket}

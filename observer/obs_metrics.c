@@ -1,0 +1,197 @@
+/* Counters, the join-latency histogram and their Prometheus exposition
+ * (obs_metrics.h). */
+#include "obs_metrics.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const uint64_t obs_latency_bounds_ms[OBS_LATENCY_BUCKETS - 1] = {
+	50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000,
+};
+
+void obs_metrics_outcome(struct obs_metrics *m, enum obs_outcome outcome, uint64_t latency_ms)
+{
+	unsigned b = 0;
+
+	if (!m)
+		return;
+	if ((unsigned)outcome < OBS_OUTCOME_COUNT)
+		m->outcomes[outcome]++;
+	while (b < OBS_LATENCY_BUCKETS - 1 && latency_ms > obs_latency_bounds_ms[b])
+		b++;
+	m->latency_buckets[b]++;
+	m->latency_count++;
+	m->latency_sum_ms += latency_ms;
+	m->changes++;
+}
+
+/* A growing text buffer; a failed append marks it failed. */
+struct text {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->failed)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->failed = true;
+			return;
+		}
+		if (t->p && (size_t)n < t->cap - t->len) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = t->cap ? t->cap * 2 : 4096;
+		while (cap < t->len + (size_t)n + 1)
+			cap *= 2;
+		char *grown = realloc(t->p, cap);
+		if (!grown) {
+			t->failed = true;
+			return;
+		}
+		t->p = grown;
+		t->cap = cap;
+	}
+}
+
+static void head(struct text *t, const char *name, const char *type, const char *help)
+{
+	put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metric(struct text *t, const char *name, const char *type, const char *help,
+		   unsigned long long value)
+{
+	head(t, name, type, help);
+	put(t, "%s %llu\n", name, value);
+}
+
+char *obs_metrics_render(const struct obs_metrics *m, const struct obs_metrics_gauges *g)
+{
+	struct text t = {0};
+	unsigned long long cumulative = 0;
+
+	if (!m || !g)
+		return NULL;
+	metric(&t, "srup_observer_requests_accepted_total", "counter",
+	       "OBSERVE_REQs taken into observation.", m->requests_accepted);
+	metric(&t, "srup_observer_requests_refused_total", "counter",
+	       "OBSERVE_REQs answered 0x6F before observation (blob, value or token unusable).",
+	       m->requests_refused);
+	head(&t, "srup_observer_outcomes_total", "counter", "Decided observations by outcome.");
+	for (unsigned o = 0; o < OBS_OUTCOME_COUNT; o++)
+		put(&t, "srup_observer_outcomes_total{outcome=\"%s\"} %llu\n",
+		    obs_outcome_name((enum obs_outcome)o), (unsigned long long)m->outcomes[o]);
+	head(&t, "srup_observer_frames_total", "counter", "Confirmation frames by result.");
+	put(&t, "srup_observer_frames_total{result=\"match\"} %llu\n",
+	    (unsigned long long)m->frames_match);
+	put(&t, "srup_observer_frames_total{result=\"mismatch\"} %llu\n",
+	    (unsigned long long)m->frames_mismatch);
+	put(&t, "srup_observer_frames_total{result=\"not_compared\"} %llu\n",
+	    (unsigned long long)m->frames_not_compared);
+	metric(&t, "srup_observer_audit_errors_total", "counter",
+	       "Audit records the audit file could not take.", m->audit_errors);
+	if (g->node) {
+		metric(&t, "srup_observer_messages_received_total", "counter",
+		       "SRUP messages received from the broker.", g->node->received);
+		metric(&t, "srup_observer_messages_accepted_total", "counter",
+		       "SRUP messages that passed every check.", g->node->accepted);
+		metric(&t, "srup_observer_messages_sent_total", "counter",
+		       "SRUP messages published.", g->node->sent);
+		head(&t, "srup_observer_messages_dropped_total", "counter",
+		     "SRUP messages dropped by the receive pipeline, by reason.");
+		for (unsigned r = 0; r < SRUP_NODE_DROP__COUNT; r++)
+			put(&t, "srup_observer_messages_dropped_total{reason=\"%s\"} %llu\n",
+			    srup_node_drop_name((enum srup_node_drop)r),
+			    (unsigned long long)g->node->dropped_by[r]);
+	}
+	metric(&t, "srup_observer_pending", "gauge", "Observations pending now.", g->pending);
+	metric(&t, "srup_observer_broker_connected", "gauge",
+	       "1 while the MQTT session is up.", (unsigned long long)(g->broker_connected != 0));
+	metric(&t, "srup_observer_channel_listening", "gauge",
+	       "1 while the channel listens for frames.",
+	       (unsigned long long)(g->channel_listening != 0));
+	metric(&t, "srup_observer_uptime_seconds", "gauge", "Seconds since the daemon started.",
+	       g->uptime_seconds);
+	head(&t, "srup_observer_join_latency_seconds", "histogram",
+	     "OBSERVE_REQ accepted to RESPONSE published.");
+	for (unsigned b = 0; b < OBS_LATENCY_BUCKETS; b++) {
+		cumulative += m->latency_buckets[b];
+		if (b < OBS_LATENCY_BUCKETS - 1)
+			put(&t, "srup_observer_join_latency_seconds_bucket{le=\"%g\"} %llu\n",
+			    (double)obs_latency_bounds_ms[b] / 1000.0, cumulative);
+		else
+			put(&t, "srup_observer_join_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+			    cumulative);
+	}
+	put(&t, "srup_observer_join_latency_seconds_sum %.3f\n", (double)m->latency_sum_ms / 1000.0);
+	put(&t, "srup_observer_join_latency_seconds_count %llu\n",
+	    (unsigned long long)m->latency_count);
+	if (t.failed) {
+		free(t.p);
+		return NULL;
+	}
+	return t.p;
+}
+
+int obs_metrics_write(const char *path, const char *text, char *err, size_t err_len)
+{
+	size_t n = strlen(path) + 8, len = strlen(text), done = 0;
+	char *tmp = malloc(n);
+	int fd, rc = -1;
+
+	if (!tmp) {
+		snprintf(err, err_len, "metrics file %s: out of memory", path);
+		return -1;
+	}
+	/* node_exporter reads only *.prom: the temporary name is skipped. */
+	snprintf(tmp, n, "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0) {
+		snprintf(err, err_len, "metrics file %s: cannot create %s: %s", path, tmp,
+			 strerror(errno));
+		goto out;
+	}
+	while (done < len) {
+		ssize_t w = write(fd, text + done, len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			snprintf(err, err_len, "metrics file %s: cannot write %s: %s", path, tmp,
+				 w < 0 ? strerror(errno) : "short write");
+			close(fd);
+			unlink(tmp);
+			goto out;
+		}
+		done += (size_t)w;
+	}
+	/* A scrape reads what the kernel holds: no fsync for a file that is
+	 * rewritten every few seconds and means nothing after a reboot. */
+	if (close(fd) < 0 || rename(tmp, path) < 0) {
+		snprintf(err, err_len, "metrics file %s: cannot replace it: %s", path,
+			 strerror(errno));
+		unlink(tmp);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(tmp);
+	return rc;
+}
