@@ -1,0 +1,87 @@
+/* libFuzzer target: the INI configuration (srup_config_load) with the
+ * input as the file's content, loaded as an observer's and as a device's
+ * configuration. Every load either succeeds or fails with one line naming
+ * the file ("FILE:LINE: ..." or "FILE: ..."); a success leaves every text
+ * field terminated and the numbers in their ranges. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "srup_config.h"
+
+static char dir[64], path[96];
+
+static void remove_dir(void)
+{
+	unlink(path);
+	rmdir(dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	(void)argc;
+	(void)argv;
+	snprintf(dir, sizeof(dir), "%s/fuzz-config-XXXXXX", tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+	if (!mkdtemp(dir)) {
+		perror(dir);
+		exit(2);
+	}
+	snprintf(path, sizeof(path), "%s/fuzz.conf", dir);
+	atexit(remove_dir);
+	return 0;
+}
+
+static void check_text(const char *field, size_t size)
+{
+	if (strnlen(field, size) >= size)
+		__builtin_trap();
+}
+
+static void check_load(enum srup_config_kind kind)
+{
+	struct srup_config cfg;
+	char err[512];
+	size_t plen = strlen(path);
+
+	memset(err, 0x55, sizeof(err));
+	if (srup_config_load(path, kind, &cfg, err, sizeof(err)) != 0) {
+		if (strnlen(err, sizeof(err)) >= sizeof(err) || strncmp(err, path, plen) != 0 ||
+		    err[plen] != ':' || strchr(err, '\n'))
+			__builtin_trap();
+		return;
+	}
+	if (strcmp(cfg.path, path) != 0 || !cfg.identity_private_key[0] ||
+	    !cfg.server_public_key[0] || !cfg.mqtt_broker[0] || !cfg.state_dir[0])
+		__builtin_trap();
+	check_text(cfg.identity_private_key, sizeof(cfg.identity_private_key));
+	check_text(cfg.server_public_key, sizeof(cfg.server_public_key));
+	check_text(cfg.mqtt_broker, sizeof(cfg.mqtt_broker));
+	check_text(cfg.mqtt_ca_file, sizeof(cfg.mqtt_ca_file));
+	check_text(cfg.mqtt_cert_file, sizeof(cfg.mqtt_cert_file));
+	check_text(cfg.mqtt_key_file, sizeof(cfg.mqtt_key_file));
+	check_text(cfg.sim.socket_path, sizeof(cfg.sim.socket_path));
+	check_text(cfg.ble.adapter, sizeof(cfg.ble.adapter));
+	check_text(cfg.nfc.device, sizeof(cfg.nfc.device));
+	check_text(cfg.state_dir, sizeof(cfg.state_dir));
+	if (!srup_channel_name(cfg.channel) || cfg.ble.observer_id != cfg.identity_id)
+		__builtin_trap();
+	if (kind == SRUP_CONFIG_OBSERVER &&
+	    ((cfg.channel == SRUP_CHANNEL_SIM && !cfg.sim.socket_path[0]) ||
+	     (cfg.channel == SRUP_CHANNEL_NFC && !cfg.nfc.device[0])))
+		__builtin_trap();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	FILE *f = fopen(path, "wb");
+
+	if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0)
+		abort();
+	check_load(SRUP_CONFIG_OBSERVER);
+	check_load(SRUP_CONFIG_DEVICE);
+	return 0;
+}
