@@ -273,6 +273,15 @@ static void conn_close(struct ctl_conn *k)
 	if (k->next)
 		k->next->prev = k->prev;
 	c->n_conns--;
+	if (k->closing) {
+		/* Unread input would turn the close into a reset, which can cost
+		 * the client the answer it is reading: drain a bounded amount. */
+		char sink[4096];
+
+		shutdown(k->fd, SHUT_WR);
+		for (int i = 0; i < 16 && recv(k->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+			;
+	}
 	sd_event_source_disable_unref(k->io);
 	sd_event_source_disable_unref(k->idle);
 	close(k->fd);

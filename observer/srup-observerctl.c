@@ -58,7 +58,7 @@ static char *ask(const char *path, const char *request)
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	size_t len = 0, cap = 0, sent = 0, req_len = strlen(request);
 	char *buf = NULL;
-	int fd;
+	int fd, send_errno = 0;
 
 	if (strlen(path) >= sizeof(addr.sun_path)) {
 		fprintf(stderr, "srup-observerctl: %s: path too long\n", path);
@@ -79,9 +79,10 @@ static char *ask(const char *path, const char *request)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
-			fprintf(stderr, "srup-observerctl: %s: cannot send: %s\n", path,
-				strerror(errno));
-			goto fail;
+			/* The daemon may have refused us and closed already: its
+			 * answer says why. */
+			send_errno = errno;
+			break;
 		}
 		sent += (size_t)w;
 	}
@@ -114,8 +115,13 @@ static char *ask(const char *path, const char *request)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			fprintf(stderr, "srup-observerctl: %s: connection closed before an answer\n",
-				path);
+			if (send_errno)
+				fprintf(stderr, "srup-observerctl: %s: cannot send: %s\n", path,
+					strerror(send_errno));
+			else
+				fprintf(stderr,
+					"srup-observerctl: %s: connection closed before an answer\n",
+					path);
 			goto fail;
 		}
 		len += (size_t)r;

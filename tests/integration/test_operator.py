@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""The observer's operator interfaces over real processes: the audit log,
+the metrics file and the control socket (srup-observerctl).
+
+Each case is one ctest test: test_operator.py BUILD_DIR CASE. The test plays
+the C2 server (RawServer) so that tokens and values are known, and checks
+the files and answers after known outcomes.
+"""
+import errno
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from joinbed import JoinBed, RawServer, id16  # noqa: E402
+
+VALID, INVALID, FAIL = 0x60, 0x6E, 0x6F
+CASES = {}
+
+
+def case(fn):
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def check(cond, what, bed=None):
+    if not cond:
+        if bed:
+            for p in bed.procs:
+                print("---- %s output ----\n%s" % (p.name, p.text()))
+        raise AssertionError(what)
+
+
+def ctl(bed, *args, user=None):
+    argv = [bed.bin("srup-observerctl"), "--socket", bed.path("control.sock")] + list(args)
+    if user is not None:
+        argv = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + argv
+    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=30)
+    bed.log("ctl %s| rc=%d %s%s" % (" ".join(args), out.returncode, out.stdout, out.stderr))
+    return out.returncode, out.stdout, out.stderr
+
+
+def ctl_json(bed, *args):
+    rc, out, err = ctl(bed, "--json", *args)
+    check(rc in (0, 1), "srup-observerctl %s: rc %d: %s" % (" ".join(args), rc, err), bed)
+    return rc, json.loads(out)
+
+
+def request(bed, raw, device, value, token):
+    start = len(bed.observer.lines)
+    raw.publish_file(raw.observe_request(device, value, token))
+    bed.observer.wait_line(r"OBSERVE_REQ for device %s accepted" % id16(device), 20, start)
+
+
+def metrics_of(path):
+    """The exposition file as {name{labels}: value}; checks its grammar."""
+    values = {}
+    with open(path) as f:
+        text = f.read()
+    check(text.endswith("\n"), "metrics file does not end with a newline")
+    for line in text.splitlines():
+        if line.startswith("#"):
+            check(re.match(r"^# (HELP|TYPE) srup_observer_\w+ .+$", line), "bad line %r" % line)
+            continue
+        m = re.match(r'^(srup_observer_\w+(?:\{\w+="[^"]*"\})?) ([0-9.e+]+)$', line)
+        check(m, "bad sample line %r" % line)
+        values[m.group(1)] = float(m.group(2))
+    return values
+
+
+def wait_for(what, fn, timeout, bed):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        check(time.monotonic() < deadline, "timed out waiting for %s" % what, bed)
+        time.sleep(0.1)
+
+
+def audit_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+# ---- audit log and metrics after known outcomes -----------------------------
+
+@case
+def audit_and_metrics(build):
+    with JoinBed(build, window_seconds=3, max_attempts=2) as bed:
+        bed.observer_sections = {"metrics": {"file": bed.path("srup.prom"),
+                                             "interval_seconds": 1}}
+        bed.setup()
+        bed.start_observer()
+        raw = RawServer(bed).subscribe()
+        values = {0xA1: b"valid-value-" * 2, 0xB2: b"invalid-val-" * 2, 0xC3: b"fail-value-" * 2}
+        tokens = {0xA1: "tok-valid", 0xB2: "tok-invalid", 0xC3: "tok-fail"}
+        for dev in values:
+            request(bed, raw, dev, values[dev], tokens[dev])
+        check(bed.present(values[0xA1], device_id=0xA1)[1] == VALID, "valid not matched", bed)
+        check(bed.present(b"w1" * 8, device_id=0xB2)[1] == INVALID, "wrong matched", bed)
+        check(bed.present(b"w2" * 8, device_id=0xB2)[1] == INVALID, "wrong matched", bed)
+        seen = {}
+        start = 0
+        while len(seen) < 3:
+            r = raw.response(30, start)
+            start = r["_index"] + 1
+            seen[bytes.fromhex(r["token"]).decode()] = r["status"]
+        check(seen == {"tok-valid": VALID, "tok-invalid": INVALID, "tok-fail": FAIL},
+              "responses %r" % seen, bed)
+
+        # The audit file: one line per decided observation, hashes not values.
+        audit = bed.path("observer-state", "audit.log")
+        records = wait_for("3 audit records", lambda: len(audit_lines(audit)) >= 3 and
+                           audit_lines(audit), 10, bed)
+        check(len(records) == 3, "audit records %r" % records, bed)
+        by_dev = {int(r["device"], 16): r for r in records}
+        want = {0xA1: ("valid", "0x60", 0), 0xB2: ("invalid", "0x6e", 2),
+                0xC3: ("expired", "0x6f", 0)}
+        for dev, (outcome, status, attempts) in want.items():
+            r = by_dev[dev]
+            check(r["kind"] == "observation" and r["outcome"] == outcome and
+                  r["status"] == status and r["attempts"] == attempts, "record %r" % r, bed)
+            check(r["server"] == id16(bed.server_id) and r["channel"] == "sim", "%r" % r, bed)
+            check(r["token_sha256"] == hashlib.sha256(tokens[dev].encode()).hexdigest(),
+                  "token hash in %r" % r, bed)
+            check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", r["time"]), "%r" % r, bed)
+            check(isinstance(r["duration_ms"], int), "%r" % r, bed)
+        check(by_dev[0xC3]["duration_ms"] >= 3000, "expired before its deadline", bed)
+        with open(audit, "rb") as f:
+            text = f.read()
+        for dev, value in values.items():
+            check(value not in text and value.hex().encode() not in text,
+                  "a confirmation value is in the audit log", bed)
+            check(tokens[dev].encode() not in text, "a token in clear in the audit log", bed)
+
+        # A replayed OBSERVE_REQ is dropped and counted by its reason.
+        raw.publish_file(raw.observe_request(0xD4, b"d" * 16, "tok-replay", seq=raw.seq))
+        bed.observer.wait_line(r"dropped message on .*replayed sequence id", 20)
+
+        # The metrics file, rewritten on change.
+        prom = bed.path("srup.prom")
+
+        def settled():
+            if not os.path.exists(prom):
+                return None
+            m = metrics_of(prom)
+            return m if m.get('srup_observer_messages_dropped_total{reason="replay"}') == 1 \
+                else None
+        m = wait_for("metrics with the replay counted", settled, 20, bed)
+        expect = {
+            "srup_observer_requests_accepted_total": 3,
+            'srup_observer_outcomes_total{outcome="valid"}': 1,
+            'srup_observer_outcomes_total{outcome="invalid"}': 1,
+            'srup_observer_outcomes_total{outcome="expired"}': 1,
+            'srup_observer_outcomes_total{outcome="cancelled"}': 0,
+            'srup_observer_frames_total{result="match"}': 1,
+            'srup_observer_frames_total{result="mismatch"}': 2,
+            'srup_observer_messages_dropped_total{reason="signature"}': 0,
+            "srup_observer_pending": 0,
+            "srup_observer_broker_connected": 1,
+            "srup_observer_join_latency_seconds_count": 3,
+            'srup_observer_join_latency_seconds_bucket{le="+Inf"}': 3,
+        }
+        for k, v in expect.items():
+            check(m.get(k) == v, "metrics %s = %r, expected %r" % (k, m.get(k), v), bed)
+        # The expired one waited its 3 s window: not in the 2.5 s bucket.
+        check(m['srup_observer_join_latency_seconds_bucket{le="2.5"}'] == 2, "%r" % m, bed)
+        check(m["srup_observer_join_latency_seconds_sum"] >= 3.0, "%r" % m, bed)
+        check(not os.path.exists(prom + ".tmp"), "temporary metrics file left", bed)
+
+        # status reads the same counters.
+        rc, st = ctl_json(bed, "status")
+        c = st["counters"]
+        check(rc == 0 and st["pending"] == 0 and c["outcomes"]["valid"] == 1 and
+              c["outcomes"]["invalid"] == 1 and c["outcomes"]["expired"] == 1 and
+              c["dropped_by_reason"]["replay"] == 1 and c["requests_accepted"] == 3,
+              "status %r" % st, bed)
+
+
+# ---- the control socket -------------------------------------------------------
+
+@case
+def control_commands(build):
+    with JoinBed(build) as bed:
+        bed.setup()
+        bed.start_observer()
+        sock = bed.path("control.sock")
+        st = os.stat(sock)
+        check(st.st_mode & 0o777 == 0o660, "socket mode %o" % (st.st_mode & 0o777), bed)
+        raw = RawServer(bed).subscribe()
+        request(bed, raw, 0x101, b"one" * 8, "tok-1")
+        request(bed, raw, 0x102, b"two" * 8, "tok-2")
+        check(bed.present(b"nope" * 4, device_id=0x101)[1] == INVALID, "wrong matched", bed)
+
+        rc, out, _ = ctl(bed, "status")
+        check(rc == 0 and re.search(r"^observer %s  \(server %s\)$" % (id16(bed.observer_id),
+                                                                     id16(bed.server_id)),
+                                    out, re.M), "status text:\n" + out, bed)
+        check(re.search(r"^  pending +2$", out, re.M) and
+              re.search(r"^  broker +%s \(connected\)$" % re.escape(bed.broker_url), out, re.M) and
+              re.search(r"^  channel +sim \(listening\)$", out, re.M), "status text:\n" + out, bed)
+        rc, lst = ctl_json(bed, "list")
+        devs = {int(e["device"], 16): e for e in lst["observations"]}
+        check(rc == 0 and lst["pending"] == 2 and set(devs) == {0x101, 0x102}, "%r" % lst, bed)
+        check(devs[0x101]["attempts"] == 1 and devs[0x102]["attempts"] == 0, "%r" % lst, bed)
+        check(0 < devs[0x101]["deadline_in_ms"] <= 120000, "%r" % lst, bed)
+        rc, out, _ = ctl(bed, "list")
+        check(rc == 0 and re.search(r"^%s +\S+ +1 +\S+$" % id16(0x101), out, re.M),
+              "list text:\n" + out, bed)
+
+        # cancel answers 0x6F through the engine.
+        rc, out, _ = ctl(bed, "cancel", "102")
+        check(rc == 0 and "cancelled: device %s answered 0x6f" % id16(0x102) in out, out, bed)
+        r = raw.response(20)
+        check(r["status"] == FAIL and bytes.fromhex(r["token"]) == b"tok-2", "%r" % r, bed)
+        check(bed.present(b"two" * 8, device_id=0x102)[1] == 0x00, "cancelled still pending", bed)
+        rc, out, err = ctl(bed, "cancel", "102")
+        check(rc == 1 and "no observation pending for device %s" % id16(0x102) in err, err, bed)
+        rc, hist = ctl_json(bed, "history", "5")
+        check(rc == 0 and hist["observations"][0]["outcome"] == "cancelled" and
+              hist["observations"][0]["status"] == "0x6f", "%r" % hist, bed)
+        audit = audit_lines(bed.path("observer-state", "audit.log"))
+        check([a["outcome"] for a in audit] == ["cancelled"], "%r" % audit, bed)
+
+        # Usage errors never reach the daemon; the daemon refuses bad lines itself.
+        check(ctl(bed, "frobnicate")[0] == 2, "unknown command accepted", bed)
+        check(ctl(bed, "history", "0")[0] == 2, "history 0 accepted", bed)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(sock)
+            s.sendall(b"cancel zz\nstatus\n" + b"x" * 300)
+            got = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionResetError:  # the daemon closed on unread input
+                    break
+                if not chunk:
+                    break
+                got += chunk
+        answers = [json.loads(line) for line in got.decode().splitlines()]
+        check(len(answers) == 3 and not answers[0]["ok"] and "not a device ID" in
+              answers[0]["error"] and answers[1]["ok"] and not answers[2]["ok"] and
+              "over the limit" in answers[2]["error"], "raw answers %r" % answers, bed)
+
+        # SO_PEERCRED: a user who is not root, the daemon's or in the
+        # group is refused even when the file mode would let them in.
+        os.chmod(bed.dir, 0o711)  # mkdtemp's 0700 would stop them at the directory
+        os.chmod(sock, 0o666)
+        rc, out, err = ctl(bed, "status", user=65534)
+        check(rc == 1 and "permission denied" in err, "nobody was let in: %d %s %s"
+              % (rc, out, err), bed)
+        bed.observer.wait_line(r"control socket: refused pid \d+ uid 65534", 5)
+
+
+@case
+def control_stuck_client(build):
+    with JoinBed(build).start() as bed:
+        sock = bed.path("control.sock")
+        # A client that asks and asks and never reads.
+        stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stuck.connect(sock)
+        stuck.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                sent += stuck.send(b"history 256\nstatus\n" * 64)
+            except BlockingIOError:
+                # Our side is full: the daemon stopped reading us. Let it
+                # try to write a little more, then check once again.
+                time.sleep(0.2)
+                try:
+                    sent += stuck.send(b"status\n")
+                    continue
+                except BlockingIOError:
+                    break
+        check(sent > 0, "nothing sent", bed)
+        # Observations go on while it sits there, and other clients are served.
+        for _ in range(2):
+            rc, out = bed.join()
+            check(rc == 0 and "JOIN_SUCCESS" in out, "join while a client is stuck:\n" + out, bed)
+        rc, st = ctl_json(bed, "status")
+        check(rc == 0 and st["counters"]["outcomes"]["valid"] == 2, "%r" % st, bed)
+        rc, hist = ctl_json(bed, "history")
+        check(len(hist["observations"]) == 2, "%r" % hist, bed)
+        stuck.close()
+        check(bed.observer.p.poll() is None, "observer died", bed)
+
+
+@case
+def audit_rotation(build):
+    # max_pending 1: every further request is answered 0x6F at once, one
+    # audit record each.
+    with JoinBed(build, max_pending=1) as bed:
+        bed.observer_sections = {"audit": {"max_bytes": 4096, "keep": 2}}
+        bed.setup()
+        bed.start_observer()
+        raw = RawServer(bed).subscribe()
+        request(bed, raw, 0x200, b"held" * 4, "tok-held")
+        n = 40
+        for i in range(n):
+            raw.publish_file(raw.observe_request(0x300 + i, b"v" * 16, "tok-%d" % i))
+        last = id16(0x300 + n - 1)
+        bed.observer.wait_line(r"observation device=%s outcome=overflow" % last, 60)
+        base = bed.path("observer-state", "audit.log")
+        files = [base, base + ".1", base + ".2"]
+        for f in files:
+            check(os.path.exists(f), "%s missing" % f, bed)
+            check(os.path.getsize(f) <= 4096, "%s is %d bytes" % (f, os.path.getsize(f)), bed)
+        check(not os.path.exists(base + ".3"), "more files kept than keep = 2", bed)
+        records = [r for f in reversed(files) for r in audit_lines(f)]
+        devs = [int(r["device"], 16) for r in records]
+        # The newest are kept, in order, with none missing between.
+        check(devs == list(range(devs[0], 0x300 + n)), "records %r" % [hex(d) for d in devs], bed)
+        check(all(r["outcome"] == "overflow" for r in records), "%r" % records, bed)
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in CASES:
+        print("usage: test_operator.py BUILD_DIR CASE (%s)" % ", ".join(sorted(CASES)))
+        return 2
+    CASES[sys.argv[2]](sys.argv[1])
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
