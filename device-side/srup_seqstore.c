@@ -554,6 +554,7 @@ static enum srup_seq_err load(struct srup_seqstore *s, char *detail, size_t deta
 	/* A text file of max_peers records; anything larger is not ours. */
 	size_t max_text = sizeof(TEXT_HEADER_V2) + s->max_peers * (SEQ_RECORD_LEN + 1) + 100;
 	uint8_t head[SLOT_MAGIC_LEN + 1];
+	size_t head_len;
 	size_t plen = strlen(SEQ_HEADER_PREFIX);
 	struct stat st;
 	uint8_t *buf;
@@ -581,7 +582,8 @@ static enum srup_seq_err load(struct srup_seqstore *s, char *detail, size_t deta
 		return SRUP_SEQ_E_CORRUPT;
 	}
 	memset(head, 0, sizeof(head));
-	if (read_at(fd, head, size < sizeof(head) ? size : sizeof(head), 0) != 0) {
+	head_len = size < sizeof(head) ? size : sizeof(head);
+	if (read_at(fd, head, head_len, 0) != 0) {
 		set_detail(detail, detail_len, "%s: read failed: %s", path, strerror(errno));
 		close(fd);
 		return SRUP_SEQ_E_IO;
@@ -592,7 +594,9 @@ static enum srup_seq_err load(struct srup_seqstore *s, char *detail, size_t deta
 		 * format's header. */
 		if (memcmp(head, SEQ_HEADER_PREFIX, plen) == 0 &&
 		    memcmp(head, SLOT_MAGIC, SLOT_MAGIC_LEN) != 0) {
-			size_t n = strcspn((const char *)head, "\n");
+			/* head is not a string: as many bytes as were read. */
+			const uint8_t *nl = memchr(head, '\n', head_len);
+			size_t n = nl ? (size_t)(nl - head) : head_len;
 			set_detail(detail, detail_len,
 				   "%s:1: unsupported format \"%.*s\" (this build reads \"%s\", and "
 				   "\"%s\" and \"%s\" to migrate them)",

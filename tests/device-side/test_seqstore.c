@@ -467,6 +467,9 @@ static void test_malformed_lines(void **state)
 	static const char short_line[] = "srup-sequences 1\n"
 					 "aa 1 0\n";
 	static const char bad_end[] = "srup-sequences 2\nend x\n";
+	/* A header line as long as the bytes read to tell the formats apart. */
+	static const char future_long[] = "srup-sequences 10\nend 0 "
+					  "0000000000000000000000000000000000000000000000000000000000000000\n";
 
 	/* Neither text nor slots. */
 	expect_corrupt_slots(f, bad_header, strlen(bad_header), "not a sequence file");
@@ -474,6 +477,8 @@ static void test_malformed_lines(void **state)
 	expect_corrupt(f, upper_hex, strlen(upper_hex), "2", "malformed line");
 	expect_corrupt(f, short_line, strlen(short_line), "2", "malformed line");
 	expect_corrupt(f, bad_end, strlen(bad_end), "2", "malformed 'end' line");
+	expect_corrupt(f, future_long, strlen(future_long), "1",
+		       "unsupported format \"srup-sequences 10\" (");
 }
 
 static void test_order_count_and_trailing_data(void **state)
