@@ -312,6 +312,8 @@ def audit_rotation(build):
         last = id16(0x300 + n - 1)
         bed.observer.wait_line(r"observation device=%s outcome=overflow" % last, 60)
         base = bed.path("observer-state", "audit.log")
+        # The log line comes first; the audit record follows it.
+        wait_for("the last record", lambda: '"device":"%s"' % last in open(base).read(), 20, bed)
         files = [base, base + ".1", base + ".2"]
         for f in files:
             check(os.path.exists(f), "%s missing" % f, bed)
