@@ -176,7 +176,23 @@ static void on_latency_connected(struct srup_node *node, void *user)
 		send_join_request(b);
 }
 
-static int run_latency(const char *config, uint64_t observer, unsigned joins)
+/* One latency per line (ms, in join order), for runs that pool several
+ * bench runs (tests/bench/soak). */
+static void write_samples(const char *path, const double *samples, unsigned n)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f) {
+		fprintf(stderr, "%s: cannot write samples\n", path);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		fprintf(f, "%.3f\n", samples[i]);
+	fclose(f);
+}
+
+static int run_latency(const char *config, uint64_t observer, unsigned joins,
+		       const char *samples_path)
 {
 	struct latency_bench b = {.observer = observer, .joins = joins};
 	struct srup_node_config ncfg;
@@ -206,6 +222,8 @@ static int run_latency(const char *config, uint64_t observer, unsigned joins)
 		fprintf(stderr, "only %u of %u joins completed\n", b.done, joins);
 		goto out;
 	}
+	if (samples_path)
+		write_samples(samples_path, b.samples, joins);
 	qsort(b.samples, joins, sizeof(double), cmp_double);
 	rsa_floor(b.id.private_key, &priv_ms, &pub_ms);
 	printf("observed join latency over %u joins (OBS_JOIN_REQ sent -> verdict received):\n",
@@ -427,6 +445,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: srup-bench-join latency --config DEVICE.conf --observer ID --joins N\n"
+		"                 [--samples FILE]\n"
 		"       srup-bench-join pending --broker URL --server-id ID --server-key PEM\n"
 		"                 --observer ID --observer-key PEM --state DIR --sim SOCKET\n"
 		"                 --count N --observer-pid PID\n");
@@ -440,10 +459,11 @@ int main(int argc, char **argv)
 		{"server-id", required_argument, NULL, 'S'},  {"server-key", required_argument, NULL, 'K'},
 		{"observer-key", required_argument, NULL, 'O'}, {"state", required_argument, NULL, 's'},
 		{"sim", required_argument, NULL, 'm'},	      {"count", required_argument, NULL, 'N'},
-		{"observer-pid", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0},
+		{"observer-pid", required_argument, NULL, 'p'}, {"samples", required_argument, NULL, 'L'},
+		{NULL, 0, NULL, 0},
 	};
 	const char *config = NULL, *broker = NULL, *server_key = NULL, *observer_key = NULL;
-	const char *state = NULL, *sim = NULL;
+	const char *state = NULL, *sim = NULL, *samples = NULL;
 	uint64_t observer = 0, server = 0;
 	unsigned joins = 200, count = 1000;
 	pid_t pid = 0;
@@ -467,12 +487,13 @@ int main(int argc, char **argv)
 		case 'm': sim = optarg; break;
 		case 'N': count = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'p': pid = (pid_t)strtol(optarg, NULL, 10); break;
+		case 'L': samples = optarg; break;
 		default: usage(); return 2;
 		}
 	}
 	srup_log_set_level(LOG_WARNING);
 	if (strcmp(argv[1], "latency") == 0 && config && observer && joins > 0)
-		return run_latency(config, observer, joins);
+		return run_latency(config, observer, joins, samples);
 	if (strcmp(argv[1], "pending") == 0 && broker && server && server_key && observer &&
 	    observer_key && state && sim && count > 0 && pid > 0)
 		return run_pending(broker, server, server_key, observer, observer_key, state, sim,
