@@ -187,6 +187,15 @@ def status_of(r):
     return r.get("status")
 
 
+def channel_state(bed):
+    """The channel state srup-observerd reports on its control socket."""
+    import json
+    import subprocess
+    out = subprocess.run([bed.bin("srup-observerctl"), "--socket", bed.path("control.sock"),
+                          "--json", "status"], stdout=subprocess.PIPE, text=True, timeout=30)
+    return json.loads(out.stdout)["channel"]["state"]
+
+
 def case_third_party_valid(build):
     """0x60 for a valid frame. The time from tag presence (the card put in
     the field) to the RESPONSE seen on the broker is measured over several
@@ -286,6 +295,7 @@ def case_third_party_reader_lost(build):
               "RESPONSE %r while the reader is away" % r, bed)
         bed.observer.wait_line(r"nfc channel unavailable: cannot open NFC device .*No such "
                                r"file or directory", 5)
+        check(channel_state(bed) == "unavailable", "status hides the lost reader", bed)
 
         card.cmd("plug")
         start = observe(bed, server, value, "lost-3")
@@ -293,6 +303,7 @@ def case_third_party_reader_lost(build):
         r = server.response(20, start)
         check(status_of(r) == VALID and bytes.fromhex(r["token"]).decode() == "lost-3",
               "RESPONSE %r once the reader is back" % r, bed)
+        check(channel_state(bed) in ("idle", "listening"), "status: reader still lost", bed)
     finally:
         if bed:
             bed.close()
