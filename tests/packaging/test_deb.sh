@@ -13,6 +13,7 @@ expect() { # package path
 	fi
 }
 expect "$observer" usr/sbin/srup-observerd
+expect "$observer" usr/bin/srup-observerctl
 expect "$observer" usr/lib/systemd/system/srup-observerd.service
 expect "$observer" etc/srup/observer.conf
 expect "$tools" usr/bin/srup-device
