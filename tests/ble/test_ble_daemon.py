@@ -11,10 +11,8 @@ control socket's channel state, and joins working again once BlueZ is back.
 
 usage: test_ble_daemon.py BUILD_DIR
 """
-import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -22,18 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from bluez_standin import FakeBluez, PrivateBus, frame, pump  # noqa: E402
+from cases import check, ctl_json, responses  # noqa: E402
 from joinbed import JoinBed, RawServer, id16  # noqa: E402
 
 VALID, FAIL = 0x60, 0x6F
 GRACE_SECONDS = 10  # the channel's default: bluez_grace_seconds
-
-
-def check(cond, what, bed=None):
-    if not cond:
-        if bed:
-            for p in bed.procs:
-                print("---- %s output ----\n%s" % (p.name, p.text()))
-        raise AssertionError(what)
 
 
 def line_seen(proc, pattern, start=0):
@@ -42,33 +33,15 @@ def line_seen(proc, pattern, start=0):
 
 
 def channel_state(bed):
-    out = subprocess.run([bed.bin("srup-observerctl"), "--socket", bed.path("control.sock"),
-                          "--json", "status"], stdout=subprocess.PIPE, text=True, timeout=30)
-    return json.loads(out.stdout)["channel"]["state"]
+    return ctl_json(bed, "status")[1]["channel"]["state"]
 
 
-def responses(raw):
-    """Decoded RESPONSEs so far, by token."""
-    got = {}
-    for _, line in list(raw.sub.lines):
-        if not re.match(r"^[0-9a-f]+$", line):
-            continue
-        d = subprocess.run([raw.bed.bin("srup-msg"), "decode", "--hex", "--verify",
-                            raw.bed.observer_pub, "-"], input=line, stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
-        if d.returncode == 0:
-            msg = json.loads(d.stdout)
-            if msg.get("type") == "response":
-                got[bytes.fromhex(msg["token"]).decode()] = msg["status"]
-    return got
-
-
-def wait_response(raw, token, timeout, bed):
-    """Pumps the stand-in's main loop until the RESPONSE for token arrived."""
+def wait_response(raw, token, timeout):
+    """Pumps the stand-in's main loop until the RESPONSE for token came."""
     found = {}
 
     def arrived():
-        found.update(responses(raw))
+        found.update((bytes.fromhex(r["token"]).decode(), r["status"]) for r in responses(raw))
         return token in found
     pump(arrived, timeout, "RESPONSE for " + token)
     return found[token]
@@ -99,7 +72,7 @@ def main():
         observe(bed, raw, 0xB1, b"ble-value-one-16", "tok-1")
         pump(lambda: bluez.adv is not None, 10, "advertising")
         check(bluez.write(frame(0xB1, b"ble-value-one-16")) is None, "write refused", bed)
-        check(wait_response(raw, "tok-1", 20, bed) == VALID, "not valid", bed)
+        check(wait_response(raw, "tok-1", 20) == VALID, "not valid", bed)
 
         # bluetoothd stops with an observation pending: after the grace
         # period the observation is answered 0x6F, and status says so.
@@ -107,7 +80,7 @@ def main():
         t0 = time.monotonic()
         bluez.close()
         bluez = None
-        check(wait_response(raw, "tok-2", GRACE_SECONDS + 30, bed) == FAIL, "not 0x6F", bed)
+        check(wait_response(raw, "tok-2", GRACE_SECONDS + 30) == FAIL, "not 0x6F", bed)
         check(time.monotonic() - t0 >= GRACE_SECONDS - 1, "failed within the grace period", bed)
         check(line_seen(bed.observer, r"ble channel unavailable"), "no log line", bed)
         check(channel_state(bed) == "unavailable", "status: %s" % channel_state(bed), bed)
@@ -118,7 +91,7 @@ def main():
         observe(bed, raw, 0xB3, b"ble-value-3-16by", "tok-3")
         pump(lambda: bluez.adv is not None, 10, "advertising after BlueZ returned")
         check(bluez.write(frame(0xB3, b"ble-value-3-16by")) is None, "write refused", bed)
-        check(wait_response(raw, "tok-3", 20, bed) == VALID, "not valid after return", bed)
+        check(wait_response(raw, "tok-3", 20) == VALID, "not valid after return", bed)
         check(channel_state(bed) in ("idle", "listening"), "status after return", bed)
         check(bed.observer.p.poll() is None, "observer died", bed)
     finally:

@@ -10,7 +10,6 @@ namespace of their own (faults.reexec_in_private_mount_namespace).
 import os
 import random
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -18,23 +17,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import faults  # noqa: E402  (before JoinBed starts a broker)
+from cases import Cases, check, responses, wait_for  # noqa: E402
 from joinbed import JoinBed, RawServer, id16, topic_id  # noqa: E402
 
 VALID, INVALID, FAIL = 0x60, 0x6E, 0x6F
-CASES = {}
-
-
-def case(fn):
-    CASES[fn.__name__] = fn
-    return fn
-
-
-def check(cond, what, bed=None):
-    if not cond:
-        if bed:
-            for p in bed.procs:
-                print("---- %s output ----\n%s" % (p.name, p.text()[-20000:]))
-        raise AssertionError(what)
+case = Cases()
 
 
 def printed_value(proc):
@@ -96,26 +83,14 @@ ROUNDS = 20
 PER_ROUND = 3
 
 
+def wait_replays_refused(obs, n, timeout, bed):
+    wait_for("%d replays refused" % n, lambda: obs.count(r"replayed sequence id") >= n,
+             timeout, bed)
+
+
 def accepted_devices(proc):
     return [int(m, 16) for m in re.findall(r"OBSERVE_REQ for device ([0-9a-f]{16}) accepted",
                                            proc.text())]
-
-
-def responses(bed, raw):
-    """Every RESPONSE the server saw, decoded, in arrival order; exact
-    duplicates (a QoS 1 redelivery) once."""
-    out, seen = [], set()
-    for _, line in list(raw.sub.lines):
-        if not re.match(r"^[0-9a-f]+$", line) or line in seen:
-            continue
-        seen.add(line)
-        d = subprocess.run([bed.bin("srup-msg"), "decode", "--hex", "--verify", bed.observer_pub,
-                            "-"], input=line, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                           text=True)
-        if d.returncode == 0 and '"response"' in d.stdout:
-            import json
-            out.append(json.loads(d.stdout))
-    return out
 
 
 @case
@@ -143,11 +118,7 @@ def observer_sigkill_repeated(build):
                 rng.sample(sorted(accepted), min(2, len(accepted)))
             for d in replay:
                 raw.publish_file(reqs[d][2])
-            if replay:
-                deadline = time.monotonic() + 60
-                while obs.count(r"replayed sequence id") < len(replay):
-                    check(time.monotonic() < deadline, "replays not refused", bed)
-                    time.sleep(0.05)
+            wait_replays_refused(obs, len(replay), 60, bed)
 
             def stream(devs):
                 for d in devs:
@@ -172,23 +143,18 @@ def observer_sigkill_repeated(build):
         obs = bed.observer
         for d in sorted(accepted):
             raw.publish_file(reqs[d][2])
-        deadline = time.monotonic() + 120
-        while obs.count(r"replayed sequence id") < len(accepted):
-            check(time.monotonic() < deadline, "final replays not all refused", bed)
-            time.sleep(0.1)
+        wait_replays_refused(obs, len(accepted), 120, bed)
         check(accepted_devices(obs) == [], "a replay was accepted", bed)
         # And a fresh request still works.
         fresh = raw.observe_request(0x7fff, b"fresh-value-1234", "tok-fresh")
         raw.publish_file(fresh)
         obs.wait_line(r"OBSERVE_REQ for device %s accepted" % id16(0x7fff), 30)
         check(bed.present(b"fresh-value-1234", device_id=0x7fff)[1] == VALID, "no match", bed)
-        deadline = time.monotonic() + 30
-        while True:
-            got = responses(bed, raw)
-            if any(bytes.fromhex(x["token"]) == b"tok-fresh" for x in got):
-                break
-            check(time.monotonic() < deadline, "no RESPONSE for the fresh request", bed)
-            time.sleep(0.3)
+
+        def fresh_answered():
+            got = responses(raw)
+            return got if any(bytes.fromhex(x["token"]) == b"tok-fresh" for x in got) else None
+        got = wait_for("the fresh request's RESPONSE", fresh_answered, 30, bed)
         seqs = [int(x["sequence_id"], 16) for x in got]
         check(all(b > a for a, b in zip(seqs, seqs[1:])),
               "RESPONSE sequence IDs went back: %r" % seqs, bed)
@@ -263,10 +229,7 @@ def state_full(build):
             bed.start_observer()
             for p in accepted:
                 raw.publish_file(p)
-            deadline = time.monotonic() + 30
-            while bed.observer.count(r"replayed sequence id") < len(accepted):
-                check(time.monotonic() < deadline, "a replay was not refused", bed)
-                time.sleep(0.05)
+            wait_replays_refused(bed.observer, len(accepted), 30, bed)
             check(bed.observer.count(r"accepted \(pending") == 0, "a replay accepted", bed)
             # Space again: the audit log takes records again.
             mnt.free()
@@ -274,10 +237,8 @@ def state_full(build):
             bed.observer.wait_line(r"OBSERVE_REQ for device %s accepted" % id16(0x13), 30)
             check(bed.present(b"c" * 16, device_id=0x13)[1] == VALID, "no match", bed)
             audit = os.path.join(mnt.path, "observer", "audit.log")
-            deadline = time.monotonic() + 10
-            while '"device":"%s"' % id16(0x13) not in open(audit).read():
-                check(time.monotonic() < deadline, "audit log did not recover", bed)
-                time.sleep(0.1)
+            wait_for("the audit log to take records again",
+                     lambda: '"device":"%s"' % id16(0x13) in open(audit).read(), 10, bed)
             check(bed.observer.p.poll() is None, "observer died", bed)
     finally:
         mnt.close()
@@ -328,16 +289,10 @@ def state_readonly(build):
 MOUNTING = {"state_full", "state_readonly"}
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in CASES:
-        print("usage: test_faults.py BUILD_DIR CASE (%s)" % ", ".join(sorted(CASES)))
-        return 2
-    if sys.argv[2] in MOUNTING:
+def before(name):
+    if name in MOUNTING:
         faults.reexec_in_private_mount_namespace()
-    CASES[sys.argv[2]](sys.argv[1])
-    print("ok")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(case.main("test_faults.py", before))

@@ -6,51 +6,21 @@ Each case is one ctest test: test_operator.py BUILD_DIR CASE. The test plays
 the C2 server (RawServer) so that tokens and values are known, and checks
 the files and answers after known outcomes.
 """
-import errno
 import hashlib
 import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from cases import Cases, check, ctl, ctl_json, wait_for  # noqa: E402
 from joinbed import JoinBed, RawServer, id16  # noqa: E402
 
 VALID, INVALID, FAIL = 0x60, 0x6E, 0x6F
-CASES = {}
-
-
-def case(fn):
-    CASES[fn.__name__] = fn
-    return fn
-
-
-def check(cond, what, bed=None):
-    if not cond:
-        if bed:
-            for p in bed.procs:
-                print("---- %s output ----\n%s" % (p.name, p.text()))
-        raise AssertionError(what)
-
-
-def ctl(bed, *args, user=None):
-    argv = [bed.bin("srup-observerctl"), "--socket", bed.path("control.sock")] + list(args)
-    if user is not None:
-        argv = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + argv
-    out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=30)
-    bed.log("ctl %s| rc=%d %s%s" % (" ".join(args), out.returncode, out.stdout, out.stderr))
-    return out.returncode, out.stdout, out.stderr
-
-
-def ctl_json(bed, *args):
-    rc, out, err = ctl(bed, "--json", *args)
-    check(rc in (0, 1), "srup-observerctl %s: rc %d: %s" % (" ".join(args), rc, err), bed)
-    return rc, json.loads(out)
+case = Cases()
 
 
 def request(bed, raw, device, value, token):
@@ -73,16 +43,6 @@ def metrics_of(path):
         check(m, "bad sample line %r" % line)
         values[m.group(1)] = float(m.group(2))
     return values
-
-
-def wait_for(what, fn, timeout, bed):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        check(time.monotonic() < deadline, "timed out waiting for %s" % what, bed)
-        time.sleep(0.1)
 
 
 def audit_lines(path):
@@ -326,14 +286,5 @@ def audit_rotation(build):
         check(all(r["outcome"] == "overflow" for r in records), "%r" % records, bed)
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in CASES:
-        print("usage: test_operator.py BUILD_DIR CASE (%s)" % ", ".join(sorted(CASES)))
-        return 2
-    CASES[sys.argv[2]](sys.argv[1])
-    print("ok")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(case.main("test_operator.py"))

@@ -189,11 +189,8 @@ def status_of(r):
 
 def channel_state(bed):
     """The channel state srup-observerd reports on its control socket."""
-    import json
-    import subprocess
-    out = subprocess.run([bed.bin("srup-observerctl"), "--socket", bed.path("control.sock"),
-                          "--json", "status"], stdout=subprocess.PIPE, text=True, timeout=30)
-    return json.loads(out.stdout)["channel"]["state"]
+    from cases import ctl_json
+    return ctl_json(bed, "status")[1]["channel"]["state"]
 
 
 def case_third_party_valid(build):
