@@ -48,6 +48,7 @@ struct observerd {
 
 static void operator_outcome(struct observerd *d, const struct obs_event *ev);
 static void operator_refused(struct observerd *d, uint64_t device, const struct srup_bytes *token);
+static void metrics_changed(struct observerd *d);
 
 static uint64_t now_ms(struct observerd *d)
 {
@@ -191,7 +192,7 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 		srup_log(LOG_INFO, "OBSERVE_REQ for device %s accepted (pending: %zu)", id,
 			 obs_engine_pending(d->engine));
 		d->metrics.requests_accepted++;
-		d->metrics.changes++;
+		metrics_changed(d);
 	}
 	srup_bytes_clear(&value);
 	apply_events(d);
@@ -209,7 +210,7 @@ static uint8_t on_frame(const struct srup_frame *frame, void *user)
 	d->metrics.frames_not_compared += result == RADIO_RESULT_NOT_COMPARED;
 	d->metrics.frames_match += result == RADIO_RESULT_MATCH;
 	d->metrics.frames_mismatch += result == RADIO_RESULT_MISMATCH;
-	d->metrics.changes++;
+	metrics_changed(d);
 	if (result == RADIO_RESULT_NOT_COMPARED)
 		srup_log(LOG_WARNING, "frame for device %s ignored: no observation pending", id);
 	else
@@ -302,6 +303,8 @@ static void audit_observation(struct observerd *d, uint64_t device, const char *
 	}
 }
 
+/* The metrics file is rewritten shortly after a change (changes that come
+ * together make one write), and every interval_seconds anyway. */
 static void metrics_soon(struct observerd *d)
 {
 	uint64_t next = 0, now = 0;
@@ -340,6 +343,11 @@ static void operator_refused(struct observerd *d, uint64_t device, const struct 
 	audit_observation(d, device, "refused", SRUP_STATUS_OBSERVED_JOIN_FAIL, 0, 0, token->data,
 			  token->len);
 	d->metrics.requests_refused++;
+	metrics_changed(d);
+}
+
+static void metrics_changed(struct observerd *d)
+{
 	d->metrics.changes++;
 	metrics_soon(d);
 }

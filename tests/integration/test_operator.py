@@ -286,5 +286,70 @@ def audit_rotation(build):
         check(all(r["outcome"] == "overflow" for r in records), "%r" % records, bed)
 
 
+# ---- structured journald records ---------------------------------------------
+
+def journal_datagrams(sock, want, timeout, bed):
+    """Native journal protocol datagrams (KEY=value lines) read from sock
+    until want(fields) holds for one; returns them all."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        check(left > 0, "no journal record as expected; got %r" % got, bed)
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+        got.append(fields)
+        if want(fields):
+            return got
+
+
+@case
+def journal_fields(build):
+    # journald's socket, played by the test: a tmpfs over /run (in this
+    # test's own mount namespace) holding /run/systemd/journal/socket.
+    import faults
+    run = faults.Tmpfs("/run", 1024)
+    try:
+        os.makedirs("/run/systemd/journal")
+        journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        journal.bind("/run/systemd/journal/socket")
+        with JoinBed(build) as bed:
+            bed.setup()
+            bed.start_observer()
+            raw = RawServer(bed).subscribe()
+            value = b"journal-value-16"
+            request(bed, raw, 0xE1, value, "tok-journal")
+            check(bed.present(value, device_id=0xE1)[1] == VALID, "no match", bed)
+            got = journal_datagrams(journal, lambda f: f.get("SRUP_KIND") == "observation", 20,
+                                    bed)
+            rec = got[-1]
+            want = {
+                "SRUP_DEVICE": id16(0xE1), "SRUP_SERVER": id16(bed.server_id),
+                "SRUP_OUTCOME": "valid", "SRUP_STATUS": "0x60", "SRUP_ATTEMPTS": "0",
+                "SRUP_CHANNEL": "sim", "PRIORITY": "5",
+                "SRUP_TOKEN_SHA256": hashlib.sha256(b"tok-journal").hexdigest(),
+                "MESSAGE": "observation device=%s outcome=valid status=0x60" % id16(0xE1),
+            }
+            for k, v in want.items():
+                check(rec.get(k) == v, "journal %s = %r, expected %r (%r)" % (k, rec.get(k), v,
+                                                                            rec), bed)
+            check(int(rec["SRUP_DURATION_MS"]) >= 0, "%r" % rec, bed)
+            check(all(value.hex() not in repr(g) and "journal-value" not in repr(g) and
+                      "tok-journal" not in repr(g) for g in got), "a secret in the journal", bed)
+        journal.close()
+    finally:
+        run.close()
+
+
+def before(name):
+    if name == "journal_fields":
+        import faults
+        faults.reexec_in_private_mount_namespace()
+
+
 if __name__ == "__main__":
-    sys.exit(case.main("test_operator.py"))
+    sys.exit(case.main("test_operator.py", before))
