@@ -11,27 +11,21 @@
 
 #include "srup_config.h"
 
-static char dir[64], path[96];
+#include "fuzz_tmpdir.h"
 
-static void remove_dir(void)
+static char path[96];
+
+static void remove_file(void)
 {
 	unlink(path);
-	rmdir(dir);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *tmp = getenv("TMPDIR");
-
 	(void)argc;
 	(void)argv;
-	snprintf(dir, sizeof(dir), "%s/fuzz-config-XXXXXX", tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		perror(dir);
-		exit(2);
-	}
-	snprintf(path, sizeof(path), "%s/fuzz.conf", dir);
-	atexit(remove_dir);
+	fuzz_tmpdir_make("config", remove_file);
+	snprintf(path, sizeof(path), "%s/fuzz.conf", fuzz_tmpdir);
 	return 0;
 }
 

@@ -33,7 +33,9 @@
 #define SLOT_ENTRY 24u
 #define MAX_PROBES 64u
 
-static char root[64], dir[96], file_path[128];
+#include "fuzz_tmpdir.h"
+
+static char dir[96], file_path[128];
 static uint8_t file[1 << 16];
 
 static void remove_state(void)
@@ -51,29 +53,13 @@ static void remove_state(void)
 		abort();
 }
 
-static void remove_root(void)
-{
-	remove_state();
-	rmdir(root);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *tmp = getenv("TMPDIR");
-
 	(void)argc;
 	(void)argv;
-	/* Every open persists (fdatasync): a tmpfs keeps that cheap. */
-	if (!tmp || strlen(tmp) >= 40)
-		tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-	snprintf(root, sizeof(root), "%s/fuzz-seqstore-XXXXXX", tmp);
-	if (!mkdtemp(root)) {
-		perror(root);
-		exit(2);
-	}
-	snprintf(dir, sizeof(dir), "%s/state", root);
+	fuzz_tmpdir_make("seqstore", remove_state);
+	snprintf(dir, sizeof(dir), "%s/state", fuzz_tmpdir);
 	snprintf(file_path, sizeof(file_path), "%s/%s", dir, SRUP_SEQSTORE_FILE);
-	atexit(remove_root);
 	/* A store with one damaged slot says so at LOG_WARNING, many times. */
 	srup_log_set_level(LOG_ERR);
 	return 0;
