@@ -98,6 +98,10 @@ static enum srup_keys_err keystore_put(struct srup_keystore *ks, uint64_t id, EV
 {
 	bool found;
 	size_t at = keystore_find(ks, id, &found);
+	if (found && ks->entries[at].key == NULL) {
+		ks->entries[at].key = key; /* a removed ID added again */
+		return SRUP_KEYS_OK;
+	}
 	if (found) {
 		if (ks->n_retired == ks->cap_retired) {
 			size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
@@ -148,7 +152,7 @@ EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
 	bool found;
 	size_t at = keystore_find(ks, id, &found);
 	if (found)
-		return ks->entries[at].key;
+		return ks->entries[at].key; /* NULL once removed */
 	if (ks->dir == NULL)
 		return NULL;
 	/* Misses are not cached: a key file may be added while a daemon runs. */
@@ -169,4 +173,29 @@ EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
 		return NULL;
 	}
 	return key;
+}
+
+/* A removed ID keeps its entry with no key, so that a file of the store's
+ * directory is not loaded for it again. */
+enum srup_keys_err srup_keystore_remove(struct srup_keystore *ks, uint64_t id)
+{
+	if (ks == NULL)
+		return SRUP_KEYS_E_ARG;
+	/* Loads it from the directory if it is there: that one goes too. */
+	if (srup_keystore_lookup(ks, id) == NULL)
+		return SRUP_KEYS_E_NOT_FOUND;
+	bool found;
+	size_t at = keystore_find(ks, id, &found);
+	/* Retired, not freed: lookup's pointers stay valid. */
+	if (ks->n_retired == ks->cap_retired) {
+		size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
+		EVP_PKEY **r = realloc(ks->retired, cap * sizeof(*r));
+		if (r == NULL)
+			return SRUP_KEYS_E_NOMEM;
+		ks->retired = r;
+		ks->cap_retired = cap;
+	}
+	ks->retired[ks->n_retired++] = ks->entries[at].key;
+	ks->entries[at].key = NULL;
+	return SRUP_KEYS_OK;
 }
