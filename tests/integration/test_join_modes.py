@@ -133,6 +133,238 @@ def peer_commands(build):
         check(bed.peer.wait(20) == 0, "quit did not stop the peer", bed)
 
 
+# ---- srup-device join --mode human|unmediated, resign, deregister ----------
+
+def device(bed, *args, timeout=30, background=False):
+    return bed.device_command(list(args) + ["--timeout", str(timeout)], timeout=timeout,
+                              background=background)
+
+
+def printed_value(proc):
+    """The value srup-device printed for a person, and its grouped form."""
+    _, m = proc.wait_line(r"^CONFIRMATION VALUE: (\S+)$", 30)
+    _, g = proc.wait_line(r"^CONFIRMATION VALUE \(grouped\): (.+)$", 5)
+    return m.group(1), g.group(1)
+
+
+def joined_unmediated(bed):
+    rc, out = device(bed, "join", "--mode", "unmediated")
+    check(rc == 0 and "JOIN_SUCCESS (0x50)" in out, "unmediated join: rc=%d\n%s" % (rc, out),
+          bed)
+
+
+@case
+def human_join_confirmed(build):
+    """HM_JOIN_REQ on the server's topic; the device prints the value sealed
+    to it; the person types it at the server; JOIN_SUCCESS, exit 0."""
+    with command_bed(build) as bed:
+        dev = device(bed, "join", "--mode", "human", background=True)
+        _, m = dev.wait_line(r"^HM_JOIN_REQ sent on (\S+) \(token (\S+)\)$", 20)
+        check(m.group(1) == "SRUP/servers/%s/%s" % (topic_id(bed.server_id),
+                                                    topic_id(bed.device_id)),
+              "HM_JOIN_REQ on %s" % m.group(1), bed)
+        req = bed.peer_event("JOIN_REQUEST", 20, device=bed.device_id, mode="human")
+        shown = bed.peer_event("HM_VALUE", 20, device=bed.device_id)
+        value, grouped = printed_value(dev)
+        check(value == shown["value"] and re.fullmatch(r"[0-9a-f]{32}", value),
+              "device shows %r, server %r" % (value, shown["value"]), bed)
+        check(grouped.split() == [value[i:i + 4] for i in range(0, 32, 4)],
+              "grouped rendering %r" % grouped, bed)
+        check(dev.p.poll() is None, "device ended before the verdict", bed)
+        bed.peer_command("hm_confirm %s %s" % (id16(bed.device_id), value))
+        o = bed.peer_event("OUTCOME", 20, req["_index"], device=bed.device_id, mode="human")
+        check(o["status"] == "0x50", "peer outcome %r" % o, bed)
+        check(dev.wait(20) == 0 and "JOIN_SUCCESS (0x50)" in dev.text(),
+              "device not joined: %s" % dev.text(), bed)
+        # The verdict echoed the request's token, on the device's topic.
+        v = bed.peer_event("SENT", 5, req["_index"], type="response", device=bed.device_id)
+        check(v["token"] == m.group(2) and v["topic"] == "SRUP/" + topic_id(bed.device_id),
+              "verdict %r" % v, bed)
+
+
+@case
+def human_join_wrong_value(build):
+    """The person types something else: JOIN_REFUSED, exit 1."""
+    with command_bed(build) as bed:
+        dev = device(bed, "join", "--mode", "human", background=True)
+        value, _ = printed_value(dev)
+        wrong = "0" * 32 if value != "0" * 32 else "1" * 32
+        bed.peer_command("hm_confirm %s %s" % (id16(bed.device_id), wrong))
+        check(bed.peer_event("OUTCOME", 20, device=bed.device_id)["status"] == "0x5e",
+              "peer did not refuse", bed)
+        check(dev.wait(20) == 1 and "JOIN_REFUSED (0x5e)" in dev.text(),
+              "device: %s" % dev.text(), bed)
+
+
+@case
+def unmediated_join_accepted(build):
+    with command_bed(build, join_policy="accept") as bed:
+        rc, out = device(bed, "join", "--mode", "unmediated")
+        check(rc == 0 and "JOIN_SUCCESS (0x50)" in out, "rc=%d\n%s" % (rc, out), bed)
+        m = re.search(r"JOIN_REQ sent on (\S+) \(token (\S+)\)", out)
+        check(m.group(1) == "SRUP/servers/%s/%s" % (topic_id(bed.server_id),
+                                                    topic_id(bed.device_id)),
+              "JOIN_REQ on %s" % m.group(1), bed)
+        bed.peer_event("JOIN_REQUEST", 5, device=bed.device_id, mode="unmediated")
+        o = bed.peer_event("OUTCOME", 5, device=bed.device_id, mode="unmediated")
+        v = bed.peer_event("SENT", 5, type="response", device=bed.device_id)
+        check(o["status"] == "0x50" and v["token"] == m.group(2), "%r %r" % (o, v), bed)
+
+
+@case
+def unmediated_join_refused(build):
+    with command_bed(build, join_policy="refuse") as bed:
+        rc, out = device(bed, "join", "--mode", "unmediated")
+        check(rc == 1 and "JOIN_REFUSED (0x5e)" in out, "rc=%d\n%s" % (rc, out), bed)
+        o = bed.peer_event("OUTCOME", 5, device=bed.device_id, mode="unmediated")
+        check(o["status"] == "0x5e", "peer %r" % o, bed)
+        # Not controlled: the server does not even hear it on the device's topic.
+        rc, out = device(bed, "resign", timeout=3)
+        check(rc == 4 and bed.no_peer_event("RESIGN", 0.5), "resign rc=%d\n%s" % (rc, out),
+              bed)
+
+
+@case
+def resign_success(build):
+    """RESIGN_REQ on the device's own topic after a join; 0x70, exit 0; the
+    server no longer controls it, so a second resign fails (0x7F, exit 1)."""
+    with command_bed(build) as bed:
+        joined_unmediated(bed)
+        rc, out = device(bed, "resign")
+        check(rc == 0 and "RESIGN_SUCCESS (0x70)" in out, "rc=%d\n%s" % (rc, out), bed)
+        check("RESIGN_REQ sent on SRUP/%s " % topic_id(bed.device_id) in out,
+              "topic: %s" % out, bed)
+        check(bed.peer_event("RESIGN", 5, device=bed.device_id)["status"] == "0x70", "peer",
+              bed)
+        rc, out = device(bed, "resign")
+        check(rc == 1 and "RESIGN_FAIL (0x7f)" in out, "second resign rc=%d\n%s" % (rc, out),
+              bed)
+
+
+@case
+def resign_refused(build):
+    with command_bed(build, resign_status=RESIGN_FAIL) as bed:
+        joined_unmediated(bed)
+        rc, out = device(bed, "resign")
+        check(rc == 1 and "RESIGN_FAIL (0x7f)" in out, "rc=%d\n%s" % (rc, out), bed)
+
+
+@case
+def deregister_success(build):
+    """DEREGISTER_REQ; 0x80, exit 0, and the server's key file is gone: the
+    next command cannot even load its configuration (exit 3)."""
+    with command_bed(build) as bed:
+        server_key = bed.path("device-server.pem")
+        with open(bed.server_pub, "rb") as src, open(server_key, "wb") as dst:
+            dst.write(src.read())
+        cfg = bed.write_device_config("device", bed.device_id, bed.device_priv)
+        with open(cfg) as f:
+            text = f.read().replace(bed.server_pub, server_key)
+        with open(cfg, "w") as f:
+            f.write(text)
+        joined_unmediated(bed)
+        rc, out = device(bed, "deregister")
+        check(rc == 0 and "DEREGISTER_SUCCESS (0x80)" in out and
+              "deleted the server's public key %s" % server_key in out,
+              "rc=%d\n%s" % (rc, out), bed)
+        check("DEREGISTER_REQ sent on SRUP/%s " % topic_id(bed.device_id) in out,
+              "topic: %s" % out, bed)
+        check(not os.path.exists(server_key), "server key still there", bed)
+        check(os.path.exists(bed.server_pub), "deleted the wrong file", bed)
+        check(bed.peer_event("DEREGISTER", 5, device=bed.device_id)["status"] == "0x80",
+              "peer", bed)
+        rc, out = device(bed, "deregister")
+        check(rc == 3 and "public_key" in out, "after deregistration rc=%d\n%s" % (rc, out),
+              bed)
+
+
+@case
+def deregister_refused(build):
+    with command_bed(build, deregister_status=DEREGISTER_FAIL) as bed:
+        joined_unmediated(bed)
+        rc, out = device(bed, "deregister")
+        check(rc == 1 and "DEREGISTER_FAIL (0x8f)" in out, "rc=%d\n%s" % (rc, out), bed)
+        check(os.path.exists(bed.server_pub), "key deleted although refused", bed)
+
+
+@case
+def verdict_replay_ignored(build):
+    """An earlier JOIN_SUCCESS and the HM_JOIN_RESP, replayed byte for byte
+    while the device waits for a human verdict, are dropped as replays; the
+    verdict that counts is the real one (here a refusal)."""
+    with command_bed(build) as bed:
+        joined_unmediated(bed)
+        old = bed.peer_event("SENT", 5, type="response", device=bed.device_id)
+        dev = device(bed, "join", "--mode", "human", background=True)
+        value, _ = printed_value(dev)
+        resp = bed.peer_event("SENT", 5, type="hm_join_response", device=bed.device_id)
+        for n in (old["n"], resp["n"]):
+            start = dev.mark()
+            bed.replay(int(n))
+            dev.wait_line(r"dropped message on SRUP/%s: replayed sequence id"
+                          % topic_id(bed.device_id), 20, start)
+        check(dev.p.poll() is None, "the device took a replay as a verdict", bed)
+        check(dev.count(r"^CONFIRMATION VALUE: ") == 1, "replayed value shown again", bed)
+        bed.peer_command("hm_confirm %s %s" % (id16(bed.device_id), "f" * 32))
+        check(dev.wait(20) == 1 and "JOIN_REFUSED (0x5e)" in dev.text() and
+              "JOIN_SUCCESS" not in dev.text(), "device: %s" % dev.text(), bed)
+
+
+@case
+def verdict_from_other_sender_ignored(build):
+    """JOIN_SUCCESS with the right token from another sender, and one that
+    claims to be the server but is signed by another key, change nothing;
+    the server's own verdict still ends the join."""
+    with command_bed(build) as bed:
+        dev = device(bed, "join", "--mode", "human", background=True)
+        _, m = dev.wait_line(r"^HM_JOIN_REQ sent on \S+ \(token (\S+)\)$", 20)
+        token = m.group(1).encode().hex()
+        value, _ = printed_value(dev)
+        rogue_id = 0x7e57
+        rogue_key = bed.add_device("rogue", rogue_id)
+        topic = "SRUP/" + topic_id(bed.device_id)
+        raw = RawServer(bed, server_id=rogue_id, sign_key=rogue_key)
+        verdict = {"type": "response", "version": 5, "sequence_id": id16(1 << 40),
+                   "token": token, "status": JOIN_SUCCESS}
+        start = dev.mark()
+        raw.publish_file(raw.build(dict(verdict, sender_id=id16(rogue_id))), topic=topic)
+        dev.wait_line(r"dropped message on %s: unknown sender key for %s"
+                      % (topic, id16(rogue_id)), 20, start)
+        raw.publish_file(raw.build(dict(verdict, sender_id=id16(bed.server_id))), topic=topic)
+        dev.wait_line(r"dropped message on %s: bad signature" % topic, 20, start)
+        check(dev.p.poll() is None, "the device took a foreign verdict", bed)
+        bed.peer_command("hm_confirm %s %s" % (id16(bed.device_id), value))
+        check(dev.wait(20) == 0 and "JOIN_SUCCESS (0x50)" in dev.text(),
+              "device: %s" % dev.text(), bed)
+
+
+@case
+def exit_codes(build):
+    """2 usage, 3 configuration/keys/broker, 4 timeout."""
+    with JoinBed(build) as bed:
+        bed.setup()
+        for args in (["join", "--mode", "bogus"], ["join", "--mode", "human", "--observer", "1"],
+                     ["resign", "--channel", "sim"], ["join", "--mode", "unmediated",
+                                                      "--print-value"],
+                     ["run", "--timeout", "5"], ["resign", "--mode", "human"], ["frobnicate"]):
+            rc, out = bed.device_command(args)
+            check(rc == 2, "%r: rc=%d\n%s" % (args, rc, out), bed)
+        missing = bed.path("missing.conf")
+        rc, out = bed.device_command(["resign"], config=missing)
+        check(rc == 3, "missing config: rc=%d\n%s" % (rc, out), bed)
+        # run is the resident agent: its own statuses (srup_exit.h, 78 = config).
+        rc, out = bed.device_command(["run"], config=missing)
+        check(rc == 78 and "missing.conf" in out, "run, missing config: rc=%d\n%s" % (rc, out),
+              bed)
+        # No server answers (no peer runs): timeout.
+        for args in (["resign"], ["deregister"], ["join", "--mode", "unmediated"],
+                     ["join", "--mode", "human"]):
+            rc, out = device(bed, *args, timeout=2)
+            check(rc == 4 and "timeout: no answer to" in out, "%r: rc=%d\n%s" % (args, rc, out),
+                  bed)
+        check(os.path.exists(bed.server_pub), "a timed-out deregister deleted the key", bed)
+
+
 def main():
     if len(sys.argv) != 3 or sys.argv[2] not in CASES:
         print("usage: %s BUILD_DIR {%s}" % (sys.argv[0], "|".join(CASES)), file=sys.stderr)
