@@ -7,31 +7,20 @@ Each case is one ctest test: test_join_modes.py BUILD_DIR CASE.
 """
 import os
 import re
+import shutil
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from joinbed import JoinBed, RawServer, id16, topic_id  # noqa: E402
+from joinbed import Cases, JoinBed, RawServer, check, id16, topic_id  # noqa: E402
 
 JOIN_SUCCESS, JOIN_REFUSED, JOIN_FAIL = 0x50, 0x5E, 0x5F
 RESIGN_SUCCESS, RESIGN_FAIL = 0x70, 0x7F
 DEREGISTER_SUCCESS, DEREGISTER_FAIL = 0x80, 0x8F
 
-CASES = {}
-
-
-def case(fn):
-    CASES[fn.__name__] = fn
-    return fn
-
-
-def check(cond, what, bed=None):
-    if not cond:
-        if bed:
-            for p in bed.procs:
-                print("---- %s output ----\n%s" % (p.name, p.text()))
-        raise AssertionError(what)
+CASES = Cases()
+case = CASES.case
 
 
 def command_bed(build, **peer_options):
@@ -241,12 +230,19 @@ def resign_success(build):
               bed)
 
 
+def refused(build, command, expect, **peer_options):
+    """The server answers command with its failure status: exit 1, and the
+    server's key stays."""
+    with command_bed(build, **peer_options) as bed:
+        joined_unmediated(bed)
+        rc, out = device(bed, command)
+        check(rc == 1 and expect in out, "%s: rc=%d\n%s" % (command, rc, out), bed)
+        check(os.path.exists(bed.server_pub), "key deleted although refused", bed)
+
+
 @case
 def resign_refused(build):
-    with command_bed(build, resign_status=RESIGN_FAIL) as bed:
-        joined_unmediated(bed)
-        rc, out = device(bed, "resign")
-        check(rc == 1 and "RESIGN_FAIL (0x7f)" in out, "rc=%d\n%s" % (rc, out), bed)
+    refused(build, "resign", "RESIGN_FAIL (0x7f)", resign_status=RESIGN_FAIL)
 
 
 @case
@@ -254,14 +250,11 @@ def deregister_success(build):
     """DEREGISTER_REQ; 0x80, exit 0, and the server's key file is gone: the
     next command cannot even load its configuration (exit 3)."""
     with command_bed(build) as bed:
+        # The device's own copy of the server key (the bed's is shared).
         server_key = bed.path("device-server.pem")
-        with open(bed.server_pub, "rb") as src, open(server_key, "wb") as dst:
-            dst.write(src.read())
-        cfg = bed.write_device_config("device", bed.device_id, bed.device_priv)
-        with open(cfg) as f:
-            text = f.read().replace(bed.server_pub, server_key)
-        with open(cfg, "w") as f:
-            f.write(text)
+        shutil.copy(bed.server_pub, server_key)
+        bed.device_sections = {"server": {"public_key": server_key}}
+        bed.write_device_config("device", bed.device_id, bed.device_priv)
         joined_unmediated(bed)
         rc, out = device(bed, "deregister")
         check(rc == 0 and "DEREGISTER_SUCCESS (0x80)" in out and
@@ -280,11 +273,7 @@ def deregister_success(build):
 
 @case
 def deregister_refused(build):
-    with command_bed(build, deregister_status=DEREGISTER_FAIL) as bed:
-        joined_unmediated(bed)
-        rc, out = device(bed, "deregister")
-        check(rc == 1 and "DEREGISTER_FAIL (0x8f)" in out, "rc=%d\n%s" % (rc, out), bed)
-        check(os.path.exists(bed.server_pub), "key deleted although refused", bed)
+    refused(build, "deregister", "DEREGISTER_FAIL (0x8f)", deregister_status=DEREGISTER_FAIL)
 
 
 @case
@@ -365,14 +354,5 @@ def exit_codes(build):
         check(os.path.exists(bed.server_pub), "a timed-out deregister deleted the key", bed)
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in CASES:
-        print("usage: %s BUILD_DIR {%s}" % (sys.argv[0], "|".join(CASES)), file=sys.stderr)
-        return 2
-    CASES[sys.argv[2]](sys.argv[1])
-    print("%s: passed" % sys.argv[2])
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(CASES.main(sys.argv))

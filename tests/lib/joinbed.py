@@ -29,6 +29,36 @@ def topic_id(value):
     return "%x" % value
 
 
+def check(cond, what, bed=None):
+    """Fail the case with what; with bed, print every process's output first."""
+    if not cond:
+        if bed:
+            for p in bed.procs:
+                print("---- %s output ----\n%s" % (p.name, p.text()))
+        raise AssertionError(what)
+
+
+class Cases:
+    """A test script's cases by name (one ctest test each): decorate with
+    @cases.case, end with sys.exit(cases.main(sys.argv)), which runs
+    SCRIPT BUILD_DIR CASE."""
+
+    def __init__(self):
+        self.cases = {}
+
+    def case(self, fn):
+        self.cases[fn.__name__] = fn
+        return fn
+
+    def main(self, argv):
+        if len(argv) != 3 or argv[2] not in self.cases:
+            print("usage: %s BUILD_DIR {%s}" % (argv[0], "|".join(self.cases)), file=sys.stderr)
+            return 2
+        self.cases[argv[2]](argv[1])
+        print("%s: passed" % argv[2])
+        return 0
+
+
 class Proc:
     """A child process whose output lines are collected as they come."""
 

@@ -167,16 +167,23 @@ static void record_sent(struct peer *p, const struct srup_msg *msg, uint64_t to,
 		size_t cap = p->cap_sent ? p->cap_sent * 2 : 64;
 		struct sent *grown = realloc(p->sent, cap * sizeof(*grown));
 
-		if (!grown)
+		if (!grown) {
+			printf("ERROR out of memory keeping a sent message\n");
+			fflush(stdout);
 			return;
+		}
 		p->sent = grown;
 		p->cap_sent = cap;
 	}
 	e = &p->sent[p->n_sent];
 	memset(e, 0, sizeof(*e));
 	/* The node signed msg in place: encoding it again gives the bytes sent. */
-	if (srup_msg_encode(msg, &e->wire, &e->len) != SRUP_OK)
+	if (srup_msg_encode(msg, &e->wire, &e->len) != SRUP_OK) {
+		printf("ERROR sent a %s on %s but cannot keep it for replay\n",
+		       desc ? desc->name : "?", topic);
+		fflush(stdout);
 		return;
+	}
 	snprintf(e->topic, sizeof(e->topic), "%s", topic);
 	p->n_sent++;
 	srup_id_format16(to, dev);
