@@ -23,10 +23,10 @@ CASES = Cases()
 case = CASES.case
 
 
-def command_bed(build, **peer_options):
+def command_bed(build, peer_timeout=None, **peer_options):
     """Keys, broker and the peer in command mode (no observer: these flows
     need none)."""
-    bed = JoinBed(build)
+    bed = JoinBed(build, peer_timeout=peer_timeout)
     try:
         bed.setup()
         bed.start_peer(commands=True, **peer_options)
@@ -104,10 +104,15 @@ def peer_commands(build):
         bed.watch(0xabc12)
         raw = RawServer(bed, server_id=0xabc12, sign_key=other)
         start = bed.peer.mark()
-        raw.publish_file(raw.build({"type": "response", "version": 5,
-                                    "sequence_id": id16(5), "sender_id": id16(0xabc12),
-                                    "token": b"tok-answer".hex(), "status": 0x20}),
-                         topic="SRUP/abc12")
+        # WATCHING is printed when the SUBSCRIBE leaves, not when it is
+        # granted: publish again (fresh sequence IDs) until the peer hears it.
+        for seq in range(1, 6):
+            raw.publish_file(raw.build({"type": "response", "version": 5,
+                                        "sequence_id": id16(seq), "sender_id": id16(0xabc12),
+                                        "token": b"tok-answer".hex(), "status": 0x20}),
+                             topic="SRUP/abc12")
+            if not bed.no_peer_event("RESPONSE", 3, start, device=0xabc12):
+                break
         r = bed.peer_event("RESPONSE", 10, start, device=0xabc12)
         check(r["token"] == "tok-answer" and r["status"] == "0x20", "RESPONSE %r" % r, bed)
         raw.publish_file(raw.build({"type": "data", "version": 5, "sequence_id": id16(6),
@@ -183,6 +188,31 @@ def human_join_wrong_value(build):
               "peer did not refuse", bed)
         check(dev.wait(20) == 1 and "JOIN_REFUSED (0x5e)" in dev.text(),
               "device: %s" % dev.text(), bed)
+
+
+@case
+def human_join_server_timeout(build):
+    """Nobody confirms at the server: its own timeout answers JOIN_FAIL."""
+    with command_bed(build, peer_timeout=2) as bed:
+        dev = device(bed, "join", "--mode", "human", background=True)
+        printed_value(dev)
+        o = bed.peer_event("OUTCOME", 30, device=bed.device_id, mode="human")
+        check(o["status"] == "0x5f", "peer outcome %r" % o, bed)
+        check(dev.wait(20) == 1 and "JOIN_FAIL (0x5f)" in dev.text(),
+              "device: %s" % dev.text(), bed)
+
+
+@case
+def observed_mode_explicit(build):
+    """--mode observed is today's join (the default), peer and observer as ever."""
+    with JoinBed(build).start() as bed:
+        rc, out = bed.device_command(["join", "--mode", "observed", "--observer",
+                                      topic_id(bed.observer_id), "--channel", "sim"])
+        check(rc == 0 and "JOIN_SUCCESS (0x50)" in out, "rc=%d\n%s" % (rc, out), bed)
+        o = bed.outcome(10)
+        check(o["observer_status"] == "0x60" and o["status"] == "0x50", "peer %r" % o, bed)
+        rc, out = bed.device_command(["join", "--mode", "observed"])
+        check(rc == 2 and "--observer" in out, "observed without observer: rc=%d" % rc, bed)
 
 
 @case
