@@ -15,7 +15,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from joinbed import JoinBed, RawServer, id16, topic_id  # noqa: E402
+from joinbed import Cases, JoinBed, RawServer, check, id16, topic_id  # noqa: E402
 from http_server import GOOD, ERROR_BODY, MISSING_BODY, HttpServer, good_digest, sha256_hex  # noqa: E402
 
 UPDATE_SUCCESS, ACTIVATE_SUCCESS, ACTIVATE_FAIL = 0x00, 0x10, 0x1F
@@ -27,20 +27,8 @@ RESIGN_SUCCESS = 0x70
 HTTP_ERROR, SERVER_FAIL, FILE_FAIL, DIGEST_FAIL = 0xFC, 0xFD, 0xFE, 0xFF
 EXIT_DEREGISTERED = 79
 
-CASES = {}
-
-
-def case(fn):
-    CASES[fn.__name__] = fn
-    return fn
-
-
-def check(cond, what, bed=None):
-    if not cond:
-        if bed:
-            for p in bed.procs:
-                print("---- %s output ----\n%s" % (p.name, p.text()))
-        raise AssertionError(what)
+cases = Cases()
+case = cases.case
 
 
 # ---- the bed: keys, broker, peer in command mode, the agent ------------------
@@ -438,6 +426,25 @@ def deregister_stops(build):
         check(again.count(r"connected to the broker") == 0, "restart connected", bed)
 
 
+@case
+def observer_deregister_stops(build):
+    """The appliance obeys DEREGISTER_CMD the same way: exit 79, and 79 at
+    once on a restart, with its observations never started again."""
+    with JoinBed(build) as bed:
+        bed.setup()
+        bed.start_peer(commands=True)
+        obs = bed.start_observer()
+        bed.send(bed.observer_id, "deregister_command")
+        check(obs.wait(30) == EXIT_DEREGISTERED, "observer exit status %r" % obs.p.returncode,
+              bed)
+        check(obs.count(r"deregistered by server %s: its key removed" % id16(bed.server_id)) == 1,
+              "no clear log line", bed)
+        again = bed.start_observer(wait=False)
+        check(again.wait(20) == EXIT_DEREGISTERED and
+              re.search(r"not starting: deregistered by server", again.text()),
+              "restart did not refuse with 79", bed)
+
+
 # ---- senders, replays -----------------------------------------------------------------
 
 @case
@@ -553,14 +560,5 @@ def observer_joins_server(build):
               "0x2e", "observer did not answer ACTION", bed)
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in CASES:
-        print("usage: %s BUILD_DIR {%s}" % (sys.argv[0], "|".join(CASES)), file=sys.stderr)
-        return 2
-    CASES[sys.argv[2]](sys.argv[1])
-    print("%s: passed" % sys.argv[2])
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cases.main(sys.argv))
