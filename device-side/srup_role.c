@@ -58,6 +58,7 @@ struct srup_role {
 	char identification[512];
 	char updates_dir[300];
 	bool terminated;
+	bool deregistered; /* nothing more is obeyed or sent */
 	bool join_sent;
 	char join_token[SRUP_UUID_TEXT_LEN + 1];
 	/* Group memberships, as persisted. */
@@ -173,6 +174,12 @@ static void role_send(struct srup_role *r, struct srup_msg *msg, const uint8_t *
 {
 	enum srup_node_err err = SRUP_NODE_E_NOMEM;
 
+	if (r->deregistered) {
+		/* Seed 9.2: no further SRUP messages. */
+		srup_log(LOG_INFO, "%s not sent: deregistered", type_name(msg->type));
+		srup_msg_free(msg);
+		return;
+	}
 	if (srup_bytes_set(&msg->token, token, token_len) == SRUP_OK)
 		err = srup_node_send(r->node, msg, r->cfg->server_id, r->own_topic);
 	if (err != SRUP_NODE_OK)
@@ -736,6 +743,7 @@ static void on_deregister(struct srup_role *r, const struct srup_msg *msg)
 		srup_log(LOG_WARNING, "server %s's key was not in the peer store", r->server_text);
 	srup_log(LOG_CRIT, "deregistered by server %s: its key removed, stopping (exit status 79; "
 		 "record %s)", r->server_text, path);
+	r->deregistered = true;
 	if (r->p.deregistered)
 		r->p.deregistered(r->p.user);
 }
@@ -784,7 +792,9 @@ void srup_role_connected(struct srup_role *r)
 
 bool srup_role_obeys(const struct srup_role *r, const struct srup_msg *msg)
 {
-	return !r || !r->terminated || msg->type == SRUP_TYPE_JOIN_COMMAND;
+	if (!r)
+		return true;
+	return !r->deregistered && (!r->terminated || msg->type == SRUP_TYPE_JOIN_COMMAND);
 }
 
 static void dispatch(struct srup_node *node, const struct srup_msg *msg, const char *topic,
@@ -794,9 +804,10 @@ static void dispatch(struct srup_node *node, const struct srup_msg *msg, const c
 
 	(void)node;
 	if (!srup_role_obeys(r, msg)) {
-		srup_log(LOG_WARNING, "dropped %s on %s from server %s: it terminated this device; "
-			 "only a JOIN_COMMAND is obeyed", type_name(msg->type), topic,
-			 r->server_text);
+		srup_log(LOG_WARNING, "dropped %s on %s from server %s: %s", type_name(msg->type),
+			 topic, r->server_text,
+			 r->deregistered ? "it deregistered this device"
+					 : "it terminated this device; only a JOIN_COMMAND is obeyed");
 		return;
 	}
 	srup_log(LOG_INFO, "%s from server %s on %s", type_name(msg->type), r->server_text, topic);

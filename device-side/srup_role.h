@@ -67,8 +67,9 @@ void srup_role_free(struct srup_role *role);
  * auto once, if no verdict is recorded yet. */
 void srup_role_connected(struct srup_role *role);
 
-/* false once the server terminated this device (until a JOIN_COMMAND):
- * owners with handlers of their own (OBSERVE_REQ) drop the message then. */
+/* false once the server terminated this device (until a JOIN_COMMAND) or
+ * deregistered it: owners with handlers of their own (OBSERVE_REQ) drop
+ * the message then. */
 bool srup_role_obeys(const struct srup_role *role, const struct srup_msg *msg);
 
 #endif

@@ -173,6 +173,11 @@ static void classify(struct srup_update *u, CURLcode rc)
 			 (unsigned long long)u->cfg.max_bytes);
 	} else if (u->write_failed) {
 		r->outcome = SRUP_UPDATE_NOT_SUPPLIED;
+	} else if (rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT) {
+		/* Nothing was asked of any server: the URL names no file we fetch. */
+		r->outcome = SRUP_UPDATE_NOT_SUPPLIED;
+		snprintf(r->detail, sizeof(r->detail), "%s (only http and https URLs are fetched)",
+			 curl_easy_strerror(rc));
 	} else if (status == 0) {
 		/* No HTTP answer: DNS, connect, TLS or a timeout before one. */
 		r->outcome = SRUP_UPDATE_UNREACHABLE;
