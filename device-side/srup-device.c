@@ -59,8 +59,8 @@
 
 /* Exit statuses of the one-shot commands. */
 enum {
-	EXIT_JOINED = 0,     /* or resigned, or deregistered */
-	EXIT_NOT_JOINED = 1, /* REFUSED, FAIL, or the channel failed */
+	EXIT_SUCCEEDED = 0,  /* joined, resigned, deregistered */
+	EXIT_REFUSED = 1,    /* refused, failed, or the channel failed */
 	EXIT_USAGE = 2,
 	EXIT_SETUP = 3,      /* configuration, keys, broker */
 	EXIT_TIMEOUT = 4,
@@ -202,14 +202,14 @@ static int open_join_response(struct agent *a, const struct srup_msg *msg, const
 	if (err != SRUP_OK) {
 		srup_log(LOG_ERR, "%s: the confirmation value does not decrypt: %s", what,
 			 srup_strerror(err));
-		finish(a, EXIT_NOT_JOINED);
+		finish(a, EXIT_REFUSED);
 		return -1;
 	}
 	if (value->len == 0 || value->len > max_len) {
 		srup_log(LOG_ERR, "%s: confirmation value of %zu bytes cannot be shown or "
 			 "presented (1..%zu)", what, value->len, max_len);
 		srup_bytes_clear(value);
-		finish(a, EXIT_NOT_JOINED);
+		finish(a, EXIT_REFUSED);
 		return -1;
 	}
 	if (srup_bytes_set(&a->response_token, msg->token.data, msg->token.len) != SRUP_OK) {
@@ -253,7 +253,7 @@ static void on_obs_join_response(struct srup_node *node, const struct srup_msg *
 	fflush(stdout);
 	if (present_until_compared(a, &frame, &result) != RADIO_OK) {
 		srup_frame_wipe(&frame);
-		finish(a, EXIT_NOT_JOINED);
+		finish(a, EXIT_REFUSED);
 		return;
 	}
 	srup_frame_wipe(&frame);
@@ -344,7 +344,7 @@ static void on_response(struct srup_node *node, const struct srup_msg *msg, cons
 		srup_keystore_remove(a->id.peers, a->cfg.server_id);
 		a->deregistered = true;
 	}
-	finish(a, msg->status == ex->success ? EXIT_JOINED : EXIT_NOT_JOINED);
+	finish(a, msg->status == ex->success ? EXIT_SUCCEEDED : EXIT_REFUSED);
 }
 
 static void on_connected(struct srup_node *node, void *user)
@@ -405,7 +405,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 {
 	(void)s;
 	(void)si;
-	finish(user, EXIT_NOT_JOINED);
+	finish(user, EXIT_REFUSED);
 	return 0;
 }
 
@@ -431,12 +431,12 @@ static int delete_server_key_file(const struct agent *a)
 	if (unlink(path) == 0) {
 		printf("deleted the server's public key %s\n", path);
 		fflush(stdout);
-		return EXIT_JOINED;
+		return EXIT_SUCCEEDED;
 	}
 	if (errno == ENOENT) {
 		printf("the server's public key %s is already gone\n", path);
 		fflush(stdout);
-		return EXIT_JOINED;
+		return EXIT_SUCCEEDED;
 	}
 	srup_log(LOG_ERR, "%s: [server] public_key: the server deregistered this device, but "
 		 "its key %s cannot be deleted (%s): delete it by hand", a->cfg.path, path,
@@ -493,7 +493,7 @@ static int run_exchange(struct agent *a, unsigned timeout_s)
 			 srup_node_strerror(nerr));
 		return EXIT_SETUP;
 	}
-	a->exit_status = EXIT_NOT_JOINED;
+	a->exit_status = EXIT_REFUSED;
 	if (sd_event_loop(a->loop) < 0)
 		return EXIT_SETUP;
 	srup_node_flush(a->node, 2000);
@@ -529,12 +529,12 @@ static int run_present(struct agent *a, uint64_t device, const char *value_hex,
 	if (err == RADIO_E_REFUSED) {
 		/* The observer answered, but did not compare the value. */
 		printf("result 0x00 (not compared: %s)\n", detail);
-		return EXIT_NOT_JOINED;
+		return EXIT_REFUSED;
 	}
 	if (err != RADIO_OK) {
 		printf("present failed: %s%s%s\n", radio_strerror(err), detail[0] ? ": " : "",
 		       detail);
-		return EXIT_NOT_JOINED;
+		return EXIT_REFUSED;
 	}
 	printf("result 0x%02x (%s)\n", result,
 	       result == RADIO_RESULT_MATCH	  ? "match"
