@@ -502,31 +502,40 @@ def replay_ignored(build):
 @case
 def observation_not_delayed(build):
     """A download that takes 5 s and a hook that takes 5 s run on
-    srup-observerd while a device joins under observation: the observation
-    completes before either of them answers."""
+    srup-observerd while a device joins under observation. Both are held
+    past their 5 s until the observation has completed, so the join can
+    only succeed if neither delays the loop; then both are answered."""
     with JoinBed(build) as bed:
         os.makedirs(bed.path("hooks-ran"), exist_ok=True)
-        slow_hook = write_hook(bed, "slow", sleep=5)
-        bed.observer_sections = {"actions": {"9": slow_hook}}
+        release = bed.path("release-hook")
+        slow_hook = write_hook(bed, "slow")
+        with open(slow_hook) as f:
+            body = f.read()
+        with open(slow_hook, "w") as f:  # 5 s, then until released (at most 120 s)
+            f.write(body.replace("exit ", "sleep 5\nn=0\nwhile [ ! -e %s ] && [ $n -lt 1200 ]; "
+                                 "do sleep 0.1; n=$((n+1)); done\nexit " % release))
+        bed.observer_sections = {"actions": {"9": slow_hook}, "hooks": {"timeout_seconds": 300}}
         bed.setup()
         http = HttpServer(bed.path("http")).start()
         try:
             bed.start_peer(commands=True)
             bed.start_observer()
-            dl = bed.send(bed.observer_id, "initiate", url=http.url("/slow?s=5"),
+            dl = bed.send(bed.observer_id, "initiate", url=http.url("/slow?s=5&hold=1"),
                           digest=good_digest)
             hook = bed.send(bed.observer_id, "action", action_id=9)
-            bed.observer.wait_line(r"hook action-9\[\d+\] started", 10)
-            for _ in range(100):  # the download is under way
-                if http.count("/slow"):
-                    break
-                time.sleep(0.05)
+            bed.observer.wait_line(r"hook action-9\[\d+\] started", 20)
+            bed.observer.wait_line(r"INITIATE: downloading", 20)
             rc, out = bed.join()
             check(rc == 0 and "JOIN_SUCCESS" in out, "join failed: %s" % out, bed)
             outcome = bed.outcome(30)
+            check(outcome["observer_status"] == "0x60", "observation %r" % outcome, bed)
+            check(bed.no_peer_event("RESPONSE", 0.1, dl["_index"], token=dl["token"]) and
+                  bed.no_peer_event("RESPONSE", 0.1, hook["_index"], token=hook["token"]),
+                  "held work answered before it was released", bed)
+            http.release()
+            open(release, "w").close()
             dl_resp = bed.peer_event("RESPONSE", 60, dl["_index"], token=dl["token"])
             hook_resp = bed.peer_event("RESPONSE", 60, hook["_index"], token=hook["token"])
-            check(outcome["observer_status"] == "0x60", "observation %r" % outcome, bed)
             check(dl_resp["status"] == "0x00" and hook_resp["status"] == "0x20",
                   "slow work failed: %r %r" % (dl_resp, hook_resp), bed)
             check(outcome["_index"] < dl_resp["_index"] and outcome["_index"] < hook_resp["_index"],

@@ -5,7 +5,8 @@ HttpServer serves, in a thread of the test process:
   /other           a different file (what a wrong digest looks like)
   /missing         404 with a short text body
   /error           500 with a short text body
-  /slow?s=N        the good file, dribbled out over N seconds
+  /slow?s=N        the good file, dribbled out over N seconds; with &hold=1
+                   its last part only once release() was called (at most 120 s)
   /big?bytes=N     N bytes (for the size limit)
   /redirect?n=K    K redirects, then /good
 With tls=True it speaks HTTPS with a certificate for 127.0.0.1 from a CA
@@ -89,6 +90,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
         elif url.path == "/slow":
             seconds = float(query.get("s", "5"))
+            hold = query.get("hold") == "1"
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(GOOD)))
@@ -97,6 +99,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             chunk = (len(GOOD) + steps - 1) // steps
             for i in range(steps):
                 time.sleep(seconds / steps)
+                if hold and i == steps - 1:
+                    self.server.owner.released.wait(120)
                 try:
                     self.wfile.write(GOOD[i * chunk:(i + 1) * chunk])
                     self.wfile.flush()
@@ -113,6 +117,7 @@ class HttpServer:
         os.makedirs(self.dir, exist_ok=True)
         self.requests = []
         self.lock = threading.Lock()
+        self.released = threading.Event()
         self.ca_file = None
         self.httpd = None
         self.thread = None
@@ -135,11 +140,16 @@ class HttpServer:
     def url(self, path):
         return "%s://127.0.0.1:%d%s" % ("https" if self.tls else "http", self.port, path)
 
+    def release(self):
+        """Let held /slow answers finish."""
+        self.released.set()
+
     def count(self, prefix):
         with self.lock:
             return sum(1 for p in self.requests if p.startswith(prefix))
 
     def close(self):
+        self.released.set()
         if self.httpd:
             self.httpd.shutdown()
             self.httpd.server_close()
@@ -169,6 +179,8 @@ def _self_check():
             t0 = time.monotonic()
             assert get("/slow?s=0.5").read() == GOOD
             assert time.monotonic() - t0 >= 0.4
+            threading.Timer(0.3, srv.release).start()
+            assert get("/slow?s=0.1&hold=1").read() == GOOD and srv.released.is_set()
             for path, code, body in (("/missing", 404, MISSING_BODY), ("/error", 500, ERROR_BODY)):
                 try:
                     get(path)
