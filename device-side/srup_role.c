@@ -44,7 +44,7 @@ struct role_job {
 	size_t token_len;
 	struct srup_update *update;
 	struct srup_hook *hook;
-	char staged[512];                    /* JOB_ACTIVATE: the file it ran with */
+	char staged[512];                    /* the token's staged file */
 	char group[SRUP_ROLE_GROUP_ID_MAX + 1]; /* JOB_GROUP_ADD */
 };
 
@@ -366,6 +366,10 @@ static void download_done(struct srup_update *u, const struct srup_update_result
 	char status_text[16];
 
 	(void)u;
+	/* The token's latest INITIATE decides: an older verified file of
+	 * the same token must not be activated after this one failed. */
+	if (res->outcome != SRUP_UPDATE_VERIFIED && unlink(j->staged) == 0)
+		srup_log(LOG_INFO, "removed %s: the token's new download failed", j->staged);
 	switch (res->outcome) {
 	case SRUP_UPDATE_VERIFIED:
 		srup_log(LOG_NOTICE, "update staged: %s (%" PRIu64 " bytes, SHA-256 verified)",
@@ -446,6 +450,8 @@ static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 		if (iscntrl((unsigned char)*ch))
 			*ch = '?'; /* never reaches curl: a URL with control bytes is refused there */
 	j = job_new(r, JOB_DOWNLOAD, msg);
+	if (j)
+		snprintf(j->staged, sizeof(j->staged), "%s/%s", r->updates_dir, name);
 	if (!j || srup_update_start(r->loop, &c, url, digest, r->updates_dir, name, download_done, j,
 				    &j->update, err, sizeof(err)) != 0) {
 		srup_log(LOG_ERR, "INITIATE: cannot start the download: %s", j ? err : "out of memory");
@@ -840,7 +846,10 @@ static void default_identification(struct srup_role *r)
 
 		fclose(f);
 		text[n] = '\0';
-		for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		char *save = NULL;
+
+		for (char *line = strtok_r(text, "\n", &save); line;
+		     line = strtok_r(NULL, "\n", &save)) {
 			if (strncmp(line, "PRETTY_NAME=", 12) != 0)
 				continue;
 			char *v = line + 12;
@@ -865,10 +874,11 @@ static void default_identification(struct srup_role *r)
 static int groups_restore(struct srup_role *r, char *err, size_t err_len)
 {
 	char text[64 * (SRUP_ROLE_GROUP_ID_MAX + 2) + 1], topic[SRUP_NODE_EXTRA_TOPIC_MAX];
+	char *save = NULL;
 
 	if (state_read(r->cfg, STATE_GROUPS, text, sizeof(text)) < 0)
 		return 0;
-	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		if (!group_id_ok((const uint8_t *)line, strlen(line)) ||
 		    r->n_groups == sizeof(r->groups) / sizeof(r->groups[0])) {
 			set_detail(err, err_len, "%s/%s: not a list of group IDs", r->cfg->state_dir,

@@ -236,6 +236,17 @@ def update_wrong_digest(build):
         act = bed.command("activate", token=sent["token"])
         check(bed.status(act) == ACTIVATE_FAIL and hook_runs(bed, "activate") == [],
               "ACTIVATE of a failed token ran", bed)
+        # A token verified once, then INITIATEd again with a wrong file:
+        # the older file goes too, and ACTIVATE of that token runs nothing.
+        good = bed.command("initiate", url=bed.http.url("/good"), digest=good_digest)
+        check(bed.status(good) == UPDATE_SUCCESS and len(bed.staged()) == 1, "not staged", bed)
+        again = bed.command("initiate", token=good["token"], url=bed.http.url("/other"),
+                            digest=good_digest)
+        check(bed.status(again) == DIGEST_FAIL and bed.staged() == [],
+              "left behind after a failed re-download: %r" % bed.staged(), bed)
+        act = bed.command("activate", token=good["token"])
+        check(bed.status(act) == ACTIVATE_FAIL and hook_runs(bed, "activate") == [],
+              "ACTIVATE after a failed re-download ran", bed)
 
 
 @case
