@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "srup_detail.h"
+#include "srup_hex.h"
 #include "srup_log.h"
 
 struct srup_update {
@@ -42,28 +43,18 @@ struct srup_update {
 	struct srup_update_result result;
 };
 
-static int hex_nibble(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int srup_update_parse_digest(const uint8_t *field, size_t len, uint8_t out[SRUP_UPDATE_DIGEST_LEN])
 {
+	uint8_t *bytes = NULL;
+	size_t n = 0, bad_at;
+
 	if (!field || !out)
 		return -1;
 	if (len == 2 * SRUP_UPDATE_DIGEST_LEN) {
-		for (size_t i = 0; i < SRUP_UPDATE_DIGEST_LEN; i++) {
-			int hi = hex_nibble(field[2 * i]), lo = hex_nibble(field[2 * i + 1]);
-			if (hi < 0 || lo < 0)
-				return -1;
-			out[i] = (uint8_t)(hi << 4 | lo);
-		}
+		if (srup_hex_decode((const char *)field, len, false, &bytes, &n, &bad_at) != 0)
+			return -1;
+		memcpy(out, bytes, SRUP_UPDATE_DIGEST_LEN);
+		free(bytes);
 		return 0;
 	}
 	if (len == SRUP_UPDATE_DIGEST_LEN) {

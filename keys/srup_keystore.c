@@ -93,6 +93,22 @@ static size_t keystore_find(const struct srup_keystore *ks, uint64_t id, bool *f
 	return lo;
 }
 
+/* Keys replaced or removed are kept until the store is freed: pointers
+ * handed out by lookup stay valid. */
+static enum srup_keys_err keystore_retire(struct srup_keystore *ks, EVP_PKEY *key)
+{
+	if (ks->n_retired == ks->cap_retired) {
+		size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
+		EVP_PKEY **r = realloc(ks->retired, cap * sizeof(*r));
+		if (r == NULL)
+			return SRUP_KEYS_E_NOMEM;
+		ks->retired = r;
+		ks->cap_retired = cap;
+	}
+	ks->retired[ks->n_retired++] = key;
+	return SRUP_KEYS_OK;
+}
+
 /* Takes over the caller's reference to key. */
 static enum srup_keys_err keystore_put(struct srup_keystore *ks, uint64_t id, EVP_PKEY *key)
 {
@@ -103,15 +119,8 @@ static enum srup_keys_err keystore_put(struct srup_keystore *ks, uint64_t id, EV
 		return SRUP_KEYS_OK;
 	}
 	if (found) {
-		if (ks->n_retired == ks->cap_retired) {
-			size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
-			EVP_PKEY **r = realloc(ks->retired, cap * sizeof(*r));
-			if (r == NULL)
-				return SRUP_KEYS_E_NOMEM;
-			ks->retired = r;
-			ks->cap_retired = cap;
-		}
-		ks->retired[ks->n_retired++] = ks->entries[at].key;
+		if (keystore_retire(ks, ks->entries[at].key) != SRUP_KEYS_OK)
+			return SRUP_KEYS_E_NOMEM;
 		ks->entries[at].key = key;
 		return SRUP_KEYS_OK;
 	}
@@ -186,16 +195,8 @@ enum srup_keys_err srup_keystore_remove(struct srup_keystore *ks, uint64_t id)
 		return SRUP_KEYS_E_NOT_FOUND;
 	bool found;
 	size_t at = keystore_find(ks, id, &found);
-	/* Retired, not freed: lookup's pointers stay valid. */
-	if (ks->n_retired == ks->cap_retired) {
-		size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
-		EVP_PKEY **r = realloc(ks->retired, cap * sizeof(*r));
-		if (r == NULL)
-			return SRUP_KEYS_E_NOMEM;
-		ks->retired = r;
-		ks->cap_retired = cap;
-	}
-	ks->retired[ks->n_retired++] = ks->entries[at].key;
+	if (keystore_retire(ks, ks->entries[at].key) != SRUP_KEYS_OK)
+		return SRUP_KEYS_E_NOMEM;
 	ks->entries[at].key = NULL;
 	return SRUP_KEYS_OK;
 }

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@ struct run {
 	struct srup_hook_result result;
 	bool timer_fired_before_done;
 	bool timer_fired;
+	const char *release; /* created by the timer, if set */
 };
 
 static char tmp[4096];
@@ -73,6 +75,8 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *user)
 	(void)s;
 	(void)usec;
 	run->timer_fired = true;
+	if (run->release)
+		close(open(run->release, O_WRONLY | O_CREAT, 0600));
 	return 0;
 }
 
@@ -82,8 +86,10 @@ static struct srup_hook_result run_hook(char *const argv[], const char *in, unsi
 {
 	struct srup_hook *h = NULL;
 	char err[256] = "";
+	const char *release = run->release;
 
 	memset(run, 0, sizeof(*run));
+	run->release = release;
 	assert_int_equal(sd_event_new(&run->loop), 0);
 	assert_int_equal(sd_event_add_time_relative(run->loop, NULL, CLOCK_MONOTONIC, 100000, 0,
 						    on_timer, run),
@@ -115,7 +121,7 @@ static char *read_file(const char *path)
 static void test_argv_and_stdin(void **state)
 {
 	char out[4200], script[8800];
-	struct run run;
+	struct run run = {0};
 
 	(void)state;
 	snprintf(out, sizeof(out), "%s/out", tmp);
@@ -130,7 +136,7 @@ static void test_argv_and_stdin(void **state)
 
 static void test_exit_status(void **state)
 {
-	struct run run;
+	struct run run = {0};
 	char *argv[] = {"/bin/sh", "-c", "echo some output; exit 3", NULL};
 	struct srup_hook_result r = run_hook(argv, NULL, 5, &run);
 
@@ -141,21 +147,27 @@ static void test_exit_status(void **state)
 	assert_false(r.timed_out);
 }
 
-/* The loop runs on while the hook does: a 100 ms timer fires first. */
+/* The loop runs on while the hook does: the hook waits for a file that
+ * only a timer of the loop creates. */
 static void test_loop_not_blocked(void **state)
 {
-	struct run run;
-	char *argv[] = {"/bin/sleep", "1", NULL};
-	struct srup_hook_result r = run_hook(argv, NULL, 5, &run);
+	struct run run = {0};
+	char release[4200], script[8800];
 
 	(void)state;
+	snprintf(release, sizeof(release), "%s/release", tmp);
+	snprintf(script, sizeof(script), "while [ ! -e %s ]; do sleep 0.05; done", release);
+	run.release = release;
+	char *argv[] = {"/bin/sh", "-c", script, NULL};
+	struct srup_hook_result r = run_hook(argv, NULL, 60, &run);
+
 	assert_true(srup_hook_succeeded(&r));
 	assert_true(run.timer_fired_before_done);
 }
 
 static void test_timeout_sigterm(void **state)
 {
-	struct run run;
+	struct run run = {0};
 	char *argv[] = {"/bin/sleep", "30", NULL};
 	struct srup_hook_result r = run_hook(argv, NULL, 1, &run);
 
@@ -168,7 +180,7 @@ static void test_timeout_sigterm(void **state)
 
 static void test_timeout_sigkill(void **state)
 {
-	struct run run;
+	struct run run = {0};
 	char *argv[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30", NULL};
 	struct srup_hook_result r = run_hook(argv, NULL, 1, &run);
 
