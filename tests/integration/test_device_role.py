@@ -293,6 +293,22 @@ def update_too_large(build):
 
 
 @case
+def update_redirects_and_timeout(build):
+    """Redirects are followed up to [update] max_redirects; a transfer
+    that outlasts timeout_seconds is refused; nothing is left behind."""
+    with role_bed(build, device_sections={"update": {"max_redirects": 2,
+                                                     "timeout_seconds": 2}}) as bed:
+        ok = bed.command("initiate", url=bed.http.url("/redirect?n=2"), digest=good_digest)
+        check(bed.status(ok) == UPDATE_SUCCESS, "2 redirects not followed", bed)
+        staged = bed.staged()
+        far = bed.command("initiate", url=bed.http.url("/redirect?n=3"), digest=good_digest)
+        check(bed.status(far) == FILE_FAIL, "3 redirects not refused with 0xFE", bed)
+        slow = bed.command("initiate", url=bed.http.url("/slow?s=30"), digest=good_digest)
+        check(bed.status(slow, 60) == FILE_FAIL, "over the total timeout not 0xFE", bed)
+        check(bed.staged() == staged, "left behind: %r" % bed.staged(), bed)
+
+
+@case
 def activate_unknown_token(build):
     with role_bed(build) as bed:
         act = bed.command("activate", token="never-initiated")
