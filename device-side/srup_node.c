@@ -921,6 +921,10 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 		break;
 	case NODE_EV_CONNECTION_LOST:
 		n->connected = false;
+		/* Their SUBACKs will not come; the topics are in the next
+		 * connect's round. */
+		while (n->n_topic_ops > 0)
+			topic_op_settled(n, n->topic_ops[0].token, true);
 		srup_log(LOG_WARNING, "connection to %s lost (%s); reconnecting", n->cfg.broker,
 			 ev->text);
 		break;

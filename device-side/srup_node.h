@@ -101,8 +101,9 @@ enum srup_node_err srup_node_watch_device(struct srup_node *node, uint64_t devic
  * add_topic subscribes now if the session is up, and with every
  * (re)connect; done (may be NULL) runs on the loop with ok = false if the
  * broker refused it (the topic is then removed again), ok = true once it
- * was granted, or at once when the session is not up (it is subscribed
- * with the next connect). remove_topic stops handling the topic at once
+ * was granted, or at once when the session is not up or is lost before
+ * the answer (it is subscribed with the next connect's round).
+ * remove_topic stops handling the topic at once
  * and unsubscribes. */
 #define SRUP_NODE_EXTRA_TOPIC_MAX 128
 typedef void (*srup_node_topic_done)(struct srup_node *node, const char *topic, bool ok,
