@@ -473,12 +473,15 @@ def observer_deregister_stops(build):
 @case
 def foreign_sender_ignored(build):
     """Commands signed by someone else, or naming the server but signed by
-    another key, are dropped before any handler."""
+    another key, on the device's topic or on one of its group topics, are
+    dropped before any handler; a forged high sequence ID blocks nothing."""
     with role_bed(build) as bed:
         rogue_id = 0x0badc0de
         rogue_key = bed.add_device("rogue", rogue_id)
-        dev_topic = "SRUP/" + topic_id(bed.device_id)
-        for sender in (rogue_id, bed.server_id):
+        check(group_add(bed, "g1") == GROUP_ADD_OK, "GROUP_ADD refused", bed)
+        for sender, dev_topic in ((rogue_id, "SRUP/" + topic_id(bed.device_id)),
+                                  (bed.server_id, "SRUP/" + topic_id(bed.device_id)),
+                                  (rogue_id, "SRUP/groups/g1"), (bed.server_id, "SRUP/groups/g1")):
             raw = RawServer(bed, server_id=sender, sign_key=rogue_key)
             raw.seq = 1 << 40
             start = bed.peer.mark()
@@ -493,7 +496,7 @@ def foreign_sender_ignored(build):
             check(bed.no_peer_event("RESPONSE", 3, start, device=bed.device_id),
                   "a foreign command was answered", bed)
         i = 0
-        for _ in range(6):  # each of them dropped, and said so
+        for _ in range(12):  # each of them dropped, and said so
             i = bed.agent.wait_line(r"dropped message on .*(unknown sender key|bad signature)",
                                     30, i)[0] + 1
         check(bed.http.count("/good") == 0 and hook_runs(bed, "action") == [],
