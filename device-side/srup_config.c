@@ -42,6 +42,12 @@
 #define DEFAULT_AUDIT_MAX_BYTES (10u * 1024u * 1024u)
 #define DEFAULT_AUDIT_KEEP 5u
 #define DEFAULT_METRICS_INTERVAL_SECONDS 15u
+#define DEFAULT_UPDATE_MAX_BYTES (64u * 1024u * 1024u)
+#define DEFAULT_UPDATE_CONNECT_TIMEOUT 10u
+#define DEFAULT_UPDATE_TIMEOUT 300u
+#define DEFAULT_UPDATE_MAX_REDIRECTS 5u
+#define DEFAULT_HOOK_TIMEOUT 120u
+#define DEFAULT_GROUPS_MAX 8u
 
 /* ---- Channel names ---------------------------------------------------- */
 
@@ -85,6 +91,13 @@ enum config_section {
 	SEC_CONTROL,
 	SEC_AUDIT,
 	SEC_METRICS,
+	SEC_IDENTIFICATION,
+	SEC_UPDATE,
+	SEC_HOOKS,
+	SEC_ACTIONS, /* keys are action IDs (config_table_key) */
+	SEC_DATA,    /* keys are data IDs */
+	SEC_GROUPS,
+	SEC_JOIN,
 	SEC__COUNT
 };
 
@@ -93,6 +106,9 @@ static const char *const section_names[SEC__COUNT] = {
 	[SEC_OBSERVATION] = "observation", [SEC_SIM] = "sim", [SEC_BLE] = "ble",
 	[SEC_NFC] = "nfc", [SEC_STATE] = "state",
 	[SEC_CONTROL] = "control", [SEC_AUDIT] = "audit", [SEC_METRICS] = "metrics",
+	[SEC_IDENTIFICATION] = "identification",
+	[SEC_UPDATE] = "update", [SEC_HOOKS] = "hooks", [SEC_ACTIONS] = "actions",
+	[SEC_DATA] = "data", [SEC_GROUPS] = "groups", [SEC_JOIN] = "join",
 };
 
 enum key_type {
@@ -102,6 +118,9 @@ enum key_type {
 	KEY_UINT,    /* unsigned, min..max */
 	KEY_BOOL,    /* bool */
 	KEY_CHANNEL, /* enum srup_channel_kind */
+	KEY_TEXT,    /* char[size], non-empty, any characters */
+	KEY_COMMAND, /* char[size], a <command> (srup_config_split_command) */
+	KEY_CHOICE,  /* unsigned: the index of the value in unit, "a|b|..." */
 };
 
 struct key_spec {
@@ -152,6 +171,24 @@ static const struct key_spec keys[] = {
 	{SEC_METRICS, "file", KEY_PATH, CFG_FIELD(metrics_file), 0, 0, "a file path", false},
 	{SEC_METRICS, "interval_seconds", KEY_UINT, CFG_FIELD(metrics_interval_seconds), 1, 3600,
 	 "seconds", false},
+	{SEC_SERVER, "join", KEY_CHOICE, CFG_FIELD(server_join), 0, 0, "off|auto", false},
+	{SEC_IDENTIFICATION, "text", KEY_TEXT, CFG_FIELD(identification), 0, 0,
+	 "identification text", false},
+	{SEC_UPDATE, "ca_file", KEY_PATH, CFG_FIELD(update.ca_file), 0, 0, "a path", false},
+	{SEC_UPDATE, "max_bytes", KEY_UINT, CFG_FIELD(update.max_bytes), 1, 4000000000u, "bytes",
+	 false},
+	{SEC_UPDATE, "connect_timeout_seconds", KEY_UINT, CFG_FIELD(update.connect_timeout_seconds),
+	 1, 600, "seconds", false},
+	{SEC_UPDATE, "timeout_seconds", KEY_UINT, CFG_FIELD(update.timeout_seconds), 1, 86400,
+	 "seconds", false},
+	{SEC_UPDATE, "max_redirects", KEY_UINT, CFG_FIELD(update.max_redirects), 0, 20,
+	 "redirects", false},
+	{SEC_UPDATE, "activate", KEY_COMMAND, CFG_FIELD(update.activate), 0, 0, "a command",
+	 false},
+	{SEC_HOOKS, "timeout_seconds", KEY_UINT, CFG_FIELD(hook_timeout_seconds), 1, 86400,
+	 "seconds", false},
+	{SEC_GROUPS, "max", KEY_UINT, CFG_FIELD(groups_max), 0, 64, "groups", false},
+	{SEC_JOIN, "command", KEY_CHOICE, CFG_FIELD(join_command), 0, 0, "accept|refuse", false},
 };
 
 #define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
@@ -348,6 +385,131 @@ static int set_text(struct config_parse *p, const struct key_spec *k, const char
 	return 0;
 }
 
+int srup_config_split_command(const char *line, char *buf, size_t len, char *argv[], size_t max)
+{
+	size_t used = 0, n = 0;
+	const char *c = line;
+
+	if (!line || !buf || !argv || max < 2)
+		return -1;
+	for (;;) {
+		while (*c == ' ' || *c == '\t')
+			c++;
+		if (*c == '\0')
+			break;
+		size_t w = strcspn(c, " \t");
+		if (n + 1 >= max || used + w + 1 > len)
+			return -1;
+		memcpy(buf + used, c, w);
+		buf[used + w] = '\0';
+		argv[n++] = buf + used;
+		used += w + 1;
+		c += w;
+	}
+	argv[n] = NULL;
+	return n ? (int)n : -1;
+}
+
+/* A <command>: words, the first an absolute path. Whether the program
+ * exists is checked when it runs (it may be installed later). */
+static int check_command(struct config_parse *p, const char *sec, const char *key,
+			 const char *value)
+{
+	char buf[512], show[96];
+	char *argv[SRUP_CONFIG_COMMAND_WORDS + 1];
+
+	if (srup_config_split_command(value, buf, sizeof(buf), argv, SRUP_CONFIG_COMMAND_WORDS + 1) < 0) {
+		config_error(p, p->lineno, sec, key,
+			     "'%s' is not a command (1 to %u words separated by blanks)",
+			     shown(value, show, sizeof(show)), SRUP_CONFIG_COMMAND_WORDS);
+		return -1;
+	}
+	if (argv[0][0] != '/') {
+		config_error(p, p->lineno, sec, key,
+			     "'%s': the program must be an absolute path (no shell runs it)",
+			     shown(argv[0], show, sizeof(show)));
+		return -1;
+	}
+	return 0;
+}
+
+static int set_choice(struct config_parse *p, const struct key_spec *k, const char *value)
+{
+	const char *c = k->unit;
+	char show[96];
+	unsigned index = 0;
+
+	for (;;) {
+		size_t n = strcspn(c, "|");
+
+		if (strlen(value) == n && strncmp(c, value, n) == 0) {
+			*(unsigned *)((char *)p->cfg + k->offset) = index;
+			return 0;
+		}
+		if (c[n] == '\0')
+			break;
+		c += n + 1;
+		index++;
+	}
+	config_error(p, p->lineno, section_names[k->section], k->name, "'%s' is not one of %s",
+		     shown(value, show, sizeof(show)), k->unit);
+	return -1;
+}
+
+/* [actions] and [data]: the key is the ID the server sends. */
+static int set_table_key(struct config_parse *p, enum config_section s, const char *name,
+			 const char *value)
+{
+	const char *sec = section_names[s];
+	bool actions = s == SEC_ACTIONS;
+	struct srup_config_hook *table = actions ? p->cfg->actions : p->cfg->data;
+	size_t *count = actions ? &p->cfg->n_actions : &p->cfg->n_data;
+	struct srup_config_hook entry = {0};
+	unsigned long long num = 0;
+	char show[96];
+
+	if (actions) {
+		if (parse_uint(name, &num) < 0 || num > 255) {
+			config_error(p, p->lineno, sec, name,
+				     "'%s' is not an action ID (a whole number 0..255)",
+				     shown(name, show, sizeof(show)));
+			return -1;
+		}
+		entry.action_id = (unsigned)num;
+	} else {
+		size_t n = strlen(name);
+
+		if (n > SRUP_CONFIG_DATA_ID_MAX ||
+		    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n) {
+			config_error(p, p->lineno, sec, name,
+				     "not a data ID (1 to %u characters of A-Z a-z 0-9 . _ -)",
+				     SRUP_CONFIG_DATA_ID_MAX);
+			return -1;
+		}
+		memcpy(entry.id, name, n + 1);
+	}
+	for (size_t i = 0; i < *count; i++) {
+		if (actions ? table[i].action_id == entry.action_id : strcmp(table[i].id, name) == 0) {
+			config_error(p, p->lineno, sec, name, "set twice");
+			return -1;
+		}
+	}
+	if (*count == SRUP_CONFIG_HOOKS_MAX) {
+		config_error(p, p->lineno, sec, name, "more than %u entries", SRUP_CONFIG_HOOKS_MAX);
+		return -1;
+	}
+	if (check_command(p, sec, name, value) < 0)
+		return -1;
+	if (strlen(value) >= sizeof(entry.command)) {
+		config_error(p, p->lineno, sec, name, "too long: at most %zu bytes",
+			     sizeof(entry.command) - 1);
+		return -1;
+	}
+	snprintf(entry.command, sizeof(entry.command), "%s", value);
+	table[(*count)++] = entry;
+	return 0;
+}
+
 static int set_value(struct config_parse *p, const struct key_spec *k, const char *value)
 {
 	const char *sec = section_names[k->section];
@@ -413,6 +575,14 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 		config_error(p, p->lineno, sec, k->name, "'%s' is not a channel (sim, ble, nfc)",
 			     shown(value, show, sizeof(show)));
 		return -1;
+	case KEY_TEXT:
+		return set_text(p, k, value);
+	case KEY_COMMAND:
+		if (check_command(p, sec, k->name, value) < 0)
+			return -1;
+		return set_text(p, k, value);
+	case KEY_CHOICE:
+		return set_choice(p, k, value);
 	}
 	return -1;
 }
@@ -543,6 +713,8 @@ static int config_handler(void *user, const char *section, const char *name, con
 		config_error(p, p->lineno, section, NULL, "a line with '=' but no key name");
 		return 0;
 	}
+	if (s == SEC_ACTIONS || s == SEC_DATA)
+		return set_table_key(p, (enum config_section)s, name, value) == 0;
 	for (size_t k = 0; k < KEY_COUNT; k++) {
 		if (keys[k].section != (enum config_section)s || strcmp(keys[k].name, name) != 0)
 			continue;
@@ -580,6 +752,12 @@ static void config_defaults(struct srup_config *cfg, enum srup_config_kind kind)
 	cfg->ble.require_encryption = false;
 	cfg->ble.bluez_grace_seconds = DEFAULT_BLUEZ_GRACE_SECONDS;
 	cfg->nfc.poll_ms = DEFAULT_NFC_POLL_MS;
+	cfg->update.max_bytes = DEFAULT_UPDATE_MAX_BYTES;
+	cfg->update.connect_timeout_seconds = DEFAULT_UPDATE_CONNECT_TIMEOUT;
+	cfg->update.timeout_seconds = DEFAULT_UPDATE_TIMEOUT;
+	cfg->update.max_redirects = DEFAULT_UPDATE_MAX_REDIRECTS;
+	cfg->hook_timeout_seconds = DEFAULT_HOOK_TIMEOUT;
+	cfg->groups_max = DEFAULT_GROUPS_MAX;
 }
 
 /* Reads the whole file (at most CONFIG_FILE_MAX bytes). */

@@ -15,6 +15,20 @@
  *                 fsync = true, journal = true               (observer only)
  *   [metrics]     file = <path> (unset: off), interval_seconds = 15
  *                                                           (observer only)
+ *   [server]      join = off|auto (send an unmediated JOIN_REQ at first start)
+ *   [identification] text = <answer to ID_REQ>
+ *   [update]      ca_file, max_bytes = 67108864, connect_timeout_seconds = 10,
+ *                 timeout_seconds = 300, max_redirects = 5,
+ *                 activate = <command>   (staged file and token appended)
+ *   [hooks]       timeout_seconds = 120
+ *   [actions]     <action ID 0..255> = <command>
+ *   [data]        <data ID> = <command>  (the data on its stdin)
+ *   [groups]      max = 8
+ *   [join]        command = accept|refuse   (JOIN_COMMAND policy)
+ *
+ * A <command> is split into argv words at runs of blanks, with no quoting
+ * or expansion of any kind (srup_config_split_command); its first word is
+ * the program's absolute path.
  *
  * IDs are hex, 1..16 digits, leading zeros optional. Unknown sections or
  * keys, missing required keys and bad values are errors naming the file,
@@ -42,6 +56,11 @@ enum srup_channel_kind {
 const char *srup_channel_name(enum srup_channel_kind kind);
 /* Returns 0 and sets *out for "sim", "ble", "nfc"; -1 otherwise. */
 int srup_channel_parse(const char *text, enum srup_channel_kind *out);
+
+#define SRUP_CONFIG_HOOKS_MAX 32   /* entries of [actions] and of [data] */
+#define SRUP_CONFIG_DATA_ID_MAX 64
+enum { SRUP_CONFIG_JOIN_OFF, SRUP_CONFIG_JOIN_AUTO };
+enum { SRUP_CONFIG_JOIN_COMMAND_ACCEPT, SRUP_CONFIG_JOIN_COMMAND_REFUSE };
 
 struct srup_config {
 	char path[256];              /* the file it came from */
@@ -72,6 +91,26 @@ struct srup_config {
 	bool audit_journal;          /* structured journald records when journald runs */
 	char metrics_file[256];      /* empty: no metrics */
 	unsigned metrics_interval_seconds;
+	/* The device role (srup_role.h). */
+	unsigned server_join;          /* SRUP_CONFIG_JOIN_OFF / _AUTO */
+	char identification[256];      /* empty: the program's default */
+	struct {
+		char ca_file[256];
+		unsigned max_bytes;
+		unsigned connect_timeout_seconds;
+		unsigned timeout_seconds;
+		unsigned max_redirects;
+		char activate[256];    /* empty: ACTIVATE answered 0x1F */
+	} update;
+	unsigned hook_timeout_seconds;
+	unsigned groups_max;
+	unsigned join_command;         /* SRUP_CONFIG_JOIN_COMMAND_ACCEPT / _REFUSE */
+	struct srup_config_hook {
+		char id[SRUP_CONFIG_DATA_ID_MAX + 1]; /* [data]: the data ID */
+		unsigned action_id;                   /* [actions]: 0..255 */
+		char command[256];
+	} actions[SRUP_CONFIG_HOOKS_MAX], data[SRUP_CONFIG_HOOKS_MAX];
+	size_t n_actions, n_data;
 };
 
 /* Parse path into cfg. On error returns -1 and writes one line to err
@@ -79,5 +118,13 @@ struct srup_config {
  * channel needs is present ([sim] socket for sim, [nfc] device for nfc). */
 int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_config *cfg,
 		     char *err, size_t err_len);
+
+/* Split a configured <command> into argv words: words are separated by
+ * runs of spaces and tabs; there is no quoting, escaping, globbing or
+ * variable expansion (a word cannot hold a blank). buf (len bytes) receives
+ * the words; argv gets at most max - 1 of them and a NULL. Returns the
+ * number of words, or -1 if there are none, too many, or they do not fit. */
+int srup_config_split_command(const char *line, char *buf, size_t len, char *argv[], size_t max);
+#define SRUP_CONFIG_COMMAND_WORDS 24
 
 #endif

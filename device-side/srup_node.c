@@ -138,6 +138,18 @@ struct srup_node {
 	void (*on_connected)(struct srup_node *node, void *user);
 	void *on_connected_user;
 
+	/* Device role: extra topics (groups), and their subscriptions that
+	 * are waiting for the broker's answer. */
+	char **extra;
+	size_t n_extra;
+	struct node_topic_op {
+		int token;
+		char *topic;
+		srup_node_topic_done done;
+		void *user;
+	} *topic_ops;
+	size_t n_topic_ops;
+
 	struct srup_node_stats stats;
 };
 
@@ -439,10 +451,16 @@ static bool watched_find(const struct srup_node *n, uint64_t dev, size_t *pos)
 }
 
 /* NULL if the topic is one this role handles, else why not. */
+static bool extra_find(const struct srup_node *n, const char *topic, size_t *pos);
+
 static const char *topic_rejected(const struct srup_node *n, const char *topic)
 {
+	size_t extra_pos;
+
 	if (n->cfg.role == SRUP_NODE_ROLE_DEVICE)
-		return strcmp(topic, n->own_topic) == 0 ? NULL : "topic is not this device's own";
+		return strcmp(topic, n->own_topic) == 0 || extra_find(n, topic, &extra_pos)
+			       ? NULL
+			       : "topic is not this device's own nor one of its groups";
 
 	/* Server: SRUP/servers/<own>/<\w+> */
 	size_t plen = strlen(n->server_prefix);
@@ -650,7 +668,7 @@ static int subscription_cmp(const void *a, const void *b)
  * round (an earlier round's acknowledgements no longer count). */
 static int subscribe_all(struct srup_node *n)
 {
-	size_t count = n->cfg.role == SRUP_NODE_ROLE_DEVICE ? 1 : 1 + n->n_watched;
+	size_t count = n->cfg.role == SRUP_NODE_ROLE_DEVICE ? 1 + n->n_extra : 1 + n->n_watched;
 	struct node_subscription *round = calloc(count, sizeof(*round));
 
 	free(n->round);
@@ -665,6 +683,22 @@ static int subscribe_all(struct srup_node *n)
 		char topic[SRUP_TOPIC_MAX + 2];
 		int rc;
 
+		if (n->cfg.role == SRUP_NODE_ROLE_DEVICE && i > 0) {
+			MQTTAsync_responseOptions eo = MQTTAsync_responseOptions_initializer;
+
+			eo.onSuccess = paho_subscribed_one;
+			eo.onFailure = paho_subscribe_failed;
+			eo.context = &n->inbox;
+			rc = MQTTAsync_subscribe(n->client, n->extra[i - 1], 1, &eo);
+			if (rc != MQTTASYNC_SUCCESS) {
+				srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", n->extra[i - 1],
+					 n->cfg.broker, MQTTAsync_strerror(rc));
+				free(round);
+				return -1;
+			}
+			round[i].token = eo.token;
+			continue;
+		}
 		if (n->cfg.role == SRUP_NODE_ROLE_DEVICE) {
 			snprintf(topic, sizeof(topic), "%s", n->own_topic);
 		} else if (i == 0) {
@@ -780,6 +814,119 @@ static void disable_nagle_towards(uint16_t port)
 	closedir(d);
 }
 
+/* ---- extra topics (device role: groups) ------------------------------- */
+
+static bool extra_find(const struct srup_node *n, const char *topic, size_t *pos)
+{
+	for (size_t i = 0; i < n->n_extra; i++) {
+		if (strcmp(n->extra[i], topic) == 0) {
+			*pos = i;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void extra_drop(struct srup_node *n, const char *topic)
+{
+	size_t pos;
+
+	if (!extra_find(n, topic, &pos))
+		return;
+	free(n->extra[pos]);
+	n->extra[pos] = n->extra[--n->n_extra];
+}
+
+/* The answer to an add_topic subscription, if token is one. */
+static bool topic_op_settled(struct srup_node *n, int token, bool ok)
+{
+	for (size_t i = 0; i < n->n_topic_ops; i++) {
+		struct node_topic_op op = n->topic_ops[i];
+
+		if (op.token != token)
+			continue;
+		n->topic_ops[i] = n->topic_ops[--n->n_topic_ops];
+		if (!ok)
+			extra_drop(n, op.topic);
+		if (op.done)
+			op.done(n, op.topic, ok, op.user);
+		free(op.topic);
+		return true;
+	}
+	return false;
+}
+
+enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
+				       srup_node_topic_done done, void *user)
+{
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	struct node_topic_op *ops;
+	char **extra, *copy, *op_topic;
+	size_t pos;
+	int rc;
+
+	if (!n || n->cfg.role != SRUP_NODE_ROLE_DEVICE || !topic || !*topic ||
+	    strlen(topic) >= SRUP_NODE_EXTRA_TOPIC_MAX || strpbrk(topic, "#+"))
+		return SRUP_NODE_E_ARG;
+	if (!extra_find(n, topic, &pos)) {
+		extra = realloc(n->extra, (n->n_extra + 1) * sizeof(*extra));
+		if (!extra)
+			return SRUP_NODE_E_NOMEM;
+		n->extra = extra;
+		copy = strdup(topic);
+		if (!copy)
+			return SRUP_NODE_E_NOMEM;
+		n->extra[n->n_extra++] = copy;
+	}
+	if (!n->connect_requested || !MQTTAsync_isConnected(n->client)) {
+		if (done)
+			done(n, topic, true, user);
+		return SRUP_NODE_OK;
+	}
+	ops = realloc(n->topic_ops, (n->n_topic_ops + 1) * sizeof(*ops));
+	op_topic = strdup(topic);
+	if (ops)
+		n->topic_ops = ops;
+	if (!ops || !op_topic) {
+		free(op_topic);
+		extra_drop(n, topic);
+		return SRUP_NODE_E_NOMEM;
+	}
+	opts.onSuccess = paho_subscribed_one;
+	opts.onFailure = paho_subscribe_failed;
+	opts.context = &n->inbox;
+	rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+	if (rc != MQTTASYNC_SUCCESS) {
+		srup_log(LOG_ERR, "cannot subscribe to %s: %s", topic, MQTTAsync_strerror(rc));
+		free(op_topic);
+		extra_drop(n, topic);
+		return SRUP_NODE_E_MQTT;
+	}
+	/* The answer is handled on this thread, after this returns. */
+	n->topic_ops[n->n_topic_ops++] =
+		(struct node_topic_op){.token = opts.token, .topic = op_topic, .done = done,
+				       .user = user};
+	return SRUP_NODE_OK;
+}
+
+enum srup_node_err srup_node_remove_topic(struct srup_node *n, const char *topic)
+{
+	size_t pos;
+	int rc;
+
+	if (!n || !topic || !extra_find(n, topic, &pos))
+		return SRUP_NODE_E_ARG;
+	extra_drop(n, topic);
+	if (!n->connect_requested || !MQTTAsync_isConnected(n->client))
+		return SRUP_NODE_OK; /* not subscribed again at the next connect */
+	rc = MQTTAsync_unsubscribe(n->client, topic, NULL);
+	if (rc != MQTTASYNC_SUCCESS) {
+		srup_log(LOG_ERR, "cannot unsubscribe from %s: %s", topic, MQTTAsync_strerror(rc));
+		return SRUP_NODE_E_MQTT;
+	}
+	return SRUP_NODE_OK;
+}
+
 static void handle_control(struct srup_node *n, const struct node_event *ev)
 {
 	switch (ev->kind) {
@@ -794,6 +941,10 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 		break;
 	case NODE_EV_CONNECTION_LOST:
 		n->connected = false;
+		/* Their SUBACKs will not come; the topics are in the next
+		 * connect's round. */
+		while (n->n_topic_ops > 0)
+			topic_op_settled(n, n->topic_ops[0].token, true);
 		srup_log(LOG_WARNING, "connection to %s lost (%s); reconnecting", n->cfg.broker,
 			 ev->text);
 		break;
@@ -802,6 +953,8 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 			 n->cfg.broker, ev->text, ev->code);
 		break;
 	case NODE_EV_SUBSCRIBED:
+		if (topic_op_settled(n, ev->token, true))
+			break;
 		/* Not of the current round: an earlier one, or a single
 		 * watch_device subscription. */
 		if (!round_grant(n, ev->token) || n->round_pending > 0)
@@ -814,6 +967,11 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 		}
 		break;
 	case NODE_EV_SUBSCRIBE_FAILED:
+		if (topic_op_settled(n, ev->token, false)) {
+			srup_log(LOG_ERR, "broker %s refused a group subscription: %s (code %d)",
+				 n->cfg.broker, ev->text, ev->code);
+			break;
+		}
 		srup_log(LOG_ERR, "broker %s refused a subscription: %s (code %d)", n->cfg.broker,
 			 ev->text, ev->code);
 		/* Any filter, of the round or a single watch_device one: all
@@ -1163,6 +1321,12 @@ void srup_node_free(struct srup_node *n)
 	EVP_PKEY_free(n->identity);
 	free(n->watched);
 	free(n->round);
+	for (size_t i = 0; i < n->n_extra; i++)
+		free(n->extra[i]);
+	free(n->extra);
+	for (size_t i = 0; i < n->n_topic_ops; i++)
+		free(n->topic_ops[i].topic);
+	free(n->topic_ops);
 	sd_event_unref(n->loop);
 	free(n);
 }

@@ -96,6 +96,22 @@ enum srup_node_err srup_node_on(struct srup_node *node, uint8_t type, uint64_t a
 /* Server role: also handle SRUP/<device> and SRUP/<device>/#. */
 enum srup_node_err srup_node_watch_device(struct srup_node *node, uint64_t device);
 
+/* Device role: extra topics (a group's SRUP/groups/<id>), matched exactly,
+ * whose messages go through the same pipeline as the own topic's.
+ * add_topic subscribes now if the session is up, and with every
+ * (re)connect; done (may be NULL) runs on the loop with ok = false if the
+ * broker refused it (the topic is then removed again), ok = true once it
+ * was granted, or at once when the session is not up or is lost before
+ * the answer (it is subscribed with the next connect's round).
+ * remove_topic stops handling the topic at once
+ * and unsubscribes. */
+#define SRUP_NODE_EXTRA_TOPIC_MAX 128
+typedef void (*srup_node_topic_done)(struct srup_node *node, const char *topic, bool ok,
+				     void *user);
+enum srup_node_err srup_node_add_topic(struct srup_node *node, const char *topic,
+				       srup_node_topic_done done, void *user);
+enum srup_node_err srup_node_remove_topic(struct srup_node *node, const char *topic);
+
 /* Connect (asynchronously; reconnects by itself with backoff). on_connected
  * (may be NULL) runs on the loop each time the session is (re)established
  * and subscriptions are in place. */

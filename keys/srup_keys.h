@@ -66,6 +66,11 @@ enum srup_keys_err srup_keystore_add(struct srup_keystore *ks, uint64_t id, EVP_
 /* Borrowed pointer, valid until the store is freed; NULL if unknown. Keys in
  * the directory are loaded lazily and cached. */
 EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id);
+/* Forget the key for an ID (in memory; a key file in the store's directory
+ * is not deleted, but is no longer loaded for this ID). Pointers handed out
+ * by lookup stay valid until the store is freed. SRUP_KEYS_E_NOT_FOUND if
+ * the store held no key for it. */
+enum srup_keys_err srup_keystore_remove(struct srup_keystore *ks, uint64_t id);
 
 /* IDs as text. Format: 16 lowercase hex digits, zero-padded (file names,
  * JSON). Topic form: lowercase hex without leading zeros ("0" for zero),

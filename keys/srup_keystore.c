@@ -93,21 +93,34 @@ static size_t keystore_find(const struct srup_keystore *ks, uint64_t id, bool *f
 	return lo;
 }
 
+/* Keys replaced or removed are kept until the store is freed: pointers
+ * handed out by lookup stay valid. */
+static enum srup_keys_err keystore_retire(struct srup_keystore *ks, EVP_PKEY *key)
+{
+	if (ks->n_retired == ks->cap_retired) {
+		size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
+		EVP_PKEY **r = realloc(ks->retired, cap * sizeof(*r));
+		if (r == NULL)
+			return SRUP_KEYS_E_NOMEM;
+		ks->retired = r;
+		ks->cap_retired = cap;
+	}
+	ks->retired[ks->n_retired++] = key;
+	return SRUP_KEYS_OK;
+}
+
 /* Takes over the caller's reference to key. */
 static enum srup_keys_err keystore_put(struct srup_keystore *ks, uint64_t id, EVP_PKEY *key)
 {
 	bool found;
 	size_t at = keystore_find(ks, id, &found);
+	if (found && ks->entries[at].key == NULL) {
+		ks->entries[at].key = key; /* a removed ID added again */
+		return SRUP_KEYS_OK;
+	}
 	if (found) {
-		if (ks->n_retired == ks->cap_retired) {
-			size_t cap = ks->cap_retired ? ks->cap_retired * 2 : 4;
-			EVP_PKEY **r = realloc(ks->retired, cap * sizeof(*r));
-			if (r == NULL)
-				return SRUP_KEYS_E_NOMEM;
-			ks->retired = r;
-			ks->cap_retired = cap;
-		}
-		ks->retired[ks->n_retired++] = ks->entries[at].key;
+		if (keystore_retire(ks, ks->entries[at].key) != SRUP_KEYS_OK)
+			return SRUP_KEYS_E_NOMEM;
 		ks->entries[at].key = key;
 		return SRUP_KEYS_OK;
 	}
@@ -148,7 +161,7 @@ EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
 	bool found;
 	size_t at = keystore_find(ks, id, &found);
 	if (found)
-		return ks->entries[at].key;
+		return ks->entries[at].key; /* NULL once removed */
 	if (ks->dir == NULL)
 		return NULL;
 	/* Misses are not cached: a key file may be added while a daemon runs. */
@@ -169,4 +182,21 @@ EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
 		return NULL;
 	}
 	return key;
+}
+
+/* A removed ID keeps its entry with no key, so that a file of the store's
+ * directory is not loaded for it again. */
+enum srup_keys_err srup_keystore_remove(struct srup_keystore *ks, uint64_t id)
+{
+	if (ks == NULL)
+		return SRUP_KEYS_E_ARG;
+	/* Loads it from the directory if it is there: that one goes too. */
+	if (srup_keystore_lookup(ks, id) == NULL)
+		return SRUP_KEYS_E_NOT_FOUND;
+	bool found;
+	size_t at = keystore_find(ks, id, &found);
+	if (keystore_retire(ks, ks->entries[at].key) != SRUP_KEYS_OK)
+		return SRUP_KEYS_E_NOMEM;
+	ks->entries[at].key = NULL;
+	return SRUP_KEYS_OK;
 }

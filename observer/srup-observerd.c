@@ -19,10 +19,12 @@
 #include "radio.h"
 #include "srup.h"
 #include "srup_config.h"
+#include "srup_exit.h"
 #include "srup_identity.h"
 #include "srup_keys.h"
 #include "srup_log.h"
 #include "srup_node.h"
+#include "srup_role.h"
 
 #define SHUTDOWN_FLUSH_MS 5000
 
@@ -44,6 +46,9 @@ struct observerd {
 	uint64_t metrics_written;      /* metrics.changes when last written */
 	uint64_t started_ms;
 	const char *channel_state;     /* idle, listening, unavailable */
+	/* The device role: the observer is a device of its server too. */
+	struct srup_role *role;
+	bool deregistered;
 };
 
 static void operator_outcome(struct observerd *d, const struct obs_event *ev);
@@ -155,8 +160,12 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	char id[17];
 
 	(void)node;
-	(void)topic;
 	srup_id_format16(msg->joining_device_id, id);
+	if (!srup_role_obeys(d->role, msg)) {
+		srup_log(LOG_WARNING, "dropped OBSERVE_REQ on %s for device %s: the server "
+			 "terminated this observer; only a JOIN_COMMAND is obeyed", topic, id);
+		return;
+	}
 	if (msg->token.len > OBS_TOKEN_MAX) {
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: token of %zu bytes is over %u; "
 			 "answered 0x6F", id, msg->token.len, OBS_TOKEN_MAX);
@@ -243,9 +252,38 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 static void on_connected(struct srup_node *node, void *user)
 {
+	struct observerd *d = user;
+
 	(void)node;
-	(void)user;
 	srup_log(LOG_INFO, "connected to the broker; listening on its topic");
+	srup_role_connected(d->role);
+}
+
+static void on_deregistered(void *user)
+{
+	struct observerd *d = user;
+
+	d->deregistered = true;
+	sd_event_exit(d->loop, SRUP_EXIT_DEREGISTERED);
+}
+
+/* Every other server command (srup_role.h), on the same node. */
+static int start_role(struct observerd *d)
+{
+	const struct srup_role_params rp = {
+		.program = "srup-observerd",
+		.cfg = &d->cfg,
+		.peers = d->id.peers,
+		.deregistered = on_deregistered,
+		.user = d,
+	};
+	char err[512];
+
+	if (srup_role_new(d->loop, d->node, &rp, &d->role, err, sizeof(err)) != 0) {
+		srup_log(LOG_ERR, "device role: %s", err);
+		return -1;
+	}
+	return 0;
 }
 
 static enum radio_err open_channel(struct observerd *d)
@@ -543,6 +581,8 @@ static int start(struct observerd *d)
 			 srup_node_strerror(nerr));
 		return -1;
 	}
+	if (start_role(d) != 0)
+		return -1;
 
 	rerr = open_channel(d);
 	if (rerr != RADIO_OK) {
@@ -563,6 +603,7 @@ static void observerd_free(struct observerd *d)
 {
 	operator_stop(d);
 	radio_channel_free(d->channel);
+	srup_role_free(d->role);
 	srup_node_free(d->node);
 	srup_identity_free(&d->id);
 	obs_engine_free(d->engine);
@@ -636,6 +677,15 @@ int main(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
+	{
+		char why[768];
+
+		if (srup_role_deregistered(&d.cfg, why, sizeof(why))) {
+			srup_log(LOG_CRIT, "%s", why);
+			rc = SRUP_EXIT_DEREGISTERED;
+			goto out;
+		}
+	}
 	if (start(&d) != 0)
 		goto out;
 	srup_log(LOG_NOTICE, "srup-observerd started: observer %s on %s, channel %s, window "
@@ -643,6 +693,12 @@ int main(int argc, char **argv)
 		 srup_channel_name(d.cfg.channel), d.cfg.window_seconds, d.cfg.max_attempts,
 		 d.cfg.max_pending);
 	rc = sd_event_loop(d.loop) < 0 ? 1 : 0;
+	if (d.deregistered) {
+		/* Nothing more is sent to a server that revoked us (seed 9.2). */
+		rc = SRUP_EXIT_DEREGISTERED;
+		srup_log(LOG_NOTICE, "srup-observerd stopped: deregistered by its server");
+		goto out;
+	}
 
 	/* Drain: observations that cannot continue without this process are
 	 * answered now, and every decided RESPONSE is published before exit. */

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
 	build-essential cmake pkg-config clang libclang-rt-14-dev
 	libssl-dev libpaho-mqtt-dev libcjson-dev libcmocka-dev libinih-dev
-	libsystemd-dev libnfc-dev libnfc-bin
+	libsystemd-dev libnfc-dev libnfc-bin libcurl4-openssl-dev
 	mosquitto mosquitto-clients
 	dbus python3 python3-dbus python3-gi
 	"$@"

@@ -20,8 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from bluez_standin import FakeBluez, PrivateBus, frame, pump  # noqa: E402
-from cases import check, ctl_json, responses  # noqa: E402
-from joinbed import JoinBed, RawServer, id16  # noqa: E402
+from joinbed import JoinBed, RawServer, check, id16  # noqa: E402
+from obs_ops import ctl_json, responses  # noqa: E402
 
 VALID, FAIL = 0x60, 0x6F
 GRACE_SECONDS = 10  # the channel's default: bluez_grace_seconds

@@ -590,6 +590,107 @@ static void test_bad_broker(void **state)
 		     "not a broker URL");
 }
 
+/* ---- The device role's sections ------------------------------------------------------- */
+
+static void test_role_sections(void **state)
+{
+	(void)state;
+	/* Defaults when absent. */
+	assert_int_equal(load(OBSERVER_HEAD, SRUP_CONFIG_DEVICE), 0);
+	assert_int_equal(cfg.server_join, SRUP_CONFIG_JOIN_OFF);
+	assert_int_equal(cfg.update.max_bytes, 64u * 1024u * 1024u);
+	assert_int_equal(cfg.update.connect_timeout_seconds, 10);
+	assert_int_equal(cfg.update.timeout_seconds, 300);
+	assert_int_equal(cfg.update.max_redirects, 5);
+	assert_string_equal(cfg.update.activate, "");
+	assert_int_equal(cfg.hook_timeout_seconds, 120);
+	assert_int_equal(cfg.groups_max, 8);
+	assert_int_equal(cfg.join_command, SRUP_CONFIG_JOIN_COMMAND_ACCEPT);
+	assert_int_equal(cfg.n_actions, 0);
+	assert_int_equal(cfg.n_data, 0);
+
+	assert_int_equal(load("[identity]\nid = 1\nprivate_key = k\n"
+			      "[server]\nid = 1\npublic_key = p\njoin = auto\n"
+			      "[mqtt]\nbroker = mqtt://h:1\n[state]\ndir = d\n"
+			      "[identification]\ntext = Acme sensor 2.1; board rev C\n"
+			      "[update]\nca_file = /etc/ca.pem\nmax_bytes = 1000\n"
+			      "connect_timeout_seconds = 3\ntimeout_seconds = 60\nmax_redirects = 0\n"
+			      "activate = /usr/lib/acme/apply --verbose\n"
+			      "[hooks]\ntimeout_seconds = 9\n"
+			      "[actions]\n0 = /bin/true\n255 = /usr/bin/logger  -t  srup\n"
+			      "[data]\nconfig.v1 = /usr/bin/tee /tmp/x\n"
+			      "[groups]\nmax = 0\n[join]\ncommand = refuse\n",
+			      SRUP_CONFIG_DEVICE),
+			 0);
+	assert_int_equal(cfg.server_join, SRUP_CONFIG_JOIN_AUTO);
+	assert_string_equal(cfg.identification, "Acme sensor 2.1; board rev C");
+	assert_string_equal(cfg.update.ca_file, "/etc/ca.pem");
+	assert_int_equal(cfg.update.max_bytes, 1000);
+	assert_int_equal(cfg.update.connect_timeout_seconds, 3);
+	assert_int_equal(cfg.update.timeout_seconds, 60);
+	assert_int_equal(cfg.update.max_redirects, 0);
+	assert_string_equal(cfg.update.activate, "/usr/lib/acme/apply --verbose");
+	assert_int_equal(cfg.hook_timeout_seconds, 9);
+	assert_int_equal(cfg.n_actions, 2);
+	assert_int_equal(cfg.actions[0].action_id, 0);
+	assert_int_equal(cfg.actions[1].action_id, 255);
+	assert_string_equal(cfg.actions[1].command, "/usr/bin/logger  -t  srup");
+	assert_int_equal(cfg.n_data, 1);
+	assert_string_equal(cfg.data[0].id, "config.v1");
+	assert_int_equal(cfg.groups_max, 0);
+	assert_int_equal(cfg.join_command, SRUP_CONFIG_JOIN_COMMAND_REFUSE);
+}
+
+static void test_split_command(void **state)
+{
+	char buf[64];
+	char *argv[5];
+
+	(void)state;
+	assert_int_equal(srup_config_split_command("  /bin/echo \t a   'b c'  ", buf, sizeof(buf),
+						   argv, 5),
+			 4);
+	assert_string_equal(argv[0], "/bin/echo");
+	assert_string_equal(argv[1], "a");
+	/* No quoting: quotes are ordinary characters. */
+	assert_string_equal(argv[2], "'b");
+	assert_string_equal(argv[3], "c'");
+	assert_null(argv[4]);
+	assert_int_equal(srup_config_split_command("/a b c d e", buf, sizeof(buf), argv, 5), -1);
+	assert_int_equal(srup_config_split_command("   ", buf, sizeof(buf), argv, 5), -1);
+	assert_int_equal(srup_config_split_command("/a", buf, 2, argv, 5), -1);
+}
+
+static void test_role_bad_values(void **state)
+{
+	(void)state;
+	expect_error("[server]\njoin = yes\n", SRUP_CONFIG_DEVICE, 2, "[server] join",
+		     "'yes' is not one of off|auto");
+	expect_bad_value("[join]\ncommand = maybe\n", 12, "[join] command",
+			 "not one of accept|refuse");
+	expect_bad_value("[update]\nactivate = apply.sh\n", 12, "[update] activate",
+			 "absolute path");
+	expect_bad_value("[update]\nactivate =\n", 12, "[update] activate", "not a command");
+	expect_bad_value("[update]\nmax_bytes = 0\n", 12, "[update] max_bytes", "out of range");
+	expect_bad_value("[update]\nmax_redirects = 21\n", 12, "[update] max_redirects",
+			 "out of range");
+	expect_bad_value("[update]\nurl = x\n", 12, "[update] url", "unknown key");
+	expect_bad_value("[hooks]\ntimeout_seconds = 0\n", 12, "[hooks] timeout_seconds",
+			 "out of range");
+	expect_bad_value("[groups]\nmax = 65\n", 12, "[groups] max", "out of range");
+	expect_bad_value("[identification]\ntext =\n", 12, "[identification] text", "empty");
+	expect_bad_value("[actions]\n256 = /bin/true\n", 12, "[actions] 256", "not an action ID");
+	expect_bad_value("[actions]\nreboot = /bin/true\n", 12, "[actions] reboot",
+			 "not an action ID");
+	expect_bad_value("[actions]\n7 = /bin/true\n7 = /bin/false\n", 13, "[actions] 7",
+			 "set twice");
+	expect_bad_value("[actions]\n7 = true\n", 12, "[actions] 7", "absolute path");
+	expect_bad_value("[data]\nconfig = /bin/true\nconf ig = /bin/true\n", 13,
+			 "[data] conf ig", "not a data ID");
+	expect_bad_value("[data]\nx = /bin/true\nx = /bin/cat\n", 13, "[data] x", "set twice");
+	expect_bad_value("[data]\nx =\n", 12, "[data] x", "not a command");
+}
+
 static void test_observation_in_device_config(void **state)
 {
 	(void)state;
@@ -641,6 +742,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good_observer_full),
+		cmocka_unit_test(test_role_sections),
+		cmocka_unit_test(test_split_command),
+		cmocka_unit_test(test_role_bad_values),
 		cmocka_unit_test(test_good_observer_defaults),
 		cmocka_unit_test(test_good_device),
 		cmocka_unit_test(test_crlf_and_bom),

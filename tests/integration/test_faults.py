@@ -17,11 +17,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import faults  # noqa: E402  (before JoinBed starts a broker)
-from cases import Cases, check, responses, wait_for  # noqa: E402
-from joinbed import JoinBed, RawServer, id16, topic_id  # noqa: E402
+from joinbed import Cases, JoinBed, RawServer, check, id16, topic_id  # noqa: E402
+from obs_ops import responses, wait_for  # noqa: E402
 
 VALID, INVALID, FAIL = 0x60, 0x6E, 0x6F
-case = Cases()
+cases = Cases()
+case = cases.case
 
 
 def printed_value(proc):
@@ -289,10 +290,7 @@ def state_readonly(build):
 MOUNTING = {"state_full", "state_readonly"}
 
 
-def before(name):
-    if name in MOUNTING:
-        faults.reexec_in_private_mount_namespace()
-
-
 if __name__ == "__main__":
-    sys.exit(case.main("test_faults.py", before))
+    if sys.argv[2:3] and sys.argv[2] in MOUNTING:
+        faults.reexec_in_private_mount_namespace()
+    sys.exit(cases.main(sys.argv))

@@ -480,6 +480,21 @@ static void test_keystore(void **state)
 	assert_int_equal(srup_keystore_add(ks, 5, NULL), SRUP_KEYS_E_ARG);
 	EVP_PKEY_free(other);  /* the store holds its own references */
 	assert_int_equal(EVP_PKEY_get_bits(srup_keystore_lookup(ks, UINT64_MAX)), 2048);
+
+	/* Removal: a key from the directory is not loaded again; an old
+	 * pointer stays valid; the ID can be added again. */
+	EVP_PKEY *from_dir = srup_keystore_lookup(ks, 0x99);
+	assert_non_null(from_dir);
+	assert_int_equal(srup_keystore_remove(ks, 0x99), SRUP_KEYS_OK);
+	assert_null(srup_keystore_lookup(ks, 0x99));
+	assert_int_equal(EVP_PKEY_get_bits(from_dir), 2048);
+	assert_int_equal(srup_keystore_remove(ks, 0x99), SRUP_KEYS_E_NOT_FOUND);
+	assert_int_equal(srup_keystore_remove(ks, 0x12345), SRUP_KEYS_E_NOT_FOUND);
+	assert_int_equal(srup_keystore_remove(ks, UINT64_MAX), SRUP_KEYS_OK);
+	assert_null(srup_keystore_lookup(ks, UINT64_MAX));
+	assert_int_equal(srup_keystore_add(ks, UINT64_MAX, from_dir), SRUP_KEYS_OK);
+	assert_ptr_equal(srup_keystore_lookup(ks, UINT64_MAX), from_dir);
+	assert_int_equal(srup_keystore_remove(NULL, 1), SRUP_KEYS_E_ARG);
 	srup_keystore_free(ks);
 	srup_keystore_free(NULL);
 

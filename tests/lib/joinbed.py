@@ -29,18 +29,49 @@ def topic_id(value):
     return "%x" % value
 
 
+def check(cond, what, bed=None):
+    """Fail the case with what; with bed, print every process's output first."""
+    if not cond:
+        if bed:
+            for p in bed.procs:
+                print("---- %s output ----\n%s" % (p.name, p.text()))
+        raise AssertionError(what)
+
+
+class Cases:
+    """A test script's cases by name (one ctest test each): decorate with
+    @cases.case, end with sys.exit(cases.main(sys.argv)), which runs
+    SCRIPT BUILD_DIR CASE."""
+
+    def __init__(self):
+        self.cases = {}
+
+    def case(self, fn):
+        self.cases[fn.__name__] = fn
+        return fn
+
+    def main(self, argv):
+        if len(argv) != 3 or argv[2] not in self.cases:
+            print("usage: %s BUILD_DIR {%s}" % (argv[0], "|".join(self.cases)), file=sys.stderr)
+            return 2
+        self.cases[argv[2]](argv[1])
+        print("%s: passed" % argv[2])
+        return 0
+
+
 class Proc:
     """A child process whose output lines are collected as they come."""
 
-    def __init__(self, name, argv, env=None, log=None):
+    def __init__(self, name, argv, env=None, log=None, stdin=False):
         self.name = name
         self.argv = argv
         self.lines = []
         self._new = threading.Condition()
         self._log = log
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=env, text=True,
-                                  errors="replace", start_new_session=True)
+                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                  env=env, text=True, errors="replace",
+                                  start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -74,6 +105,18 @@ class Proc:
                         self.name, pattern, timeout, self.text()))
                 self._new.wait(min(left, 0.2))
 
+    def write_line(self, text):
+        """One line on the process's standard input (started with stdin=True)."""
+        if self._log:
+            self._log("%s< %s" % (self.name, text))
+        self.p.stdin.write(text + "\n")
+        self.p.stdin.flush()
+
+    def mark(self):
+        """The index of the next line to come, for wait_line(start=...)."""
+        with self._new:
+            return len(self.lines)
+
     def count(self, pattern):
         rx = re.compile(pattern)
         with self._new:
@@ -89,6 +132,11 @@ class Proc:
         return rc
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.p.stdin:
+            try:
+                self.p.stdin.close()
+            except OSError:
+                pass
         if self.p.poll() is None:
             try:
                 os.killpg(self.p.pid, sig)
@@ -223,19 +271,155 @@ class JoinBed:
         return self._ini(self.path("%s.conf" % name), sections)
 
     # ---- processes ---------------------------------------------------
-    def spawn(self, name, argv, env=None):
-        proc = Proc(name, argv, env=env, log=self.log)
+    def spawn(self, name, argv, env=None, stdin=False):
+        proc = Proc(name, argv, env=env, log=self.log, stdin=stdin)
         self.procs.append(proc)
         return proc
 
-    def start_peer(self):
-        self.peer = self.spawn("peer", [
-            self.bin("srup-join-peer"), "--broker", self.broker_url, "--id", id16(self.server_id),
-            "--key", self.server_priv, "--peers", self.path("server-peers"),
-            "--state", self.path("server-state"), "--watch", id16(self.observer_id),
-            "--timeout", str(self.peer_timeout)])
+    def start_peer(self, commands=False, join_policy=None, resign_status=None,
+                   deregister_status=None, watch=(), extra_args=()):
+        """Start srup-join-peer (the C2 server). commands=True starts it in
+        command mode: drive it with peer_command()/send() and read its
+        event lines with peer_event(). watch: further device IDs it controls
+        from the start (the observer always)."""
+        argv = [self.bin("srup-join-peer"), "--broker", self.broker_url, "--id",
+                id16(self.server_id), "--key", self.server_priv, "--peers",
+                self.path("server-peers"), "--state", self.path("server-state"), "--watch",
+                id16(self.observer_id), "--timeout", str(self.peer_timeout)]
+        for dev in watch:
+            argv += ["--watch", id16(dev)]
+        if join_policy:
+            argv += ["--join-policy", join_policy]
+        if resign_status is not None:
+            argv += ["--resign-status", "%02x" % resign_status]
+        if deregister_status is not None:
+            argv += ["--deregister-status", "%02x" % deregister_status]
+        if commands:
+            argv.append("--commands")
+        self.peer = self.spawn("peer", argv + list(extra_args), stdin=commands)
         self.peer.wait_line(r"^READY", 20)
         return self.peer
+
+    def stop_peer(self):
+        if self.peer:
+            rc = self.peer.stop()
+            self.peer = None
+            return rc
+        return None
+
+    # ---- the peer's command mode -------------------------------------
+    def peer_command(self, text):
+        """Write one command line to the peer; returns the index of the
+        peer's next output line (to wait for its events from there)."""
+        start = self.peer.mark()
+        self.peer.write_line(text)
+        return start
+
+    def peer_event(self, kind, timeout=20, start=0, **fields):
+        """The first event line KIND (from line index start) whose fields
+        equal the given ones (values compared as text; ints as 0x%02x for
+        status, else %016x), as a dict with "_index"; raises TimeoutError."""
+        want = {}
+        for k, v in fields.items():
+            if isinstance(v, int):
+                v = "0x%02x" % v if k == "status" else id16(v)
+            want[k] = v
+        i = start
+        deadline = time.monotonic() + timeout
+        while True:
+            idx, m = self.peer.wait_line(r"^%s (.*)$" % re.escape(kind),
+                                         max(0.1, deadline - time.monotonic()), i)
+            got = parse_event(m.group(1))
+            if all(got.get(k) == v for k, v in want.items()):
+                got["_index"] = idx
+                return got
+            i = idx + 1
+
+    def no_peer_event(self, kind, seconds, start=0, **fields):
+        """True if no such event line appears within seconds."""
+        try:
+            self.peer_event(kind, seconds, start, **fields)
+            return False
+        except TimeoutError:
+            return True
+
+    def send(self, device, msg_type, timeout=20, **fields):
+        """Have the peer send msg_type to device (an int ID) with fields
+        (k=v as the command mode takes them); returns the SENT event."""
+        return self._send_command("send %s %s" % (id16(device), msg_type), msg_type,
+                                  timeout, fields)
+
+    def send_group(self, group, msg_type, device_id, timeout=20, **fields):
+        """The same on SRUP/groups/<group>, with device_id's sequence ID."""
+        fields["device_id"] = id16(device_id)
+        return self._send_command("send_group %s %s" % (group, msg_type), msg_type, timeout,
+                                  fields)
+
+    def _send_command(self, head, msg_type, timeout, fields):
+        words = [head] + ["%s=%s" % (k, v) for k, v in fields.items()]
+        start = self.peer_command(" ".join(words))
+        idx, m = self.peer.wait_line(r"^(SENT .*type=%s .*|ERROR .*)$" % re.escape(msg_type),
+                                     timeout, start)
+        if m.group(1).startswith("ERROR"):
+            raise ValueError("peer refused %r: %s" % (" ".join(words), m.group(1)))
+        got = parse_event(m.group(1)[len("SENT "):])
+        got["_index"] = idx
+        return got
+
+    def replay(self, n, timeout=20):
+        """Have the peer publish its Nth message again, byte for byte."""
+        start = self.peer_command("replay %d" % n)
+        idx, m = self.peer.wait_line(r"^(REPLAYED n=%d .*|ERROR .*)$" % n, timeout, start)
+        if m.group(1).startswith("ERROR"):
+            raise ValueError("peer refused replay %d: %s" % (n, m.group(1)))
+        return idx
+
+    def watch(self, device, timeout=20):
+        start = self.peer_command("watch %s" % id16(device))
+        self.peer_event("WATCHING", timeout, start, device=device)
+
+    def subscribe_raw(self, topic, name="sub"):
+        """mosquitto_sub on topic: a Proc printing each payload as one hex
+        line. Returns once the subscription is granted."""
+        # Line-buffered, so that "Subscribed" (-d) arrives when it is printed.
+        sub = self.spawn(name, ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p",
+                                str(self.broker.port), "-q", "1", "-t", topic, "-F", "%x", "-d",
+                                "-i", "srup-test-%s-%d-%d" % (name, os.getpid(), len(self.procs))])
+        sub.wait_line(r"^Subscribed \(mid", 20)
+        return sub
+
+    def raw_messages(self, sub, timeout=20, start=0, verify_key=None, decrypt_key=None):
+        """Generator of (index, decoded dict) for each SRUP message sub
+        printed from line start on (srup-msg decode; "_exit" its status)."""
+        import json
+        i = start
+        while True:
+            idx, m = sub.wait_line(r"^([0-9a-f]+)$", timeout, i)
+            i = idx + 1
+            argv = [self.bin("srup-msg"), "decode", "--hex"]
+            if verify_key:
+                argv += ["--verify", verify_key]
+            if decrypt_key:
+                argv += ["--decrypt", decrypt_key]
+            out = subprocess.run(argv + ["-"], input=m.group(1), stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+            if out.returncode == 2:
+                continue
+            msg = json.loads(out.stdout)
+            msg["_exit"] = out.returncode
+            msg["_hex"] = m.group(1)
+            yield idx, msg
+
+    # ---- srup-device one-shot commands -------------------------------
+    def device_command(self, args, config=None, timeout=30, background=False):
+        """srup-device --config CONFIG ARGS...: the Proc (background) or
+        (rc, output)."""
+        argv = [self.bin("srup-device"), "--config", config or self.device_config] + list(args)
+        proc = self.spawn("device", argv)
+        if background:
+            return proc
+        rc = proc.wait(timeout=timeout + 30)
+        return rc, proc.text()
 
     def start_observer(self, extra_args=(), wait=True):
         self.observer = self.spawn("observer", [self.bin("srup-observerd"), "--config",
@@ -306,6 +490,11 @@ class JoinBed:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def parse_event(text):
+    """k=v words of an event line as a dict (a word without = is skipped)."""
+    return dict(w.split("=", 1) for w in text.split() if "=" in w)
 
 
 class RawServer:

@@ -189,7 +189,7 @@ def status_of(r):
 
 def channel_state(bed):
     """The channel state srup-observerd reports on its control socket."""
-    from cases import ctl_json
+    from obs_ops import ctl_json
     return ctl_json(bed, "status")[1]["channel"]["state"]
 
 

@@ -16,7 +16,10 @@ script=${2:?usage: run-guest.sh BUILD_DIR SCRIPT [ARGS...]}
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../../.." && pwd)
-cache=${SRUP_GUEST_CACHE:-$build/ble-guest}
+# The guest root takes minutes to make: it is kept outside the build and the
+# clone, so fresh clones and CI runs on this machine reuse it
+# (build-rootfs.sh rebuilds it when its inputs change).
+cache=${SRUP_GUEST_CACHE:-/var/cache/srup-tests/ble-guest}
 
 t0=$(date +%s.%N)
 if [[ ${SRUP_GUEST_NO_INSTALL:-} != 1 ]]; then

@@ -1,43 +1,13 @@
-"""What the Python integration tests of the observer's operator interfaces
-and faults share: named cases run as `script BUILD_DIR CASE`, check() that
-shows every process's output when it fails, waiting on a condition, the
-RESPONSEs a RawServer saw (decoded), and srup-observerctl's answers.
+"""What the tests of the observer's operator interfaces and faults share
+beyond joinbed: waiting on a condition, the RESPONSEs a RawServer saw so
+far (decoded), and srup-observerctl's answers.
 """
 import json
 import re
 import subprocess
-import sys
 import time
 
-
-class Cases:
-    """A registry of test functions taking the build directory."""
-
-    def __init__(self):
-        self.fns = {}
-
-    def __call__(self, fn):
-        self.fns[fn.__name__] = fn
-        return fn
-
-    def main(self, script, before=None):
-        """Runs the case named on the command line; before(name) first."""
-        if len(sys.argv) != 3 or sys.argv[2] not in self.fns:
-            print("usage: %s BUILD_DIR CASE (%s)" % (script, ", ".join(sorted(self.fns))))
-            return 2
-        if before:
-            before(sys.argv[2])
-        self.fns[sys.argv[2]](sys.argv[1])
-        print("ok")
-        return 0
-
-
-def check(cond, what, bed=None):
-    if not cond:
-        if bed:
-            for p in bed.procs:
-                print("---- %s output ----\n%s" % (p.name, p.text()[-20000:]))
-        raise AssertionError(what)
+from joinbed import check
 
 
 def wait_for(what, fn, timeout, bed=None, poll=None):
