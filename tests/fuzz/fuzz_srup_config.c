@@ -2,7 +2,8 @@
  * input as the file's content, loaded as an observer's and as a device's
  * configuration. Every load either succeeds or fails with one line naming
  * the file ("FILE:LINE: ..." or "FILE: ..."); a success leaves every text
- * field terminated and the numbers in their ranges. */
+ * field terminated, a broker URL of a known scheme and the numbers in the
+ * ranges srup_config.c documents. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,9 +64,16 @@ static void check_load(enum srup_config_kind kind)
 	check_text(cfg.state_dir, sizeof(cfg.state_dir));
 	if (!srup_channel_name(cfg.channel) || cfg.ble.observer_id != cfg.identity_id)
 		__builtin_trap();
+	if (strncmp(cfg.mqtt_broker, "mqtt://", 7) != 0 && strncmp(cfg.mqtt_broker, "mqtts://", 8) != 0 &&
+	    strncmp(cfg.mqtt_broker, "tcp://", 6) != 0)
+		__builtin_trap();
+	if (cfg.nfc.poll_ms < 10 || cfg.nfc.poll_ms > 60000)
+		__builtin_trap();
 	if (kind == SRUP_CONFIG_OBSERVER &&
 	    ((cfg.channel == SRUP_CHANNEL_SIM && !cfg.sim.socket_path[0]) ||
-	     (cfg.channel == SRUP_CHANNEL_NFC && !cfg.nfc.device[0])))
+	     (cfg.channel == SRUP_CHANNEL_NFC && !cfg.nfc.device[0]) ||
+	     cfg.window_seconds < 1 || cfg.window_seconds > 86400 || cfg.max_attempts < 1 ||
+	     cfg.max_attempts > 100 || cfg.max_pending < 1 || cfg.max_pending > 100000))
 		__builtin_trap();
 }
 
