@@ -2,8 +2,10 @@
  * input as the file's content, loaded as an observer's and as a device's
  * configuration. Every load either succeeds or fails with one line naming
  * the file ("FILE:LINE: ..." or "FILE: ..."); a success leaves every text
- * field terminated, a broker URL of a known scheme and the numbers in the
- * ranges srup_config.c documents. */
+ * field terminated, a broker URL of a known scheme, the numbers in the
+ * ranges srup_config.c documents, and every configured command ([update]
+ * activate, [actions], [data]) splitting into words as the device role
+ * splits it to run it. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +36,49 @@ static void check_text(const char *field, size_t size)
 {
 	if (strnlen(field, size) >= size)
 		__builtin_trap();
+}
+
+/* A configured <command> splits as srup_role.c splits it before execve:
+ * 1..SRUP_CONFIG_COMMAND_WORDS blank-free words, the first a path. */
+static void check_command(const char *command)
+{
+	char buf[512];
+	char *argv[SRUP_CONFIG_COMMAND_WORDS + 1];
+	int n;
+
+	check_text(command, 256);
+	if (!command[0])
+		return;
+	n = srup_config_split_command(command, buf, sizeof(buf), argv, SRUP_CONFIG_COMMAND_WORDS + 1);
+	if (n < 1 || n > SRUP_CONFIG_COMMAND_WORDS || argv[n] || argv[0][0] != '/')
+		__builtin_trap();
+	for (int i = 0; i < n; i++)
+		if (!argv[i][0] || strpbrk(argv[i], " \t") || argv[i] < buf ||
+		    argv[i] + strlen(argv[i]) >= buf + sizeof(buf))
+			__builtin_trap();
+}
+
+static void check_hooks(const struct srup_config *cfg)
+{
+	if (cfg->n_actions > SRUP_CONFIG_HOOKS_MAX || cfg->n_data > SRUP_CONFIG_HOOKS_MAX)
+		__builtin_trap();
+	for (size_t i = 0; i < cfg->n_actions; i++) {
+		if (cfg->actions[i].action_id > 255 || !cfg->actions[i].command[0])
+			__builtin_trap();
+		for (size_t j = 0; j < i; j++)
+			if (cfg->actions[j].action_id == cfg->actions[i].action_id)
+				__builtin_trap();
+		check_command(cfg->actions[i].command);
+	}
+	for (size_t i = 0; i < cfg->n_data; i++) {
+		check_text(cfg->data[i].id, sizeof(cfg->data[i].id));
+		if (!cfg->data[i].id[0] || !cfg->data[i].command[0])
+			__builtin_trap();
+		check_command(cfg->data[i].command);
+	}
+	check_command(cfg->update.activate);
+	check_text(cfg->identification, sizeof(cfg->identification));
+	check_text(cfg->update.ca_file, sizeof(cfg->update.ca_file));
 }
 
 static void check_load(enum srup_config_kind kind)
@@ -69,6 +114,7 @@ static void check_load(enum srup_config_kind kind)
 		__builtin_trap();
 	if (cfg.nfc.poll_ms < 10 || cfg.nfc.poll_ms > 60000)
 		__builtin_trap();
+	check_hooks(&cfg);
 	if (kind == SRUP_CONFIG_OBSERVER &&
 	    ((cfg.channel == SRUP_CHANNEL_SIM && !cfg.sim.socket_path[0]) ||
 	     (cfg.channel == SRUP_CHANNEL_NFC && !cfg.nfc.device[0]) ||
