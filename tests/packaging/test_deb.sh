@@ -76,6 +76,11 @@ check "postinst (re)starts the unit through deb-systemd-invoke" \
 	script_has srup-observer postinst "deb-systemd-invoke \\\$_dh_action 'srup-observerd.service'"
 check "prerm stops the unit" script_has srup-observer prerm "deb-systemd-invoke stop 'srup-observerd.service'"
 check "postrm purges the unit's links" script_has srup-observer postrm "deb-systemd-helper purge 'srup-observerd.service'"
+# The activation oneshot may be running dpkg itself: no script touches it.
+for script in postinst prerm postrm preinst; do
+	check "$script never starts, stops or restarts srup-observer-activate.service" \
+		sh -c "! dpkg-deb -I '$(deb srup-observer)' $script 2>/dev/null | grep -q 'srup-observer-activate.service'"
+done
 check "postrm removes /var/lib/srup-observer on purge" script_has srup-observer postrm 'rm -rf /var/lib/srup-observer'
 
 # The library: its SONAME, and exports equal to the version script.
