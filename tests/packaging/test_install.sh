@@ -108,8 +108,11 @@ key=$( {
 	declare -f make_base
 } | sha256sum | cut -c1-16)
 base=$cache/install-base-$key
+mkdir -p "$cache"
+# One run makes the root; another run waiting here then finds it made.
+exec 9>"$cache/install-base.lock"
+flock 9
 if [ ! -d "$base" ]; then
-	mkdir -p "$cache"
 	log "clean root: debootstrap $suite minbase from $mirror (cached in $base)"
 	rm -rf "$base.tmp"
 	make_base "$base.tmp" >"$work/debootstrap.log" 2>&1 || {
@@ -119,6 +122,7 @@ if [ ! -d "$base" ]; then
 	}
 	mv "$base.tmp" "$base"
 fi
+flock -u 9
 cp -a "$base" "$root"
 mount -t proc proc "$root/proc"
 
