@@ -290,6 +290,40 @@ touch "$root/root/ble/stop"
 wait "$ble_pid" || true
 sed -i 's/^channel = ble/channel = sim/' "$conf"
 
+# ---- NFC in the sandbox: libnfc's pn532_uart driver on an emulated PN532 ---------------------
+
+# The emulator's chips are ptys: given to dialout as a serial reader is, and
+# allowed by a test drop-in (a real reader is ttyUSB/ttyACM/ttyS, which the
+# unit allows; a pty is char-pts). Everything else is the unit's sandbox.
+# (Where the container gets no devices cgroup of its own, as under a host
+# whose init is not systemd, DevicePolicy= is not enforced at all: the
+# device list is then checked by systemd-analyze only.)
+mkdir -p "$root/root/nfc"
+cp "$top/tests/nfc/pn532_emu.py" "$root/root/nfc/"
+inside mkdir -p /run/srup-nfc
+inside python3 /root/nfc/pn532_emu.py field --link /run/srup-nfc/observer \
+	--link2 /run/srup-nfc/device >"$work/nfc.log" 2>&1 &
+for _ in $(seq 30); do inside test -L /run/srup-nfc/device && break; sleep 1; done
+pty=$(inside readlink -f /run/srup-nfc/observer)
+inside chgrp dialout "$pty"
+inside chmod 0660 "$pty"
+mkdir -p "$root/etc/systemd/system/srup-observerd.service.d"
+printf '[Service]\nDeviceAllow=char-pts rw\n' >"$root/etc/systemd/system/srup-observerd.service.d/nfc-emulator.conf"
+inside systemctl daemon-reload
+sed -i -e 's/^channel = sim/channel = nfc/' -e 's|^device = pn532_uart:.*|device = pn532_uart:/run/srup-nfc/observer|' "$conf"
+printf '[nfc]\ndevice = pn532_uart:/run/srup-nfc/device\n' >>"$root/root/device.conf"
+reset_failed
+check "with channel = nfc the unit starts" inside systemctl start srup-observerd.service
+check "an NFC observed join through the unit: the device is accepted" \
+	inside timeout 120 srup-device --config /root/device.conf join --observer "$observer_id" \
+	--channel nfc --timeout 90
+check "  and the observer answered 0x60" \
+	bash -c "[ \$(grep -c '^OUTCOME device=$device_id observer=$observer_id observer_status=0x60' '$work/peer.log') = 3 ]"
+inside systemctl stop srup-observerd.service
+rm "$root/etc/systemd/system/srup-observerd.service.d/nfc-emulator.conf"
+inside systemctl daemon-reload
+sed -i 's/^channel = nfc/channel = sim/' "$conf"
+
 # ---- update activation through systemd: hook -> path unit -> root installer -> result --------
 
 pkg=$work/pkg-probe
