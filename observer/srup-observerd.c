@@ -467,6 +467,11 @@ int main(int argc, char **argv)
 		srup_id_format16(d.cfg.identity_id, id);
 		printf("%s: configuration valid (observer %s, channel %s)\n", config_path, id,
 		       srup_channel_name(d.cfg.channel));
+		/* Root reads every file; the service does not run as root. */
+		if (geteuid() == 0)
+			fprintf(stderr, "note: checked as root; check as the service user too "
+					"(runuser -u srup-observer -- srup-observerd --config %s "
+					"--check-config)\n", config_path);
 		rc = 0;
 		goto out;
 	}

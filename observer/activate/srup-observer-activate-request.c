@@ -9,13 +9,17 @@
  * waits for that unit's result: exit 0 installed (the daemon answers
  * ACTIVATE 0x10), 1 refused, failed or timed out (0x1F), 2 usage.
  *
- * Environment (for tests): SRUP_ACTIVATE_DIR (default
- * /var/lib/srup-observer/activate), SRUP_ACTIVATE_TIMEOUT seconds (900). */
+ * Environment: SRUP_ACTIVATE_DIR (default /var/lib/srup-observer/activate),
+ * SRUP_ACTIVATE_TIMEOUT seconds (default 110, under the daemon's default hook
+ * timeout of 120 s, so that this program answers before it is killed; raise
+ * both together, the daemon's [hooks] timeout_seconds and this in the unit's
+ * Environment=, for packages that take longer to install). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +30,7 @@
 
 #include "activate.h"
 
-#define DEFAULT_TIMEOUT_S 900u
+#define DEFAULT_TIMEOUT_S 110u
 #define STAGED_MAX_BYTES (1ull << 30)
 
 static volatile sig_atomic_t stop_signal;
@@ -163,9 +167,12 @@ int main(int argc, char **argv)
 		}
 		if (stop_signal || now_s() >= deadline) {
 			/* Withdraw the request unless the installer took it. */
-			unlinkat(dir_fd, ACTIVATE_REQUEST, 0);
-			fprintf(stderr, "<3>activation: %s before the installer answered\n",
-				stop_signal ? "stopped" : "timed out");
+			bool withdrawn = unlinkat(dir_fd, ACTIVATE_REQUEST, 0) == 0;
+
+			fprintf(stderr, "<3>activation: %s before the installer answered%s\n",
+				stop_signal ? "stopped" : "timed out",
+				withdrawn ? "; request withdrawn"
+					  : "; the installer has the request and may still install it");
 			break;
 		}
 		if (poll(&pfd, 1, 1000) > 0)
