@@ -370,6 +370,30 @@ done
 check "restarts are bounded: the unit fails after StartLimitBurst restarts" wait_prop ActiveState failed 60
 check "  (the journal says start request repeated too quickly)" journal_has "Start request repeated too quickly"
 
+# ---- the installed units pass systemd-analyze; removal stops the daemon (12.1) -------------
+
+rm "$root/etc/systemd/system/srup-observerd.service.d/test.conf"
+inside systemctl daemon-reload
+units="/lib/systemd/system/srup-observerd.service /lib/systemd/system/srup-observer-activate.path
+	/lib/systemd/system/srup-observer-activate.service"
+# minbase has no man(1): the pages Documentation= names are looked for by file.
+# shellcheck disable=SC2086
+check "systemd-analyze verify passes on the installed units" inside systemd-analyze verify --man=no $units
+check "  the man pages they name are installed" inside test -e /usr/share/man/man8/srup-observerd.8.gz \
+	-a -e /usr/share/man/man5/srup-observer.conf.5.gz
+exposure=$(inside systemd-analyze security --offline=true /lib/systemd/system/srup-observerd.service |
+	sed -n 's/.*Overall exposure level for srup-observerd.service: \([0-9.]*\).*/\1/p')
+log "exposure of srup-observerd.service: $exposure"
+check "  its exposure is 2.0 or less" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }'
+reset_failed
+inside systemctl start srup-observerd.service
+check "the daemon runs before removal" wait_prop SubState running 60
+inside sh -c 'DEBIAN_FRONTEND=noninteractive apt-get remove -y -q srup-observer' >"$work/apt-remove.log" 2>&1
+check "apt-get remove srup-observer stops the daemon" \
+	bash -c "[ \"\$(inside systemctl is-active srup-observerd.service)\" != active ]"
+check "  no srup-observerd process is left" inside sh -c \
+	'for c in /proc/[0-9]*/comm; do [ "$(cat "$c" 2>/dev/null)" = srup-observerd ] && exit 1; done; exit 0'
+
 if ((fail)); then
 	log "--- journal of srup-observerd"
 	inside journalctl -b -u srup-observerd.service --no-pager -o short-monotonic | tail -n 60
