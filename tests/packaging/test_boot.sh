@@ -96,7 +96,9 @@ chroot_run sh -c 'apt-get install -y -q /var/tmp/debs/*.deb' >"$work/apt.log" 2>
 check "bluez is not installed, so no bluetooth group exists" \
 	bash -c "! grep -q '^bluetooth:' '$root/etc/group'"
 
-# Mosquitto on a free loopback port (the container shares the host's network).
+# Mosquitto on a free loopback port (the container shares the host's
+# network), named by host name so the daemon resolves it in its sandbox.
+printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' >"$root/etc/hosts"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$root/etc/mosquitto/conf.d/srup-test.conf" <<EOF
 listener $port 127.0.0.1
@@ -186,7 +188,7 @@ check "  the journal names the placeholder broker" journal_has "[mqtt] broker: '
 observer_id=$(inside srup-keygen --out /etc/srup/observer 2>/dev/null)
 sed -i -e "/^\[identity\]/,/^\[/s/^id = 0\$/id = $observer_id/" \
 	-e "/^\[server\]/,/^\[/s/^id = 0\$/id = $server_id/" \
-	-e "s|^broker = .*|broker = tcp://127.0.0.1:$port|" -e 's/^ca_file = /#ca_file = /' \
+	-e "s|^broker = .*|broker = tcp://localhost:$port|" -e 's/^ca_file = /#ca_file = /' \
 	-e 's/^channel = ble/channel = sim/' "$conf"
 
 # ---- 12.3: the key must be the service user's --------------------------------------
@@ -219,6 +221,7 @@ inside systemctl start mosquitto.service
 check "with the broker up it becomes active (running)" wait_prop SubState running 90
 check "systemctl status shows the STATUS= text" \
 	bash -c "inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected; sim channel idle; 0 pending\"'"
+inside systemctl status --no-pager srup-observerd.service | sed -n '1,12p'
 check "no group that may not exist (12.2): SupplementaryGroups are all real" bash -c '
 	for g in $(inside systemctl show -P SupplementaryGroups srup-observerd.service); do
 		inside getent group "$g" >/dev/null || exit 1
