@@ -62,6 +62,12 @@ for f in libsrup1:/usr/lib/$ma/libsrup.so.1 \
 	srup-device:/usr/bin/srup-device srup-device:/usr/share/man/man1/srup-device.1.gz; do
 	check "${f%%:*} holds ${f#*:}" has "${f%%:*}" "${f#*:}"
 done
+for unit in "$top"/packaging/srup-device*.service; do
+	[ -e "$unit" ] || continue
+	check "srup-device holds its unit $(basename "$unit")" has srup-device "/lib/systemd/system/$(basename "$unit")"
+	check "srup-device does not enable $(basename "$unit") on install" \
+		script_has srup-device postinst "deb-systemd-helper update-state '$(basename "$unit")'"
+done
 check "no unit under /usr/lib/systemd/system, which dh_installsystemd of Debian 12 does not scan" \
 	sh -c "! dpkg-deb -c '$(deb srup-observer)' | grep -q ' ./usr/lib/systemd/system/'"
 check "observer.conf is a conffile" script_has srup-observer conffiles '^/etc/srup/observer.conf$'
