@@ -342,7 +342,7 @@ check "the activation path unit is active after install" \
 # The hook as srup-observerd runs it: the service user, the system read-only.
 check "the hook, run as the service user under ProtectSystem=strict, reports the install (exit 0)" \
 	inside systemd-run --wait --pipe --quiet -p User=srup-observer -p Group=srup-observer \
-	-p ProtectSystem=strict -p StateDirectory=srup-observer -p PrivateUsers=yes -p NoNewPrivileges=yes \
+	-p ProtectSystem=strict -p StateDirectory=srup-observer -p NoNewPrivileges=yes \
 	/usr/libexec/srup/srup-observer-activate-request /var/lib/srup-observer/updates/probe.deb tok-1
 check "  the root unit installed the package" \
 	bash -c "inside dpkg -s srup-activate-probe | grep -q '^Status: install ok installed'"
