@@ -215,6 +215,9 @@ struct config_parse {
 	char *err;
 	size_t err_len;
 	bool failed;
+	/* Set while checking what is left to fill in: each further problem
+	 * is appended as a line of its own instead of being dropped. */
+	bool collect;
 };
 
 static bool section_observer_only(enum config_section s)
@@ -242,26 +245,24 @@ config_error(struct config_parse *p, unsigned line, const char *section, const c
 	     const char *fmt, ...)
 {
 	char msg[384];
+	size_t used = 0;
 	va_list ap;
 
-	if (p->failed)
+	if (p->failed && !p->collect)
 		return;
+	if (!p->failed)
+		p->err_line = line;
+	else if (p->err && p->err_len)
+		used = strlen(p->err);
 	p->failed = true;
-	p->err_line = line;
-	if (!p->err || !p->err_len)
+	if (!p->err || !p->err_len || used + 1 >= p->err_len)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(p->err, p->err_len, "%s:%u: %s%s%s%s%s%s", p->file, line,
-		 section ? "[" : "", section ? section : "", section ? "]" : "",
-		 section && key ? " " : "", key ? key : "", section || key ? ": " : "");
-	{
-		size_t used = strlen(p->err);
-
-		if (used < p->err_len)
-			snprintf(p->err + used, p->err_len - used, "%s", msg);
-	}
+	snprintf(p->err + used, p->err_len - used, "%s%s:%u: %s%s%s%s%s%s%s", used ? "\n" : "",
+		 p->file, line, section ? "[" : "", section ? section : "", section ? "]" : "",
+		 section && key ? " " : "", key ? key : "", section || key ? ": " : "", msg);
 }
 
 /* A value as shown in a message: quoted by the caller, control bytes
@@ -867,6 +868,93 @@ static void report_syntax_error(struct config_parse *p, unsigned line)
 			     shown_text);
 }
 
+/* Where key `name` of section s was set (0 = not set). */
+static unsigned key_line_of(const struct config_parse *p, enum config_section s, const char *name)
+{
+	for (size_t k = 0; k < KEY_COUNT; k++)
+		if (keys[k].section == s && strcmp(keys[k].name, name) == 0)
+			return p->key_line[k];
+	return 0;
+}
+
+/* The host of a broker URL that broker_url_ok accepted ("[v6]" kept whole). */
+static void broker_host(const char *url, char *out, size_t len)
+{
+	const char *h = strstr(url, "://"), *end;
+
+	if (!h) {
+		snprintf(out, len, "%s", "");
+		return;
+	}
+	h += 3;
+	end = *h == '[' ? strchr(h, ']') : NULL;
+	end = end ? end + 1 : h + strcspn(h, ":/");
+	snprintf(out, len, "%.*s", (int)(end - h), h);
+}
+
+/* Names reserved for documentation (RFC 2606, RFC 6761): an example
+ * configuration's placeholder, never a real broker. */
+static bool host_is_placeholder(const char *host)
+{
+	static const char *const reserved[] = {"example.com", "example.net", "example.org",
+					       "invalid"};
+	size_t n = strlen(host);
+
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		size_t r = strlen(reserved[i]);
+
+		if (n == r && strcasecmp(host, reserved[i]) == 0)
+			return true;
+		if (n > r && host[n - r - 1] == '.' && strcasecmp(host + n - r, reserved[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* A file the TLS session needs, checked as whoever runs the check (the
+ * unit runs --check-config as the service user). */
+static void check_tls_file(struct config_parse *p, const char *name, const char *path)
+{
+	char show[96];
+
+	if (!path[0] || access(path, R_OK) == 0)
+		return;
+	config_error(p, key_line_of(p, SEC_MQTT, name), "mqtt", name,
+		     "cannot read '%s': %s (the broker URL is mqtts://)",
+		     shown(path, show, sizeof(show)), strerror(errno));
+}
+
+/* What a complete file can still get wrong: values left as the example
+ * has them and files a TLS broker needs. Every such problem is reported,
+ * one line each, so an operator sees all that is left to fill in. */
+static void config_check_usable(struct config_parse *p)
+{
+	const struct srup_config *cfg = p->cfg;
+	char host[128];
+
+	p->collect = true;
+	if (p->kind == SRUP_CONFIG_OBSERVER && cfg->identity_id == 0)
+		config_error(p, key_line_of(p, SEC_IDENTITY, "id"), "identity", "id",
+			     "0 is no node's ID; set this observer's ID (srup-keygen prints it)");
+	if (p->kind == SRUP_CONFIG_OBSERVER && cfg->server_id == 0)
+		config_error(p, key_line_of(p, SEC_SERVER, "id"), "server", "id",
+			     "0 is no node's ID; set the ID of the C2 server this observer serves");
+	broker_host(cfg->mqtt_broker, host, sizeof(host));
+	if (host_is_placeholder(host))
+		config_error(p, key_line_of(p, SEC_MQTT, "broker"), "mqtt", "broker",
+			     "'%s' is a placeholder host name; set the site's broker", host);
+	if (strncmp(cfg->mqtt_broker, "mqtts://", 8) == 0) {
+		if (!cfg->mqtt_ca_file[0])
+			config_error(p, key_line_of(p, SEC_MQTT, "broker"), "mqtt", "ca_file",
+				     "missing; broker %s uses TLS and needs a CA file",
+				     cfg->mqtt_broker);
+		check_tls_file(p, "ca_file", cfg->mqtt_ca_file);
+		check_tls_file(p, "cert_file", cfg->mqtt_cert_file);
+		check_tls_file(p, "key_file", cfg->mqtt_key_file);
+	}
+	p->collect = false;
+}
+
 /* Required keys, and what the chosen channel needs. */
 static void config_check_complete(struct config_parse *p)
 {
@@ -916,15 +1004,7 @@ static void config_check_complete(struct config_parse *p)
 		}
 	}
 
-	if (strncmp(cfg->mqtt_broker, "mqtts://", 8) == 0 && !cfg->mqtt_ca_file[0]) {
-		unsigned broker_line = 0;
-
-		for (size_t k = 0; k < KEY_COUNT; k++)
-			if (keys[k].type == KEY_BROKER)
-				broker_line = p->key_line[k];
-		config_error(p, broker_line, "mqtt", "ca_file",
-			     "missing; broker %s uses TLS and needs a CA file", cfg->mqtt_broker);
-	}
+	config_check_usable(p);
 }
 
 int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_config *cfg,

@@ -115,7 +115,12 @@ struct srup_config {
 
 /* Parse path into cfg. On error returns -1 and writes one line to err
  * ("FILE:LINE: [section] key: what is wrong"). Checks that what the chosen
- * channel needs is present ([sim] socket for sim, [nfc] device for nfc). */
+ * channel needs is present ([sim] socket for sim, [nfc] device for nfc).
+ * Once the file parses and is complete, what is still unusable is reported
+ * all together, one such line per problem (joined with '\n'): an observer
+ * or server ID of 0 (observer files), a broker host reserved for examples
+ * (example.com/.net/.org, .invalid), and for an mqtts:// broker a missing
+ * ca_file or a ca_file, cert_file or key_file the caller cannot read. */
 int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_config *cfg,
 		     char *err, size_t err_len);
 

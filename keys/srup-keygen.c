@@ -3,6 +3,8 @@
  * name a peer key store looks up. */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +20,8 @@
 
 static void usage(FILE *to)
 {
-	fputs("Usage: srup-keygen [--bits 2048|3072|4096] [--id HEX] [--force] --out DIR\n"
+	fputs("Usage: srup-keygen [--bits 2048|3072|4096] [--id HEX] [--owner USER[:GROUP]]\n"
+	      "                   [--force] --out DIR\n"
 	      "       srup-keygen --help\n"
 	      "\n"
 	      "Generate an RSA key pair for a SRUP identity.\n"
@@ -30,6 +33,10 @@ static void usage(FILE *to)
 	      "               DIR/<id>.pem      public key, SubjectPublicKeyInfo PEM, mode 0644,\n"
 	      "                                 <id> being 16 lowercase hex digits: copy it\n"
 	      "                                 into a peer key store as is\n"
+	      "  --owner USER[:GROUP]\n"
+	      "             give both files, and DIR if this run creates it, to USER\n"
+	      "             (and GROUP, else USER's group): the service user that\n"
+	      "             reads the key, e.g. --owner srup-observer\n"
 	      "  --force    replace existing files (refused otherwise)\n"
 	      "\n"
 	      "Prints the ID as 16 lowercase hex digits on standard output.\n"
@@ -48,6 +55,42 @@ __attribute__((format(printf, 1, 2))) static int fail_usage(const char *fmt, ...
 	return EXIT_USAGE;
 }
 
+/* "USER" or "USER:GROUP" (names or numbers, as chown(1) takes them). */
+static int parse_owner(const char *text, uid_t *uid, gid_t *gid)
+{
+	char user[256];
+	const char *colon = strchr(text, ':');
+	size_t n = colon ? (size_t)(colon - text) : strlen(text);
+	struct passwd *pw;
+
+	if (n == 0 || n >= sizeof(user))
+		return -1;
+	memcpy(user, text, n);
+	user[n] = '\0';
+	pw = getpwnam(user);
+	if (!pw)
+		return -1;
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	if (colon) {
+		struct group *gr = getgrnam(colon + 1);
+
+		if (!gr)
+			return -1;
+		*gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+static int give(const char *path, uid_t uid, gid_t gid)
+{
+	if (lchown(path, uid, gid) == 0)
+		return 0;
+	fprintf(stderr, "srup-keygen: cannot give '%s' to %ld:%ld: %s\n", path, (long)uid,
+		(long)gid, strerror(errno));
+	return -1;
+}
+
 static char *path_join(const char *dir, const char *name)
 {
 	size_t len = strlen(dir) + 1 + strlen(name) + 1;
@@ -62,10 +105,13 @@ int main(int argc, char **argv)
 	static const struct option options[] = {
 		{"bits", required_argument, NULL, 'b'}, {"id", required_argument, NULL, 'i'},
 		{"out", required_argument, NULL, 'o'},  {"force", no_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+		{"owner", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	int bits = 2048;
-	bool have_id = false, force = false;
+	bool have_id = false, force = false, have_owner = false, made_dir = false;
+	uid_t owner_uid = 0;
+	gid_t owner_gid = 0;
 	uint64_t id = 0;
 	const char *out_dir = NULL;
 
@@ -96,6 +142,12 @@ int main(int argc, char **argv)
 		case 'f':
 			force = true;
 			break;
+		case 'O':
+			if (parse_owner(optarg, &owner_uid, &owner_gid) != 0)
+				return fail_usage("--owner '%s' names no user (or group) of this system",
+						  optarg);
+			have_owner = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -123,7 +175,9 @@ int main(int argc, char **argv)
 	char id16[17];
 	srup_id_format16(id, id16);
 
-	if (mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
+	if (mkdir(out_dir, 0700) == 0) {
+		made_dir = true;
+	} else if (errno != EEXIST) {
 		fprintf(stderr, "srup-keygen: cannot create '%s': %s\n", out_dir, strerror(errno));
 		return EXIT_USAGE;
 	}
@@ -164,6 +218,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "srup-keygen: %s\n", detail);
 		goto out;
 	}
+	/* The key is written 0600 by root and given away only then, so no one
+	 * else could read it in between. */
+	if (have_owner && (give(private_path, owner_uid, owner_gid) != 0 ||
+			   give(public_path, owner_uid, owner_gid) != 0 ||
+			   (made_dir && give(out_dir, owner_uid, owner_gid) != 0)))
+		goto out;
 	printf("%s\n", id16);
 	if (fflush(stdout) != 0) {
 		fprintf(stderr, "srup-keygen: writing to standard output: %s\n", strerror(errno));

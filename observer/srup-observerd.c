@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "obs_audit.h"
 #include "obs_control.h"
@@ -27,6 +30,8 @@
 #include "srup_role.h"
 
 #define SHUTDOWN_FLUSH_MS 5000
+/* The node reports connections but not losses: STATUS= polls for those. */
+#define STATUS_POLL_USEC (2u * 1000000u)
 
 struct observerd {
 	sd_event *loop;
@@ -49,11 +54,44 @@ struct observerd {
 	/* The device role: the observer is a device of its server too. */
 	struct srup_role *role;
 	bool deregistered;
+	/* What systemd was last told (sd_notify; no-ops outside systemd). */
+	sd_event_source *status_timer;
+	bool ready;
+	char status[160];
 };
 
 static void operator_outcome(struct observerd *d, const struct obs_event *ev);
 static void operator_refused(struct observerd *d, uint64_t device, const struct srup_bytes *token);
 static void metrics_changed(struct observerd *d);
+
+/* ---- systemd: READY=1 once subscribed, STATUS= as it changes ---------------- */
+
+static void notify_status(struct observerd *d)
+{
+	char text[sizeof(d->status)];
+
+	snprintf(text, sizeof(text), "broker %s; %s channel %s; %zu pending",
+		 d->node && srup_node_is_connected(d->node) ? "connected" : "disconnected",
+		 srup_channel_name(d->cfg.channel),
+		 d->channel_state ? d->channel_state : "idle",
+		 d->engine ? obs_engine_pending(d->engine) : (size_t)0);
+	if (strcmp(text, d->status) == 0)
+		return;
+	memcpy(d->status, text, sizeof(text));
+	sd_notifyf(0, "STATUS=%s", text);
+}
+
+static int on_status_poll(sd_event_source *s, uint64_t usec, void *user)
+{
+	notify_status(user);
+	return sd_event_source_set_time(s, usec + STATUS_POLL_USEC);
+}
+
+static void set_channel_state(struct observerd *d, const char *state)
+{
+	d->channel_state = state;
+	notify_status(d);
+}
 
 static uint64_t now_ms(struct observerd *d)
 {
@@ -138,6 +176,7 @@ static void apply_events(struct observerd *d)
 	}
 	obs_events_clear(&d->events);
 	rearm_deadline(d);
+	notify_status(d);
 }
 
 static int on_deadline(sd_event_source *s, uint64_t usec, void *user)
@@ -235,7 +274,7 @@ static void on_channel_unavailable(const char *why, void *user)
 
 	srup_log(LOG_ERR, "%s channel unavailable: %s; pending observations fail",
 		 d->channel->ops->name, why);
-	d->channel_state = "unavailable";
+	set_channel_state(d, "unavailable");
 	obs_engine_fail_all(d->engine, OBS_OUTCOME_RADIO_LOST, now_ms(d), &d->events);
 	apply_events(d);
 }
@@ -246,6 +285,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 	(void)s;
 	srup_log(LOG_NOTICE, "signal %u: shutting down", si->ssi_signo);
+	sd_notify(0, "STOPPING=1");
 	sd_event_exit(d->loop, 0);
 	return 0;
 }
@@ -256,6 +296,13 @@ static void on_connected(struct srup_node *node, void *user)
 
 	(void)node;
 	srup_log(LOG_INFO, "connected to the broker; listening on its topic");
+	/* Ready means OBSERVE_REQs can arrive: the session is up and
+	 * subscribed (the node calls this only then). */
+	if (!d->ready) {
+		d->ready = true;
+		sd_notify(0, "READY=1");
+	}
+	notify_status(d);
 	srup_role_connected(d->role);
 }
 
@@ -514,11 +561,13 @@ static void operator_stop(struct observerd *d)
 /* Keys and configuration: everything --check-config validates. */
 static int load_identity(struct observerd *d, const char *config_path)
 {
-	char err[768];
+	char err[2048];
 
 	if (srup_config_load(config_path, SRUP_CONFIG_OBSERVER, &d->cfg, err, sizeof(err)) != 0 ||
 	    srup_identity_load(&d->cfg, &d->id, err, sizeof(err)) != 0) {
-		srup_log(LOG_ERR, "%s", err);
+		/* One problem per line, each with its priority for journald. */
+		for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
+			srup_log(LOG_ERR, "%s", line);
 		return -1;
 	}
 	return 0;
@@ -539,6 +588,16 @@ static int start(struct observerd *d)
 
 	if (sd_event_new(&d->loop) < 0) {
 		srup_log(LOG_ERR, "cannot create the event loop");
+		return -1;
+	}
+	/* WATCHDOG=1 from the loop itself, at half of WatchdogSec= (nothing
+	 * without it), so a wedged loop is what the watchdog catches. */
+	if (sd_event_set_watchdog(d->loop, true) < 0)
+		srup_log(LOG_WARNING, "cannot arm the systemd watchdog");
+	if (sd_event_add_time_relative(d->loop, &d->status_timer, CLOCK_MONOTONIC,
+				       STATUS_POLL_USEC, 0, on_status_poll, d) < 0 ||
+	    sd_event_source_set_enabled(d->status_timer, SD_EVENT_ON) < 0) {
+		srup_log(LOG_ERR, "cannot create the status timer");
 		return -1;
 	}
 	sigemptyset(&mask);
@@ -609,6 +668,7 @@ static void observerd_free(struct observerd *d)
 	obs_engine_free(d->engine);
 	obs_events_free(&d->events);
 	sd_event_source_unref(d->deadline_timer);
+	sd_event_source_unref(d->status_timer);
 	sd_event_unref(d->loop);
 }
 
@@ -622,9 +682,13 @@ static void usage(FILE *out)
 		"to its C2 server.\n"
 		"\n"
 		"  -c, --config FILE   configuration (INI)\n"
-		"      --check-config  validate the configuration and keys, then exit\n"
+		"      --check-config  validate the configuration and keys, then exit; run\n"
+		"                      it as the service user, and before restarting\n"
 		"  -v, --verbose       also log debug messages\n"
-		"  -h, --help          this text\n");
+		"  -h, --help          this text\n"
+		"\n"
+		"Exit status: 0 stopped by SIGTERM/SIGINT (or the check passed); 1 runtime\n"
+		"failure; 2 usage; 78 configuration or key files unusable.\n");
 }
 
 int main(int argc, char **argv)
@@ -658,22 +722,31 @@ int main(int argc, char **argv)
 			return 0;
 		default:
 			usage(stderr);
-			return 2;
+			return SRUP_EXIT_USAGE;
 		}
 	}
 	if (!config_path || optind != argc) {
 		usage(stderr);
-		return 2;
+		return SRUP_EXIT_USAGE;
 	}
 
+	/* A restart cannot mend a configuration: the unit names this status
+	 * in RestartPreventExitStatus=. */
+	rc = SRUP_EXIT_CONFIG;
 	if (load_identity(&d, config_path) != 0)
 		goto out;
+	rc = SRUP_EXIT_FAILURE;
 	if (check_only) {
 		char id[17];
 
 		srup_id_format16(d.cfg.identity_id, id);
 		printf("%s: configuration valid (observer %s, channel %s)\n", config_path, id,
 		       srup_channel_name(d.cfg.channel));
+		/* Root reads every file; the service does not run as root. */
+		if (geteuid() == 0)
+			fprintf(stderr, "note: checked as root; check as the service user too "
+					"(runuser -u srup-observer -- srup-observerd --config %s "
+					"--check-config)\n", config_path);
 		rc = 0;
 		goto out;
 	}
@@ -688,11 +761,12 @@ int main(int argc, char **argv)
 	}
 	if (start(&d) != 0)
 		goto out;
+	notify_status(&d);
 	srup_log(LOG_NOTICE, "srup-observerd started: observer %s on %s, channel %s, window "
 		 "%us, max_attempts %u, max_pending %u", d.own_topic, d.cfg.mqtt_broker,
 		 srup_channel_name(d.cfg.channel), d.cfg.window_seconds, d.cfg.max_attempts,
 		 d.cfg.max_pending);
-	rc = sd_event_loop(d.loop) < 0 ? 1 : 0;
+	rc = sd_event_loop(d.loop) < 0 ? SRUP_EXIT_FAILURE : SRUP_EXIT_OK;
 	if (d.deregistered) {
 		/* Nothing more is sent to a server that revoked us (seed 9.2). */
 		rc = SRUP_EXIT_DEREGISTERED;

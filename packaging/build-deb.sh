@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
-# Builds the Debian packages (srup-observer, srup-tools) from this checkout
-# into ../ of a temporary copy; prints where they are.
+# Builds the Debian source and binary packages (dpkg-buildpackage -us -uc)
+# from this checkout's files (tracked and new, not ignored ones, so the
+# build dirs stay out) into OUTDIR (default: a new temporary directory);
+# prints the path of the .changes file.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-"$top/packaging/install-deps.sh" debhelper dpkg-dev fakeroot
+out=${1:-$(mktemp -d)}
+"$top/packaging/install-deps.sh" debhelper dpkg-dev fakeroot scdoc systemd >&2
+version=$(dpkg-parsechangelog -l "$top/debian/changelog" -S Version)
 work=$(mktemp -d)
-git -C "$top" archive --format=tar --prefix=srup/ HEAD | tar -x -C "$work"
-cp -r "$top/packaging/debian" "$work/srup/debian"
-(cd "$work/srup" && dpkg-buildpackage -b -us -uc >/dev/null)
-ls "$work"/*.deb
+trap 'rm -rf "$work"' EXIT
+src="$work/srup-$version"
+mkdir "$src"
+(cd "$top" && git ls-files -z --cached --others --exclude-standard |
+	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+	tar --null -T - -cf -) | tar -xf - -C "$src"
+(cd "$src" && dpkg-buildpackage -us -uc -j"$(nproc)" >"$work/build.log" 2>&1) || {
+	tail -n 60 "$work/build.log" >&2
+	exit 1
+}
+mkdir -p "$out"
+cp "$work/build.log" "$out/"
+find "$work" -maxdepth 1 -type f \( -name '*.deb' -o -name '*.changes' -o -name '*.dsc' \
+	-o -name '*.tar.*' -o -name '*.buildinfo' \) -exec cp {} "$out/" \;
+ls "$out"/srup_*.changes

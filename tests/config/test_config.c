@@ -18,7 +18,7 @@
 
 static char dir[64];
 static char conf_path[128];
-static char err[512];
+static char err[2048];
 static struct srup_config cfg;
 
 static int group_setup(void **state)
@@ -95,10 +95,26 @@ static void expect_error(const char *text, enum srup_config_kind kind, unsigned 
 
 /* ---- Good files ------------------------------------------------------------- */
 
+static void touch(const char *name, char *path, size_t len)
+{
+	FILE *f;
+
+	snprintf(path, len, "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fclose(f), 0);
+}
+
 static void test_good_observer_full(void **state)
 {
+	char text[1024], ca[128], cert[128], key[128];
+
 	(void)state;
-	assert_int_equal(load("; an observer\n"
+	/* An mqtts:// broker's files must exist. */
+	touch("ca.pem", ca, sizeof(ca));
+	touch("client.pem", cert, sizeof(cert));
+	touch("client.key", key, sizeof(key));
+	snprintf(text, sizeof(text), "; an observer\n"
 			      "[identity]\n"
 			      "id = 00000000000000A1\n"
 			      "private_key = /etc/srup/observer.key\n"
@@ -108,9 +124,9 @@ static void test_good_observer_full(void **state)
 			      "public_key = /etc/srup/server.pub\n"
 			      "[mqtt]\n"
 			      "broker = mqtts://broker.example:8883\n"
-			      "ca_file = /etc/srup/ca.pem\n"
-			      "cert_file = /etc/srup/client.pem\n"
-			      "key_file = /etc/srup/client.key\n"
+			      "ca_file = %s\n"
+			      "cert_file = %s\n"
+			      "key_file = %s\n"
 			      "[observation]\n"
 			      "channel = ble\n"
 			      "window_seconds = 30\n"
@@ -127,17 +143,20 @@ static void test_good_observer_full(void **state)
 			      "# state\n"
 			      "[state]\n"
 			      "dir = /var/lib/srup\n",
-			      SRUP_CONFIG_OBSERVER),
-			 0);
+		 ca, cert, key);
+	assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
+	unlink(ca);
+	unlink(cert);
+	unlink(key);
 	assert_string_equal(cfg.path, conf_path);
 	assert_int_equal(cfg.identity_id, 0xa1);
 	assert_string_equal(cfg.identity_private_key, "/etc/srup/observer.key");
 	assert_int_equal(cfg.server_id, 0x5eed);
 	assert_string_equal(cfg.server_public_key, "/etc/srup/server.pub");
 	assert_string_equal(cfg.mqtt_broker, "mqtts://broker.example:8883");
-	assert_string_equal(cfg.mqtt_ca_file, "/etc/srup/ca.pem");
-	assert_string_equal(cfg.mqtt_cert_file, "/etc/srup/client.pem");
-	assert_string_equal(cfg.mqtt_key_file, "/etc/srup/client.key");
+	assert_string_equal(cfg.mqtt_ca_file, ca);
+	assert_string_equal(cfg.mqtt_cert_file, cert);
+	assert_string_equal(cfg.mqtt_key_file, key);
 	assert_int_equal(cfg.channel, SRUP_CHANNEL_BLE);
 	assert_int_equal(cfg.window_seconds, 30);
 	assert_int_equal(cfg.max_attempts, 5);
@@ -444,6 +463,125 @@ static void test_mqtts_needs_ca_file(void **state)
 	expect_error("[identity]\nid = 1\nprivate_key = k\n[server]\nid = 1\npublic_key = p\n"
 		     "[mqtt]\nbroker = mqtts://h:8883\n[state]\ndir = d\n" OBSERVATION_SIM,
 		     SRUP_CONFIG_OBSERVER, 8, "[mqtt] ca_file", "TLS");
+}
+
+/* ---- What cannot work (all reported together) -------------------------------------- */
+
+/* err holds exactly `count` lines, and one of them starts with
+ * "FILE:LINE: <where>: " and mentions `what`. */
+static void expect_line(unsigned count, unsigned line, const char *where, const char *what)
+{
+	char prefix[256];
+	unsigned lines = 1;
+	const char *l = err;
+
+	for (const char *c = err; *c; c++)
+		lines += *c == '\n';
+	if (lines != count)
+		fail_msg("expected %u error lines, got %u: \"%s\"", count, lines, err);
+	snprintf(prefix, sizeof(prefix), "%s:%u: %s: ", conf_path, line, where);
+	for (; l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		char one[512];
+
+		snprintf(one, sizeof(one), "%.*s", (int)strcspn(l, "\n"), l);
+		if (strncmp(one, prefix, strlen(prefix)) == 0 && strstr(one, what))
+			return;
+	}
+	fail_msg("no line of \"%s\" starts with \"%s\" and mentions \"%s\"", err, prefix, what);
+}
+
+#define HEAD_WITH_IDS(observer, server, broker)        \
+	"[identity]\n"                                  \
+	"id = " observer "\n"                           \
+	"private_key = k\n"                             \
+	"[server]\n"                                    \
+	"id = " server "\n"                             \
+	"public_key = p\n"                              \
+	"[mqtt]\n"                                      \
+	"broker = " broker "\n"                         \
+	"[state]\n"                                     \
+	"dir = d\n"
+
+static void test_observer_id_zero(void **state)
+{
+	(void)state;
+	assert_int_equal(load(HEAD_WITH_IDS("0", "5eed", "tcp://127.0.0.1:1883") OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 -1);
+	print_message("    %s\n", err);
+	expect_line(1, 2, "[identity] id", "0 is no node's ID");
+	assert_int_equal(load(HEAD_WITH_IDS("a1", "0000", "tcp://127.0.0.1:1883") OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 -1);
+	expect_line(1, 5, "[server] id", "C2 server");
+	/* Both, in one answer. */
+	assert_int_equal(load(HEAD_WITH_IDS("0", "0", "tcp://127.0.0.1:1883") OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 -1);
+	expect_line(2, 2, "[identity] id", "observer's ID");
+	expect_line(2, 5, "[server] id", "C2 server");
+}
+
+static void test_placeholder_broker(void **state)
+{
+	static const char *const placeholders[] = {
+		HEAD_WITH_IDS("a1", "5eed", "tcp://c2.example.net:1883") OBSERVATION_SIM,
+		HEAD_WITH_IDS("a1", "5eed", "mqtt://EXAMPLE.com") OBSERVATION_SIM,
+		HEAD_WITH_IDS("a1", "5eed", "tcp://broker.site.invalid:1883/") OBSERVATION_SIM,
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(placeholders) / sizeof(placeholders[0]); i++) {
+		assert_int_equal(load(placeholders[i], SRUP_CONFIG_OBSERVER), -1);
+		print_message("    %s\n", err);
+		expect_line(1, 8, "[mqtt] broker", "placeholder");
+	}
+	/* Names that merely resemble them are real hosts. */
+	assert_int_equal(load(HEAD_WITH_IDS("a1", "5eed", "tcp://myexample.net:1883") OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+}
+
+static void test_mqtts_files_must_be_readable(void **state)
+{
+	char text[1024], ca[128];
+
+	(void)state;
+	touch("ca.pem", ca, sizeof(ca));
+	snprintf(text, sizeof(text),
+		 "[identity]\nid = a1\nprivate_key = k\n[server]\nid = 5eed\npublic_key = p\n"
+		 "[mqtt]\nbroker = mqtts://broker.site.test:8883\nca_file = %s\n"
+		 "cert_file = %s/absent-cert.pem\nkey_file = %s/absent-key.pem\n"
+		 "[state]\ndir = d\n" OBSERVATION_SIM,
+		 ca, dir, dir);
+	assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), -1);
+	print_message("    %s\n", err);
+	expect_line(2, 10, "[mqtt] cert_file", "absent-cert.pem': No such file");
+	expect_line(2, 11, "[mqtt] key_file", "absent-key.pem': No such file");
+	/* The same files are not looked at for a plain TCP broker. */
+	snprintf(text, sizeof(text),
+		 "[identity]\nid = a1\nprivate_key = k\n[server]\nid = 5eed\npublic_key = p\n"
+		 "[mqtt]\nbroker = tcp://127.0.0.1:1883\ncert_file = %s/absent-cert.pem\n"
+		 "[state]\ndir = d\n" OBSERVATION_SIM,
+		 dir);
+	assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
+	unlink(ca);
+}
+
+/* The shipped example must not pass until the operator has filled it in,
+ * and must name everything that is left. */
+static void test_shipped_example_names_what_is_left(void **state)
+{
+	(void)state;
+	memset(err, 0, sizeof(err));
+	assert_int_equal(srup_config_load(SRUP_SHIPPED_OBSERVER_CONF, SRUP_CONFIG_OBSERVER, &cfg,
+					  err, sizeof(err)),
+			 -1);
+	print_message("%s\n", err);
+	assert_non_null(strstr(err, "[identity] id: 0 is no node's ID"));
+	assert_non_null(strstr(err, "[server] id: 0 is no node's ID"));
+	assert_non_null(strstr(err, "[mqtt] broker: 'c2.example.net' is a placeholder"));
+	assert_non_null(strstr(err, "[mqtt] ca_file: cannot read '/etc/srup/ca.pem'"));
 }
 
 /* ---- Values ------------------------------------------------------------------------ */
@@ -769,6 +907,10 @@ int main(void)
 		cmocka_unit_test(test_missing_sim_socket),
 		cmocka_unit_test(test_missing_nfc_device),
 		cmocka_unit_test(test_mqtts_needs_ca_file),
+		cmocka_unit_test(test_observer_id_zero),
+		cmocka_unit_test(test_placeholder_broker),
+		cmocka_unit_test(test_mqtts_files_must_be_readable),
+		cmocka_unit_test(test_shipped_example_names_what_is_left),
 		cmocka_unit_test(test_bad_ids),
 		cmocka_unit_test(test_bad_numbers),
 		cmocka_unit_test(test_out_of_range_numbers),

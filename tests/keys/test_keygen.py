@@ -109,12 +109,42 @@ def main():
             [KEYGEN, "--out", os.path.join(work, "c"), "extra"],
             [KEYGEN, "--frobnicate", "--out", os.path.join(work, "c")],
             [KEYGEN, "--out", os.path.join(priv, "sub")],  # under a file
+            [KEYGEN, "--owner", "no-such-user-srup", "--out", os.path.join(work, "c")],
+            [KEYGEN, "--owner", "root:no-such-group-srup", "--out", os.path.join(work, "c")],
+            [KEYGEN, "--owner", ":root", "--out", os.path.join(work, "c")],
         ]
         for args in bad:
             p = run(args)
             check(p.returncode == 3, "%s: rc %d, want 3" % (args[1:], p.returncode))
             check(len(p.stderr) > 0, "%s: a message on stderr" % (args[1:],))
         check(not os.path.exists(os.path.join(work, "c")), "nothing written on usage errors")
+
+        # --owner: the service user gets the key (root can give it away).
+        if os.geteuid() == 0:
+            import grp
+            import pwd
+            nobody = pwd.getpwnam("nobody")
+            nogroup = grp.getgrnam("nogroup")
+            d3 = os.path.join(work, "owned")
+            p = run([KEYGEN, "--id", "5", "--owner", "nobody:nogroup", "--out", d3])
+            check(p.returncode == 0, "--owner nobody:nogroup: %r" % p.stderr)
+            for path in (d3, os.path.join(d3, "private.pem"),
+                         os.path.join(d3, "0000000000000005.pem")):
+                st = os.stat(path)
+                check((st.st_uid, st.st_gid) == (nobody.pw_uid, nogroup.gr_gid),
+                      "%s owned by nobody:nogroup, not %d:%d" % (path, st.st_uid, st.st_gid))
+            check(mode_of(os.path.join(d3, "private.pem")) == 0o600, "owned key still 0600")
+            check(mode_of(d3) == 0o700, "owned directory 0700")
+            # A directory that was there stays whose it was; USER alone
+            # means USER's own group.
+            d4 = os.path.join(work, "existing")
+            os.mkdir(d4, 0o755)
+            p = run([KEYGEN, "--id", "6", "--owner", "nobody", "--out", d4])
+            check(p.returncode == 0, "--owner nobody: %r" % p.stderr)
+            check(os.stat(d4).st_uid == 0, "an existing directory is not given away")
+            st = os.stat(os.path.join(d4, "private.pem"))
+            check((st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid),
+                  "--owner USER: USER's group")
 
         p = run([KEYGEN, "--help"])
         check(p.returncode == 0 and b"--bits" in p.stdout and b"--out" in p.stdout,
