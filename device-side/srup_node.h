@@ -16,7 +16,16 @@
  *   sender -> last accepted updated and persisted -> handler runs.
  * Messages drained together (up to a batch) are checked one by one, their
  * accepted IDs persisted by one write, then handled in arrival order; a
- * handler never runs before its message's ID is on disk. */
+ * handler never runs before its message's ID is on disk.
+ *
+ * At-least-once: a QoS 1 message is written to <state_dir>/inbound before
+ * the broker gets its PUBACK, and that record stays until the message was
+ * dropped for a stated reason, or accepted and its handler returned (or
+ * the handler released what it held). Records a crash left behind go
+ * through the pipeline again at the next srup_node_new; one accepted
+ * before the crash is handed to its handler again without the replay
+ * rule. So a handler may see the same message twice across a crash: it
+ * must be idempotent, or make what it did durable and recognise it. */
 #ifndef SRUP_NODE_H
 #define SRUP_NODE_H
 
@@ -111,8 +120,27 @@ bool srup_node_is_connected(const struct srup_node *node);
 enum srup_node_err srup_node_send(struct srup_node *node, struct srup_msg *msg, uint64_t peer,
 				  const char *topic);
 
+typedef void (*srup_node_sent_fn)(struct srup_node *node, bool acknowledged, void *user);
+
+/* As srup_node_send; done then runs on the loop once the broker
+ * acknowledged the publish (true) or the MQTT client gave it up (false). */
+enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_msg *msg,
+					  uint64_t peer, const char *topic, srup_node_sent_fn done,
+					  void *user);
+
+/* From a handler: keep the message being handled past the handler's
+ * return, until srup_node_release(hold). Until then every start of a node
+ * on the same state directory hands it to its handler again (as accepted,
+ * without the replay rule), and that handler's srup_node_hold returns the
+ * same hold. Returns 0 (nothing held) for a message that has no record
+ * (QoS 0, or the record could not be written). */
+uint64_t srup_node_hold(struct srup_node *node);
+void srup_node_release(struct srup_node *node, uint64_t hold);
+
 /* Wait (running nothing else) until every published message was
- * acknowledged by the broker, or timeout_ms. For clean shutdown. */
+ * acknowledged by the broker, or timeout_ms, then handle what the loop has
+ * queued (publish outcomes for srup_node_send_tracked, messages that
+ * arrived meanwhile). For clean shutdown. */
 enum srup_node_err srup_node_flush(struct srup_node *node, unsigned timeout_ms);
 
 uint64_t srup_node_id(const struct srup_node *node);
