@@ -980,6 +980,11 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 		 * have finished: it runs again (handlers are idempotent). */
 		srup_log(LOG_INFO, "%s seq %" PRIu64 " from %s on %s: accepted before a restart, "
 			 "handled again", desc->name, msg->sequence_id, sender, topic);
+		/* Marked, but the crash may have come before the commit. */
+		if (srup_seqstore_is_fresh(n->seq, msg->sender_id, msg->sequence_id) &&
+		    srup_seqstore_stage_accept(n->seq, msg->sender_id, msg->sequence_id, detail,
+					       sizeof(detail)) != SRUP_SEQ_OK)
+			srup_log(LOG_ERR, "cannot record sequence id from %s: %s", sender, detail);
 		batch->items[batch->count++] =
 			(struct node_batch_item){.ev = ev, .msg = msg, .handler = *h};
 		return true;
@@ -1034,15 +1039,17 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 
 	if (batch->count == 0)
 		return;
+	/* Their records say "accepted" before the IDs are committed: once
+	 * committed, the replay rule would drop them at the next start, so a
+	 * crash before a handler is done must find them marked, and their
+	 * handlers run again. */
+	for (size_t i = 0; i < batch->count; i++)
+		if (batch->items[i].ev->record && !batch->items[i].ev->recovered_accepted)
+			record_mark_accepted(&n->inbox, batch->items[i].ev->record);
 	serr = srup_seqstore_commit(n->seq, detail, sizeof(detail));
 	if (serr != SRUP_SEQ_OK)
 		srup_log(LOG_ERR, "cannot persist %zu accepted sequence id(s): %s: %s",
 			 batch->count, srup_seqstore_strerror(serr), detail);
-	/* Their records now say "accepted": a crash before a handler is
-	 * done runs that handler again at the next start. */
-	for (size_t i = 0; serr == SRUP_SEQ_OK && i < batch->count; i++)
-		if (batch->items[i].ev->record && !batch->items[i].ev->recovered_accepted)
-			record_mark_accepted(&n->inbox, batch->items[i].ev->record);
 	for (size_t i = 0; i < batch->count; i++) {
 		struct node_batch_item *it = &batch->items[i];
 
