@@ -29,10 +29,18 @@ def load_key(path):
         return serialization.load_pem_private_key(f.read(), password=None)
 
 
-def resign(template, key, seq, token):
-    """template with sequence ID seq and token (bytes), signed with key."""
-    head, _old, _sig, body = split(template)
+def resign(template, key, seq, token, body=None):
+    """template with sequence ID seq and token (bytes), and body if given,
+    signed with key."""
+    head, _old, _sig, old_body = split(template)
+    body = old_body if body is None else body
     head = head[:2] + struct.pack("<Q", seq) + head[10:18]
     presign = head + struct.pack(">H", len(token)) + token + body
     sig = key.sign(presign, padding.PKCS1v15(), hashes.SHA256())
     return head + struct.pack(">H", len(token)) + token + struct.pack(">H", len(sig)) + sig + body
+
+
+def with_joining_device(observe_request, device_id):
+    """The body of an OBSERVE_REQ naming another joining device."""
+    body = split(observe_request)[3]
+    return struct.pack("<Q", device_id) + body[8:]
