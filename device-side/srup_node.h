@@ -3,9 +3,11 @@
  * The observer daemon, the device agent and the test server peer are the
  * same node with different roles, handlers and topic rules (JOIN-FLOW.md).
  *
- * Threads: Paho's callbacks only queue incoming payloads and wake the
- * sd-event loop through an eventfd; the receive pipeline and every handler
- * run on the loop's thread.
+ * Threads: Paho's callbacks only queue incoming payloads (and record them,
+ * see below) and wake the sd-event loop through an eventfd; the receive
+ * pipeline and every handler run on the loop's thread. Once connected, a
+ * node also keeps Paho's receive thread from its idle sleep (paho_waker.h),
+ * so that no message waits for the library.
  *
  * Receive pipeline (JOIN-FLOW.md section 4), in this order, each failure
  * logged with what was wrong and the message dropped:
