@@ -100,7 +100,7 @@ struct node_inbox {
 	int efd;
 
 	/* Inbound records (see inbound_put). */
-	int records_dir;             /* <state_dir>/inbound, O_PATH */
+	int records_dir;             /* <state_dir>/inbound */
 	uint64_t next_record;
 	bool records_unusable;       /* Paho's layout is not the one we know */
 	/* Message IDs recorded by inbound_put that Paho will offer to
@@ -446,7 +446,11 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 
 	copy_len = strlen(bufs[6]);
 	tlen = topic_len > 0 ? (size_t)topic_len : copy_len;
-	if (record_write(in, id, bufs[6], copy_len, bufs[1], (size_t)payloadlen) != 0) {
+	/* An oversized message is dropped (and said so) without a record:
+	 * nobody may make us write more than a message can hold. */
+	if ((size_t)payloadlen > NODE_PAYLOAD_MAX || tlen > NODE_TOPIC_LEN_MAX)
+		id = 0;
+	else if (record_write(in, id, bufs[6], copy_len, bufs[1], (size_t)payloadlen) != 0) {
 		srup_log(LOG_ERR, "cannot write inbound record for a message on %.*s: %s; it is "
 			 "lost if the process dies before handling it",
 			 (int)(copy_len > 200 ? 200 : copy_len), bufs[6], strerror(errno));

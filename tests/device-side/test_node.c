@@ -531,6 +531,19 @@ static void test_exchange_both_ways(void **state)
 	assert_int_equal(srup_node_flush(w->device, WAIT_MS), SRUP_NODE_OK);
 }
 
+/* A RESPONSE with token and status from one node to peer on topic. */
+static void send_response(struct srup_node *from, uint64_t peer, const char *topic,
+			  const char *token, uint8_t status)
+{
+	struct srup_msg *m = srup_msg_new(SRUP_TYPE_RESPONSE);
+
+	assert_non_null(m);
+	assert_int_equal(srup_bytes_set(&m->token, token, strlen(token)), SRUP_OK);
+	m->status = status;
+	assert_int_equal(srup_node_send(from, m, peer, topic), SRUP_NODE_OK);
+	srup_msg_free(m);
+}
+
 /* A handler that holds what it handles (as srup-observerd does). */
 struct holder {
 	unsigned count;
@@ -611,13 +624,8 @@ static void test_held_message_handled_again_after_restart(void **state)
 	make_server(w);
 	make_holding_device(w, &first);
 	connect_all(w);
-	m = srup_msg_new(SRUP_TYPE_RESPONSE);
-	assert_non_null(m);
-	assert_int_equal(srup_bytes_set(&m->token, "tok-held", 8), SRUP_OK);
-	m->status = SRUP_STATUS_JOIN_SUCCESS;
 	srup_topic_device(DEVICE_ID, topic);
-	assert_int_equal(srup_node_send(w->server, m, DEVICE_ID, topic), SRUP_NODE_OK);
-	srup_msg_free(m);
+	send_response(w->server, DEVICE_ID, topic, "tok-held", SRUP_STATUS_JOIN_SUCCESS);
 	g_holder = &first;
 	assert_true(run_until(w, held_once, WAIT_MS));
 	assert_int_not_equal(first.hold, 0);
@@ -866,7 +874,6 @@ static void test_broker_restart_while_publishing(void **state)
 {
 	struct world *w = *state;
 	char topic[SRUP_TOPIC_MAX];
-	struct srup_msg *m;
 
 	make_server(w);
 	make_device(w);
@@ -875,13 +882,8 @@ static void test_broker_restart_while_publishing(void **state)
 	assert_true(run_until(w, device_lost_connection, WAIT_MS));
 
 	/* Published while the broker is away: Paho keeps it. */
-	m = srup_msg_new(SRUP_TYPE_RESPONSE);
-	assert_non_null(m);
-	assert_int_equal(srup_bytes_set(&m->token, "tok-outage", 10), SRUP_OK);
-	m->status = SRUP_STATUS_OBSERVED_JOIN_VALID;
 	srup_topic_device(DEVICE_ID, topic);
-	assert_int_equal(srup_node_send(w->device, m, SERVER_ID, topic), SRUP_NODE_OK);
-	srup_msg_free(m);
+	send_response(w->device, SERVER_ID, topic, "tok-outage", SRUP_STATUS_OBSERVED_JOIN_VALID);
 	assert_int_equal(w->at_server.count, 0);
 
 	assert_int_equal(test_broker_restart(w->broker), 0);
