@@ -538,15 +538,41 @@ static int persist_put(void *handle, char *key, int count, char *bufs[], int len
 	return kept_put(handle, key, count, bufs, lens);
 }
 
+/* Paho up to 1.3.12 reads a buffered command back (pget) just before it
+ * sends it and never frees the buffer (later versions do); it removes the
+ * record right after. So those versions get our own copy, freed on remove,
+ * and later ones a copy of it to free. (Debian 12's 1.3.12 reports itself
+ * as 1.3.11.) */
+static bool paho_frees_what_it_reads(void)
+{
+	static int cached = -1;
+	MQTTAsync_nameValue *info;
+	unsigned a = 0, b = 0, c = 0;
+
+	if (cached >= 0)
+		return cached;
+	cached = 1;
+	for (info = MQTTAsync_getVersionInfo(); info && info->name; info++)
+		if (strcmp(info->name, "Version") == 0 && info->value &&
+		    sscanf(info->value, "%u.%u.%u", &a, &b, &c) == 3)
+			cached = a > 1 || (a == 1 && (b > 3 || (b == 3 && c > 12)));
+	return cached;
+}
+
 static int persist_get(void *handle, char *key, char **buf, int *len)
 {
 	struct node_inbox *in = handle;
 	struct node_kept **slot;
+	bool copy = paho_frees_what_it_reads();
 	int rc = MQTTCLIENT_PERSISTENCE_ERROR;
 
 	pthread_mutex_lock(&in->lock);
 	slot = kept_slot(in, key);
-	if (*slot && (*buf = malloc((*slot)->len ? (size_t)(*slot)->len : 1))) {
+	if (*slot && !copy) {
+		*buf = (*slot)->data;
+		*len = (*slot)->len;
+		rc = 0;
+	} else if (*slot && (*buf = malloc((*slot)->len ? (size_t)(*slot)->len : 1))) {
 		memcpy(*buf, (*slot)->data, (size_t)(*slot)->len);
 		*len = (*slot)->len;
 		rc = 0;
@@ -777,20 +803,21 @@ static void paho_publish_failed(void *context, MQTTAsync_failureData *data)
 static void post_publish(struct node_publish *p, enum node_event_kind kind, int token, int code,
 			 const char *text)
 {
+	struct node_inbox *in = p->inbox;
 	struct node_event *ev = calloc(1, sizeof(*ev));
 
-	publish_settled(p->inbox);
-	if (!ev) {
+	if (ev) {
+		ev->kind = kind;
+		ev->token = token;
+		ev->code = code;
+		ev->publish = p;
+		if (text)
+			snprintf(ev->text, sizeof(ev->text), "%s", text);
+		inbox_post(in, ev); /* before a flush can see the publish settled */
+	} else {
 		free(p);
-		return;
 	}
-	ev->kind = kind;
-	ev->token = token;
-	ev->code = code;
-	ev->publish = p;
-	if (text)
-		snprintf(ev->text, sizeof(ev->text), "%s", text);
-	inbox_post(p->inbox, ev);
+	publish_settled(in);
 }
 
 static void paho_published_tracked(void *context, MQTTAsync_successData *data)
@@ -1610,7 +1637,8 @@ static enum srup_node_err records_recover(struct srup_node *n, char *detail, siz
 			max = id;
 	}
 	closedir(d);
-	qsort(found, count, sizeof(*found), record_id_cmp); /* id first in each entry */
+	if (count > 1)
+		qsort(found, count, sizeof(*found), record_id_cmp); /* id first in each entry */
 	for (size_t i = 0; i < count; i++)
 		recovered += record_recover(n, found[i].id, found[i].accepted);
 	free(found);
@@ -1739,9 +1767,13 @@ void srup_node_free(struct srup_node *n)
 	}
 	sd_event_source_disable_unref(n->inbox_source);
 	sd_event_source_disable_unref(n->resubscribe_timer);
-	/* Messages not handled keep their records for the next start. */
+	/* Messages not handled keep their records for the next start;
+	 * tracked sends not yet settled are, as far as the caller knows, not
+	 * acknowledged. */
 	for (ev = n->inbox.head; ev; ev = next) {
 		next = ev->next;
+		if (ev->publish && ev->publish->done)
+			ev->publish->done(n, ev->kind == NODE_EV_PUBLISHED, ev->publish->user);
 		free(ev->publish);
 		free(ev->topic);
 		free(ev->payload);

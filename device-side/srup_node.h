@@ -125,7 +125,10 @@ enum srup_node_err srup_node_send(struct srup_node *node, struct srup_msg *msg, 
 typedef void (*srup_node_sent_fn)(struct srup_node *node, bool acknowledged, void *user);
 
 /* As srup_node_send; done then runs on the loop once the broker
- * acknowledged the publish (true) or the MQTT client gave it up (false). */
+ * acknowledged the publish (true) or the MQTT client gave it up (false),
+ * or at the latest from srup_node_free (which tells what it knows): it runs
+ * once per send that returned SRUP_NODE_OK (unless over 1024 connection
+ * and publish events piled up unread, which is logged). */
 enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_msg *msg,
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user);
