@@ -124,6 +124,10 @@ def main():
             if missing:
                 failures.append("round %d: %d acknowledged OBSERVE_REQs never answered, e.g. %s"
                                 % (r, len(missing), sorted(missing)[:3]))
+                drops = [line for line in obs.text().splitlines()
+                         if "dropped" in line or "record" in line or "cannot" in line]
+                print("observer after the restart (drops, records, errors):\n  "
+                      + "\n  ".join(drops[:40]), flush=True)
         sub.close()
         pub.close()
     print("%d rounds: %d OBSERVE_REQs acknowledged before a kill, %d handled from records "
