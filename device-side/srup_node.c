@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,11 +15,13 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <MQTTAsync.h>
 
+#include "paho_waker.h"
 #include "srup_log.h"
 #include "srup_seqstore.h"
 
@@ -48,7 +51,15 @@ enum node_event_kind {
 	NODE_EV_CONNECT_FAILED,  /* code, text */
 	NODE_EV_SUBSCRIBED,      /* token */
 	NODE_EV_SUBSCRIBE_FAILED,/* token, code, text */
-	NODE_EV_PUBLISH_FAILED,  /* token, code, text */
+	NODE_EV_PUBLISH_FAILED,  /* token, code, text; publish if tracked */
+	NODE_EV_PUBLISHED,       /* publish (tracked sends only) */
+};
+
+/* A send whose outcome the caller wants to hear of. */
+struct node_publish {
+	struct node_inbox *inbox;
+	srup_node_sent_fn done;
+	void *user;
 };
 
 struct node_event {
@@ -62,6 +73,13 @@ struct node_event {
 	int code;
 	int token;
 	char text[160];
+	struct node_publish *publish;
+	/* Messages: the inbound record on disk (0: none), whether it had
+	 * passed every check before a restart, whether a handler holds it. */
+	uint64_t record;
+	bool recovered_accepted;
+	bool held;
+	bool keep_record;
 };
 
 /* The only state that Paho's threads touch. Everything else in struct
@@ -80,6 +98,24 @@ struct node_inbox {
 	uint64_t publishes_pending;  /* QoS 1 publishes not yet acknowledged */
 	bool disconnected;
 	int efd;
+
+	/* Inbound records (see inbound_put). */
+	int records_dir;             /* <state_dir>/inbound */
+	uint64_t next_record;
+	bool records_unusable;       /* Paho's layout is not the one we know */
+	/* Message IDs recorded by inbound_put that Paho will offer to
+	 * messageArrived once more from its queue (a ring, in Paho's order). */
+	int *recorded_ids;
+	size_t recorded_head, recorded_count, recorded_cap;
+	/* Paho's other records (its queued commands, which it reads back
+	 * before sending them), kept in memory only: a new process starts
+	 * without them, as with no persistence at all. */
+	struct node_kept {
+		struct node_kept *next;
+		char *key;
+		char *data;
+		int len;
+	} *kept[256];
 };
 
 struct node_handler {
@@ -107,6 +143,10 @@ struct srup_node {
 	struct node_inbox inbox;
 	MQTTAsync client;
 	bool client_created;
+	MQTTClient_persistence persistence; /* inbound records, before the PUBACK */
+	struct paho_waker *waker;
+	bool dispatching;                   /* inside inbox_drain */
+	struct node_event *handling;        /* the message whose handler runs */
 
 	struct srup_node_config cfg;
 	char paho_uri[272];
@@ -231,6 +271,7 @@ static void inbox_post(struct node_inbox *in, struct node_event *ev)
 	if (in->queued_control >= NODE_QUEUE_MAX_CONTROL) {
 		in->control_lost++;
 		pthread_mutex_unlock(&in->lock);
+		free(ev->publish);
 		free(ev);
 		return;
 	}
@@ -259,13 +300,370 @@ static void post_control(struct node_inbox *in, enum node_event_kind kind, int t
 	inbox_post(in, ev);
 }
 
-static int paho_message_arrived(void *context, char *topic_name, int topic_len,
-				MQTTAsync_message *message)
+/* Queue one message for the loop (copying topic and payload), within the
+ * bounds of the receive queue. topic holds copy_len bytes; topic_len is
+ * the length Paho reported (longer if the topic held a NUL byte). record
+ * is the message's inbound record (0: none), removed if it is dropped
+ * here. Any Paho thread, or the loop at start. */
+static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
+		       size_t topic_len, const void *payload, size_t plen, uint64_t record,
+		       bool recovered_accepted);
+
+/* ---- inbound records ---------------------------------------------------
+ *
+ * Paho 1.3.12 writes the PUBACK of an incoming QoS 1 PUBLISH as soon as
+ * messageArrived returns (MQTTProtocol_handlePublishes calls
+ * Protocol_processPublication, which calls it, then sends the PUBACK),
+ * and any Paho call from another thread waits while messageArrived runs,
+ * so the callback can neither wait for the loop nor let the loop publish.
+ * Instead it returns 0 the first time it is offered a QoS 1 message: Paho
+ * then queues the message and hands it to its client persistence before it
+ * writes the PUBACK. That persistence is ours: inbound_put writes the
+ * message to <state_dir>/inbound/<id>.msg with fdatasync and queues it for
+ * the loop. When Paho offers the message again from its queue the callback
+ * returns 1 (already taken). The loop removes the record once it dropped
+ * the message for a stated reason, or accepted it, committed its sequence
+ * ID and ran its handler (or, if the handler holds it, once released).
+ * Records left at start are read back and run through the pipeline:
+ * records renamed <id>.acc had passed every check and had their ID
+ * committed, so they go to their handler again without the replay rule.
+ * Nothing but the queue entries ("q-" keys) is kept: Paho's own records of
+ * outgoing messages and commands are ignored, as without persistence. */
+
+#define RECORD_MAGIC "SRUPIN1"
+#define RECORD_HEADER (8u + 4u + 4u)
+#define RECORD_TRAILER 8u
+
+static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
 {
-	struct node_inbox *in = context;
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ull
+
+static void record_name(uint64_t id, bool accepted, char out[32])
+{
+	snprintf(out, 32, "%016" PRIx64 ".%s", id, accepted ? "acc" : "msg");
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Durable before it returns: Paho writes the PUBACK right after. */
+static int record_write(struct node_inbox *in, uint64_t id, const char *topic, size_t tlen,
+			const void *payload, size_t plen)
+{
+	uint8_t head[RECORD_HEADER], tail[RECORD_TRAILER];
+	struct iovec iov[4];
+	char name[32];
+	uint64_t sum;
+	ssize_t want = (ssize_t)(sizeof(head) + tlen + plen + sizeof(tail)), got;
+	int fd, rc = -1;
+
+	memcpy(head, RECORD_MAGIC, 8);
+	put_u32(head + 8, (uint32_t)tlen);
+	put_u32(head + 12, (uint32_t)plen);
+	sum = fnv1a(payload, plen, fnv1a(topic, tlen, fnv1a(head, sizeof(head), FNV_OFFSET)));
+	for (int i = 0; i < 8; i++)
+		tail[i] = (uint8_t)(sum >> (56 - 8 * i));
+	iov[0] = (struct iovec){head, sizeof(head)};
+	iov[1] = (struct iovec){(void *)topic, tlen};
+	iov[2] = (struct iovec){(void *)payload, plen};
+	iov[3] = (struct iovec){tail, sizeof(tail)};
+	record_name(id, false, name);
+	fd = openat(in->records_dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	got = writev(fd, iov, 4);
+	if (got == want && fdatasync(fd) == 0)
+		rc = 0;
+	close(fd);
+	if (rc != 0)
+		unlinkat(in->records_dir, name, 0);
+	return rc;
+}
+
+static void record_remove(struct node_inbox *in, uint64_t id)
+{
+	char name[32];
+
+	record_name(id, false, name);
+	if (unlinkat(in->records_dir, name, 0) != 0 && errno == ENOENT) {
+		record_name(id, true, name);
+		unlinkat(in->records_dir, name, 0);
+	}
+}
+
+static void record_mark_accepted(struct node_inbox *in, uint64_t id)
+{
+	char from[32], to[32];
+
+	record_name(id, false, from);
+	record_name(id, true, to);
+	if (renameat(in->records_dir, from, in->records_dir, to) != 0)
+		srup_log(LOG_ERR, "inbound record %s: cannot mark it accepted: %s", from,
+			 strerror(errno));
+}
+
+static bool recorded_push(struct node_inbox *in, int msgid)
+{
+	if (in->recorded_count == in->recorded_cap) {
+		size_t cap = in->recorded_cap ? in->recorded_cap * 2 : 64;
+		int *grown = malloc(cap * sizeof(*grown));
+
+		if (!grown)
+			return false;
+		for (size_t i = 0; i < in->recorded_count; i++)
+			grown[i] = in->recorded_ids[(in->recorded_head + i) % in->recorded_cap];
+		free(in->recorded_ids);
+		in->recorded_ids = grown;
+		in->recorded_cap = cap;
+		in->recorded_head = 0;
+	}
+	in->recorded_ids[(in->recorded_head + in->recorded_count) % in->recorded_cap] = msgid;
+	in->recorded_count++;
+	return true;
+}
+
+/* Paho's queue entry (MQTTPersistence_persistQueueEntry, MQTT 3.1.1): 8
+ * buffers: payloadlen, payload, qos, retained, dup, msgid, topic with its
+ * NUL, topicLen. */
+static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[])
+{
+	int payloadlen, msgid, topic_len;
+	size_t copy_len, tlen;
+	uint64_t id = 0;
+	bool usable = count == 8 && lens[0] == (int)sizeof(int) && lens[5] == (int)sizeof(int) &&
+		      lens[6] >= 1 && lens[7] == (int)sizeof(int);
+
+	if (usable) {
+		memcpy(&payloadlen, bufs[0], sizeof(int));
+		memcpy(&msgid, bufs[5], sizeof(int));
+		memcpy(&topic_len, bufs[7], sizeof(int));
+		usable = payloadlen == lens[1] && payloadlen >= 0 && bufs[6][lens[6] - 1] == '\0' &&
+			 topic_len >= 0;
+	}
+	pthread_mutex_lock(&in->lock);
+	if (!in->records_unusable && (!usable || !recorded_push(in, msgid))) {
+		in->records_unusable = true;
+		pthread_mutex_unlock(&in->lock);
+		srup_log(LOG_ERR, "MQTT client's received-message record is not as expected (or no "
+			 "memory): from now on messages are acknowledged on arrival and are lost "
+			 "if the process dies before handling them");
+		return 0;
+	}
+	if (in->records_unusable) {
+		pthread_mutex_unlock(&in->lock);
+		return 0;
+	}
+	id = in->next_record++;
+	pthread_mutex_unlock(&in->lock);
+
+	copy_len = strlen(bufs[6]);
+	tlen = topic_len > 0 ? (size_t)topic_len : copy_len;
+	/* An oversized message is dropped (and said so) without a record:
+	 * nobody may make us write more than a message can hold. */
+	if ((size_t)payloadlen > NODE_PAYLOAD_MAX || tlen > NODE_TOPIC_LEN_MAX)
+		id = 0;
+	else if (record_write(in, id, bufs[6], copy_len, bufs[1], (size_t)payloadlen) != 0) {
+		srup_log(LOG_ERR, "cannot write inbound record for a message on %.*s: %s; it is "
+			 "lost if the process dies before handling it",
+			 (int)(copy_len > 200 ? 200 : copy_len), bufs[6], strerror(errno));
+		id = 0;
+	}
+	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false);
+	return 0;
+}
+
+static struct node_kept **kept_slot(struct node_inbox *in, const char *key)
+{
+	struct node_kept **slot = &in->kept[fnv1a(key, strlen(key), FNV_OFFSET) % 256];
+
+	while (*slot && strcmp((*slot)->key, key) != 0)
+		slot = &(*slot)->next;
+	return slot;
+}
+
+static void kept_remove(struct node_kept **slot)
+{
+	struct node_kept *k = *slot;
+
+	*slot = k->next;
+	free(k->key);
+	free(k->data);
+	free(k);
+}
+
+static int kept_put(struct node_inbox *in, const char *key, int count, char *bufs[], int lens[])
+{
+	struct node_kept *k = calloc(1, sizeof(*k)), **slot;
+	size_t total = 0, at = 0;
+
+	for (int i = 0; i < count; i++)
+		total += lens[i] > 0 ? (size_t)lens[i] : 0;
+	if (!k || total > INT32_MAX || !(k->key = strdup(key)) ||
+	    !(k->data = malloc(total ? total : 1))) {
+		if (k)
+			free(k->key);
+		free(k);
+		return MQTTCLIENT_PERSISTENCE_ERROR;
+	}
+	for (int i = 0; i < count; i++)
+		if (lens[i] > 0) {
+			memcpy(k->data + at, bufs[i], (size_t)lens[i]);
+			at += (size_t)lens[i];
+		}
+	k->len = (int)total;
+	pthread_mutex_lock(&in->lock);
+	slot = kept_slot(in, key);
+	if (*slot)
+		kept_remove(slot);
+	k->next = in->kept[fnv1a(key, strlen(key), FNV_OFFSET) % 256];
+	in->kept[fnv1a(key, strlen(key), FNV_OFFSET) % 256] = k;
+	pthread_mutex_unlock(&in->lock);
+	return 0;
+}
+
+static void kept_clear(struct node_inbox *in)
+{
+	for (size_t i = 0; i < 256; i++)
+		while (in->kept[i])
+			kept_remove(&in->kept[i]);
+}
+
+static int persist_open(void **handle, const char *client_id, const char *uri, void *context)
+{
+	(void)client_id;
+	(void)uri;
+	*handle = context;
+	return 0;
+}
+
+static int persist_close(void *handle)
+{
+	(void)handle;
+	return 0;
+}
+
+static int persist_put(void *handle, char *key, int count, char *bufs[], int lens[])
+{
+	/* "q-": the received-message queue of an MQTT 3.1.1 client. */
+	if (strncmp(key, "q-", 2) == 0)
+		return inbound_put(handle, count, bufs, lens);
+	return kept_put(handle, key, count, bufs, lens);
+}
+
+/* Paho up to 1.3.12 reads a buffered command back (pget) just before it
+ * sends it and never frees the buffer (later versions do); it removes the
+ * record right after. So those versions get our own copy, freed on remove,
+ * and later ones a copy of it to free. (Debian 12's 1.3.12 reports itself
+ * as 1.3.11.) */
+static bool paho_frees_what_it_reads(void)
+{
+	static int cached = -1;
+	MQTTAsync_nameValue *info;
+	unsigned a = 0, b = 0, c = 0;
+
+	if (cached >= 0)
+		return cached;
+	cached = 1;
+	for (info = MQTTAsync_getVersionInfo(); info && info->name; info++)
+		if (strcmp(info->name, "Version") == 0 && info->value &&
+		    sscanf(info->value, "%u.%u.%u", &a, &b, &c) == 3)
+			cached = a > 1 || (a == 1 && (b > 3 || (b == 3 && c > 12)));
+	return cached;
+}
+
+static int persist_get(void *handle, char *key, char **buf, int *len)
+{
+	struct node_inbox *in = handle;
+	struct node_kept **slot;
+	bool copy = paho_frees_what_it_reads();
+	int rc = MQTTCLIENT_PERSISTENCE_ERROR;
+
+	pthread_mutex_lock(&in->lock);
+	slot = kept_slot(in, key);
+	if (*slot && !copy) {
+		*buf = (*slot)->data;
+		*len = (*slot)->len;
+		rc = 0;
+	} else if (*slot && (*buf = malloc((*slot)->len ? (size_t)(*slot)->len : 1))) {
+		memcpy(*buf, (*slot)->data, (size_t)(*slot)->len);
+		*len = (*slot)->len;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&in->lock);
+	return rc;
+}
+
+static int persist_remove(void *handle, char *key)
+{
+	struct node_inbox *in = handle;
+	struct node_kept **slot;
+
+	/* Inbound records ("q-") are removed by the loop, once handled. */
+	pthread_mutex_lock(&in->lock);
+	slot = kept_slot(in, key);
+	if (*slot)
+		kept_remove(slot);
+	pthread_mutex_unlock(&in->lock);
+	return 0;
+}
+
+static int persist_keys(void *handle, char ***keys, int *nkeys)
+{
+	(void)handle;
+	*keys = NULL;
+	*nkeys = 0; /* the node reads its records back itself */
+	return 0;
+}
+
+/* Paho cleans a session the broker did not keep: its queue is emptied
+ * without the messages being offered again. */
+static int persist_clear(void *handle)
+{
+	struct node_inbox *in = handle;
+
+	pthread_mutex_lock(&in->lock);
+	in->recorded_count = 0;
+	in->recorded_head = 0;
+	kept_clear(in);
+	pthread_mutex_unlock(&in->lock);
+	return 0;
+}
+
+static int persist_containskey(void *handle, char *key)
+{
+	struct node_inbox *in = handle;
+	bool found;
+
+	pthread_mutex_lock(&in->lock);
+	found = *kept_slot(in, key) != NULL;
+	pthread_mutex_unlock(&in->lock);
+	return found ? 0 : MQTTCLIENT_PERSISTENCE_ERROR;
+}
+
+static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
+		       size_t tlen, const void *payload, size_t plen, uint64_t record,
+		       bool recovered_accepted)
+{
 	struct node_event *ev = NULL;
-	size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic_name);
-	size_t plen = message->payloadlen > 0 ? (size_t)message->payloadlen : 0;
 	/* Oversized payloads are not copied, so they cost only their event. */
 	size_t cost = sizeof(*ev) + tlen + 1 + (plen <= NODE_PAYLOAD_MAX ? plen : 0);
 	bool full, full_bytes;
@@ -281,7 +679,7 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 		if (in->queue_full == in->queue_full_reported + 1)
 			srup_log(LOG_WARNING,
 				 "dropped message on %.*s: receive queue full (%u %s)",
-				 (int)(tlen > 200 ? 200 : tlen), topic_name,
+				 (int)(copy_len > 200 ? 200 : copy_len), topic,
 				 full_bytes ? NODE_QUEUE_MAX_BYTES : NODE_QUEUE_MAX_MESSAGES,
 				 full_bytes ? "bytes" : "messages");
 	} else {
@@ -298,19 +696,19 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 			ev->len = plen;
 			ev->cost = cost;
 			ev->topic_len = tlen;
+			ev->record = record;
+			ev->recovered_accepted = recovered_accepted;
 			/* Copied whole: strndup would stop at an embedded NUL
 			 * and pass off the part before it as the topic. */
-			ev->topic = malloc(tlen + 1);
-			if (ev->topic) {
-				memcpy(ev->topic, topic_name, tlen);
-				ev->topic[tlen] = '\0';
-			}
+			ev->topic = calloc(1, tlen + 1);
+			if (ev->topic)
+				memcpy(ev->topic, topic, copy_len < tlen ? copy_len : tlen);
 			/* Oversized payloads are not copied: the loop logs and
 			 * counts them from the length alone. */
 			if (plen <= NODE_PAYLOAD_MAX) {
 				ev->payload = malloc(plen ? plen : 1);
 				if (ev->payload)
-					memcpy(ev->payload, message->payload, plen);
+					memcpy(ev->payload, payload, plen);
 			}
 			if (!ev->topic || (plen <= NODE_PAYLOAD_MAX && !ev->payload)) {
 				free(ev->topic);
@@ -320,6 +718,8 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 			}
 		}
 	}
+	if (!ev && record)
+		record_remove(in, record); /* dropped, and said so */
 	if (!full) {
 		pthread_mutex_lock(&in->lock);
 		if (ev) {
@@ -336,9 +736,32 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 		pthread_mutex_unlock(&in->lock);
 		inbox_wake(in);
 	}
+}
+
+static int paho_message_arrived(void *context, char *topic_name, int topic_len,
+				MQTTAsync_message *message)
+{
+	struct node_inbox *in = context;
+	size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic_name);
+	size_t plen = message->payloadlen > 0 ? (size_t)message->payloadlen : 0;
+	bool direct, recorded = false;
+
+	pthread_mutex_lock(&in->lock);
+	direct = message->qos == 0 || in->records_unusable;
+	if (message->qos > 0 && in->recorded_count > 0 &&
+	    in->recorded_ids[in->recorded_head] == message->msgid) {
+		in->recorded_head = (in->recorded_head + 1) % in->recorded_cap;
+		in->recorded_count--;
+		recorded = true;
+	}
+	pthread_mutex_unlock(&in->lock);
+	if (!direct && !recorded)
+		return 0; /* Paho queues it, we record it (inbound_put), then the PUBACK */
+	if (!recorded)
+		inbox_take(in, topic_name, tlen, tlen, message->payload, plen, 0, false);
 	MQTTAsync_freeMessage(&message);
 	MQTTAsync_free(topic_name);
-	return 1; /* taken: never redelivered by Paho */
+	return 1; /* taken: Paho drops its copy */
 }
 
 static void paho_connected(void *context, char *cause)
@@ -401,6 +824,41 @@ static void paho_publish_failed(void *context, MQTTAsync_failureData *data)
 {
 	publish_settled(context);
 	post_control(context, NODE_EV_PUBLISH_FAILED, data ? data->token : 0,
+		     data ? data->code : 0,
+		     data && data->message ? data->message
+					   : MQTTAsync_strerror(data ? data->code : -1));
+}
+
+/* Tracked sends: the outcome goes to the loop with the caller's callback.
+ * If the control queue is full the callback never runs (counted there). */
+static void post_publish(struct node_publish *p, enum node_event_kind kind, int token, int code,
+			 const char *text)
+{
+	struct node_inbox *in = p->inbox;
+	struct node_event *ev = calloc(1, sizeof(*ev));
+
+	if (ev) {
+		ev->kind = kind;
+		ev->token = token;
+		ev->code = code;
+		ev->publish = p;
+		if (text)
+			snprintf(ev->text, sizeof(ev->text), "%s", text);
+		inbox_post(in, ev); /* before a flush can see the publish settled */
+	} else {
+		free(p);
+	}
+	publish_settled(in);
+}
+
+static void paho_published_tracked(void *context, MQTTAsync_successData *data)
+{
+	post_publish(context, NODE_EV_PUBLISHED, data ? data->token : 0, 0, NULL);
+}
+
+static void paho_publish_failed_tracked(void *context, MQTTAsync_failureData *data)
+{
+	post_publish(context, NODE_EV_PUBLISH_FAILED, data ? data->token : 0,
 		     data ? data->code : 0,
 		     data && data->message ? data->message
 					   : MQTTAsync_strerror(data ? data->code : -1));
@@ -586,6 +1044,20 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 		     allowed);
 		goto out;
 	}
+	if (ev->recovered_accepted) {
+		/* Accepted and committed before a restart; its handler may not
+		 * have finished: it runs again (handlers are idempotent). */
+		srup_log(LOG_INFO, "%s seq %" PRIu64 " from %s on %s: accepted before a restart, "
+			 "handled again", desc->name, msg->sequence_id, sender, topic);
+		/* Marked, but the crash may have come before the commit. */
+		if (srup_seqstore_is_fresh(n->seq, msg->sender_id, msg->sequence_id) &&
+		    srup_seqstore_stage_accept(n->seq, msg->sender_id, msg->sequence_id, detail,
+					       sizeof(detail)) != SRUP_SEQ_OK)
+			srup_log(LOG_ERR, "cannot record sequence id from %s: %s", sender, detail);
+		batch->items[batch->count++] =
+			(struct node_batch_item){.ev = ev, .msg = msg, .handler = *h};
+		return true;
+	}
 	if (!srup_seqstore_is_fresh(n->seq, msg->sender_id, msg->sequence_id)) {
 		DROP(n, REPLAY, topic, "replayed sequence id %" PRIu64 " <= last accepted %" PRIu64
 			       " from %s (%s)",
@@ -612,8 +1084,13 @@ out:
 	return false;
 }
 
-static void event_free(struct node_event *ev)
+/* The end of an event: a message's inbound record goes with it, unless
+ * its handler holds it or it must be tried again after a restart. */
+static void event_free(struct node_inbox *in, struct node_event *ev)
 {
+	if (ev->record && !ev->held && !ev->keep_record)
+		record_remove(in, ev->record);
+	free(ev->publish);
 	free(ev->topic);
 	free(ev->payload);
 	free(ev);
@@ -631,6 +1108,13 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 
 	if (batch->count == 0)
 		return;
+	/* Their records say "accepted" before the IDs are committed: once
+	 * committed, the replay rule would drop them at the next start, so a
+	 * crash before a handler is done must find them marked, and their
+	 * handlers run again. */
+	for (size_t i = 0; i < batch->count; i++)
+		if (batch->items[i].ev->record && !batch->items[i].ev->recovered_accepted)
+			record_mark_accepted(&n->inbox, batch->items[i].ev->record);
 	serr = srup_seqstore_commit(n->seq, detail, sizeof(detail));
 	if (serr != SRUP_SEQ_OK)
 		srup_log(LOG_ERR, "cannot persist %zu accepted sequence id(s): %s: %s",
@@ -640,8 +1124,11 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 
 		if (serr == SRUP_SEQ_OK) {
 			n->stats.accepted++;
+			n->handling = it->ev;
 			it->handler.fn(n, it->msg, it->ev->topic, it->handler.user);
+			n->handling = NULL;
 		} else {
+			it->ev->keep_record = true; /* tried again at the next start */
 			char sender[17];
 
 			srup_id_format16(it->msg->sender_id, sender);
@@ -649,7 +1136,7 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 			     it->msg->sequence_id, sender);
 		}
 		srup_msg_free(it->msg);
-		event_free(it->ev);
+		event_free(&n->inbox, it->ev);
 	}
 	batch->count = 0;
 }
@@ -981,26 +1468,29 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 	case NODE_EV_PUBLISH_FAILED:
 		srup_log(LOG_ERR, "publish (token %d) to %s failed: %s (code %d)", ev->token,
 			 n->cfg.broker, ev->text, ev->code);
+		if (ev->publish && ev->publish->done)
+			ev->publish->done(n, false, ev->publish->user);
+		break;
+	case NODE_EV_PUBLISHED:
+		if (ev->publish && ev->publish->done)
+			ev->publish->done(n, true, ev->publish->user);
 		break;
 	case NODE_EV_MESSAGE:
 		break;
 	}
 }
 
-static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *user)
+/* Everything queued so far: messages through the pipeline, connection
+ * and publish events in order. */
+static void inbox_drain(struct srup_node *n)
 {
-	struct srup_node *n = user;
 	struct node_inbox *in = &n->inbox;
 	struct node_event *ev, *next;
 	struct node_batch batch;
-	uint64_t counter, newly_full = 0, lost_control;
+	uint64_t newly_full = 0, lost_control;
 
-	(void)s;
-	(void)revents;
 	batch.count = 0;
-	if (read(fd, &counter, sizeof(counter)) < 0 && errno != EAGAIN)
-		srup_log(LOG_ERR, "reading the node's eventfd: %s", strerror(errno));
-
+	n->dispatching = true;
 	pthread_mutex_lock(&in->lock);
 	ev = in->head;
 	in->head = in->tail = NULL;
@@ -1043,9 +1533,22 @@ static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *us
 			batch_run(n, &batch);
 			handle_control(n, ev);
 		}
-		event_free(ev);
+		event_free(in, ev);
 	}
 	batch_run(n, &batch);
+	n->dispatching = false;
+}
+
+static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *user)
+{
+	struct srup_node *n = user;
+	uint64_t counter;
+
+	(void)s;
+	(void)revents;
+	if (read(fd, &counter, sizeof(counter)) < 0 && errno != EAGAIN)
+		srup_log(LOG_ERR, "reading the node's eventfd: %s", strerror(errno));
+	inbox_drain(n);
 	return 0;
 }
 
@@ -1174,8 +1677,19 @@ static enum srup_node_err create_client(struct srup_node *n, char *detail, size_
 	co.maxBufferedMessages = NODE_BUFFERED_MAX;
 	co.MQTTVersion = MQTTVERSION_3_1_1;
 	snprintf(client_id, sizeof(client_id), "SRUP Client: %s", n->id_text);
+	n->persistence = (MQTTClient_persistence){
+		.context = &n->inbox,
+		.popen = persist_open,
+		.pclose = persist_close,
+		.pput = persist_put,
+		.pget = persist_get,
+		.premove = persist_remove,
+		.pkeys = persist_keys,
+		.pclear = persist_clear,
+		.pcontainskey = persist_containskey,
+	};
 	rc = MQTTAsync_createWithOptions(&n->client, n->paho_uri, client_id,
-					 MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+					 MQTTCLIENT_PERSISTENCE_USER, &n->persistence, &co);
 	if (rc != MQTTASYNC_SUCCESS) {
 		set_detail(detail, detail_len, "MQTT client for %s: %s", n->cfg.broker,
 			   MQTTAsync_strerror(rc));
@@ -1190,6 +1704,126 @@ static enum srup_node_err create_client(struct srup_node *n, char *detail, size_
 		set_detail(detail, detail_len, "MQTT callbacks: %s", MQTTAsync_strerror(rc));
 		return SRUP_NODE_E_MQTT;
 	}
+	return SRUP_NODE_OK;
+}
+
+static int record_id_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* One record back into the inbox; false if it is unreadable (removed). */
+static bool record_recover(struct srup_node *n, uint64_t id, bool accepted)
+{
+	struct node_inbox *in = &n->inbox;
+	uint8_t *buf = NULL;
+	char name[32];
+	struct stat st;
+	size_t len;
+	uint32_t tlen, plen;
+	uint64_t sum = 0;
+	bool ok = false;
+	int fd;
+
+	record_name(id, accepted, name);
+	fd = openat(in->records_dir, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size < (off_t)(RECORD_HEADER + RECORD_TRAILER) ||
+	    st.st_size > (off_t)(RECORD_HEADER + NODE_TOPIC_LEN_MAX + NODE_PAYLOAD_MAX +
+				 RECORD_TRAILER))
+		goto out;
+	len = (size_t)st.st_size;
+	buf = malloc(len);
+	if (!buf || read(fd, buf, len) != (ssize_t)len || memcmp(buf, RECORD_MAGIC, 8) != 0)
+		goto out;
+	tlen = get_u32(buf + 8);
+	plen = get_u32(buf + 12);
+	if ((uint64_t)RECORD_HEADER + tlen + plen + RECORD_TRAILER != len)
+		goto out;
+	for (int i = 0; i < 8; i++)
+		sum = sum << 8 | buf[len - RECORD_TRAILER + (size_t)i];
+	if (sum != fnv1a(buf, len - RECORD_TRAILER, FNV_OFFSET))
+		goto out;
+	inbox_take(in, (const char *)buf + RECORD_HEADER, tlen, tlen,
+		   buf + RECORD_HEADER + tlen, plen, id, accepted);
+	ok = true;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	if (!ok) {
+		/* Torn or damaged: written by a process that died before the
+		 * PUBACK, so the broker still has the message. */
+		srup_log(LOG_WARNING, "inbound record %s is damaged; removed", name);
+		unlinkat(in->records_dir, name, 0);
+	}
+	return ok;
+}
+
+/* Open <state_dir>/inbound and queue what a previous run left there, in
+ * arrival order. */
+static enum srup_node_err records_recover(struct srup_node *n, char *detail, size_t detail_len)
+{
+	struct node_inbox *in = &n->inbox;
+	char path[sizeof(n->cfg.state_dir) + 16];
+	struct {
+		uint64_t id;
+		bool accepted;
+	} *found = NULL;
+	size_t count = 0, cap = 0;
+	uint64_t max = 0;
+	size_t recovered = 0;
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/inbound", n->cfg.state_dir);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+		set_detail(detail, detail_len, "cannot create %s: %s", path, strerror(errno));
+		return SRUP_NODE_E_STATE;
+	}
+	in->records_dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = in->records_dir >= 0 ? fdopendir(dup(in->records_dir)) : NULL;
+	if (!d) {
+		set_detail(detail, detail_len, "cannot open %s: %s", path, strerror(errno));
+		return SRUP_NODE_E_STATE;
+	}
+	while ((de = readdir(d))) {
+		char *end;
+		uint64_t id;
+
+		if (strlen(de->d_name) != 20 || de->d_name[16] != '.')
+			continue;
+		id = strtoull(de->d_name, &end, 16);
+		if (end != de->d_name + 16 ||
+		    (strcmp(end, ".msg") != 0 && strcmp(end, ".acc") != 0))
+			continue;
+		if (count == cap) {
+			void *grown = realloc(found, (cap ? cap * 2 : 64) * sizeof(*found));
+			if (!grown) {
+				closedir(d);
+				free(found);
+				return SRUP_NODE_E_NOMEM;
+			}
+			found = grown;
+			cap = cap ? cap * 2 : 64;
+		}
+		found[count].id = id;
+		found[count].accepted = strcmp(end, ".acc") == 0;
+		count++;
+		if (id > max)
+			max = id;
+	}
+	closedir(d);
+	if (count > 1)
+		qsort(found, count, sizeof(*found), record_id_cmp); /* id first in each entry */
+	for (size_t i = 0; i < count; i++)
+		recovered += record_recover(n, found[i].id, found[i].accepted);
+	free(found);
+	in->next_record = max + 1;
+	if (recovered)
+		srup_log(LOG_NOTICE, "%zu received message(s) from before a restart to handle", recovered);
 	return SRUP_NODE_OK;
 }
 
@@ -1218,6 +1852,7 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 	if (!n)
 		return SRUP_NODE_E_NOMEM;
 	n->inbox.efd = -1;
+	n->inbox.records_dir = -1;
 	if (pthread_mutex_init(&n->inbox.lock, NULL) != 0) {
 		free(n);
 		return SRUP_NODE_E_NOMEM;
@@ -1261,6 +1896,9 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 		e = SRUP_NODE_E_NOMEM;
 		goto fail;
 	}
+	e = records_recover(n, detail, detail_len);
+	if (e != SRUP_NODE_OK)
+		goto fail;
 	e = create_client(n, detail, detail_len);
 	if (e != SRUP_NODE_OK)
 		goto fail;
@@ -1301,20 +1939,31 @@ void srup_node_free(struct srup_node *n)
 
 	if (!n)
 		return;
+	paho_waker_free(n->waker);
 	if (n->client_created) {
 		disconnect_client(n);
 		MQTTAsync_destroy(&n->client);
 	}
 	sd_event_source_disable_unref(n->inbox_source);
 	sd_event_source_disable_unref(n->resubscribe_timer);
+	/* Messages not handled keep their records for the next start;
+	 * tracked sends not yet settled are, as far as the caller knows, not
+	 * acknowledged. */
 	for (ev = n->inbox.head; ev; ev = next) {
 		next = ev->next;
+		if (ev->publish && ev->publish->done)
+			ev->publish->done(n, ev->kind == NODE_EV_PUBLISHED, ev->publish->user);
+		free(ev->publish);
 		free(ev->topic);
 		free(ev->payload);
 		free(ev);
 	}
 	if (n->inbox.efd >= 0)
 		close(n->inbox.efd);
+	if (n->inbox.records_dir >= 0)
+		close(n->inbox.records_dir);
+	free(n->inbox.recorded_ids);
+	kept_clear(&n->inbox);
 	pthread_cond_destroy(&n->inbox.changed);
 	pthread_mutex_destroy(&n->inbox.lock);
 	srup_seqstore_free(n->seq);
@@ -1423,6 +2072,13 @@ enum srup_node_err srup_node_connect(struct srup_node *n,
 		return SRUP_NODE_E_MQTT;
 	}
 	n->connect_requested = true;
+	if (!n->waker) {
+		char detail[256] = "";
+
+		/* Without it messages still arrive, some up to 100 ms late. */
+		if (paho_waker_new(n->loop, &n->waker, detail, sizeof(detail)) != 0)
+			srup_log(LOG_WARNING, "MQTT receive waker not started: %s", detail);
+	}
 	return SRUP_NODE_OK;
 }
 
@@ -1434,6 +2090,14 @@ bool srup_node_is_connected(const struct srup_node *n)
 enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uint64_t peer,
 				  const char *topic)
 {
+	return srup_node_send_tracked(n, msg, peer, topic, NULL, NULL);
+}
+
+enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *msg,
+					  uint64_t peer, const char *topic, srup_node_sent_fn done,
+					  void *user)
+{
+	struct node_publish *tracked = NULL;
 	MQTTAsync_message pub = MQTTAsync_message_initializer;
 	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 	const struct srup_type_desc *desc;
@@ -1481,6 +2145,17 @@ enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uin
 	opts.onSuccess = paho_published;
 	opts.onFailure = paho_publish_failed;
 	opts.context = &n->inbox;
+	if (done) {
+		tracked = malloc(sizeof(*tracked));
+		if (!tracked) {
+			free(wire);
+			return SRUP_NODE_E_NOMEM;
+		}
+		*tracked = (struct node_publish){.inbox = &n->inbox, .done = done, .user = user};
+		opts.onSuccess = paho_published_tracked;
+		opts.onFailure = paho_publish_failed_tracked;
+		opts.context = tracked;
+	}
 
 	/* Counted before Paho can call back. */
 	pthread_mutex_lock(&n->inbox.lock);
@@ -1489,6 +2164,7 @@ enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uin
 	rc = MQTTAsync_sendMessage(n->client, topic, &pub, &opts);
 	free(wire);
 	if (rc != MQTTASYNC_SUCCESS) {
+		free(tracked);
 		publish_settled(&n->inbox);
 		srup_log(LOG_ERR, "cannot publish %s on %s: %s", desc->name, topic,
 			 MQTTAsync_strerror(rc));
@@ -1520,12 +2196,30 @@ enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
 			break;
 	left = n->inbox.publishes_pending;
 	pthread_mutex_unlock(&n->inbox.lock);
+	/* The outcomes of tracked sends reach their callers (and what
+	 * arrived meanwhile is handled) before the caller stops the loop. */
+	if (!n->dispatching)
+		inbox_drain(n);
 	if (left > 0) {
 		srup_log(LOG_WARNING, "%" PRIu64 " message(s) not acknowledged by %s after %u ms",
 			 left, n->cfg.broker, timeout_ms);
 		return SRUP_NODE_E_TIMEOUT;
 	}
 	return SRUP_NODE_OK;
+}
+
+uint64_t srup_node_hold(struct srup_node *n)
+{
+	if (!n || !n->handling || !n->handling->record)
+		return 0;
+	n->handling->held = true;
+	return n->handling->record;
+}
+
+void srup_node_release(struct srup_node *n, uint64_t hold)
+{
+	if (n && hold)
+		record_remove(&n->inbox, hold);
 }
 
 uint64_t srup_node_id(const struct srup_node *n)

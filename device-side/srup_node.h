@@ -3,9 +3,11 @@
  * The observer daemon, the device agent and the test server peer are the
  * same node with different roles, handlers and topic rules (JOIN-FLOW.md).
  *
- * Threads: Paho's callbacks only queue incoming payloads and wake the
- * sd-event loop through an eventfd; the receive pipeline and every handler
- * run on the loop's thread.
+ * Threads: Paho's callbacks only queue incoming payloads (and record them,
+ * see below) and wake the sd-event loop through an eventfd; the receive
+ * pipeline and every handler run on the loop's thread. Once connected, a
+ * node also keeps Paho's receive thread from its idle sleep (paho_waker.h),
+ * so that no message waits for the library.
  *
  * Receive pipeline (JOIN-FLOW.md section 4), in this order, each failure
  * logged with what was wrong and the message dropped:
@@ -16,7 +18,16 @@
  *   sender -> last accepted updated and persisted -> handler runs.
  * Messages drained together (up to a batch) are checked one by one, their
  * accepted IDs persisted by one write, then handled in arrival order; a
- * handler never runs before its message's ID is on disk. */
+ * handler never runs before its message's ID is on disk.
+ *
+ * At-least-once: a QoS 1 message is written to <state_dir>/inbound before
+ * the broker gets its PUBACK, and that record stays until the message was
+ * dropped for a stated reason, or accepted and its handler returned (or
+ * the handler released what it held). Records a crash left behind go
+ * through the pipeline again at the next srup_node_new; one accepted
+ * before the crash is handed to its handler again without the replay
+ * rule. So a handler may see the same message twice across a crash: it
+ * must be idempotent, or make what it did durable and recognise it. */
 #ifndef SRUP_NODE_H
 #define SRUP_NODE_H
 
@@ -127,8 +138,30 @@ bool srup_node_is_connected(const struct srup_node *node);
 enum srup_node_err srup_node_send(struct srup_node *node, struct srup_msg *msg, uint64_t peer,
 				  const char *topic);
 
+typedef void (*srup_node_sent_fn)(struct srup_node *node, bool acknowledged, void *user);
+
+/* As srup_node_send; done then runs on the loop once the broker
+ * acknowledged the publish (true) or the MQTT client gave it up (false),
+ * or at the latest from srup_node_free (which tells what it knows): it runs
+ * once per send that returned SRUP_NODE_OK (unless over 1024 connection
+ * and publish events piled up unread, which is logged). */
+enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_msg *msg,
+					  uint64_t peer, const char *topic, srup_node_sent_fn done,
+					  void *user);
+
+/* From a handler: keep the message being handled past the handler's
+ * return, until srup_node_release(hold). Until then every start of a node
+ * on the same state directory hands it to its handler again (as accepted,
+ * without the replay rule), and that handler's srup_node_hold returns the
+ * same hold. Returns 0 (nothing held) for a message that has no record
+ * (QoS 0, or the record could not be written). */
+uint64_t srup_node_hold(struct srup_node *node);
+void srup_node_release(struct srup_node *node, uint64_t hold);
+
 /* Wait (running nothing else) until every published message was
- * acknowledged by the broker, or timeout_ms. For clean shutdown. */
+ * acknowledged by the broker, or timeout_ms, then handle what the loop has
+ * queued (publish outcomes for srup_node_send_tracked, messages that
+ * arrived meanwhile). For clean shutdown. */
 enum srup_node_err srup_node_flush(struct srup_node *node, unsigned timeout_ms);
 
 uint64_t srup_node_id(const struct srup_node *node);

@@ -33,6 +33,71 @@
 /* The node reports connections but not losses: STATUS= polls for those. */
 #define STATUS_POLL_USEC (2u * 1000000u)
 
+/* Every OBSERVE_REQ taken is held by the node (its record kept on disk)
+ * until the broker acknowledged its RESPONSE: if the daemon dies before,
+ * the next start hands the request to on_observe_request again, which
+ * answers it or resumes the observation (with a new window). */
+struct held_request {
+	uint64_t device_id;
+	uint64_t hold;
+	size_t token_len;
+	uint8_t token[OBS_TOKEN_MAX];
+};
+
+struct held_requests {
+	struct held_request *v;
+	size_t len, cap;
+};
+
+static void held_add(struct held_requests *h, uint64_t device_id, const uint8_t *token,
+		     size_t token_len, uint64_t hold)
+{
+	if (!hold || token_len > OBS_TOKEN_MAX)
+		return;
+	if (h->len == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 16;
+		struct held_request *grown = realloc(h->v, cap * sizeof(*grown));
+
+		if (!grown)
+			return; /* kept on disk until a restart answers it again */
+		h->v = grown;
+		h->cap = cap;
+	}
+	h->v[h->len] = (struct held_request){.device_id = device_id, .hold = hold,
+					     .token_len = token_len};
+	memcpy(h->v[h->len].token, token, token_len);
+	h->len++;
+}
+
+/* The hold of the request that this RESPONSE answers (0 if none). */
+static uint64_t held_take(struct held_requests *h, uint64_t device_id, const uint8_t *token,
+			  size_t token_len)
+{
+	for (size_t i = 0; i < h->len; i++) {
+		struct held_request *r = &h->v[i];
+		uint64_t hold = r->hold;
+
+		if (r->device_id != device_id || r->token_len != token_len ||
+		    memcmp(r->token, token, token_len) != 0)
+			continue;
+		*r = h->v[--h->len];
+		return hold;
+	}
+	return 0;
+}
+
+static void response_settled(struct srup_node *node, bool acknowledged, void *user)
+{
+	uint64_t *hold = user;
+
+	if (acknowledged)
+		srup_node_release(node, *hold);
+	else
+		srup_log(LOG_WARNING, "a RESPONSE was not acknowledged by the broker; its request "
+			 "is answered again at the next start");
+	free(hold);
+}
+
 struct observerd {
 	sd_event *loop;
 	struct srup_config cfg;
@@ -58,6 +123,8 @@ struct observerd {
 	sd_event_source *status_timer;
 	bool ready;
 	char status[160];
+	/* OBSERVE_REQs held until their RESPONSE was acknowledged. */
+	struct held_requests held;
 };
 
 static void operator_outcome(struct observerd *d, const struct obs_event *ev);
@@ -101,27 +168,36 @@ static uint64_t now_ms(struct observerd *d)
 	return usec / 1000;
 }
 
+/* hold: the request answered (released once the broker has the RESPONSE). */
 static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
-			  size_t token_len)
+			  size_t token_len, uint64_t hold)
 {
 	struct srup_msg *msg = srup_msg_new(SRUP_TYPE_RESPONSE);
+	uint64_t *settle = hold ? malloc(sizeof(*settle)) : NULL;
 	enum srup_node_err err;
 
 	if (!msg) {
 		srup_log(LOG_ERR, "cannot build RESPONSE 0x%02x: out of memory", status);
+		free(settle);
 		return;
 	}
 	msg->status = status;
 	if (srup_bytes_set(&msg->token, token, token_len) != SRUP_OK) {
 		srup_log(LOG_ERR, "cannot build RESPONSE 0x%02x: out of memory", status);
 		srup_msg_free(msg);
+		free(settle);
 		return;
 	}
 	/* The observer is a device of its server: it answers on its own topic. */
-	err = srup_node_send(d->node, msg, d->cfg.server_id, d->own_topic);
-	if (err != SRUP_NODE_OK)
+	if (settle)
+		*settle = hold;
+	err = srup_node_send_tracked(d->node, msg, d->cfg.server_id, d->own_topic,
+				     settle ? response_settled : NULL, settle);
+	if (err != SRUP_NODE_OK) {
 		srup_log(LOG_ERR, "cannot send RESPONSE 0x%02x: %s", status,
 			 srup_node_strerror(err));
+		free(settle);
+	}
 	srup_msg_free(msg);
 }
 
@@ -154,7 +230,8 @@ static void apply_events(struct observerd *d)
 				 "duration_ms=%" PRIu64,
 				 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
 				 ev->duration_ms);
-			send_response(d, ev->status, ev->token, ev->token_len);
+			send_response(d, ev->status, ev->token, ev->token_len,
+				      held_take(&d->held, ev->device_id, ev->token, ev->token_len));
 			operator_outcome(d, ev);
 			break;
 		case OBS_EVENT_LISTEN_START:
@@ -195,20 +272,23 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 {
 	struct observerd *d = user;
 	struct srup_bytes value = {0};
+	uint64_t hold;
 	enum srup_err err;
 	char id[17];
 
-	(void)node;
 	srup_id_format16(msg->joining_device_id, id);
 	if (!srup_role_obeys(d->role, msg)) {
 		srup_log(LOG_WARNING, "dropped OBSERVE_REQ on %s for device %s: the server "
 			 "terminated this observer; only a JOIN_COMMAND is obeyed", topic, id);
 		return;
 	}
+	/* From here every path answers the request, so it is held until then. */
+	hold = srup_node_hold(node);
 	if (msg->token.len > OBS_TOKEN_MAX) {
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: token of %zu bytes is over %u; "
 			 "answered 0x6F", id, msg->token.len, OBS_TOKEN_MAX);
-		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len,
+			      hold);
 		operator_refused(d, msg->joining_device_id, &msg->token);
 		return;
 	}
@@ -218,7 +298,8 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 		 * hear at once rather than wait for the deadline. */
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: blob does not open (%s); "
 			 "answered 0x6F", id, srup_strerror(err));
-		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len,
+			      hold);
 		operator_refused(d, msg->joining_device_id, &msg->token);
 		return;
 	}
@@ -227,14 +308,19 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 			 "bytes cannot be presented (1..%u); answered 0x6F", id, value.len,
 			 OBS_VALUE_MAX);
 		srup_bytes_clear(&value);
-		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len,
+			      hold);
 		operator_refused(d, msg->joining_device_id, &msg->token);
 		return;
 	}
+	/* Before the engine's events: an overflow answers this one at once. */
+	held_add(&d->held, msg->joining_device_id, msg->token.data, msg->token.len, hold);
 	if (obs_engine_request(d->engine, msg->joining_device_id, value.data, value.len,
 			       msg->token.data, msg->token.len, now_ms(d), &d->events) != 0) {
+		held_take(&d->held, msg->joining_device_id, msg->token.data, msg->token.len);
 		srup_log(LOG_ERR, "OBSERVE_REQ for device %s: out of memory; answered 0x6F", id);
-		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len);
+		send_response(d, SRUP_STATUS_OBSERVED_JOIN_FAIL, msg->token.data, msg->token.len,
+			      hold);
 		operator_refused(d, msg->joining_device_id, &msg->token);
 	} else {
 		srup_log(LOG_INFO, "OBSERVE_REQ for device %s accepted (pending: %zu)", id,
@@ -667,6 +753,7 @@ static void observerd_free(struct observerd *d)
 	srup_identity_free(&d->id);
 	obs_engine_free(d->engine);
 	obs_events_free(&d->events);
+	free(d->held.v);
 	sd_event_source_unref(d->deadline_timer);
 	sd_event_source_unref(d->status_timer);
 	sd_event_unref(d->loop);

@@ -531,6 +531,141 @@ static void test_exchange_both_ways(void **state)
 	assert_int_equal(srup_node_flush(w->device, WAIT_MS), SRUP_NODE_OK);
 }
 
+/* A RESPONSE with token and status from one node to peer on topic. */
+static void send_response(struct srup_node *from, uint64_t peer, const char *topic,
+			  const char *token, uint8_t status)
+{
+	struct srup_msg *m = srup_msg_new(SRUP_TYPE_RESPONSE);
+
+	assert_non_null(m);
+	assert_int_equal(srup_bytes_set(&m->token, token, strlen(token)), SRUP_OK);
+	m->status = status;
+	assert_int_equal(srup_node_send(from, m, peer, topic), SRUP_NODE_OK);
+	srup_msg_free(m);
+}
+
+/* A handler that holds what it handles (as srup-observerd does). */
+struct holder {
+	unsigned count;
+	uint64_t hold;
+	uint64_t sequence_id;
+};
+
+static void hold_it(struct srup_node *node, const struct srup_msg *msg, const char *topic,
+		    void *user)
+{
+	struct holder *h = user;
+
+	(void)topic;
+	h->count++;
+	h->hold = srup_node_hold(node);
+	h->sequence_id = msg->sequence_id;
+}
+
+static struct holder *g_holder;
+
+static bool held_once(struct world *w)
+{
+	(void)w;
+	return g_holder->count >= 1;
+}
+
+static unsigned inbound_files(struct world *w)
+{
+	char path[4200];
+	struct dirent *de;
+	unsigned n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/device/inbound", w->dir);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void make_holding_device(struct world *w, struct holder *h)
+{
+	char detail[512] = "";
+
+	if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers, "device",
+		      &w->device, detail, sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("device node: %s", detail);
+	assert_int_equal(srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, hold_it, h),
+			 SRUP_NODE_OK);
+}
+
+static void sent_done(struct srup_node *node, bool acknowledged, void *user)
+{
+	(void)node;
+	*(int *)user = acknowledged ? 1 : -1;
+}
+
+static int g_sent_outcome;
+
+static bool sent_settled(struct world *w)
+{
+	(void)w;
+	return g_sent_outcome != 0;
+}
+
+/* A message its handler held is on disk until released, and every new
+ * node on the same state hands it to the handler again (as accepted: the
+ * replay rule does not drop it); released, it is gone. */
+static void test_held_message_handled_again_after_restart(void **state)
+{
+	struct world *w = *state;
+	struct holder first = {0}, again = {0}, after = {0};
+	char topic[SRUP_TOPIC_MAX];
+	struct srup_msg *m;
+
+	make_server(w);
+	make_holding_device(w, &first);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	send_response(w->server, DEVICE_ID, topic, "tok-held", SRUP_STATUS_JOIN_SUCCESS);
+	g_holder = &first;
+	assert_true(run_until(w, held_once, WAIT_MS));
+	assert_int_not_equal(first.hold, 0);
+	assert_int_equal(inbound_files(w), 1);
+
+	/* As after a crash: the node goes, the record stays. */
+	srup_node_free(w->device);
+	w->device = NULL;
+	make_holding_device(w, &again);
+	g_holder = &again;
+	assert_true(run_until(w, held_once, WAIT_MS));
+	assert_int_equal(again.hold, first.hold);
+	assert_int_equal(again.sequence_id, first.sequence_id);
+	assert_true(log_contains(w, "accepted before a restart, handled again"));
+
+	/* The device's tracked send hears of the broker's PUBACK. */
+	assert_int_equal(srup_node_connect(w->device, count_connect, &w->device_connects),
+			 SRUP_NODE_OK);
+	assert_true(run_until(w, both_connected, WAIT_MS));
+	m = srup_msg_new(SRUP_TYPE_OBS_JOIN_REQUEST);
+	assert_non_null(m);
+	assert_int_equal(srup_bytes_set(&m->token, "tok-trk", 7), SRUP_OK);
+	srup_topic_server_join(SERVER_ID, DEVICE_ID, topic);
+	g_sent_outcome = 0;
+	assert_int_equal(srup_node_send_tracked(w->device, m, SERVER_ID, topic, sent_done,
+						&g_sent_outcome),
+			 SRUP_NODE_OK);
+	srup_msg_free(m);
+	assert_true(run_until(w, sent_settled, WAIT_MS));
+	assert_int_equal(g_sent_outcome, 1);
+
+	srup_node_release(w->device, again.hold);
+	assert_int_equal(inbound_files(w), 0);
+	srup_node_free(w->device);
+	w->device = NULL;
+	make_holding_device(w, &after);
+	connect_all(w);
+	assert_int_equal(after.count, 0);
+}
+
 static void test_replay_dropped(void **state)
 {
 	struct world *w = *state;
@@ -745,7 +880,6 @@ static void test_broker_restart_while_publishing(void **state)
 {
 	struct world *w = *state;
 	char topic[SRUP_TOPIC_MAX];
-	struct srup_msg *m;
 
 	make_server(w);
 	make_device(w);
@@ -754,13 +888,8 @@ static void test_broker_restart_while_publishing(void **state)
 	assert_true(run_until(w, device_lost_connection, WAIT_MS));
 
 	/* Published while the broker is away: Paho keeps it. */
-	m = srup_msg_new(SRUP_TYPE_RESPONSE);
-	assert_non_null(m);
-	assert_int_equal(srup_bytes_set(&m->token, "tok-outage", 10), SRUP_OK);
-	m->status = SRUP_STATUS_OBSERVED_JOIN_VALID;
 	srup_topic_device(DEVICE_ID, topic);
-	assert_int_equal(srup_node_send(w->device, m, SERVER_ID, topic), SRUP_NODE_OK);
-	srup_msg_free(m);
+	send_response(w->device, SERVER_ID, topic, "tok-outage", SRUP_STATUS_OBSERVED_JOIN_VALID);
 	assert_int_equal(w->at_server.count, 0);
 
 	assert_int_equal(test_broker_restart(w->broker), 0);
@@ -1440,6 +1569,8 @@ int main(void)
 		cmocka_unit_test(test_topics),
 		cmocka_unit_test_setup_teardown(test_exchange_both_ways, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_held_message_handled_again_after_restart,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_dropped_after_node_restart, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_wrong_key_dropped, setup, teardown),

@@ -154,7 +154,8 @@ class Proc:
 class JoinBed:
     def __init__(self, build_dir, channel="sim", window_seconds=120, max_attempts=3,
                  max_pending=1000, peer_timeout=None, observer_sections=None,
-                 device_sections=None, verbose=False, workdir=None, key_bits=2048):
+                 device_sections=None, verbose=False, workdir=None, key_bits=2048,
+                 broker_debug=False):
         self.build = os.path.abspath(build_dir)
         self.channel = channel
         self.window_seconds = window_seconds
@@ -165,6 +166,7 @@ class JoinBed:
         self.device_sections = device_sections or {}
         self.verbose = verbose
         self.key_bits = key_bits
+        self.broker_debug = broker_debug
         self.own_workdir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="srup-joinbed-")
         os.makedirs(self.dir, exist_ok=True)
@@ -220,7 +222,7 @@ class JoinBed:
         for pub, ident in ((self.observer_pub, self.observer_id), (self.device_pub, self.device_id)):
             shutil.copy(pub, self.path("server-peers", id16(ident) + ".pem"))
         self.sim_socket = self.path("sim.sock")
-        self.broker = Broker()
+        self.broker = Broker(debug=self.broker_debug)
         self.broker.start()
         self.broker_url = "tcp://127.0.0.1:%d" % self.broker.port
         self.write_observer_config()

@@ -72,7 +72,8 @@ def _mosquitto_binary():
 class Broker:
     """A private Mosquitto: start(), stop(), restart() on the same port."""
 
-    def __init__(self):
+    def __init__(self, debug=False):
+        self.debug = debug  # also log every packet (PUBLISH sent, PUBACK received)
         self.dir = tempfile.mkdtemp(prefix="srup-broker.")
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         self.log = os.path.join(self.dir, "mosquitto.log")
@@ -108,7 +109,7 @@ class Broker:
             "log_type warning",
             "log_type notice",
             "log_type information",
-        ]
+        ] + (["log_type debug"] if self.debug else [])
         # As root, mosquitto would switch to its own user, which cannot
         # write this directory.
         if os.geteuid() == 0:
