@@ -89,9 +89,19 @@ static void check_load(enum srup_config_kind kind)
 
 	memset(err, 0x55, sizeof(err));
 	if (srup_config_load(path, kind, &cfg, err, sizeof(err)) != 0) {
-		if (strnlen(err, sizeof(err)) >= sizeof(err) || strncmp(err, path, plen) != 0 ||
-		    err[plen] != ':' || strchr(err, '\n'))
+		/* One line per problem (a file that parses may have several left
+		 * to fill in), each naming the file. */
+		if (strnlen(err, sizeof(err)) >= sizeof(err))
 			__builtin_trap();
+		for (const char *line = err; *line;) {
+			const char *end = strchr(line, '\n');
+
+			if (strncmp(line, path, plen) != 0 || line[plen] != ':')
+				__builtin_trap();
+			if (!end)
+				break;
+			line = end + 1;
+		}
 		return;
 	}
 	if (strcmp(cfg.path, path) != 0 || !cfg.identity_private_key[0] ||
