@@ -59,7 +59,9 @@ for f in libsrup1:/usr/lib/$ma/libsrup.so.1 \
 	srup-observer:/lib/systemd/system/srup-observerd.service \
 	srup-observer:/usr/share/man/man8/srup-observerd.8.gz \
 	srup-observer:/usr/share/man/man5/srup-observer.conf.5.gz \
-	srup-device:/usr/bin/srup-device srup-device:/usr/share/man/man1/srup-device.1.gz; do
+	srup-observer:/usr/bin/srup-observerctl srup-observer:/usr/share/man/man1/srup-observerctl.1.gz \
+	srup-device:/usr/bin/srup-device srup-device:/usr/share/man/man1/srup-device.1.gz \
+	srup-device:/etc/srup/device.conf; do
 	check "${f%%:*} holds ${f#*:}" has "${f%%:*}" "${f#*:}"
 done
 for unit in "$top"/packaging/srup-device*.service; do
@@ -71,6 +73,7 @@ done
 check "no unit under /usr/lib/systemd/system, which dh_installsystemd of Debian 12 does not scan" \
 	sh -c "! dpkg-deb -c '$(deb srup-observer)' | grep -q ' ./usr/lib/systemd/system/'"
 check "observer.conf is a conffile" script_has srup-observer conffiles '^/etc/srup/observer.conf$'
+check "device.conf is a conffile" script_has srup-device conffiles '^/etc/srup/device.conf$'
 check "postinst makes the service user" script_has srup-observer postinst 'adduser --system'
 check "postinst records the unit's links without enabling it" \
 	script_has srup-observer postinst "deb-systemd-helper update-state 'srup-observerd.service'"
