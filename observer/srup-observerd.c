@@ -775,7 +775,8 @@ static void usage(FILE *out)
 		"  -h, --help          this text\n"
 		"\n"
 		"Exit status: 0 stopped by SIGTERM/SIGINT (or the check passed); 1 runtime\n"
-		"failure; 2 usage; 78 configuration or key files unusable.\n");
+		"failure; 2 usage; 78 configuration or key files unusable; 79 deregistered by\n"
+		"its server (it stays stopped until the record the log names is removed).\n");
 }
 
 int main(int argc, char **argv)

@@ -3,7 +3,7 @@
 # packages, systemd and Mosquitto booted with systemd-nspawn -b. Checks, as
 # an operator would meet them:
 #   - the shipped example fails at start with exit 78, the errors in the
-#     journal, and is not restarted (issue 12 points 4, 5);
+#     journal, and is not restarted;
 #   - a key only root can read stops the start with exit 78 naming it, and
 #     srup-keygen --owner makes one the service user reads (12.3);
 #   - the unit names no group that may not exist: bluez is not installed and

@@ -5,7 +5,7 @@
 #   - lintian --pedantic on the .changes: 0 errors, 0 warnings;
 #   - each package holds its files; the unit is where Debian 12's
 #     dh_installsystemd looks, so the maintainer scripts carry its snippets
-#     (issue 12 point 1); the purge cleans the state directory;
+#    ; the purge cleans the state directory;
 #   - libsrup1 exports exactly the functions of libsrup.map (the installed
 #     headers' API) under SONAME libsrup.so.1;
 #   - a device maker's program builds against libsrup-dev both with

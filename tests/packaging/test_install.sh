@@ -4,13 +4,13 @@
 # host's apt sources name; then configured, removed and purged.
 #   - the service user, the modes of the state directory and the key, the
 #     conffile, the unit where Debian 12's systemd and dh_installsystemd
-#     look, the maintainer scripts' service snippets (issue 12 point 1);
+#     look, the maintainer scripts' service snippets;
 #   - the unit is not enabled by the install (not started before it is
 #     configured); an enabled unit stays enabled over a reinstall;
 #   - --check-config of the shipped example, as the service user, names
 #     what is left to fill in; filled in with srup-keygen --owner it passes;
-#   - a purge leaves no wants link (issue 12 point 1) and no
-#     /var/lib/srup-observer (issue 12 point 1), and nothing of the packages
+#   - a purge leaves no wants link and no
+#     /var/lib/srup-observer, and nothing of the packages
 #     but what Debian policy keeps: the system user and group, and the files
 #     the operator made.
 # The minbase root is made once by debootstrap and cached in
@@ -195,7 +195,7 @@ check "/usr/sbin/srup-observerd is 755 root:root" test "$(mode /usr/sbin/srup-ob
 check "/etc/srup/observer.conf is a conffile of srup-observer" \
 	sh -c "chroot '$root' dpkg-query -W -f='\${Conffiles}' srup-observer | grep -q '^ /etc/srup/observer.conf '"
 
-# The unit and the maintainer scripts (issue 12 point 1).
+# The unit and the maintainer scripts.
 unit=/lib/systemd/system/srup-observerd.service
 wants=/etc/systemd/system/multi-user.target.wants/srup-observerd.service
 check "the unit is installed as $unit" test -f "$root$unit"
@@ -251,8 +251,8 @@ in_root apt-get purge -y -q --autoremove "${packages[@]}" >"$work/apt-purge.log"
 for p in "${packages[@]}"; do
 	check "$p purged" sh -c "! chroot '$root' dpkg-query -W -f='\${Status}' $p 2>/dev/null | grep -q ."
 done
-check "purge removes the wants link (issue 12.1)" test ! -e "$root$wants" -a ! -L "$root$wants"
-check "purge removes /var/lib/srup-observer (issue 12.1)" test ! -e "$root/var/lib/srup-observer"
+check "purge removes the wants link" test ! -e "$root$wants" -a ! -L "$root$wants"
+check "purge removes /var/lib/srup-observer" test ! -e "$root/var/lib/srup-observer"
 check "purge removes the conffile" test ! -e "$root/etc/srup/observer.conf"
 check "the system user stays (Debian keeps it: files may still be its)" sh -c "chroot '$root' getent passwd srup-observer >/dev/null"
 
