@@ -94,6 +94,31 @@ def accepted_devices(proc):
                                            proc.text())]
 
 
+def restored_count(proc):
+    """How many received messages this instance took over from the one
+    killed before it (the node keeps each until its handler is done)."""
+    m = re.search(r"(\d+) received message\(s\) from before a restart to handle", proc.text())
+    return int(m.group(1)) if m else 0
+
+
+def check_accepted_again(proc, accepted, r, bed):
+    """A request is accepted by at most one instance, except that the one
+    right after a kill may take over what the killed one had accepted and
+    not yet answered (restored from the node's records, not redelivered by
+    the broker, which the replay rule refuses), and so on while each is
+    killed before answering. Returns those taken over."""
+    again = []
+    for d in accepted_devices(proc):
+        if d in accepted:
+            check(accepted[d] == r - 1 and d not in again,
+                  "device %x accepted twice (rounds %d and %d)" % (d, accepted[d], r), bed)
+            again.append(d)
+    check(len(again) <= restored_count(proc),
+          "devices %s accepted again but not taken over from before the restart"
+          % ", ".join("%x" % d for d in again), bed)
+    return again
+
+
 @case
 def observer_sigkill_repeated(build):
     seed = int(os.environ.get("SRUP_FAULT_SEED", random.randrange(1 << 30)))
@@ -110,7 +135,8 @@ def observer_sigkill_repeated(build):
                 value = b"value-%04x-" % dev * 2
                 token = "tok-%04x" % dev
                 reqs[dev] = (value, token, raw.observe_request(dev, value, token))
-        accepted = {}  # device -> the instance (round) that accepted it
+        accepted = {}  # device -> the last instance (round) that accepted it
+        taken_over = set()  # devices a restarted instance took over
         for r in range(ROUNDS):
             bed.start_observer()  # its state file loads, or this times out
             obs = bed.observer
@@ -135,9 +161,11 @@ def observer_sigkill_repeated(build):
             faults.sigkill(obs)
             t.join()
             bed.observer = None
+            # What this instance took over from the previous one (if the
+            # kill came before its RESPONSE was acknowledged) ...
+            taken_over.update(check_accepted_again(obs, accepted, r, bed))
+            # ... and what it accepted for the first time.
             for d in accepted_devices(obs):
-                check(d not in accepted, "device %x accepted twice (rounds %d and %d)"
-                      % (d, accepted.get(d, -1), r), bed)
                 accepted[d] = r
         # Last restart: every accepted request replayed, every one refused.
         bed.start_observer()
@@ -145,7 +173,7 @@ def observer_sigkill_repeated(build):
         for d in sorted(accepted):
             raw.publish_file(reqs[d][2])
         wait_replays_refused(obs, len(accepted), 120, bed)
-        check(accepted_devices(obs) == [], "a replay was accepted", bed)
+        taken_over.update(check_accepted_again(obs, accepted, ROUNDS, bed))
         # And a fresh request still works.
         fresh = raw.observe_request(0x7fff, b"fresh-value-1234", "tok-fresh")
         raw.publish_file(fresh)
@@ -159,10 +187,17 @@ def observer_sigkill_repeated(build):
         seqs = [int(x["sequence_id"], 16) for x in got]
         check(all(b > a for a, b in zip(seqs, seqs[1:])),
               "RESPONSE sequence IDs went back: %r" % seqs, bed)
-        tokens = [x["token"] for x in got]
-        check(len(tokens) == len(set(tokens)), "an observation was answered twice", bed)
-        print("%d rounds: %d requests accepted, %d RESPONSEs seen, sequence IDs %d..%d"
-              % (ROUNDS, len(accepted), len(got), seqs[0], seqs[-1]))
+        # A request is answered twice only if its first answer was sent but
+        # not yet acknowledged when the instance was killed: then the next
+        # one took it over.
+        tokens = [bytes.fromhex(x["token"]) for x in got]
+        twice = {t for t in tokens if tokens.count(t) > 1}
+        allowed = {("tok-%04x" % d).encode() for d in taken_over}
+        check(twice <= allowed, "answered twice without being taken over: %r"
+              % sorted(twice - allowed), bed)
+        print("%d rounds: %d requests accepted, %d taken over after a kill, %d RESPONSEs seen "
+              "(%d answered twice), sequence IDs %d..%d"
+              % (ROUNDS, len(accepted), len(taken_over), len(got), len(twice), seqs[0], seqs[-1]))
 
 
 # ---- the state directory full or read-only -----------------------------------------
