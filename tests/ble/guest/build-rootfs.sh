@@ -22,7 +22,7 @@ packages=(
 	# spec_central.py, a central written from the spec alone
 	python3-dbus python3-gi
 	# runtime libraries of srup-observerd, srup-device and the test peer
-	libssl3 libpaho-mqtt1.3 libcjson1 libinih1 libnfc6 libsystemd0
+	libssl3 libpaho-mqtt1.3 libcjson1 libinih1 libnfc6 libsystemd0 libcurl4
 	procps iproute2
 )
 
