@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "srup_detail.h"
+#include "srup_fileio.h"
 #include "srup_log.h"
 
 extern char **environ;
@@ -220,16 +221,10 @@ static int hook_stdin_fd(const void *data, size_t len, char *err, size_t err_len
 		set_detail(err, err_len, "memfd_create: %s", strerror(errno));
 		return -1;
 	}
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, (const char *)data + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			set_detail(err, err_len, "writing the hook's input: %s", strerror(errno));
-			close(fd);
-			return -1;
-		}
-		done += (size_t)n;
+	if (srup_write_all(fd, data, len) != 0) {
+		set_detail(err, err_len, "writing the hook's input: %s", strerror(errno));
+		close(fd);
+		return -1;
 	}
 	if (lseek(fd, 0, SEEK_SET) < 0) {
 		set_detail(err, err_len, "lseek: %s", strerror(errno));

@@ -13,6 +13,7 @@
 
 #include "srup.h"
 #include "srup_detail.h"
+#include "srup_fileio.h"
 #include "srup_hook.h"
 #include "srup_log.h"
 #include "srup_update.h"
@@ -84,39 +85,13 @@ static int state_path(const struct srup_config *cfg, const char *name, char *out
 /* Atomically: a temporary file (0600), fsync, rename, fsync of the directory. */
 static int state_write(const struct srup_config *cfg, const char *name, const char *text)
 {
-	char path[512], tmp[520];
-	size_t len = strlen(text);
-	int fd;
+	char path[512];
 
-	if (state_path(cfg, name, path, sizeof(path)) < 0 ||
-	    snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+	if (state_path(cfg, name, path, sizeof(path)) < 0)
 		return -1;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		srup_log(LOG_ERR, "cannot write %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, text + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			srup_log(LOG_ERR, "cannot write %s: %s", tmp, strerror(errno));
-			close(fd);
-			unlink(tmp);
-			return -1;
-		}
-		done += (size_t)n;
-	}
-	if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+	if (srup_replace_file(path, text, strlen(text), 0600, true, NULL) != 0) {
 		srup_log(LOG_ERR, "cannot write %s: %s", path, strerror(errno));
-		unlink(tmp);
 		return -1;
-	}
-	fd = open(cfg->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
 	}
 	return 0;
 }

@@ -1,5 +1,6 @@
 #include "srup_seqstore.h"
 #include "srup_detail.h"
+#include "srup_fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -636,20 +637,6 @@ static enum srup_seq_err load(struct srup_seqstore *s, char *detail, size_t deta
 
 /* ---- writing ---------------------------------------------------------- */
 
-static int write_all(int fd, const uint8_t *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int pwrite_all(int fd, const uint8_t *data, size_t len, off_t off)
 {
 	while (len > 0) {
@@ -700,7 +687,7 @@ static enum srup_seq_err rewrite_file(struct srup_seqstore *s, char *detail, siz
 			   SRUP_SEQSTORE_TMP_FILE, strerror(errno));
 		goto fail;
 	}
-	if (write_all(fd, image, 2 * size) != 0 || fsync(fd) != 0) {
+	if (srup_write_all(fd, image, 2 * size) != 0 || fsync(fd) != 0) {
 		set_detail(detail, detail_len, "%s/%s: write failed: %s", s->dir,
 			   SRUP_SEQSTORE_TMP_FILE, strerror(errno));
 		close(fd);

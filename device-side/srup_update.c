@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "srup_detail.h"
+#include "srup_fileio.h"
 #include "srup_hex.h"
 #include "srup_log.h"
 
@@ -99,17 +100,11 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
 		u->too_large = true;
 		return 0; /* aborts the transfer */
 	}
-	for (size_t done = 0; done < n;) {
-		ssize_t w = write(u->fd, data + done, n - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			u->write_failed = true;
-			snprintf(u->result.detail, sizeof(u->result.detail), "writing %s: %s",
-				 u->part_path, w < 0 ? strerror(errno) : "short write");
-			return 0;
-		}
-		done += (size_t)w;
+	if (srup_write_all(u->fd, data, n) != 0) {
+		u->write_failed = true;
+		snprintf(u->result.detail, sizeof(u->result.detail), "writing %s: %s",
+			 u->part_path, strerror(errno));
+		return 0;
 	}
 	if (EVP_DigestUpdate(u->md, data, n) != 1) {
 		u->write_failed = true;

@@ -3,13 +3,13 @@
 #include "obs_metrics.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "srup_fileio.h"
 
 const uint64_t obs_latency_bounds_ms[OBS_LATENCY_BUCKETS - 1] = {
 	50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000,
@@ -152,46 +152,19 @@ char *obs_metrics_render(const struct obs_metrics *m, const struct obs_metrics_g
 
 int obs_metrics_write(const char *path, const char *text, char *err, size_t err_len)
 {
-	size_t n = strlen(path) + 8, len = strlen(text), done = 0;
-	char *tmp = malloc(n);
-	int fd, rc = -1;
+	const char *step = "";
 
-	if (!tmp) {
-		snprintf(err, err_len, "metrics file %s: out of memory", path);
-		return -1;
-	}
-	/* node_exporter reads only *.prom: the temporary name is skipped. */
-	snprintf(tmp, n, "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0) {
-		snprintf(err, err_len, "metrics file %s: cannot create %s: %s", path, tmp,
-			 strerror(errno));
-		goto out;
-	}
-	while (done < len) {
-		ssize_t w = write(fd, text + done, len - done);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			snprintf(err, err_len, "metrics file %s: cannot write %s: %s", path, tmp,
-				 w < 0 ? strerror(errno) : "short write");
-			close(fd);
-			unlink(tmp);
-			goto out;
-		}
-		done += (size_t)w;
-	}
-	/* A scrape reads what the kernel holds: no fsync for a file that is
-	 * rewritten every few seconds and means nothing after a reboot. */
-	if (close(fd) < 0 || rename(tmp, path) < 0) {
+	/* node_exporter reads only *.prom: the temporary name (.tmp) is
+	 * skipped. A scrape reads what the kernel holds: no fsync for a file
+	 * that is rewritten every few seconds and means nothing after a
+	 * reboot. */
+	if (srup_replace_file(path, text, strlen(text), 0644, false, &step) == 0)
+		return 0;
+	if (strcmp(step, "rename") == 0)
 		snprintf(err, err_len, "metrics file %s: cannot replace it: %s", path,
 			 strerror(errno));
-		unlink(tmp);
-		goto out;
-	}
-	rc = 0;
-out:
-	free(tmp);
-	return rc;
+	else
+		snprintf(err, err_len, "metrics file %s: cannot %s %s.tmp: %s", path, step, path,
+			 strerror(errno));
+	return -1;
 }
