@@ -247,6 +247,7 @@ config_error(struct config_parse *p, unsigned line, const char *section, const c
 	char msg[384];
 	size_t used = 0;
 	va_list ap;
+	int n;
 
 	if (p->failed && !p->collect)
 		return;
@@ -260,6 +261,13 @@ config_error(struct config_parse *p, unsigned line, const char *section, const c
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	n = snprintf(NULL, 0, "%s%s:%u: %s%s%s%s%s%s%s", used ? "\n" : "", p->file, line,
+		     section ? "[" : "", section ? section : "", section ? "]" : "",
+		     section && key ? " " : "", key ? key : "", section || key ? ": " : "", msg);
+	/* The first error is kept even if cut; a further one only whole, so
+	 * that every line still names the file. */
+	if (used && (n < 0 || (size_t)n >= p->err_len - used))
+		return;
 	snprintf(p->err + used, p->err_len - used, "%s%s:%u: %s%s%s%s%s%s%s", used ? "\n" : "",
 		 p->file, line, section ? "[" : "", section ? section : "", section ? "]" : "",
 		 section && key ? " " : "", key ? key : "", section || key ? ": " : "", msg);

@@ -584,6 +584,38 @@ static void test_shipped_example_names_what_is_left(void **state)
 	assert_non_null(strstr(err, "[mqtt] ca_file: cannot read '/etc/srup/ca.pem'"));
 }
 
+/* Several problems and a buffer too small for all of them: each line that
+ * is there is whole and names the file (a cut line could not). */
+static void test_problems_in_small_buffer(void **state)
+{
+	size_t plen = strlen(SRUP_SHIPPED_OBSERVER_CONF);
+
+	(void)state;
+	for (size_t len = 40; len <= 600; len += 7) {
+		char small[600];
+		unsigned lines = 0;
+
+		memset(small, 0x55, sizeof(small));
+		assert_int_equal(srup_config_load(SRUP_SHIPPED_OBSERVER_CONF, SRUP_CONFIG_OBSERVER,
+						  &cfg, small, len),
+				 -1);
+		assert_true(strnlen(small, len) < len);
+		for (const char *line = small; *line; lines++) {
+			const char *end = strchr(line, '\n');
+
+			/* The first line alone may be cut, and only by the buffer's end. */
+			if (lines > 0 || strlen(small) + 1 < len)
+				if (strncmp(line, SRUP_SHIPPED_OBSERVER_CONF, plen) != 0 ||
+				    line[plen] != ':')
+					fail_msg("buffer of %zu: line \"%s\" does not name the file",
+						 len, line);
+			if (!end)
+				break;
+			line = end + 1;
+		}
+	}
+}
+
 /* ---- Values ------------------------------------------------------------------------ */
 
 static void expect_bad_value(const char *section_and_key_lines, unsigned line, const char *where,
@@ -909,6 +941,7 @@ int main(void)
 		cmocka_unit_test(test_mqtts_needs_ca_file),
 		cmocka_unit_test(test_observer_id_zero),
 		cmocka_unit_test(test_placeholder_broker),
+		cmocka_unit_test(test_problems_in_small_buffer),
 		cmocka_unit_test(test_mqtts_files_must_be_readable),
 		cmocka_unit_test(test_shipped_example_names_what_is_left),
 		cmocka_unit_test(test_bad_ids),
