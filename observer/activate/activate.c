@@ -13,6 +13,8 @@
 
 #include <openssl/evp.h>
 
+#include "srup_fileio.h"
+
 int activate_token_ok(const char *token)
 {
 	size_t n = strlen(token);
@@ -23,23 +25,6 @@ int activate_token_ok(const char *token)
 		if ((unsigned char)token[i] < 0x20 || (unsigned char)token[i] > 0x7e)
 			return 0;
 	return 1;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 int activate_sha256_fd(int fd, int copy_fd, uint64_t max_bytes,
@@ -71,7 +56,7 @@ int activate_sha256_fd(int fd, int copy_fd, uint64_t max_bytes,
 		}
 		if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
 			goto out;
-		if (copy_fd >= 0 && write_all(copy_fd, buf, (size_t)n) != 0) {
+		if (copy_fd >= 0 && srup_write_all(copy_fd, buf, (size_t)n) != 0) {
 			saved = errno;
 			goto out;
 		}
@@ -98,7 +83,7 @@ int activate_write_file(int dir_fd, const char *name, const char *text, unsigned
 	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 	if (fd < 0)
 		return -1;
-	if (fchmod(fd, mode) != 0 || write_all(fd, text, strlen(text)) != 0 || fsync(fd) != 0) {
+	if (fchmod(fd, mode) != 0 || srup_write_all(fd, text, strlen(text)) != 0 || fsync(fd) != 0) {
 		saved = errno;
 		close(fd);
 		unlinkat(dir_fd, tmp, 0);
