@@ -49,6 +49,7 @@ enum srup_err {
 	SRUP_E_NO_BLOB,        /* the type carries no encrypted blob */
 	SRUP_E_BLOB_FORMAT,    /* blob lengths are inconsistent (WIRE.md G3) */
 	SRUP_E_DECRYPT,        /* blob did not decrypt (key unwrap or padding) */
+	SRUP_E_FIELD_VALUE,    /* a field's contents are not what it must hold */
 	SRUP_E__COUNT
 };
 
@@ -226,6 +227,23 @@ enum srup_err srup_msg_seal(struct srup_msg *m, EVP_PKEY *recipient_public,
 			    const uint8_t *plaintext, size_t len);
 enum srup_err srup_msg_open(const struct srup_msg *m, EVP_PKEY *recipient_private,
 			    struct srup_bytes *plaintext);
+
+/* INITIATE's url and digest as a receiver uses them (WIRE.md Q8). pySRUP
+ * sends both with their C terminator, so one trailing 00 on either field is
+ * dropped; any other NUL is an error.
+ * url: a view into m->url (no terminator of its own, *url_len bytes): the
+ *   URL without one trailing 00. SRUP_E_FIELD_VALUE if that is empty or
+ *   still holds a NUL byte.
+ * digest: the SHA-256 of the update, from 64 hex digits (either case) or 32
+ *   raw bytes, either one followed by one 00 or not (65, 64, 33 or 32
+ *   bytes); a 32-byte field is 32 raw bytes even when its last is 00.
+ *   SRUP_E_FIELD_VALUE for anything else.
+ * Both: SRUP_E_ARG for a NULL argument, SRUP_E_WRONG_TYPE if m is not an
+ * INITIATE. */
+#define SRUP_INITIATE_DIGEST_LEN 32u
+enum srup_err srup_initiate_url(const struct srup_msg *m, const char **url, size_t *url_len);
+enum srup_err srup_initiate_digest(const struct srup_msg *m,
+				   uint8_t digest[SRUP_INITIATE_DIGEST_LEN]);
 
 /* Tokens and confirmation values as pySRUP makes them (JOIN-FLOW.md 3):
  * str(uuid4()), 36 lowercase characters 8-4-4-4-12 with hyphens; and
