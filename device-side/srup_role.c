@@ -377,6 +377,8 @@ static void download_done(struct srup_update *u, const struct srup_update_result
 	job_free(j);
 }
 
+_Static_assert(SRUP_INITIATE_DIGEST_LEN == SRUP_UPDATE_DIGEST_LEN, "one SHA-256 length");
+
 static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 {
 	const struct srup_update_config ucfg = {
@@ -386,8 +388,10 @@ static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 		.max_redirects = r->cfg->update.max_redirects,
 	};
 	struct srup_update_config c = ucfg;
-	uint8_t digest[SRUP_UPDATE_DIGEST_LEN];
+	uint8_t digest[SRUP_INITIATE_DIGEST_LEN];
 	char name[2 * ROLE_TOKEN_FILE_MAX + 1], err[512] = "";
+	const char *url_field;
+	size_t url_len;
 	char *url = NULL;
 	struct role_job *j;
 
@@ -402,15 +406,21 @@ static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_FILE, msg->token.data, msg->token.len);
 		return;
 	}
-	if (srup_update_parse_digest(msg->digest.data, msg->digest.len, digest) != 0) {
+	/* pySRUP servers send both fields with a C terminator (WIRE.md Q8). */
+	if (srup_initiate_digest(msg, digest) != SRUP_OK) {
 		srup_log(LOG_WARNING, "INITIATE refused (0xFF): digest of %zu bytes is neither 64 "
-			 "hex digits nor 32 bytes", msg->digest.len);
+			 "hex digits nor 32 bytes (either one may end in one 00)", msg->digest.len);
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_DIGEST, msg->token.data, msg->token.len);
 		return;
 	}
-	if (msg->url.len == 0 || memchr(msg->url.data, '\0', msg->url.len) ||
-	    !(url = strndup((const char *)msg->url.data, msg->url.len))) {
-		srup_log(LOG_WARNING, "INITIATE refused (0xFE): empty URL or one with a NUL byte");
+	if (srup_initiate_url(msg, &url_field, &url_len) != SRUP_OK) {
+		srup_log(LOG_WARNING, "INITIATE refused (0xFE): empty URL or one with a NUL byte "
+			 "(other than one 00 at its end)");
+		send_response(r, SRUP_STATUS_UPDATE_FAIL_FILE, msg->token.data, msg->token.len);
+		return;
+	}
+	if (!(url = strndup(url_field, url_len))) {
+		srup_log(LOG_ERR, "INITIATE: out of memory");
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_FILE, msg->token.data, msg->token.len);
 		return;
 	}

@@ -17,7 +17,6 @@
 
 #include "srup_detail.h"
 #include "srup_fileio.h"
-#include "srup_hex.h"
 #include "srup_log.h"
 
 struct srup_update {
@@ -43,27 +42,6 @@ struct srup_update {
 	bool too_large, write_failed;
 	struct srup_update_result result;
 };
-
-int srup_update_parse_digest(const uint8_t *field, size_t len, uint8_t out[SRUP_UPDATE_DIGEST_LEN])
-{
-	uint8_t *bytes = NULL;
-	size_t n = 0, bad_at;
-
-	if (!field || !out)
-		return -1;
-	if (len == 2 * SRUP_UPDATE_DIGEST_LEN) {
-		if (srup_hex_decode((const char *)field, len, false, &bytes, &n, &bad_at) != 0)
-			return -1;
-		memcpy(out, bytes, SRUP_UPDATE_DIGEST_LEN);
-		free(bytes);
-		return 0;
-	}
-	if (len == SRUP_UPDATE_DIGEST_LEN) {
-		memcpy(out, field, SRUP_UPDATE_DIGEST_LEN);
-		return 0;
-	}
-	return -1;
-}
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_FAILED_INIT;

@@ -49,11 +49,6 @@ struct srup_update;
 typedef void (*srup_update_done)(struct srup_update *update,
 				 const struct srup_update_result *result, void *user);
 
-/* The INITIATE digest field: 64 hex digits (as the reference sends it,
- * lowercase; either case accepted) or 32 raw bytes. 0, or -1 if neither. */
-int srup_update_parse_digest(const uint8_t *field, size_t len,
-			     uint8_t out[SRUP_UPDATE_DIGEST_LEN]);
-
 /* Start fetching url into dir under name (a plain file name). done runs on
  * the loop when the transfer has ended; free the update there or later.
  * Returns 0, or -1 with a line in err (nothing started). */

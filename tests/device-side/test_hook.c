@@ -236,28 +236,6 @@ static void test_free_running(void **state)
 
 /* ---- srup_update without a server ---------------------------------------- */
 
-static void test_digest_field(void **state)
-{
-	uint8_t out[32], raw[32];
-	const char *hex = "00112233445566778899aabbccddeeffFFEEDDCCBBAA99887766554433221100";
-
-	(void)state;
-	assert_int_equal(srup_update_parse_digest((const uint8_t *)hex, 64, out), 0);
-	assert_int_equal(out[0], 0x00);
-	assert_int_equal(out[15], 0xff);
-	assert_int_equal(out[16], 0xff);
-	assert_int_equal(out[31], 0x00);
-	memset(raw, 0xa5, sizeof(raw));
-	assert_int_equal(srup_update_parse_digest(raw, 32, out), 0);
-	assert_memory_equal(out, raw, 32);
-	assert_int_equal(srup_update_parse_digest((const uint8_t *)hex, 63, out), -1);
-	assert_int_equal(srup_update_parse_digest((const uint8_t *)"zz", 2, out), -1);
-	char bad[65];
-	memcpy(bad, hex, 64);
-	bad[10] = 'g';
-	assert_int_equal(srup_update_parse_digest((const uint8_t *)bad, 64, out), -1);
-}
-
 struct fetch {
 	sd_event *loop;
 	bool done;
@@ -378,7 +356,6 @@ int main(void)
 		cmocka_unit_test(test_timeout_sigkill),
 		cmocka_unit_test(test_refused_programs),
 		cmocka_unit_test(test_free_running),
-		cmocka_unit_test(test_digest_field),
 		cmocka_unit_test(test_update_refused_and_unreachable),
 		cmocka_unit_test(test_update_cancel),
 	};

@@ -10,12 +10,14 @@ import os
 import re
 import socket
 import stat
+import struct
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from joinbed import Cases, JoinBed, RawServer, check, id16, topic_id  # noqa: E402
+import srup_wire  # noqa: E402
 from http_server import GOOD, ERROR_BODY, MISSING_BODY, HttpServer, good_digest, sha256_hex  # noqa: E402
 
 UPDATE_SUCCESS, ACTIVATE_SUCCESS, ACTIVATE_FAIL = 0x00, 0x10, 0x1F
@@ -225,6 +227,55 @@ def update_then_activate(build):
         # The 32 raw bytes form of the digest is accepted too.
         raw = bed.command("initiate", url=bed.http.url("/good"), digest_hex=good_digest)
         check(bed.status(raw) == UPDATE_SUCCESS, "raw digest refused", bed)
+
+
+@case
+def update_from_pysrup_server(build):
+    """INITIATE as a pySRUP server builds it (WIRE.md Q8): pySRUPLib's
+    setters send the URL and the digest with their C terminator, length()+1
+    bytes. With both fields terminated, and with each alone, the download
+    is verified and staged, and ACTIVATE runs the hook on it. Another NUL
+    is still refused."""
+    with role_bed(build) as bed:
+        sub = bed.subscribe_raw("SRUP/" + topic_id(bed.device_id))
+        url = bed.http.url("/good").encode()
+        digest = good_digest.encode()
+        forms = {"both terminated": (url + b"\0", digest + b"\0"),
+                 "url terminated": (url + b"\0", digest),
+                 "digest terminated": (url, digest + b"\0"),
+                 "raw digest terminated": (url, bytes.fromhex(good_digest) + b"\0")}
+        for name, (url_field, digest_field) in forms.items():
+            sent = bed.command("initiate", url_hex=url_field.hex(), digest_hex=digest_field.hex())
+            # The bytes on the wire are pySRUP's: lv16(url\0), lv16(digest\0).
+            for _, msg in bed.raw_messages(sub, 20):
+                if msg["type"] == "initiate" and bytes.fromhex(msg["token"]) == \
+                        sent["token"].encode():
+                    body = srup_wire.split(bytes.fromhex(msg["_hex"]))[3]
+                    check(body == struct.pack(">H", len(url_field)) + url_field +
+                          struct.pack(">H", len(digest_field)) + digest_field,
+                          "%s: INITIATE body %s" % (name, body.hex()), bed)
+                    break
+            status = bed.status(sent)
+            check(status == UPDATE_SUCCESS, "%s: INITIATE answered 0x%02x" % (name, status), bed)
+            staged = bed.path("device-state", "updates", sent["token"].encode().hex())
+            check(os.path.exists(staged) and open(staged, "rb").read() == GOOD,
+                  "%s: staged %r" % (name, bed.staged()), bed)
+            act = bed.command("activate", token=sent["token"])
+            check(bed.status(act) == ACTIVATE_SUCCESS, "%s: ACTIVATE not 0x10" % name, bed)
+            runs = hook_runs(bed, "activate")
+            check(runs and runs[-1][0] == [staged, sent["token"]] and runs[-1][2] == GOOD,
+                  "%s: activate hook %r" % (name, runs[-1][0] if runs else None), bed)
+        check(bed.http.count("/good") == len(forms), "downloads: %d" % bed.http.count("/good"),
+              bed)
+        # Only one terminator: a second one, or a NUL inside, is refused.
+        two = bed.command("initiate", url_hex=(url + b"\0\0").hex(), digest=good_digest)
+        check(bed.status(two) == FILE_FAIL, "URL with two NULs not 0xFE", bed)
+        inner = bed.command("initiate", url_hex=(url + b"\0x\0").hex(), digest=good_digest)
+        check(bed.status(inner) == FILE_FAIL, "URL with a NUL inside not 0xFE", bed)
+        long_digest = bed.command("initiate", url=url.decode(),
+                                  digest_hex=(digest + b"\0\0").hex())
+        check(bed.status(long_digest) == DIGEST_FAIL, "66-byte digest not 0xFF", bed)
+        check(bed.http.count("/good") == len(forms), "a refused INITIATE downloaded", bed)
 
 
 @case
