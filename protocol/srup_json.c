@@ -83,6 +83,35 @@ static bool add_field(cJSON *obj, struct srup_msg *m, const struct srup_field_de
 	return false;
 }
 
+/* An INITIATE from a pySRUP server carries its url and digest with a C
+ * terminator (WIRE.md Q8): for a field that ends in it, say so and show
+ * the text before it, which is what a receiver uses. Other messages get
+ * nothing more than every byte field gets. */
+static bool add_initiate_terminators(cJSON *obj, const struct srup_msg *m)
+{
+	const char *url;
+	size_t url_len;
+	uint8_t digest[SRUP_INITIATE_DIGEST_LEN];
+
+	if (srup_initiate_url(m, &url, &url_len) == SRUP_OK && url_len != m->url.len) {
+		const struct srup_bytes text = { (uint8_t *)url, url_len };
+
+		if (cJSON_AddTrueToObject(obj, "url_terminated") == NULL ||
+		    !add_text(obj, "url", &text))
+			return false;
+	}
+	if (srup_initiate_digest(m, digest) == SRUP_OK &&
+	    (m->digest.len == 2 * SRUP_INITIATE_DIGEST_LEN + 1 ||
+	     m->digest.len == SRUP_INITIATE_DIGEST_LEN + 1)) {
+		const struct srup_bytes text = { m->digest.data, m->digest.len - 1 };
+
+		if (cJSON_AddTrueToObject(obj, "digest_terminated") == NULL ||
+		    !add_text(obj, "digest", &text))
+			return false;
+	}
+	return true;
+}
+
 cJSON *srup_json_from_msg(struct srup_msg *m, const bool *signature_valid)
 {
 	const struct srup_type_desc *t = srup_type_by_code(m->type);
@@ -103,6 +132,8 @@ cJSON *srup_json_from_msg(struct srup_msg *m, const bool *signature_valid)
 		ok = cJSON_AddBoolToObject(obj, "signature_valid", *signature_valid) != NULL;
 	for (size_t i = 0; ok && i < t->n_fields; i++)
 		ok = add_field(obj, m, &t->fields[i]);
+	if (ok && m->type == SRUP_TYPE_INITIATE)
+		ok = add_initiate_terminators(obj, m);
 	if (!ok) {
 		cJSON_Delete(obj);
 		return NULL;

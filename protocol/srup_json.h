@@ -24,7 +24,9 @@ struct srup_json_error {
 /* m as a JSON object: the common keys, signature_valid if given (NULL to
  * leave it out), then the type's fields in table order. Readable extras are
  * added: token_text and <field>_text for printable byte fields (not the
- * blob), status_name. NULL when out of memory or m's type is unknown. */
+ * blob), status_name; on an INITIATE whose url or digest ends in the one
+ * terminator WIRE.md Q8 allows, <field>_terminated (true) and <field>_text
+ * of the bytes before it. NULL when out of memory or m's type is unknown. */
 cJSON *srup_json_from_msg(struct srup_msg *m, const bool *signature_valid);
 
 /* An unsigned message from a JSON object. Required: type, version (5),

@@ -19,6 +19,7 @@ Sections (each a ctest test of its own):
   hostile    validly signed messages whose blob lies about its lengths or
              padding -> decode --decrypt exit 1.
   usage      usage, file and key errors -> exit 3.
+  terminated INITIATE with pySRUP's terminated url and digest (WIRE.md Q8).
 
 A child that dies of a signal or prints a sanitizer report fails the test.
 """
@@ -819,8 +820,84 @@ def section_usage():
     check(a.rc == b.rc == c.rc == 0 and a.out == b.out == c.out, "file, '-' and stdin agree")
 
 
+# ---- section: terminated ----
+
+def section_terminated():
+    """INITIATE as pySRUP builds it (WIRE.md Q8): url and digest each sent
+    with their C terminator, length() + 1 bytes. decode accepts it, keeps
+    the wire bytes in url/digest (so the JSON encodes back to the same
+    message), and shows the text before the terminator in url_text and
+    digest_text with url_terminated/digest_terminated. Any other NUL gets
+    no such reading, and an unterminated message no new key."""
+    url = b"https://updates.example.com/fw/v1.2.3.bin"
+    digest = hashlib.sha256(b"firmware image").hexdigest().encode()
+    raw = hashlib.sha256(b"firmware image").digest()
+    with Workdir() as work:
+        key = keygen(work, "k", 2048)
+        cases = [  # (name, url field, digest field, url terminated, digest terminated)
+            ("both terminated", url + b"\0", digest + b"\0", True, True),
+            ("url terminated", url + b"\0", digest, True, False),
+            ("digest terminated", url, digest + b"\0", False, True),
+            ("raw digest terminated", url, raw + b"\0", False, True),
+            ("neither", url, digest, False, False),
+            ("two NULs after the url", url + b"\0\0", digest + b"\0\0", False, False),
+            ("NUL inside the url", b"https://a/\0b\0", b"\0" + digest, False, False),
+        ]
+
+        def one(c):
+            name, u, d, u_term, d_term = c
+            js = {"type": "initiate", "version": 5, "sequence_id": "0000000000000001",
+                  "sender_id": "00000000000000aa", "token": b"tok-initiate".hex(),
+                  "url": u.hex(), "digest": d.hex()}
+            enc = encode(js, sign=key["private"])
+            if not check(enc.rc == 0, "%s: encode: %s" % (name, enc.what())):
+                return
+            wire = enc.out
+            at = model_sig_offset(js)
+            sig = wire[at + 2:at + 2 + struct.unpack(">H", wire[at:at + 2])[0]]
+            check(model_wire(js, sig) == wire and wire.endswith(lv16(u) + lv16(d)),
+                  "%s: wire bytes differ from pySRUP's layout" % name)
+            dec = decode(wire, verify=key["public"])
+            check(dec.rc == 0, "%s: decode: %s" % (name, dec.what()))
+            got = dec.json()
+            if not check(isinstance(got, dict), "%s: no JSON" % name):
+                return
+            check(got.get("signature_valid") is True, "%s: signature_valid" % name)
+            check(got.get("url") == u.hex() and got.get("digest") == d.hex(),
+                  "%s: url/digest are not the wire bytes: %r" % (name, got))
+            if u_term:
+                check(got.get("url_terminated") is True and
+                      got.get("url_text") == url.decode(),
+                      "%s: url shown as %r" % (name, {k: got.get(k) for k in
+                                                      ("url_text", "url_terminated")}))
+            else:
+                check("url_terminated" not in got, "%s: url_terminated given" % name)
+                if u == url:
+                    check(got.get("url_text") == url.decode(), "%s: url_text" % name)
+                else:
+                    check("url_text" not in got, "%s: url_text %r" % (name, got.get("url_text")))
+            if d_term:
+                check(got.get("digest_terminated") is True, "%s: digest_terminated" % name)
+                if d[:-1] == digest:
+                    check(got.get("digest_text") == digest.decode(),
+                          "%s: digest_text %r" % (name, got.get("digest_text")))
+            else:
+                check("digest_terminated" not in got, "%s: digest_terminated given" % name)
+            # The JSON, extras and all, encodes back to the same message.
+            again = encode(got, sign=key["private"])
+            check(again.rc == 0 and again.out == wire, "%s: re-encode differs: %s" % (
+                name, again.what()))
+
+        parallel(one, cases)
+        # The reference's own INITIATE (no terminator) shows no new key.
+        got = decode(open(vec("initiate.bin"), "rb").read()).json() or {}
+        check(not any(k.endswith("_terminated") for k in got),
+              "reference initiate: %r" % sorted(got))
+
+
 SECTIONS = {
     "vectors": section_vectors,
+    "terminated": section_terminated,
     "generated": section_generated,
     "malformed": section_malformed,
     "badsig": section_badsig,
