@@ -729,8 +729,8 @@ int main(int argc, char **argv)
 	if (load_agent_config(&a, config_path) != 0)
 		return EXIT_SETUP;
 	/* A device config names no channel: check the section the chosen one
-	 * needs, when one is used. */
-	if (a.ex == &exchanges[EX_OBSERVED] || !a.ex) {
+	 * needs, when one is used (--print-value presents nothing). */
+	if ((a.ex == &exchanges[EX_OBSERVED] && !a.print_value) || !a.ex) {
 		if (a.channel == SRUP_CHANNEL_SIM && !a.cfg.sim.socket_path[0]) {
 			srup_log(LOG_ERR, "%s: [sim] socket: needed for --channel sim", a.cfg.path);
 			return EXIT_SETUP;

@@ -110,6 +110,34 @@ def broker_restart_during_observation(build):
         check(dev.wait(60) == 0, "device did not hear the verdict", bed)
 
 
+@case
+def print_value_without_channel_section(build):
+    """join --print-value presents nothing, so it needs no channel section:
+    with a configuration of only [identity], [server], [mqtt] and [state]
+    (the sections of the shipped device.conf) the join completes. Without
+    --print-value the sim channel's section is still asked for."""
+    with JoinBed(build).start() as bed:
+        config = bed._ini(bed.path("print-only.conf"), {
+            "identity": {"id": topic_id(bed.device_id), "private_key": bed.device_priv},
+            "server": {"id": topic_id(bed.server_id), "public_key": bed.server_pub},
+            "mqtt": {"broker": bed.broker_url},
+            "state": {"dir": bed.path("device-state")},
+        })
+        rc, out = bed.device_command(["join", "--observer", topic_id(bed.observer_id)],
+                                     config=config)
+        check(rc == 3 and "[sim] socket: needed for --channel sim" in out,
+              "join presenting on sim without [sim]: rc=%d\n%s" % (rc, out), bed)
+        dev = bed.spawn("device", [bed.bin("srup-device"), "--config", config, "join",
+                                   "--observer", topic_id(bed.observer_id), "--print-value"])
+        right = printed_value(dev)
+        # Presented by other means: here the sim channel, from another config.
+        check(bed.present_retry(right, bed.device_id) == VALID, "printed value not valid", bed)
+        o = bed.outcome(20)
+        check(o["observer_status"] == "0x60" and o["status"] == "0x50", "peer saw %r" % o, bed)
+        check(dev.wait(20) == 0 and "JOIN_SUCCESS" in dev.text(), "device: %s" % dev.text(),
+              bed)
+
+
 # ---- the test plays the server -------------------------------------------
 
 @case
