@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -254,6 +256,51 @@ def control_stuck_client(build):
         rc, hist = ctl_json(bed, "history")
         check(len(hist["observations"]) == 2, "%r" % hist, bed)
         stuck.close()
+        check(bed.observer.p.poll() is None, "observer died", bed)
+
+
+@case
+def control_connect_bounded(build):
+    # The daemon's loop is stopped and its listen queue is full: the connect
+    # itself would wait for ever, the whole exchange is bounded.
+    with JoinBed(build).start() as bed:
+        sock = bed.path("control.sock")
+        pid = bed.observer.p.pid
+        fillers = []
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Non-blocking connects queue until the backlog (16, a few more
+            # by the kernel's count) is full, then fail with EAGAIN.
+            for _ in range(256):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.setblocking(False)
+                try:
+                    s.connect(sock)
+                except BlockingIOError:
+                    s.close()
+                    break
+                fillers.append(s)
+            check(16 <= len(fillers) < 256, "%d connections queued" % len(fillers), bed)
+            argv = [bed.bin("srup-observerctl"), "--socket", sock, "status"]
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                # A guard against a hang, not a measure of the bound.
+                out, err = p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                check(False, "srup-observerctl still waiting after 60 s on a full queue", bed)
+            bed.log("ctl status on a full queue| rc=%d %s%s" % (p.returncode, out, err))
+            check(p.returncode == 3 and "cannot connect to %s" % sock in err and
+                  "no connection within" in err, "rc %d: %s%s" % (p.returncode, out, err), bed)
+        finally:
+            for s in fillers:
+                s.close()
+            os.kill(pid, signal.SIGCONT)
+        # Let go, the daemon serves again (once it has closed the queued
+        # connections it may say "too many control connections" for a while).
+        wait_for("an answer once the daemon runs again", lambda: ctl(bed, "status")[0] == 0,
+                 60, bed)
         check(bed.observer.p.poll() is None, "observer died", bed)
 
 
