@@ -214,15 +214,6 @@ def control_commands(build):
               answers[0]["error"] and answers[1]["ok"] and not answers[2]["ok"] and
               "over the limit" in answers[2]["error"], "raw answers %r" % answers, bed)
 
-        # SO_PEERCRED: a user who is not root, the daemon's or in the
-        # group is refused even when the file mode would let them in.
-        os.chmod(bed.dir, 0o711)  # mkdtemp's 0700 would stop them at the directory
-        os.chmod(sock, 0o666)
-        rc, out, err = ctl(bed, "status", user=65534)
-        check(rc == 1 and "permission denied" in err, "nobody was let in: %d %s %s"
-              % (rc, out, err), bed)
-        bed.observer.wait_line(r"control socket: refused pid \d+ uid 65534", 5)
-
 
 @case
 def control_stuck_client(build):
@@ -257,6 +248,39 @@ def control_stuck_client(build):
         check(len(hist["observations"]) == 2, "%r" % hist, bed)
         stuck.close()
         check(bed.observer.p.poll() is None, "observer died", bed)
+
+
+@case
+def control_refused_by_mode_or_by_daemon(build):
+    # A user who is not root, the daemon's or in the socket's group: as
+    # documented, the kernel refuses them first at the shipped mode 0660;
+    # with the mode widened the daemon's own check refuses them.
+    nobody = 65534
+    with JoinBed(build).start() as bed:
+        sock = bed.path("control.sock")
+        os.chmod(bed.dir, 0o711)  # mkdtemp's 0700 would stop them at the directory
+        st = os.stat(sock)
+        check(st.st_mode & 0o777 == 0o660 and st.st_gid != nobody,
+              "socket mode %o group %d" % (st.st_mode & 0o777, st.st_gid), bed)
+        rc, out, err = ctl(bed, "status", user=nobody)
+        check(rc == 3 and "cannot connect to %s: Permission denied" % sock in err,
+              "refused by the file mode: rc %d: %s%s" % (rc, out, err), bed)
+        # The daemon never saw that peer: a later request is answered and
+        # nothing was logged before it (accepts are in arrival order).
+        check(ctl(bed, "status")[0] == 0, "root's status failed", bed)
+        check(bed.observer.count(r"control socket: refused") == 0,
+              "a refusal logged though the kernel refused the connect", bed)
+
+        os.chmod(sock, 0o666)
+        argv = ["setpriv", "--reuid=%d" % nobody, "--regid=%d" % nobody, "--clear-groups",
+                bed.bin("srup-observerctl"), "--socket", sock, "status"]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = p.communicate(timeout=60)
+        bed.log("ctl status as nobody| rc=%d %s%s" % (p.returncode, out, err))
+        check(p.returncode == 1 and "permission denied: uid %d is not root" % nobody in err,
+              "refused by the daemon: rc %d: %s%s" % (p.returncode, out, err), bed)
+        # setpriv execs: the peer the daemon saw is this pid.
+        bed.observer.wait_line(r"control socket: refused pid %d uid %d" % (p.pid, nobody), 10)
 
 
 @case
