@@ -5,7 +5,9 @@
  * one answer format that scripts and people share, and keeps the daemon's
  * loop to building one small JSON text per request. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +30,7 @@ enum {
 	CTL_EXIT_OK = 0,
 	CTL_EXIT_REFUSED = 1,  /* the daemon answered with an error */
 	CTL_EXIT_USAGE = 2,
-	CTL_EXIT_UNREACHABLE = 3, /* no daemon, no permission, bad answer */
+	CTL_EXIT_UNREACHABLE = 3, /* no daemon, no permission, out of time, bad answer */
 };
 
 static void usage(FILE *out)
@@ -48,15 +50,76 @@ static void usage(FILE *out)
 		"  -h, --help         this text\n"
 		"\n"
 		"Exit status: 0 done, 1 the daemon refused (e.g. nothing pending), 2 usage,\n"
-		"3 the daemon cannot be reached or answered nonsense.\n",
-		OBS_CTL_HISTORY_MAX, CTL_DEFAULT_SOCKET);
+		"3 the daemon cannot be reached, answered nonsense or did not answer within\n"
+		"%d s (connecting included).\n",
+		OBS_CTL_HISTORY_MAX, CTL_DEFAULT_SOCKET, CTL_TIMEOUT_MS / 1000);
 }
 
-/* Sends request and reads one answer line (malloc'd, NUL-terminated). */
+static long ms_left(const struct timespec *deadline)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)(deadline->tv_sec - now.tv_sec) * 1000 +
+	       (deadline->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+/* Connects within the time left. A UNIX socket's non-blocking connect to a
+ * daemon whose queue is full fails with EAGAIN at once instead of going on
+ * in the background (nothing to poll), so the blocking connect is bounded
+ * with SO_SNDTIMEO: the kernel wakes it as soon as a slot frees. */
+static int connect_by(int fd, const struct sockaddr_un *addr, const struct timespec *deadline)
+{
+	for (;;) {
+		long left = ms_left(deadline);
+		struct timeval tv;
+
+		if (left <= 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		tv.tv_sec = left / 1000;
+		tv.tv_usec = (left % 1000) * 1000;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+			return -1;
+		if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+			return 0;
+		/* EAGAIN: the queue stayed full for the whole wait. */
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
+/* Waits for events on fd until the deadline: 1 ready, 0 out of time. */
+static int wait_by(int fd, short events, const struct timespec *deadline)
+{
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = events};
+		long left = ms_left(deadline);
+		int n;
+
+		if (left <= 0)
+			return 0;
+		n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (n > 0)
+			return 1;
+		if (n < 0 && errno != EINTR)
+			return 1; /* the send or recv that follows reports it */
+	}
+}
+
+/* Sends request and reads one answer line (malloc'd, NUL-terminated); the
+ * whole exchange, connect included, ends by one deadline, so a daemon that
+ * is stuck (its loop stopped, its queue full) cannot hold us for ever. */
 static char *ask(const char *path, const char *request)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	size_t len = 0, cap = 0, sent = 0, req_len = strlen(request);
+	struct timespec deadline;
 	char *buf = NULL;
 	int fd, send_errno = 0;
 
@@ -65,18 +128,38 @@ static char *ask(const char *path, const char *request)
 		return NULL;
 	}
 	memcpy(addr.sun_path, path, strlen(path));
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += CTL_TIMEOUT_MS / 1000;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		fprintf(stderr, "srup-observerctl: cannot connect to %s: %s\n", path,
-			strerror(errno));
+	if (fd < 0 || connect_by(fd, &addr, &deadline) < 0) {
+		if (errno == ETIMEDOUT)
+			fprintf(stderr,
+				"srup-observerctl: cannot connect to %s: the daemon accepted no "
+				"connection within %d s (is it stuck?)\n",
+				path, CTL_TIMEOUT_MS / 1000);
+		else
+			fprintf(stderr, "srup-observerctl: cannot connect to %s: %s\n", path,
+				strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return NULL;
 	}
+	/* From here on every wait is a poll against the same deadline. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+		fprintf(stderr, "srup-observerctl: %s: %s\n", path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
 	while (sent < req_len) {
-		ssize_t w = send(fd, request + sent, req_len - sent, MSG_NOSIGNAL);
+		ssize_t w;
 
-		if (w < 0 && errno == EINTR)
+		if (!wait_by(fd, POLLOUT, &deadline)) {
+			fprintf(stderr, "srup-observerctl: %s: cannot send the request within %d s\n",
+				path, CTL_TIMEOUT_MS / 1000);
+			goto fail;
+		}
+		w = send(fd, request + sent, req_len - sent, MSG_NOSIGNAL);
+		if (w < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
 			continue;
 		if (w <= 0) {
 			/* The daemon may have refused us and closed already: its
@@ -87,12 +170,11 @@ static char *ask(const char *path, const char *request)
 		sent += (size_t)w;
 	}
 	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 		ssize_t r;
 
 		if (len && buf[len - 1] == '\n')
 			break;
-		if (poll(&pfd, 1, CTL_TIMEOUT_MS) == 0) {
+		if (!wait_by(fd, POLLIN, &deadline)) {
 			fprintf(stderr, "srup-observerctl: %s: no answer within %d s\n", path,
 				CTL_TIMEOUT_MS / 1000);
 			goto fail;
@@ -112,7 +194,7 @@ static char *ask(const char *path, const char *request)
 			buf = grown;
 		}
 		r = recv(fd, buf + len, cap - len - 1, 0);
-		if (r < 0 && errno == EINTR)
+		if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
 			continue;
 		if (r <= 0) {
 			if (send_errno)

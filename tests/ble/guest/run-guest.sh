@@ -35,6 +35,8 @@ out=$(mktemp -d "$build/ble-guest-out.XXXXXX")
 [[ ${SRUP_GUEST_KEEP_OUT:-} == 1 ]] || trap 'rm -rf "$out"' EXIT
 {
 	printf 'export SRUP_GUEST_SCRIPT=%q\n' "$script"
+	# Tests of the controllers' bring-up retry only (bluez-up.sh).
+	printf 'export SRUP_GUEST_BRINGUP_FAULTS=%q\n' "${SRUP_GUEST_BRINGUP_FAULTS:-0}"
 	printf 'exec /bin/bash /srup/src/tests/ble/guest/%q /srup/src /srup/build /srup/out' "$script"
 	printf ' %q' "$@"
 	printf '\n'
