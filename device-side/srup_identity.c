@@ -1,24 +1,50 @@
 #include "srup_identity.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Adds a line to err ('\n' between lines); a line that does not fit whole
+ * is left out, except the first. */
+__attribute__((format(printf, 3, 4))) static void append_line(char *err, size_t len,
+							      const char *fmt, ...)
+{
+	size_t used = err && len ? strlen(err) : 0;
+	char line[1024];
+	va_list ap;
+	int n;
+
+	if (!err || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	n = snprintf(err + used, len - used, "%s%s", used ? "\n" : "", line);
+	if (used && (n < 0 || (size_t)n >= len - used))
+		err[used] = '\0';
+}
 
 int srup_identity_load(const struct srup_config *cfg, struct srup_identity *id, char *err,
 		       size_t err_len)
 {
-	char detail[512] = "";
+	char detail[512] = "", where[SRUP_CONFIG_PATH_MAX + 16];
 
 	memset(id, 0, sizeof(*id));
+	if (err && err_len)
+		err[0] = '\0';
+	/* Both keys are tried, so that both are reported in one pass. */
 	if (srup_key_load_private(cfg->identity_private_key, &id->private_key, detail,
-				  sizeof(detail)) != SRUP_KEYS_OK) {
-		snprintf(err, err_len, "%s: [identity] private_key: %s", cfg->path, detail);
-		goto fail;
-	}
+				  sizeof(detail)) != SRUP_KEYS_OK)
+		append_line(err, err_len, "%s: [identity] private_key: %s",
+			    srup_config_where(cfg, "identity", "private_key", where, sizeof(where)),
+			    detail);
 	if (srup_key_load_public(cfg->server_public_key, &id->server_key, detail,
-				 sizeof(detail)) != SRUP_KEYS_OK) {
-		snprintf(err, err_len, "%s: [server] public_key: %s", cfg->path, detail);
+				 sizeof(detail)) != SRUP_KEYS_OK)
+		append_line(err, err_len, "%s: [server] public_key: %s",
+			    srup_config_where(cfg, "server", "public_key", where, sizeof(where)),
+			    detail);
+	if (!id->private_key || !id->server_key)
 		goto fail;
-	}
 	if (srup_keystore_open(NULL, &id->peers, detail, sizeof(detail)) != SRUP_KEYS_OK ||
 	    srup_keystore_add(id->peers, cfg->server_id, id->server_key) != SRUP_KEYS_OK) {
 		snprintf(err, err_len, "cannot set up the key store: %s", detail);
