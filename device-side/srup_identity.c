@@ -2,7 +2,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "srup_log.h"
 
 /* Adds a line to err ('\n' between lines); a line that does not fit whole
  * is left out, except the first. */
@@ -75,4 +78,55 @@ void srup_node_config_from(const struct srup_config *cfg, enum srup_node_role ro
 	snprintf(out->cert_file, sizeof(out->cert_file), "%s", cfg->mqtt_cert_file);
 	snprintf(out->key_file, sizeof(out->key_file), "%s", cfg->mqtt_key_file);
 	snprintf(out->state_dir, sizeof(out->state_dir), "%s", cfg->state_dir);
+}
+
+void srup_log_lines(int priority, const char *text)
+{
+	while (text && *text) {
+		size_t n = strcspn(text, "\n");
+
+		srup_log(priority, "%.*s", (int)n, text);
+		text += n + (text[n] == '\n');
+	}
+}
+
+int srup_setup_load(const char *path, enum srup_config_kind kind, bool check,
+		    struct srup_config *cfg, struct srup_identity *id)
+{
+	/* Room for every problem a file can have at once. */
+	enum { REPORT_MAX = 16384 };
+	char *report = malloc(REPORT_MAX);
+	bool loaded;
+	int failed = 0;
+
+	memset(id, 0, sizeof(*id));
+	if (!report) {
+		srup_log(LOG_ERR, "%s: cannot check: out of memory", path);
+		return -1;
+	}
+	loaded = srup_config_load(path, kind, cfg, report, REPORT_MAX) == 0;
+	if (check) {
+		for (size_t i = 0; i < cfg->n_files; i++)
+			printf("read %s\n", cfg->files[i]);
+		fflush(stdout);
+	}
+	if (!loaded) {
+		srup_log_lines(LOG_ERR, report);
+		failed = 1;
+	} else if (srup_identity_load(cfg, id, report, REPORT_MAX) != 0) {
+		srup_log_lines(LOG_ERR, report);
+		failed = 1;
+	}
+	/* What the channel needs, in the same pass (only what the files set
+	 * is looked at, so a file that stopped parsing adds nothing false). */
+	if (cfg->n_files && srup_config_check_channels(cfg, kind, report, REPORT_MAX) > 0) {
+		bool fatal = check && kind == SRUP_CONFIG_OBSERVER;
+
+		srup_log_lines(fatal ? LOG_ERR : LOG_WARNING, report);
+		failed |= fatal;
+	}
+	free(report);
+	if (failed)
+		srup_identity_free(id);
+	return failed ? -1 : 0;
 }
