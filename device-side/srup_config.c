@@ -9,7 +9,11 @@
  * - section headers are checked as the reader hands them over, because
  *   inih never calls the handler for a section without keys;
  * - the first error (lowest line) wins; inih's syntax errors are
- *   reported with the text of the line.
+ *   reported with the text of the line;
+ * - the main file and then its drop-ins are parsed one after the other
+ *   into the same struct; where each key was last set (file and line) is
+ *   kept in it, so that the checks made once all files are read name the
+ *   file that set the value, not the main file.
  *
  * Sections and keys are one table: a key is one line in it. */
 #include "srup_config.h"
