@@ -1078,3 +1078,21 @@ out:
 	free(text);
 	return p.failed ? -1 : 0;
 }
+
+/* ---- The key table, for the reload classification ------------------------ */
+
+size_t srup_config_key_count(void)
+{
+	return KEY_COUNT;
+}
+
+int srup_config_key_at(size_t i, struct srup_config_key *out)
+{
+	if (i >= KEY_COUNT || !out)
+		return -1;
+	out->section = section_names[keys[i].section];
+	out->name = keys[i].name;
+	out->offset = keys[i].offset;
+	out->size = keys[i].size; /* CFG_FIELD: the whole field */
+	return 0;
+}
