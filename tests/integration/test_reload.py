@@ -181,6 +181,30 @@ def observer_restart_only_named(build):
         check("restart needed" not in out, "status text:\n" + out, bed)
 
 
+@case
+def observer_dropin_reloaded(build):
+    """A drop-in written after the start (FILE.d/*.conf) is read by the
+    reload; a bad one is refused naming the drop-in's FILE:LINE."""
+    bed, raw = observer_bed(build, window_seconds=60)
+    with bed:
+        d = bed.observer_config + ".d"
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "50-window.conf"), "w") as f:
+            f.write("[observation]\nwindow_seconds = 4\n")
+        hup(bed, bed.observer, r"reload: .*applied: window 4s")
+        request(bed, raw, 0xF1, "tok-f1")
+        check(0 < pending(bed)[0xF1]["deadline_in_ms"] <= 4000, "drop-in not applied", bed)
+
+        bad = os.path.join(d, "60-bad.conf")
+        with open(bad, "w") as f:
+            f.write("# later than 50-window.conf\n[observation]\nwindow_seconds = 0\n")
+        _, _, m = hup(bed, bed.observer, r"reload refused: (.*):(\d+): \[observation\] "
+                      r"window_seconds")
+        check(m.group(1) == bad and m.group(2) == "3", "named %s:%s" % m.groups(), bed)
+        request(bed, raw, 0xF2, "tok-f2")
+        check(0 < pending(bed)[0xF2]["deadline_in_ms"] <= 4000, "window changed", bed)
+
+
 # ---- srup-device run -------------------------------------------------------------
 
 def rewrite_device(bed, **sections):

@@ -275,16 +275,16 @@ wait_pending() { # device
 	for _ in $(seq 30); do [ -n "$(deadline_in "$1")" ] && return 0; sleep 1; done
 	return 1
 }
-export -f deadline_in wait_pending
+export -f deadline_in wait_pending journal_has
 
 wait_prop SubState running 60 >/dev/null
 pid=$(prop MainPID)
-cp "$conf" "$work/observer.conf.before-reload"
 observe_request 0bd0000000000001 tok-before
 check "an observation pending with the 120 s window" \
 	bash -c "wait_pending 0bd0000000000001 && [ \"\$(deadline_in 0bd0000000000001)\" -gt 100000 ]"
-sed -i 's/^window_seconds = .*/window_seconds = 7/' "$conf"
-check "systemctl reload after setting window_seconds = 7 succeeds" inside systemctl reload srup-observerd.service
+mkdir -p "$conf.d"
+printf '[observation]\nwindow_seconds = 7\n' >"$conf.d/50-window.conf"
+check "systemctl reload after a drop-in with window_seconds = 7 succeeds" inside systemctl reload srup-observerd.service
 check "  with the same process (MainPID before = after)" bash -c "[ \"\$(prop MainPID)\" = $pid ] && [ \"\$(prop SubState)\" = running ]"
 check "  the journal says it applied window 7s" journal_has "applied: window 7s"
 observe_request 0bd0000000000002 tok-after
@@ -298,21 +298,20 @@ inside srup-observerctl cancel 0bd0000000000001 >/dev/null || true
 
 # A bad file: refused by the check before any signal, and by the daemon
 # itself when it is sent SIGHUP directly.
-sed -i 's/^window_seconds = .*/window_seconds = 0/' "$conf"
-bad_line=$(grep -n '^window_seconds = 0' "$conf" | cut -d: -f1)
-check "systemctl reload with window_seconds = 0 fails" bash -c "! inside systemctl reload srup-observerd.service 2>/dev/null"
+printf '[observation]\nwindow_seconds = 0\n' >"$conf.d/60-bad.conf"
+check "systemctl reload with a drop-in setting window_seconds = 0 fails" bash -c "! inside systemctl reload srup-observerd.service 2>/dev/null"
 check "  the daemon keeps running, same PID" bash -c "[ \"\$(prop MainPID)\" = $pid ] && [ \"\$(prop SubState)\" = running ]"
 check "systemctl kill -s HUP with the bad file: same PID, still running" \
 	bash -c "inside systemctl kill -s HUP srup-observerd.service && sleep 2 && [ \"\$(prop MainPID)\" = $pid ] && [ \"\$(prop SubState)\" = running ]"
 check "  the journal names FILE:LINE of the refusal" \
-	journal_has "reload refused: /etc/srup/observer.conf:$bad_line: [observation] window_seconds"
+	journal_has "reload refused: /etc/srup/observer.conf.d/60-bad.conf:2: [observation] window_seconds"
 observe_request 0bd0000000000003 tok-bad
 check "  the old window (7 s) is still in effect" \
 	bash -c "wait_pending 0bd0000000000003 && [ \"\$(deadline_in 0bd0000000000003)\" -le 7000 ]"
 check "  no restart happened" bash -c "[ \"\$(prop NRestarts)\" = 1 ]"
-cp "$work/observer.conf.before-reload" "$conf"
-check "the shipped file back: systemctl reload applies window 120s" \
-	bash -c "inside systemctl reload srup-observerd.service && [ \"\$(prop MainPID)\" = $pid ]"
+rm "$conf.d/50-window.conf" "$conf.d/60-bad.conf"
+check "the drop-ins removed: systemctl reload applies window 120s" \
+	bash -c "inside systemctl reload srup-observerd.service && [ \"\$(prop MainPID)\" = $pid ] && journal_has 'applied: window 120s'"
 
 # ---- 12.4: a bad config is found before a healthy daemon is stopped --------------------
 
