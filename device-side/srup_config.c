@@ -138,6 +138,8 @@ struct key_spec {
 
 #define CFG_FIELD(f) offsetof(struct srup_config, f), sizeof(((struct srup_config *)0)->f)
 
+/* Each key is also classified for reload (applied, or restart-only) in
+ * srup_config_reload.c; its unit test fails for a key that is not. */
 static const struct key_spec keys[] = {
 	{SEC_IDENTITY, "id", KEY_ID, CFG_FIELD(identity_id), 0, 0, NULL, true},
 	{SEC_IDENTITY, "private_key", KEY_PATH, CFG_FIELD(identity_private_key), 0, 0, "a path",

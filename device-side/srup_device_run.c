@@ -92,8 +92,9 @@ static void reload(struct device_run *d)
 	memcpy(d->restart_needed, restart, sizeof(restart));
 	if (restart[0])
 		srup_log(LOG_WARNING, "reload: restart needed for: %s", restart);
-	srup_log(LOG_NOTICE, "reload: %s applied (%zu actions, %zu data handlers)",
-		 d->config_path, d->cfg.n_actions, d->cfg.n_data);
+	srup_log(LOG_NOTICE, "reload: %s (%zu drop-in file(s)) applied (%zu actions, %zu data "
+		 "handlers)", d->config_path, d->cfg.n_files ? d->cfg.n_files - 1 : 0,
+		 d->cfg.n_actions, d->cfg.n_data);
 done:
 	srup_identity_free(&check);
 	if (next) {

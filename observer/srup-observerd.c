@@ -468,9 +468,9 @@ static void reload(struct observerd *d)
 	memcpy(d->restart_needed, restart, sizeof(restart));
 	if (restart[0])
 		srup_log(LOG_WARNING, "reload: restart needed for: %s", restart);
-	srup_log(LOG_NOTICE, "reload: %s applied: window %us, max_attempts %u, max_pending %u "
-		 "for new observations (%zu pending keep theirs)", d->config_path,
-		 d->cfg.window_seconds, d->cfg.max_attempts, d->cfg.max_pending,
+	srup_log(LOG_NOTICE, "reload: %s (%zu drop-in file(s)) applied: window %us, "
+		 "max_attempts %u, max_pending %u for new observations (%zu pending keep theirs)",
+		 d->config_path, d->cfg.n_files ? d->cfg.n_files - 1 : 0, d->cfg.window_seconds, d->cfg.max_attempts, d->cfg.max_pending,
 		 obs_engine_pending(d->engine));
 done:
 	srup_identity_free(&check);
