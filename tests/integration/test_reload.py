@@ -15,7 +15,10 @@ Each case is one ctest test: test_reload.py BUILD_DIR CASE.
 import os
 import re
 import signal
+import socket
 import sys
+import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
@@ -249,6 +252,95 @@ def device_bad_config_refused(build):
         check(bed.status(bed.command("action", action_id=1)) == role.ACTION_SUCCESS, "1", bed)
         runs = role.hook_runs(bed, "action")
         check([r[0] for r in runs] == [["--reboot", "now"]], "runs %r" % runs, bed)
+
+
+# ---- systemd's notify protocol (Type=notify) ----------------------------------
+
+class NotifySocket:
+    """The datagram socket systemd gives a Type=notify service
+    (NOTIFY_SOCKET): every message received, in order."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.messages = []
+        self.done = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while not self.done:
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode(errors="replace")))
+
+    def env(self, watchdog_usec=1000000):
+        env = dict(os.environ)
+        env["NOTIFY_SOCKET"] = self.path
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+        return env
+
+    def assignments(self, start=0):
+        """Each NAME=value of the messages from index start, in order."""
+        return [a for _, m in self.messages[start:] for a in m.split("\n") if a]
+
+    def close(self):
+        self.done = True
+        self.sock.close()
+
+
+def notify_case(bed, proc_factory, connected_line):
+    notify = NotifySocket(bed.path("notify.sock"))
+    try:
+        proc = proc_factory(notify.env())
+        proc.wait_line(connected_line, 30)
+        got = wait_for("READY=1", lambda: "READY=1" in notify.assignments(), 10, bed)
+        check(any(a.startswith("STATUS=broker connected") for a in notify.assignments()),
+              "STATUS= %r" % notify.assignments(), bed)
+        # WATCHDOG=1 from the loop, at half of WATCHDOG_USEC (1 s).
+        n = len(notify.messages)
+        wait_for("WATCHDOG=1 twice", lambda: notify.assignments(n).count("WATCHDOG=1") >= 2, 10,
+                 bed)
+        # A reload is bracketed by RELOADING=1 (with MONOTONIC_USEC) and READY=1.
+        n = len(notify.messages)
+        hup(bed, proc, r"reload: .*applied")
+        seq = wait_for("RELOADING=1 then READY=1", lambda: [
+            a for a in notify.assignments(n) if a.split("=")[0] in
+            ("RELOADING", "READY", "MONOTONIC_USEC")] if "READY=1" in notify.assignments(n)
+            else None, 10, bed)
+        check(seq[0] == "RELOADING=1" and seq[1].startswith("MONOTONIC_USEC=") and
+              seq[-1] == "READY=1", "reload notifications %r" % seq, bed)
+        return got
+    finally:
+        notify.close()
+
+
+@case
+def observer_notify_reload(build):
+    with JoinBed(build) as bed:
+        bed.setup()
+
+        def start(env):
+            bed.observer = bed.spawn("observer", [bed.bin("srup-observerd"), "--config",
+                                                  bed.observer_config], env=env)
+            return bed.observer
+        notify_case(bed, start, r"connected to the broker")
+
+
+@case
+def device_notify_reload(build):
+    with role.RoleBed(build).start() as bed:
+        def start(env):
+            bed.agent = bed.spawn("agent", [bed.bin("srup-device"), "--config",
+                                            bed.device_config, "run"], env=env)
+            return bed.agent
+        notify_case(bed, start, r"connected to the broker; answering")
 
 
 if __name__ == "__main__":
