@@ -125,6 +125,7 @@ __attribute__((format(printf, 1, 2))) static int fail_usage(const char *fmt, ...
 struct conf {
 	char identity_id[64];
 	char private_key[PATH_LEN];
+	char state_dir[PATH_LEN];
 	bool observer;              /* an [observation] section: srup-observerd's file */
 	char dropin_dir[PATH_LEN];
 	char dropin[PATH_LEN];
@@ -139,6 +140,14 @@ static int on_ini(void *user, const char *section, const char *name, const char 
 
 	if (strcmp(section, "observation") == 0)
 		c->observer = true;
+	if (strcmp(section, "state") == 0 && name && strcmp(name, "dir") == 0) {
+		if (strlen(value) >= sizeof(c->state_dir) || value[0] != '/') {
+			snprintf(c->bad_what, sizeof(c->bad_what),
+				 "[state] dir must be an absolute path");
+			return 0;
+		}
+		strcpy(c->state_dir, value);
+	}
 	if (strcmp(section, "identity") != 0 || !name)
 		return 1;
 	if (strcmp(name, "id") == 0) {
@@ -545,6 +554,8 @@ struct run {
 	char server_path[PATH_LEN * 2], access_key_path[PATH_LEN * 2],
 		access_cert_path[PATH_LEN * 2], access_ca_path[PATH_LEN * 2];
 	char *dropin_text;
+	char record_path[PATH_LEN * 2];
+	char config_abs[PATH_LEN];
 };
 
 static int make_dir(const char *path, mode_t mode, const struct owner *o, bool *made)
@@ -710,11 +721,49 @@ static int check_pin(struct run *r, EVP_PKEY *key)
 	return fail(EXIT_REFUSED, "the server key's SHA-256 is %s, not the --pin-sha256 given", hex);
 }
 
+/* get_key/<ident>: *key set when the service answers 200 with a PEM public
+ * key (base64), NULL on 404 or anything unusable. */
+static enum reg_http_outcome fetch_key(struct run *r, const char *ident, EVP_PKEY **key)
+{
+	char route[64];
+	enum reg_http_outcome out;
+	unsigned char *pem;
+	size_t pem_len;
+	BIO *bio;
+
+	*key = NULL;
+	snprintf(route, sizeof(route), "get_key/%s", ident);
+	out = reg_http_call(&r->http, route, NULL, r->reply);
+	if (out != REG_HTTP_ANSWERED || r->reply->status != 200)
+		return out;
+	if (reg_base64_decode(r->reply->body, r->reply->len, &pem, &pem_len) != REG_OK)
+		return out;
+	bio = pem_len <= INT32_MAX ? BIO_new_mem_buf(pem, (int)pem_len) : NULL;
+	*key = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	free(pem);
+	if (*key && srup_key_check(*key) != SRUP_OK) {
+		EVP_PKEY_free(*key);
+		*key = NULL;
+	}
+	return out;
+}
+
+static void fingerprint(EVP_PKEY *key, char hex[65])
+{
+	unsigned char d[32];
+
+	strcpy(hex, "?");
+	if (key && reg_key_sha256(key, d) == 0)
+		for (int i = 0; i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
 /* Where the server's key comes from when register said the ID is held:
  * the peer-store file of an earlier run, else the service's get_key. */
 static int server_key_for_rerun(struct run *r)
 {
-	char detail[512], route[64], why[REG_WHY_MAX];
+	char detail[512], why[REG_WHY_MAX];
 	enum reg_http_outcome out;
 
 	if (srup_key_load_public(r->server_path, &r->server_key_loaded, detail, sizeof(detail)) ==
@@ -722,25 +771,10 @@ static int server_key_for_rerun(struct run *r)
 		r->server_key = r->server_key_loaded;
 		return 0;
 	}
-	snprintf(route, sizeof(route), "get_key/%s", r->status.identity);
-	out = reg_http_call(&r->http, route, NULL, r->reply);
+	out = fetch_key(r, r->status.identity, &r->server_key_loaded);
 	if (out != REG_HTTP_ANSWERED)
 		return http_failure(out, r->reply, "get_key");
-	if (r->reply->status == 200) {
-		unsigned char *pem;
-		size_t pem_len;
-		BIO *bio;
-
-		if (reg_base64_decode(r->reply->body, r->reply->len, &pem, &pem_len) != REG_OK)
-			return fail(EXIT_SERVICE, "get_key: the answer is not base64");
-		bio = BIO_new_mem_buf(pem, (int)pem_len);
-		r->server_key_loaded = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
-		BIO_free(bio);
-		free(pem);
-		if (!r->server_key_loaded)
-			return fail(EXIT_SERVICE, "get_key: the answer is not a PEM public key");
-		if (srup_key_check(r->server_key_loaded) != SRUP_OK)
-			return fail(EXIT_SERVICE, "get_key: the server key is not RSA of 2048..4096 bits");
+	if (r->server_key_loaded) {
 		r->server_key = r->server_key_loaded;
 		return 0;
 	}
@@ -749,6 +783,64 @@ static int server_key_for_rerun(struct run *r)
 		    "ID %s is registered already, and the server's key is neither in '%s' nor "
 		    "at get_key (HTTP %ld): the service gives it only at the first register",
 		    r->id_text, r->server_path, r->reply->status);
+}
+
+/* The answer to register, kept in [state] dir: the service gives the
+ * broker and the server key only once, so a run that fails after register
+ * leaves this for the re-run, which is then told "already exists". */
+static int write_record(struct run *r)
+{
+	char *bare = reg_public_bare(r->server_key), *text = NULL;
+	cJSON *o = cJSON_CreateObject();
+	bool made;
+	int rc;
+
+	if (o && bare && cJSON_AddStringToObject(o, "identity", r->id_text) &&
+	    cJSON_AddStringToObject(o, "default_c2", r->status.identity) &&
+	    cJSON_AddStringToObject(o, "broker", r->reg.broker) &&
+	    cJSON_AddStringToObject(o, "key", bare) && cJSON_AddStringToObject(o, "url", r->o->url))
+		text = cJSON_Print(o);
+	cJSON_Delete(o);
+	free(bare);
+	if (!text)
+		return fail(EXIT_CONFIG, "out of memory");
+	rc = make_dir(r->conf.state_dir[0] ? r->conf.state_dir : r->keys_dir, 0700, &r->owner,
+		      &made);
+	if (rc == 0)
+		rc = write_file(r->record_path, text, strlen(text), 0644, &r->owner);
+	cJSON_free(text);
+	return rc;
+}
+
+/* An earlier run's record for this ID and this server: true with r->reg,
+ * r->server_key and r->broker set from it. */
+static bool read_record(struct run *r)
+{
+	char why[REG_WHY_MAX], ident[64] = "";
+	size_t len;
+	char *text = slurp(r->record_path, &len);
+	cJSON *o;
+	const cJSON *m;
+
+	if (!text)
+		return false;
+	o = cJSON_ParseWithLength(text, len);
+	m = o ? cJSON_GetObjectItemCaseSensitive(o, "identity") : NULL;
+	if (cJSON_IsString(m) && strlen(m->valuestring) < sizeof(ident))
+		strcpy(ident, m->valuestring);
+	cJSON_Delete(o);
+	if (strcmp(ident, r->id_text) != 0 ||
+	    reg_parse_register(text, len, &r->reg, why) != REG_OK || !r->reg.has_default_c2 ||
+	    strcmp(r->reg.default_c2, r->status.identity) != 0 ||
+	    reg_broker_url(r->reg.broker, r->broker, sizeof(r->broker), why) != REG_OK) {
+		reg_register_clear(&r->reg);
+		r->broker[0] = '\0';
+		free(text);
+		return false;
+	}
+	free(text);
+	r->server_key = r->reg.server_key;
+	return true;
 }
 
 static int do_register(struct run *r, bool *held)
@@ -778,7 +870,10 @@ static int do_register(struct run *r, bool *held)
 				    "nothing was written: run again for another", r->id_text, line);
 		*held = true;
 		step("registered %s (held already: validate decides whose key)", r->id_text);
-		return server_key_for_rerun(r);
+		/* The server key comes from an earlier run; validate says first
+		 * whether the ID is held with this key at all. */
+		read_record(r);
+		return 0;
 	}
 	if (r->reply->status >= 500) {
 		rc = server_error(r->reply, "register");
@@ -803,13 +898,13 @@ static int do_register(struct run *r, bool *held)
 	if (reg_broker_url(r->reg.broker, r->broker, sizeof(r->broker), why) != REG_OK)
 		return fail(EXIT_SERVICE, "register: %s", why);
 	step("registered %s", r->id_text);
-	if (r->fresh && !r->o->dry_run)
-		return write_identity(r);
-	return 0;
+	if (r->fresh && (rc = write_identity(r)) != 0)
+		return rc;
+	return write_record(r);
 uncertain:
 	/* The service may have stored the ID: keep the identity, so that a
 	 * re-run asks for the same ID and validate settles it. */
-	if (r->fresh && !r->o->dry_run) {
+	if (r->fresh) {
 		fprintf(stderr, "%s: the service may hold ID %s now: keeping its key\n", prog,
 			r->id_text);
 		int wrc = write_identity(r);
@@ -844,12 +939,21 @@ static int do_validate(struct run *r, bool held)
 		return http_failure(out, r->reply, "validate");
 	reg_reply_line(r->reply, line, sizeof(line));
 	if (r->reply->status == 400) {
-		if (held)
+		if (held) {
+			EVP_PKEY *theirs = NULL;
+			char ours_fp[65], theirs_fp[65];
+
+			fetch_key(r, r->id_text, &theirs);
+			fingerprint(r->identity, ours_fp);
+			fingerprint(theirs, theirs_fp);
+			EVP_PKEY_free(theirs);
 			return fail(EXIT_REFUSED,
-				    "the service holds ID %s with another key (validate: \"%s\"); "
-				    "an ID cannot be registered again: make a new identity (move "
-				    "'%s' away) or ask the service's operator",
-				    r->id_text, line, r->private_path);
+				    "the service holds ID %s with another key (validate: \"%s\"; "
+				    "its key's SHA-256 %s, this identity's %s); an ID cannot be "
+				    "registered again: make a new identity (move '%s' away) or ask "
+				    "the service's operator",
+				    r->id_text, line, theirs_fp, ours_fp, r->private_path);
+		}
 		return fail(EXIT_REFUSED, "validate: the service refused ID %s: %s", r->id_text,
 			    line);
 	}
@@ -859,6 +963,14 @@ static int do_validate(struct run *r, bool held)
 		return fail(EXIT_SERVICE, "validate: HTTP %ld, not 200: %s", r->reply->status, line);
 	if (reg_parse_validate(r->reply->body, r->reply->len, &v, why) != REG_OK)
 		return fail(EXIT_SERVICE, "validate: %s", why);
+	if (!r->server_key) {
+		int rc = server_key_for_rerun(r);
+
+		if (rc != 0) {
+			reg_validate_clear(&v);
+			return rc;
+		}
+	}
 	if (strcmp(v.identity, r->status.identity) != 0) {
 		int rc = fail(EXIT_REFUSED, "validate: the answer is signed as %s, but status "
 					    "named server %s", v.identity, r->status.identity);
@@ -874,7 +986,7 @@ static int do_validate(struct run *r, bool held)
 			    r->status.identity);
 	}
 	reg_validate_clear(&v);
-	if (held && (!r->have_register)) {
+	if (held) {
 		int rc = check_pin(r, r->server_key);
 
 		if (rc != 0)
@@ -909,33 +1021,12 @@ static int render_dropin(struct run *r)
 		     "ca_file = %s\n"
 		     "cert_file = %s\n"
 		     "key_file = %s\n",
-		     r->o->url, r->o->config, r->id16, r->private_path, r->server16, r->server_path,
+		     r->o->url, r->config_abs, r->id16, r->private_path, r->server16, r->server_path,
 		     r->broker, r->access_ca_path, r->access_cert_path, r->access_key_path);
 	if (n < 0)
 		return -1;
 	r->dropin_text = text;
 	return 0;
-}
-
-/* The broker of an earlier run's drop-in, for a re-run that is told only
- * "already exists". */
-static void broker_from_dropin(struct run *r)
-{
-	FILE *f = fopen(r->conf.dropin, "r");
-	char line[512];
-	bool in_mqtt = false;
-
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\r\n")] = '\0';
-		if (line[0] == '[')
-			in_mqtt = strcmp(line, "[mqtt]") == 0;
-		else if (in_mqtt && strncmp(line, "broker = ", 9) == 0 &&
-			 strlen(line + 9) < sizeof(r->broker))
-			strcpy(r->broker, line + 9);
-	}
-	fclose(f);
 }
 
 /* A re-run that finds everything in place: the files of the earlier run
@@ -1080,6 +1171,12 @@ static int run_registration(struct opts *o)
 
 	if ((rc = read_config(o->config, &r.conf)) != 0 || (rc = load_identity(&r)) != 0)
 		goto out;
+	{
+		char *abs = realpath(o->config, NULL);
+
+		snprintf(r.config_abs, sizeof(r.config_abs), "%s", abs ? abs : o->config);
+		free(abs);
+	}
 	snprintf(r.id_text, sizeof(r.id_text), "%02" PRIx64, r.id);
 	srup_id_format16(r.id, r.id16);
 
@@ -1090,6 +1187,8 @@ static int run_registration(struct opts *o)
 	snprintf(r.access_cert_path, sizeof(r.access_cert_path), "%s/" ACCESS_CERT_NAME,
 		 r.keys_dir);
 	snprintf(r.access_ca_path, sizeof(r.access_ca_path), "%s/" ACCESS_CA_NAME, r.keys_dir);
+	snprintf(r.record_path, sizeof(r.record_path), "%s/registration-%s.json",
+		 r.conf.state_dir[0] ? r.conf.state_dir : r.keys_dir, r.id16);
 
 	if (o->dry_run) {
 		/* Nothing that changes the service: register is not sent. An
@@ -1102,16 +1201,14 @@ static int run_registration(struct opts *o)
 	}
 	if ((rc = do_register(&r, &held)) != 0 || (rc = do_validate(&r, held)) != 0)
 		goto out;
-	if (held)
-		broker_from_dropin(&r);
 	if (held && already_complete(&r)) {
 		step("unchanged %s", r.conf.dropin);
 	} else {
 		if (held && !r.broker[0]) {
 			rc = fail(EXIT_REFUSED,
 				  "ID %s is registered with this key, but the broker is given only at "
-				  "the first register and no earlier %s names it",
-				  r.id_text, r.conf.dropin);
+				  "the first register and no earlier run kept it in %s",
+				  r.id_text, r.record_path);
 			goto out;
 		}
 		if ((rc = do_access(&r)) != 0)

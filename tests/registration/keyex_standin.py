@@ -34,6 +34,7 @@ import datetime
 import http.server
 import json
 import os
+import shutil
 import socket
 import ssl
 import tempfile
@@ -211,6 +212,7 @@ class KeyService:
             for c in self._hang_conns:
                 c.close()
             self._hang_sock = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- the routes ---------------------------------------------------------
 
