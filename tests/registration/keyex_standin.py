@@ -157,6 +157,39 @@ class KeyService:
         return self.server_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
+    def write_server_private(self, path):
+        """The server's private key as PEM (mode 0600), for a C2 server
+        (the test peer) that speaks as the service's server."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.server_key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+        return path
+
+    def issue_client_cert(self, directory, cn):
+        """A broker client certificate for CN=cn from the access CA, as
+        access issues one; returns (cert, key) paths."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        now = _now()
+        cert = (x509.CertificateBuilder()
+                .subject_name(_name(cn)).issuer_name(self.ca_cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .sign(self.ca_key, hashes.SHA256()))
+        cert_path = os.path.join(directory, "client-%s.pem" % cn)
+        key_path = os.path.join(directory, "client-%s.key" % cn)
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.TraditionalOpenSSL,
+                                      serialization.NoEncryption()))
+        return cert_path, key_path
+
     def issue_broker_cert(self, directory):
         """A broker certificate for 127.0.0.1 from the access CA (the CA
         the service hands out at access); returns (cert, key) paths."""

@@ -39,7 +39,7 @@ def fail(msg):
 class Bed:
     """A root of its own: etc/<kind>.conf, etc/<kind>/ (keys), state/."""
 
-    def __init__(self, kind="observer"):
+    def __init__(self, kind="observer", sim_socket=None):
         self.kind = kind
         self.root = tempfile.mkdtemp(prefix="srup-reg.")
         ROOTS.append(self.root)
@@ -50,6 +50,7 @@ class Bed:
         self.keys = os.path.join(self.etc, kind)
         self.conf = os.path.join(self.etc, kind + ".conf")
         self.dropin = self.conf + ".d/50-registration.conf"
+        self.sim_socket = sim_socket or os.path.join(self.root, "sim.sock")
         self.write_conf("0")
 
     def write_conf(self, ident):
@@ -61,8 +62,8 @@ class Bed:
             "[mqtt]", "broker = mqtts://c2.example.net:8883", "ca_file = /etc/srup/ca.pem",
         ]
         if self.kind == "observer":
-            lines += ["[observation]", "channel = sim",
-                      "[sim]", "socket = %s/sim.sock" % self.root]
+            lines += ["[observation]", "channel = sim"]
+        lines += ["[sim]", "socket = %s" % self.sim_socket]
         lines += ["[state]", "dir = %s" % self.state]
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -456,6 +457,123 @@ def case_usage():
             rc = subprocess.run([exe] + argv, capture_output=True).returncode
             if rc != code:
                 fail("%s: exit %d, expected %d" % (argv, rc, code))
+
+
+class TlsBroker:
+    """Mosquitto on a free loopback port, mqtts only: its certificate from
+    the service's access CA, client certificates required, the CN taken as
+    the user name (use_identity_as_username), every connection logged."""
+
+    def __init__(self, ks):
+        from srup_testlib import Broker
+
+        ks_dir = tempfile.mkdtemp(prefix="srup-tlsbroker.")
+        ROOTS.append(ks_dir)
+        cert, key = ks.issue_broker_cert(ks_dir)
+        ca = ks.ca_file
+
+        class _Tls(Broker):
+            def _write_config(self):
+                lines = [
+                    "persistence false",
+                    "listener %d 127.0.0.1" % self.port,
+                    "cafile %s" % ca, "certfile %s" % cert, "keyfile %s" % key,
+                    "require_certificate true", "use_identity_as_username true",
+                    "allow_anonymous false",
+                    "log_dest file %s" % self.log,
+                    "log_type error", "log_type warning", "log_type notice",
+                    "log_type information",
+                ]
+                if os.geteuid() == 0:
+                    lines.append("user root")
+                with open(self.conf, "w") as f:
+                    f.write("\n".join(lines) + "\n")
+
+        self.broker = _Tls()
+
+    def start(self):
+        self.broker.start()
+        return self.broker
+
+    def log_text(self):
+        with open(self.broker.log) as f:
+            return f.read()
+
+    def close(self):
+        self.broker.close()
+
+
+def case_observed_join_mqtts():
+    """Observer and device registered from nothing; the observed join over
+    mqtts with the issued certificates; the peer (the C2 server) takes both
+    keys from the service."""
+    from joinbed import Proc, id16
+
+    procs = []
+    with KeyService() as ks:
+        tls = TlsBroker(ks)
+        broker = tls.start()
+        try:
+            ks.broker = "mqtt://127.0.0.1:%d" % broker.port
+            obs = Bed("observer")
+            dev = Bed("device", sim_socket=obs.sim_socket)
+            r = register(obs, ks, expect=0)
+            obs_id = check_registered(obs, ks, r)
+            r = register(dev, ks, expect=0)
+            dev_id = check_registered(dev, ks, r)
+            if dropin_values(obs)["mqtt.broker"] != "mqtts://127.0.0.1:%d" % broker.port:
+                fail("broker %s" % dropin_values(obs)["mqtt.broker"])
+
+            # The C2 server: the service's server key, a client certificate
+            # of the same CA, an empty peer store and the service for keys.
+            srv = tempfile.mkdtemp(prefix="srup-reg-server.")
+            ROOTS.append(srv)
+            os.mkdir(os.path.join(srv, "peers"))
+            server_key = ks.write_server_private(os.path.join(srv, "server.pem"))
+            cert, key = ks.issue_client_cert(srv, ks.server_id_text)
+            server_id = int(ks.server_id_text, 16)
+
+            def spawn(name, argv):
+                p = Proc(name, argv, log=lambda t: print(t, flush=True))
+                procs.append(p)
+                return p
+
+            peer = spawn("peer", [
+                os.path.join(BUILD, "tests", "peer", "srup-join-peer"),
+                "--broker", "mqtts://127.0.0.1:%d" % broker.port,
+                "--ca-file", ks.ca_file, "--cert-file", cert, "--key-file", key,
+                "--id", id16(server_id), "--key", server_key,
+                "--peers", os.path.join(srv, "peers"), "--state", os.path.join(srv, "state"),
+                "--watch", id16(obs_id), "--timeout", "120",
+                "--keyex", ks.url, "--keyex-ca", ks.tls_ca_file])
+            peer.wait_line(r"^READY", 30)
+            observer = spawn("observer", [os.path.join(BUILD, "observer", "srup-observerd"),
+                                          "--config", obs.conf])
+            observer.wait_line(r"connected to the broker", 30)
+            device = spawn("device", [os.path.join(BUILD, "device-side", "srup-device"),
+                                      "--config", dev.conf, "join", "--observer",
+                                      "%x" % obs_id, "--channel", "sim", "--timeout", "120"])
+            rc = device.wait(180)
+            if rc != 0 or "JOIN_SUCCESS" not in device.text():
+                fail("the device did not join (rc %d)" % rc)
+            _, m = peer.wait_line(r"^OUTCOME (.*)$", 20)
+            fields = dict(kv.split("=", 1) for kv in m.group(1).split())
+            if fields.get("observer_status") != "0x60" or fields.get("status") != "0x50":
+                fail("the peer saw %r" % fields)
+            # Both keys came from the service, not from files.
+            for ident in (dev_id, obs_id):
+                peer.wait_line(r"^KEYEX device=%s found$" % id16(ident), 5)
+            if os.listdir(os.path.join(srv, "peers")):
+                fail("the peer store was not empty")
+            # The broker knew each client by its certificate's CN.
+            log = tls.log_text()
+            for ident in (obs_id, dev_id, server_id):
+                if not re.search(r"New client connected .* u'%s'\)" % id_text(ident), log):
+                    fail("the broker never saw a client as %s:\n%s" % (id_text(ident), log))
+        finally:
+            for p in reversed(procs):
+                p.stop()
+            tls.close()
 
 
 def main():
