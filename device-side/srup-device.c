@@ -465,9 +465,13 @@ static int delete_server_key_file(const struct agent *a)
 		fflush(stdout);
 		return EXIT_SUCCEEDED;
 	}
+	char where[SRUP_CONFIG_PATH_MAX + 16];
+	int e = errno;
+
 	srup_log(LOG_ERR, "%s: [server] public_key: the server deregistered this device, but "
-		 "its key %s cannot be deleted (%s): delete it by hand", a->cfg.path, path,
-		 strerror(errno));
+		 "its key %s cannot be deleted (%s): delete it by hand",
+		 srup_config_where(&a->cfg, "server", "public_key", where, sizeof(where)), path,
+		 strerror(e));
 	return EXIT_SETUP;
 }
 

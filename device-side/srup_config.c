@@ -9,7 +9,11 @@
  * - section headers are checked as the reader hands them over, because
  *   inih never calls the handler for a section without keys;
  * - the first error (lowest line) wins; inih's syntax errors are
- *   reported with the text of the line.
+ *   reported with the text of the line;
+ * - the main file and then its drop-ins are parsed one after the other
+ *   into the same struct; where each key was last set (file and line) is
+ *   kept in it, so that the checks made once all files are read name the
+ *   file that set the value, not the main file.
  *
  * Sections and keys are one table: a key is one line in it. */
 #include "srup_config.h"
@@ -1350,11 +1354,34 @@ const char *srup_config_where(const struct srup_config *cfg, const char *section
 #define BLUEZ_BUS_NAME "org.bluez"
 #define BUS_CALL_TIMEOUT_USEC (5u * 1000u * 1000u)
 
+/* The directories the system bus takes service files from (D-Bus
+ * specification, "Message Bus Starting Services", system bus). */
+static const char *const system_service_dirs[] = {
+	"/usr/local/share/dbus-1/system-services",
+	"/usr/share/dbus-1/system-services",
+	"/lib/dbus-1/system-services",
+};
+
+static bool bluez_service_file_installed(void)
+{
+	char path[128];
+
+	for (size_t i = 0; i < sizeof(system_service_dirs) / sizeof(system_service_dirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s.service", system_service_dirs[i],
+			 BLUEZ_BUS_NAME);
+		if (access(path, F_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* Whether BlueZ can answer on the system bus: org.bluez has an owner
  * now, or the bus can start it (its D-Bus service file, which the bluez
  * package installs). This is what the BLE channel needs, whether BlueZ is
- * running yet or not; a binary on disk alone proves neither. Returns 1, 0
- * (why says what is missing), or -1 (the bus cannot be asked). */
+ * running yet or not; a bluetoothd binary on disk proves neither (it may
+ * be there with no bus to reach it). With no bus to ask (a chroot, an
+ * early boot), the service file on disk answers whether BlueZ is
+ * installed. Returns 1, or 0 with why saying what is missing. */
 static int bluez_available(char *why, size_t len)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -1398,9 +1425,15 @@ static int bluez_available(char *why, size_t len)
 	r = 0;
 	goto out;
 no_bus:
-	snprintf(why, len, "the system bus cannot be asked for BlueZ (%s): %s", BLUEZ_BUS_NAME,
+	if (bluez_service_file_installed()) {
+		r = 1;
+		goto out;
+	}
+	snprintf(why, len, "BlueZ is not installed (no %s.service in the system bus's "
+			   "service directories), and the system bus cannot be asked (%s); "
+			   "install bluez", BLUEZ_BUS_NAME,
 		 sd_bus_error_is_set(&error) ? error.message : strerror(-r));
-	r = -1;
+	r = 0;
 out:
 	sd_bus_error_free(&error);
 	sd_bus_message_unref(reply);

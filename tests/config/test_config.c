@@ -1414,11 +1414,19 @@ static void test_ble_needs_bluez_on_the_system_bus(void **state)
 	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
 	bus_stop();
 
-	/* No system bus at all: BLE cannot work either. */
+	/* No system bus to ask (a chroot): the service file the bluez package
+	 * installs says whether BlueZ is there; this machine's answer. */
 	setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/srup-test-bus", 1);
 	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_BLE, SRUP_CONFIG_OBSERVER), 0);
-	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 1);
-	assert_non_null(strstr(err, "system bus cannot be asked"));
+	if (access("/usr/share/dbus-1/system-services/org.bluez.service", F_OK) == 0 ||
+	    access("/usr/local/share/dbus-1/system-services/org.bluez.service", F_OK) == 0 ||
+	    access("/lib/dbus-1/system-services/org.bluez.service", F_OK) == 0) {
+		assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
+	} else {
+		assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 1);
+		assert_non_null(strstr(err, "BlueZ is not installed"));
+		assert_non_null(strstr(err, "system bus cannot be asked"));
+	}
 	unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
 }
 
