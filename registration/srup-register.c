@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -404,7 +405,9 @@ static int id_from_public_file(const char *key_dir, EVP_PKEY *key, uint64_t *id)
 
 /* ---- the configuration check, as a program (execve, argv, deadline) ------ */
 
-static int run_check(const char *program, const char *config)
+/* As root with --owner, the check runs as that user: what it reads is
+ * what the service will read. */
+static int run_check(const char *program, const char *config, const struct owner *as)
 {
 	char *const argv[] = {(char *)program, "--check-config", "--config", (char *)config, NULL};
 	extern char **environ;
@@ -417,6 +420,13 @@ static int run_check(const char *program, const char *config)
 	if (pid == 0) {
 		/* Its report goes to our stderr; our stdout carries the steps. */
 		dup2(STDERR_FILENO, STDOUT_FILENO);
+		if (as->set && geteuid() == 0 &&
+		    (setgroups(0, NULL) != 0 || setresgid(as->gid, as->gid, as->gid) != 0 ||
+		     setresuid(as->uid, as->uid, as->uid) != 0)) {
+			fprintf(stderr, "%s: cannot become %ld:%ld for the check: %s\n", prog,
+				(long)as->uid, (long)as->gid, strerror(errno));
+			_exit(127);
+		}
 		execve(program, argv, environ);
 		fprintf(stderr, "%s: cannot run %s: %s\n", prog, program, strerror(errno));
 		_exit(127);
@@ -1225,7 +1235,7 @@ static int run_registration(struct opts *o)
 	{
 		const char *program = check_program(r.conf.observer);
 
-		if (run_check(program, o->config) != 0) {
+		if (run_check(program, o->config, &o->owner) != 0) {
 			rc = fail(EXIT_CONFIG,
 				  "registered, but '%s --check-config --config %s' names problems "
 				  "(above) that are not the registration's: fix them and check again",

@@ -423,6 +423,8 @@ def case_owner_as_root():
     with KeyService() as ks:
         r = register(bed, ks, "--owner", user, expect=0)
         check_registered(bed, ks, r)
+        if "checked as root" in r.stderr:
+            fail("the configuration check ran as root, not as %s" % user)
         vals = dropin_values(bed)
         secret = [vals["identity.private_key"], vals["mqtt.key_file"]]
         public = [vals["mqtt.cert_file"], vals["mqtt.ca_file"], vals["server.public_key"]]
