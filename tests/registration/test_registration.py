@@ -461,50 +461,6 @@ def case_usage():
                 fail("%s: exit %d, expected %d" % (argv, rc, code))
 
 
-class TlsBroker:
-    """Mosquitto on a free loopback port, mqtts only: its certificate from
-    the service's access CA, client certificates required, the CN taken as
-    the user name (use_identity_as_username), every connection logged."""
-
-    def __init__(self, ks):
-        from srup_testlib import Broker
-
-        ks_dir = tempfile.mkdtemp(prefix="srup-tlsbroker.")
-        ROOTS.append(ks_dir)
-        cert, key = ks.issue_broker_cert(ks_dir)
-        ca = ks.ca_file
-
-        class _Tls(Broker):
-            def _write_config(self):
-                lines = [
-                    "persistence false",
-                    "listener %d 127.0.0.1" % self.port,
-                    "cafile %s" % ca, "certfile %s" % cert, "keyfile %s" % key,
-                    "require_certificate true", "use_identity_as_username true",
-                    "allow_anonymous false",
-                    "log_dest file %s" % self.log,
-                    "log_type error", "log_type warning", "log_type notice",
-                    "log_type information",
-                ]
-                if os.geteuid() == 0:
-                    lines.append("user root")
-                with open(self.conf, "w") as f:
-                    f.write("\n".join(lines) + "\n")
-
-        self.broker = _Tls()
-
-    def start(self):
-        self.broker.start()
-        return self.broker
-
-    def log_text(self):
-        with open(self.broker.log) as f:
-            return f.read()
-
-    def close(self):
-        self.broker.close()
-
-
 def case_observed_join_mqtts():
     """Observer and device registered from nothing; the observed join over
     mqtts with the issued certificates; the peer (the C2 server) takes both
@@ -512,9 +468,11 @@ def case_observed_join_mqtts():
     from joinbed import Proc, id16
 
     procs = []
+    from regbed import TlsBroker
+
     with KeyService() as ks:
-        tls = TlsBroker(ks)
-        broker = tls.start()
+        tls = broker = TlsBroker(ks)
+        broker.start()
         try:
             ks.broker = "mqtt://127.0.0.1:%d" % broker.port
             obs = Bed("observer")
