@@ -1273,6 +1273,7 @@ int main(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	struct opts o = {.timeout = 30};
+	char *url_copy = NULL;
 	int c, rc;
 
 	opterr = 0;
@@ -1348,16 +1349,18 @@ int main(int argc, char **argv)
 		while (n > 8 && o.url[n - 1] == '/')
 			n--;
 		if (n != strlen(o.url)) {
-			char *copy = strndup(o.url, n);
-
-			if (!copy)
+			url_copy = strndup(o.url, n);
+			if (!url_copy)
 				return fail(EXIT_CONFIG, "out of memory");
-			o.url = copy;
+			o.url = url_copy;
 		}
 	}
-	if (reg_http_init() != 0)
+	if (reg_http_init() != 0) {
+		free(url_copy);
 		return fail(EXIT_CONFIG, "cannot start libcurl");
+	}
 	rc = run_registration(&o);
 	reg_http_cleanup();
+	free(url_copy);
 	return rc;
 }

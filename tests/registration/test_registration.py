@@ -455,7 +455,8 @@ def case_usage():
                            (["--config", bed.conf, "--url", ks.url, "--pin-sha256", "12"], 2),
                            (["--config", bed.conf, "--url", ks.url, "--owner", "no-such-user-x"],
                             2),
-                           (["--config", bed.root + "/missing.conf", "--url", ks.url], 3)):
+                           (["--config", bed.root + "/missing.conf", "--url", ks.url], 3),
+                           (["--config", bed.root + "/missing.conf", "--url", ks.url + "//"], 3)):
             rc = subprocess.run([exe] + argv, capture_output=True).returncode
             if rc != code:
                 fail("%s: exit %d, expected %d" % (argv, rc, code))
