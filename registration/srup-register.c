@@ -1340,6 +1340,8 @@ int main(int argc, char **argv)
 		return fail_usage("unexpected argument '%s'", argv[optind]);
 	if (!o.config || !o.url)
 		return fail_usage("--config FILE and --url BASE are required");
+	if (o.ca_file && access(o.ca_file, R_OK) != 0)
+		return fail(EXIT_CONFIG, "--ca-file '%s': %s", o.ca_file, strerror(errno));
 	if (strncmp(o.url, "https://", 8) != 0 || !o.url[8])
 		return fail_usage("--url must be https://HOST[:PORT] (the service speaks HTTPS only)");
 	{

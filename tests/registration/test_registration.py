@@ -456,6 +456,8 @@ def case_usage():
                            (["--config", bed.conf, "--url", ks.url, "--owner", "no-such-user-x"],
                             2),
                            (["--config", bed.root + "/missing.conf", "--url", ks.url], 3),
+                           (["--config", bed.conf, "--url", ks.url, "--ca-file",
+                             bed.root + "/no-ca.pem"], 3),
                            (["--config", bed.root + "/missing.conf", "--url", ks.url + "//"], 3)):
             rc = subprocess.run([exe] + argv, capture_output=True).returncode
             if rc != code:
