@@ -236,6 +236,11 @@ class KeyService:
             self._hang_conns.append(conn)  # held open, never read or answered
 
     def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop(self):
+        """Stop listening (the port then refuses); the files stay."""
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -245,7 +250,6 @@ class KeyService:
             for c in self._hang_conns:
                 c.close()
             self._hang_sock = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- the routes ---------------------------------------------------------
 

@@ -336,8 +336,8 @@ def case_hang():
 def case_unreachable():
     bed = Bed()
     with KeyService() as ks:
-        ks.close()
-        nothing_written(bed, ks, 5, faults_text="status: ")
+        ks.stop()
+        nothing_written(bed, ks, 5, faults_text="status: .*Couldn't connect")
 
 
 def case_tls_not_verified():
