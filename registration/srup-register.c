@@ -554,7 +554,6 @@ struct run {
 	EVP_PKEY *server_key;       /* borrowed from reg or loaded */
 	EVP_PKEY *server_key_loaded;
 	struct reg_register reg;
-	bool have_register;
 	char broker[REG_BROKER_MAX + 16];
 	/* access */
 	EVP_PKEY *access_key;
@@ -773,7 +772,7 @@ static void fingerprint(EVP_PKEY *key, char hex[65])
  * the peer-store file of an earlier run, else the service's get_key. */
 static int server_key_for_rerun(struct run *r)
 {
-	char detail[512], why[REG_WHY_MAX];
+	char detail[512];
 	enum reg_http_outcome out;
 
 	if (srup_key_load_public(r->server_path, &r->server_key_loaded, detail, sizeof(detail)) ==
@@ -788,7 +787,6 @@ static int server_key_for_rerun(struct run *r)
 		r->server_key = r->server_key_loaded;
 		return 0;
 	}
-	(void)why;
 	return fail(EXIT_REFUSED,
 		    "ID %s is registered already, and the server's key is neither in '%s' nor "
 		    "at get_key (HTTP %ld): the service gives it only at the first register",
@@ -896,7 +894,6 @@ static int do_register(struct run *r, bool *held)
 		rc = fail(EXIT_SERVICE, "register: %s", why);
 		goto uncertain;
 	}
-	r->have_register = true;
 	r->server_key = r->reg.server_key;
 	if (r->reg.has_default_c2 && strcmp(r->reg.default_c2, r->status.identity) != 0)
 		return fail(EXIT_REFUSED, "register: default_c2 is %s, but status named server %s",
@@ -1047,8 +1044,6 @@ static bool already_complete(struct run *r)
 	EVP_PKEY *access = NULL, *server = NULL;
 	X509 *cert = NULL, *ca = NULL;
 	bool ok = false;
-	char *pem = NULL;
-	size_t pem_len;
 
 	if (render_dropin(r) != 0 || !same_content(r->conf.dropin, r->dropin_text,
 						   strlen(r->dropin_text)))
@@ -1068,8 +1063,6 @@ static bool already_complete(struct run *r)
 	step("certificate CN=%s until %s (in place)", r->id_text, date);
 	ok = true;
 out:
-	free(pem);
-	(void)pem_len;
 	EVP_PKEY_free(access);
 	EVP_PKEY_free(server);
 	X509_free(cert);
