@@ -53,7 +53,8 @@ for f in libsrup1:/usr/lib/$ma/libsrup.so.1 \
 	libsrup-dev:/usr/include/srup/srup_keys.h libsrup-dev:/usr/include/srup/srup_hex.h \
 	libsrup-dev:/usr/lib/$ma/pkgconfig/srup.pc libsrup-dev:/usr/lib/$ma/cmake/srup/srupConfig.cmake \
 	libsrup-dev:/usr/lib/$ma/cmake/srup/srupTargets.cmake \
-	srup-tools:/usr/bin/srup-msg srup-tools:/usr/bin/srup-keygen \
+	srup-tools:/usr/bin/srup-msg srup-tools:/usr/bin/srup-keygen srup-tools:/usr/bin/srup-register \
+	srup-tools:/usr/share/man/man1/srup-register.1.gz \
 	srup-tools:/usr/share/man/man1/srup-msg.1.gz srup-tools:/usr/share/man/man1/srup-keygen.1.gz \
 	srup-observer:/usr/sbin/srup-observerd srup-observer:/etc/srup/observer.conf \
 	srup-observer:/lib/systemd/system/srup-observerd.service \
