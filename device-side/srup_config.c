@@ -15,6 +15,7 @@
 #include "srup_config.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <systemd/sd-bus.h>
 
 #include "srup_hex.h"
 
@@ -192,11 +194,15 @@ static const struct key_spec keys[] = {
 };
 
 #define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(KEY_COUNT <= SRUP_CONFIG_KEYS_MAX, "SRUP_CONFIG_KEYS_MAX too small");
+_Static_assert(SEC__COUNT <= SRUP_CONFIG_SECTIONS_MAX, "SRUP_CONFIG_SECTIONS_MAX too small");
 
 /* ---- Parse state ------------------------------------------------------- */
 
 struct config_parse {
-	const char *file;              /* as the caller named it */
+	const char *file;              /* being read: the main file or a drop-in */
+	unsigned file_index;           /* in cfg->files */
+	unsigned main_last_line;       /* lines of the main file */
 	enum srup_config_kind kind;
 	struct srup_config *cfg;
 	/* The reader's position in the file text. */
@@ -207,7 +213,8 @@ struct config_parse {
 	size_t line_len;
 	bool key_since_header;         /* inih treats an indented line as a continuation then */
 	char section[64];              /* of the last header, for over-long lines */
-	/* Where each section and key was seen (0 = not seen). */
+	/* Where each section and key was seen in the file being read (0 =
+	 * not seen); cfg->*_origin keep the last place over all files. */
 	unsigned section_line[SEC__COUNT];
 	unsigned key_line[KEY_COUNT];
 	/* The first error. */
@@ -240,13 +247,12 @@ static int section_lookup(const char *name)
 
 /* Records the first error: "FILE:LINE: [section] key: message" (the
  * section and key parts are left out when there is none). */
-__attribute__((format(printf, 5, 6))) static void
-config_error(struct config_parse *p, unsigned line, const char *section, const char *key,
-	     const char *fmt, ...)
+__attribute__((format(printf, 6, 0))) static void
+config_verror(struct config_parse *p, const char *file, unsigned line, const char *section,
+	      const char *key, const char *fmt, va_list ap)
 {
 	char msg[384];
 	size_t used = 0;
-	va_list ap;
 	int n;
 
 	if (p->failed && !p->collect)
@@ -258,10 +264,8 @@ config_error(struct config_parse *p, unsigned line, const char *section, const c
 	p->failed = true;
 	if (!p->err || !p->err_len || used + 1 >= p->err_len)
 		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	n = snprintf(NULL, 0, "%s%s:%u: %s%s%s%s%s%s%s", used ? "\n" : "", p->file, line,
+	n = snprintf(NULL, 0, "%s%s:%u: %s%s%s%s%s%s%s", used ? "\n" : "", file, line,
 		     section ? "[" : "", section ? section : "", section ? "]" : "",
 		     section && key ? " " : "", key ? key : "", section || key ? ": " : "", msg);
 	/* The first error is kept even if cut; a further one only whole, so
@@ -269,8 +273,38 @@ config_error(struct config_parse *p, unsigned line, const char *section, const c
 	if (used && (n < 0 || (size_t)n >= p->err_len - used))
 		return;
 	snprintf(p->err + used, p->err_len - used, "%s%s:%u: %s%s%s%s%s%s%s", used ? "\n" : "",
-		 p->file, line, section ? "[" : "", section ? section : "", section ? "]" : "",
+		 file, line, section ? "[" : "", section ? section : "", section ? "]" : "",
 		 section && key ? " " : "", key ? key : "", section || key ? ": " : "", msg);
+}
+
+/* An error at a line of the file being read. */
+__attribute__((format(printf, 5, 6))) static void
+config_error(struct config_parse *p, unsigned line, const char *section, const char *key,
+	     const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	config_verror(p, p->file, line, section, key, fmt, ap);
+	va_end(ap);
+}
+
+/* An error at the place a value was set, in whichever file that was (the
+ * main file's last line when none set it). */
+__attribute__((format(printf, 5, 6))) static void
+config_error_at(struct config_parse *p, struct srup_config_origin at, const char *section,
+		const char *key, const char *fmt, ...)
+{
+	const struct srup_config *cfg = p->cfg;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (at.line && at.file < cfg->n_files)
+		config_verror(p, cfg->files[at.file], at.line, section, key, fmt, ap);
+	else
+		config_verror(p, cfg->path, p->main_last_line ? p->main_last_line : 1, section,
+			      key, fmt, ap);
+	va_end(ap);
 }
 
 /* A value as shown in a message: quoted by the caller, control bytes
@@ -361,17 +395,55 @@ static int parse_bool(const char *text, bool *out)
 	return -1;
 }
 
-static bool broker_url_ok(const char *url)
+/* Whether url is SCHEME://HOST[:PORT][/...]: a known scheme, a host
+ * ("[v6]" bracketed), and a port, when there is a ':', of digits only in
+ * 1..65535 (Paho would otherwise fail at connect, naming no file). Returns
+ * NULL, or what is wrong. */
+static const char *broker_url_problem(const char *url, char *why, size_t len)
 {
 	static const char *const schemes[] = {"mqtt://", "mqtts://", "tcp://"};
+	const char *host = NULL, *after, *port;
+	unsigned long long num = 0;
+	char digits[16], show[32];
+	size_t n = 0;
 
 	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-		size_t n = strlen(schemes[i]);
-
-		if (strncmp(url, schemes[i], n) == 0)
-			return url[n] != '\0' && url[n] != ':' && url[n] != '/';
+		n = strlen(schemes[i]);
+		if (strncmp(url, schemes[i], n) == 0) {
+			host = url + n;
+			break;
+		}
 	}
-	return false;
+	if (!host || *host == '\0' || *host == ':' || *host == '/')
+		return "not a broker URL";
+	if (*host == '[') {
+		after = strchr(host, ']');
+		if (!after || after == host + 1)
+			return "not a broker URL (an IPv6 address goes in [ ])";
+		after++;
+	} else {
+		after = host + strcspn(host, ":/");
+	}
+	if (*after != ':')
+		return *after == '\0' || *after == '/' ? NULL : "not a broker URL";
+	port = after + 1;
+	n = strcspn(port, "/");
+	snprintf(show, sizeof(show), "%.*s", (int)(n < 20 ? n : 20), port);
+	if (n == 0) {
+		snprintf(why, len, "the port after ':' is empty (1..65535)");
+		return why;
+	}
+	if (strspn(port, "0123456789") < n) {
+		snprintf(why, len, "port '%s' is not a number (digits only, 1..65535)",
+			 shown(show, digits, sizeof(digits)));
+		return why;
+	}
+	if (n > 5 || (parse_uint(show, &num) == 0 && (num < 1 || num > 65535))) {
+		snprintf(why, len, "port %s is out of range (1..65535)",
+			 shown(show, digits, sizeof(digits)));
+		return why;
+	}
+	return NULL;
 }
 
 static int set_text(struct config_parse *p, const struct key_spec *k, const char *value)
@@ -497,13 +569,21 @@ static int set_table_key(struct config_parse *p, enum config_section s, const ch
 		}
 		memcpy(entry.id, name, n + 1);
 	}
+	struct srup_config_hook *slot = NULL;
+
 	for (size_t i = 0; i < *count; i++) {
 		if (actions ? table[i].action_id == entry.action_id : strcmp(table[i].id, name) == 0) {
-			config_error(p, p->lineno, sec, name, "set twice");
-			return -1;
+			slot = &table[i];
+			break;
 		}
 	}
-	if (*count == SRUP_CONFIG_HOOKS_MAX) {
+	/* Once per file; a later drop-in replaces the entry. */
+	if (slot && slot->origin.file == p->file_index) {
+		config_error(p, p->lineno, sec, name, "set twice (first at line %u)",
+			     slot->origin.line);
+		return -1;
+	}
+	if (!slot && *count == SRUP_CONFIG_HOOKS_MAX) {
 		config_error(p, p->lineno, sec, name, "more than %u entries", SRUP_CONFIG_HOOKS_MAX);
 		return -1;
 	}
@@ -515,7 +595,11 @@ static int set_table_key(struct config_parse *p, enum config_section s, const ch
 		return -1;
 	}
 	snprintf(entry.command, sizeof(entry.command), "%s", value);
-	table[(*count)++] = entry;
+	entry.origin = (struct srup_config_origin){p->file_index, p->lineno};
+	if (slot)
+		*slot = entry;
+	else
+		table[(*count)++] = entry;
 	return 0;
 }
 
@@ -551,12 +635,21 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 	case KEY_BROKER:
 		if (set_text(p, k, value) < 0)
 			return -1;
-		if (broker_url_ok(value))
+	{
+		char why[96];
+		const char *problem = broker_url_problem(value, why, sizeof(why));
+
+		if (!problem)
 			return 0;
-		config_error(p, p->lineno, sec, k->name,
-			     "'%s' is not a broker URL (mqtt://HOST:PORT, mqtts://HOST:PORT or tcp://HOST:PORT)",
-			     shown(value, show, sizeof(show)));
+		if (problem != why)
+			config_error(p, p->lineno, sec, k->name,
+				     "'%s' is %s (mqtt://HOST:PORT, mqtts://HOST:PORT or tcp://HOST:PORT)",
+				     shown(value, show, sizeof(show)), problem);
+		else
+			config_error(p, p->lineno, sec, k->name, "'%s': %s",
+				     shown(value, show, sizeof(show)), problem);
 		return -1;
+	}
 	case KEY_UINT:
 		if (parse_uint(value, &num) < 0) {
 			config_error(p, p->lineno, sec, k->name,
@@ -646,6 +739,7 @@ static void check_section_header(struct config_parse *p, const char *line, size_
 		return;
 	}
 	p->section_line[s] = p->lineno;
+	p->cfg->section_origin[s] = (struct srup_config_origin){p->file_index, p->lineno};
 }
 
 /* ini_reader: hands inih one line per call, so that inih's line count and
@@ -733,6 +827,7 @@ static int config_handler(void *user, const char *section, const char *name, con
 			return 0;
 		}
 		p->key_line[k] = p->lineno;
+		p->cfg->key_origin[k] = (struct srup_config_origin){p->file_index, p->lineno};
 		return set_value(p, &keys[k], value) == 0;
 	}
 	config_error(p, p->lineno, section, name, "unknown key (known in [%s]: %s)", section,
@@ -777,7 +872,9 @@ static int config_read_file(struct config_parse *p, char **text, size_t *len)
 	size_t used = 0;
 	int fd;
 
-	fd = open(p->file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO among the drop-ins must not hang the open; it is
+	 * refused by the regular-file check below. */
+	fd = open(p->file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		snprintf(p->err, p->err_len, "%s: cannot read: %s", p->file, strerror(errno));
 		return -1;
@@ -876,16 +973,17 @@ static void report_syntax_error(struct config_parse *p, unsigned line)
 			     shown_text);
 }
 
-/* Where key `name` of section s was set (0 = not set). */
-static unsigned key_line_of(const struct config_parse *p, enum config_section s, const char *name)
+/* Where key `name` of section s was last set ({0, 0}: nowhere). */
+static struct srup_config_origin key_origin_of(const struct config_parse *p,
+					       enum config_section s, const char *name)
 {
 	for (size_t k = 0; k < KEY_COUNT; k++)
 		if (keys[k].section == s && strcmp(keys[k].name, name) == 0)
-			return p->key_line[k];
-	return 0;
+			return p->cfg->key_origin[k];
+	return (struct srup_config_origin){0, 0};
 }
 
-/* The host of a broker URL that broker_url_ok accepted ("[v6]" kept whole). */
+/* The host of a broker URL that broker_url_problem accepted ("[v6]" kept whole). */
 static void broker_host(const char *url, char *out, size_t len)
 {
 	const char *h = strstr(url, "://"), *end;
@@ -927,35 +1025,53 @@ static void check_tls_file(struct config_parse *p, const char *name, const char 
 
 	if (!path[0] || access(path, R_OK) == 0)
 		return;
-	config_error(p, key_line_of(p, SEC_MQTT, name), "mqtt", name,
-		     "cannot read '%s': %s (the broker URL is mqtts://)",
-		     shown(path, show, sizeof(show)), strerror(errno));
+	config_error_at(p, key_origin_of(p, SEC_MQTT, name), "mqtt", name,
+			"cannot read '%s': %s (the broker URL is mqtts://)",
+			shown(path, show, sizeof(show)), strerror(errno));
 }
 
-/* What a complete file can still get wrong: values left as the example
- * has them and files a TLS broker needs. Every such problem is reported,
+/* A key file of [identity] or [server]: whether it parses as a key is
+ * checked when it is loaded (srup_identity_load); that it can be read at
+ * all is checked here, with everything else left to fill in. */
+static void check_key_file(struct config_parse *p, enum config_section s, const char *name,
+			   const char *path)
+{
+	char show[96];
+
+	if (!path[0] || access(path, R_OK) == 0)
+		return;
+	config_error_at(p, key_origin_of(p, s, name), section_names[s], name,
+			"cannot read '%s': %s", shown(path, show, sizeof(show)), strerror(errno));
+}
+
+/* What complete files can still get wrong: values left as the example
+ * has them and files that cannot be read. Every such problem is reported,
  * one line each, so an operator sees all that is left to fill in. */
 static void config_check_usable(struct config_parse *p)
 {
 	const struct srup_config *cfg = p->cfg;
+	const char *node = p->kind == SRUP_CONFIG_OBSERVER ? "observer" : "device";
 	char host[128];
 
 	p->collect = true;
-	if (p->kind == SRUP_CONFIG_OBSERVER && cfg->identity_id == 0)
-		config_error(p, key_line_of(p, SEC_IDENTITY, "id"), "identity", "id",
-			     "0 is no node's ID; set this observer's ID (srup-keygen prints it)");
-	if (p->kind == SRUP_CONFIG_OBSERVER && cfg->server_id == 0)
-		config_error(p, key_line_of(p, SEC_SERVER, "id"), "server", "id",
-			     "0 is no node's ID; set the ID of the C2 server this observer serves");
+	if (cfg->identity_id == 0)
+		config_error_at(p, key_origin_of(p, SEC_IDENTITY, "id"), "identity", "id",
+				"0 is no node's ID; set this %s's ID (srup-keygen prints it)", node);
+	if (cfg->server_id == 0)
+		config_error_at(p, key_origin_of(p, SEC_SERVER, "id"), "server", "id",
+				"0 is no node's ID; set the ID of the C2 server this %s serves",
+				node);
+	check_key_file(p, SEC_IDENTITY, "private_key", cfg->identity_private_key);
+	check_key_file(p, SEC_SERVER, "public_key", cfg->server_public_key);
 	broker_host(cfg->mqtt_broker, host, sizeof(host));
 	if (host_is_placeholder(host))
-		config_error(p, key_line_of(p, SEC_MQTT, "broker"), "mqtt", "broker",
-			     "'%s' is a placeholder host name; set the site's broker", host);
+		config_error_at(p, key_origin_of(p, SEC_MQTT, "broker"), "mqtt", "broker",
+				"'%s' is a placeholder host name; set the site's broker", host);
 	if (strncmp(cfg->mqtt_broker, "mqtts://", 8) == 0) {
 		if (!cfg->mqtt_ca_file[0])
-			config_error(p, key_line_of(p, SEC_MQTT, "broker"), "mqtt", "ca_file",
-				     "missing; broker %s uses TLS and needs a CA file",
-				     cfg->mqtt_broker);
+			config_error_at(p, key_origin_of(p, SEC_MQTT, "broker"), "mqtt", "ca_file",
+					"missing; broker %s uses TLS and needs a CA file",
+					cfg->mqtt_broker);
 		check_tls_file(p, "ca_file", cfg->mqtt_ca_file);
 		check_tls_file(p, "cert_file", cfg->mqtt_cert_file);
 		check_tls_file(p, "key_file", cfg->mqtt_key_file);
@@ -963,24 +1079,28 @@ static void config_check_usable(struct config_parse *p)
 	p->collect = false;
 }
 
-/* Required keys, and what the chosen channel needs. */
+/* Required keys (set in any of the files), and what the chosen channel
+ * needs. */
 static void config_check_complete(struct config_parse *p)
 {
-	unsigned last = p->lineno ? p->lineno : 1;
 	struct srup_config *cfg = p->cfg;
 
 	for (size_t k = 0; k < KEY_COUNT && !p->failed; k++) {
 		enum config_section s = keys[k].section;
 
-		if (!keys[k].required || !section_allowed(p, s) || p->key_line[k])
+		if (!keys[k].required || !section_allowed(p, s) || cfg->key_origin[k].line)
 			continue;
-		if (p->section_line[s])
-			config_error(p, p->section_line[s], section_names[s], keys[k].name,
-				     "missing (required)");
+		if (cfg->section_origin[s].line)
+			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+					"missing (required)");
+		else if (cfg->n_files > 1)
+			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+					"missing (required; none of the %zu files read has a [%s] section)",
+					cfg->n_files, section_names[s]);
 		else
-			config_error(p, last, section_names[s], keys[k].name,
-				     "missing (required; the file has no [%s] section)",
-				     section_names[s]);
+			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+					"missing (required; the file has no [%s] section)",
+					section_names[s]);
 	}
 	if (p->failed)
 		return;
@@ -999,20 +1119,149 @@ static void config_check_complete(struct config_parse *p)
 			s = SEC_NFC;
 		}
 		if (need_sec) {
-			unsigned channel_line = 0;
+			struct srup_config_origin channel = key_origin_of(p, SEC_OBSERVATION,
+									  "channel");
+			char where[SRUP_CONFIG_PATH_MAX + 16];
 
-			for (size_t k = 0; k < KEY_COUNT; k++)
-				if (keys[k].type == KEY_CHANNEL)
-					channel_line = p->key_line[k];
-			config_error(p, p->section_line[s] ? p->section_line[s] : channel_line,
-				     need_sec, need_key,
-				     "missing; channel = %s (line %u) needs it",
-				     srup_channel_name(cfg->channel), channel_line);
+			if (channel.file == 0)
+				snprintf(where, sizeof(where), "line %u", channel.line);
+			else
+				snprintf(where, sizeof(where), "%s:%u", cfg->files[channel.file],
+					 channel.line);
+			config_error_at(p, cfg->section_origin[s].line ? cfg->section_origin[s] : channel,
+					need_sec, need_key, "missing; channel = %s (%s) needs it",
+					srup_channel_name(cfg->channel), where);
 			return;
 		}
 	}
 
 	config_check_usable(p);
+}
+
+/* One file: read whole, then fed to inih line by line. Stops at its
+ * first error (p->failed). */
+static void config_parse_file(struct config_parse *p, const char *file)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	p->file = file;
+	p->pos = 0;
+	p->lineno = 0;
+	p->line = NULL;
+	p->line_len = 0;
+	p->key_since_header = false;
+	p->section[0] = '\0';
+	memset(p->section_line, 0, sizeof(p->section_line));
+	memset(p->key_line, 0, sizeof(p->key_line));
+	if (config_read_file(p, &text, &len) < 0) {
+		p->failed = true;
+		return;
+	}
+	if (file != p->cfg->files[p->file_index])
+		snprintf(p->cfg->files[p->file_index], sizeof(p->cfg->files[0]), "%s", file);
+	p->cfg->n_files = p->file_index + 1;
+	p->text = text;
+	p->text_len = len;
+	/* A UTF-8 byte order mark is not part of the first line. */
+	if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+		p->pos = 3;
+	{
+		const char *nul = memchr(text, '\0', len);
+
+		if (nul) {
+			unsigned line = 1;
+
+			for (const char *c = text; c < nul; c++)
+				line += *c == '\n';
+			config_error(p, line, NULL, NULL, "contains a NUL byte; not a text file");
+			goto out;
+		}
+	}
+
+	r = ini_parse_stream(config_reader, p, config_handler, p);
+	if (r < 0 && !p->failed) {
+		snprintf(p->err, p->err_len, "%s: cannot parse: out of memory", p->file);
+		p->failed = true;
+		goto out;
+	}
+	/* inih's error line is the first line it found wrong, its own syntax
+	 * errors included; ours are the same or earlier when we have one. */
+	if (r > 0 && (!p->failed || (unsigned)r < p->err_line)) {
+		p->failed = false;
+		report_syntax_error(p, (unsigned)r);
+	}
+out:
+	if (p->file_index == 0)
+		p->main_last_line = p->lineno;
+	free(text);
+	p->text = NULL;
+	p->text_len = 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The drop-ins of the main file: path.d/\*.conf, hidden files skipped, in
+ * byte order. A missing directory means none; any other failure to list
+ * it is an error naming it. Returns their number, or -1. */
+static int config_list_dropins(struct config_parse *p, const char *path,
+			       char names[][SRUP_CONFIG_PATH_MAX], size_t max)
+{
+	char dir_path[SRUP_CONFIG_PATH_MAX];
+	char *sorted[SRUP_CONFIG_FILES_MAX];
+	char found[SRUP_CONFIG_FILES_MAX][SRUP_CONFIG_PATH_MAX];
+	struct dirent *e;
+	size_t n = 0;
+	DIR *dir;
+
+	if ((size_t)snprintf(dir_path, sizeof(dir_path), "%s.d", path) >= sizeof(dir_path)) {
+		snprintf(p->err, p->err_len, "%s.d: path too long", path);
+		return -1;
+	}
+	dir = opendir(dir_path);
+	if (!dir) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(p->err, p->err_len, "%s: cannot read the drop-in directory: %s", dir_path,
+			 strerror(errno));
+		return -1;
+	}
+	for (errno = 0; (e = readdir(dir)) != NULL; errno = 0) {
+		size_t len = strlen(e->d_name);
+
+		if (e->d_name[0] == '.' || len <= 5 || strcmp(e->d_name + len - 5, ".conf") != 0)
+			continue;
+		if (n == max || n == SRUP_CONFIG_FILES_MAX) {
+			snprintf(p->err, p->err_len, "%s: more than %zu drop-ins", dir_path, max);
+			closedir(dir);
+			return -1;
+		}
+		if ((size_t)snprintf(found[n], sizeof(found[n]), "%s/%s", dir_path, e->d_name) >=
+		    sizeof(found[n])) {
+			snprintf(p->err, p->err_len, "%s/%s: path too long (at most %zu bytes)",
+				 dir_path, e->d_name, sizeof(found[n]) - 1);
+			closedir(dir);
+			return -1;
+		}
+		sorted[n] = found[n];
+		n++;
+	}
+	if (errno) {
+		snprintf(p->err, p->err_len, "%s: cannot read the drop-in directory: %s", dir_path,
+			 strerror(errno));
+		closedir(dir);
+		return -1;
+	}
+	closedir(dir);
+	/* Byte order of the whole path is that of the names: one directory. */
+	qsort(sorted, n, sizeof(sorted[0]), compare_names);
+	for (size_t i = 0; i < n; i++)
+		memcpy(names[i], sorted[i], sizeof(names[i]));
+	return (int)n;
 }
 
 int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_config *cfg,
@@ -1026,9 +1275,7 @@ int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_c
 		.err = err && err_len ? err : fallback,
 		.err_len = err && err_len ? err_len : sizeof(fallback),
 	};
-	char *text = NULL;
-	size_t len = 0;
-	int r;
+	int n_dropins;
 
 	p.err[0] = '\0';
 	if (!path || !cfg || (kind != SRUP_CONFIG_OBSERVER && kind != SRUP_CONFIG_DEVICE)) {
@@ -1036,45 +1283,208 @@ int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_c
 		return -1;
 	}
 	memset(cfg, 0, sizeof(*cfg));
+	if (strlen(path) >= sizeof(cfg->path)) {
+		snprintf(p.err, p.err_len, "%s: path too long (at most %zu bytes)", path,
+			 sizeof(cfg->path) - 1);
+		return -1;
+	}
 	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
 	config_defaults(cfg, kind);
 
-	if (config_read_file(&p, &text, &len) < 0)
-		return -1;
-	p.text = text;
-	p.text_len = len;
-	/* A UTF-8 byte order mark is not part of the first line. */
-	if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
-		p.pos = 3;
-	{
-		const char *nul = memchr(text, '\0', len);
-
-		if (nul) {
-			unsigned line = 1;
-
-			for (const char *c = text; c < nul; c++)
-				line += *c == '\n';
-			config_error(&p, line, NULL, NULL, "contains a NUL byte; not a text file");
-			goto out;
-		}
-	}
-
-	r = ini_parse_stream(config_reader, &p, config_handler, &p);
-	if (r < 0 && !p.failed) {
-		snprintf(p.err, p.err_len, "%s: cannot parse: out of memory", p.file);
+	config_parse_file(&p, path);
+	if (p.failed)
+		goto out;
+	n_dropins = config_list_dropins(&p, path, cfg->files + 1, SRUP_CONFIG_FILES_MAX - 1);
+	if (n_dropins < 0) {
 		p.failed = true;
 		goto out;
 	}
-	/* inih's error line is the first line it found wrong, its own syntax
-	 * errors included; ours are the same or earlier when we have one. */
-	if (r > 0 && (!p.failed || (unsigned)r < p.err_line)) {
-		p.failed = false;
-		report_syntax_error(&p, (unsigned)r);
+	for (int i = 0; i < n_dropins && !p.failed; i++) {
+		p.file_index = (unsigned)i + 1;
+		config_parse_file(&p, cfg->files[i + 1]);
 	}
 	if (!p.failed)
 		config_check_complete(&p);
-	cfg->ble.observer_id = cfg->identity_id;
 out:
-	free(text);
+	cfg->ble.observer_id = cfg->identity_id;
 	return p.failed ? -1 : 0;
+}
+
+const char *srup_config_where(const struct srup_config *cfg, const char *section,
+			      const char *key, char *buf, size_t len)
+{
+	struct srup_config_origin at = {0, 0};
+	int s;
+
+	if (!buf || !len)
+		return "";
+	if (!cfg) {
+		snprintf(buf, len, "%s", "");
+		return buf;
+	}
+	s = section && key ? section_lookup(section) : -1;
+	if (s == SEC_ACTIONS || s == SEC_DATA) {
+		const struct srup_config_hook *t = s == SEC_ACTIONS ? cfg->actions : cfg->data;
+		size_t n = s == SEC_ACTIONS ? cfg->n_actions : cfg->n_data;
+		unsigned long long id = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (s == SEC_ACTIONS ? parse_uint(key, &id) == 0 && t[i].action_id == id
+					     : strcmp(t[i].id, key) == 0)
+				at = t[i].origin;
+	} else if (s >= 0) {
+		for (size_t k = 0; k < KEY_COUNT; k++)
+			if (keys[k].section == (enum config_section)s &&
+			    strcmp(keys[k].name, key) == 0)
+				at = cfg->key_origin[k];
+	}
+	if (at.line && at.file < cfg->n_files)
+		snprintf(buf, len, "%s:%u", cfg->files[at.file], at.line);
+	else
+		snprintf(buf, len, "%s", cfg->path);
+	return buf;
+}
+
+/* ---- What this machine lacks for a channel ---------------------------------------- */
+
+#define BLUEZ_BUS_NAME "org.bluez"
+#define BUS_CALL_TIMEOUT_USEC (5u * 1000u * 1000u)
+
+/* Whether BlueZ can answer on the system bus: org.bluez has an owner
+ * now, or the bus can start it (its D-Bus service file, which the bluez
+ * package installs). This is what the BLE channel needs, whether BlueZ is
+ * running yet or not; a binary on disk alone proves neither. Returns 1, 0
+ * (why says what is missing), or -1 (the bus cannot be asked). */
+static int bluez_available(char *why, size_t len)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	sd_bus *bus = NULL;
+	const char *name;
+	int owned = 0, r;
+
+	r = sd_bus_open_system(&bus);
+	if (r >= 0)
+		r = sd_bus_set_method_call_timeout(bus, BUS_CALL_TIMEOUT_USEC);
+	if (r >= 0)
+		r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				       "org.freedesktop.DBus", "NameHasOwner", &error, &reply, "s",
+				       BLUEZ_BUS_NAME);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "b", &owned);
+	if (r < 0)
+		goto no_bus;
+	if (owned) {
+		r = 1;
+		goto out;
+	}
+	sd_bus_message_unref(reply);
+	reply = NULL;
+	r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", "ListActivatableNames", &error, &reply, "");
+	if (r >= 0)
+		r = sd_bus_message_enter_container(reply, 'a', "s");
+	if (r < 0)
+		goto no_bus;
+	while ((r = sd_bus_message_read(reply, "s", &name)) > 0)
+		if (strcmp(name, BLUEZ_BUS_NAME) == 0) {
+			r = 1;
+			goto out;
+		}
+	if (r < 0)
+		goto no_bus;
+	snprintf(why, len, "BlueZ (%s) is neither on the system bus nor activatable there; "
+			   "install bluez", BLUEZ_BUS_NAME);
+	r = 0;
+	goto out;
+no_bus:
+	snprintf(why, len, "the system bus cannot be asked for BlueZ (%s): %s", BLUEZ_BUS_NAME,
+		 sd_bus_error_is_set(&error) ? error.message : strerror(-r));
+	r = -1;
+out:
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(reply);
+	sd_bus_flush_close_unref(bus);
+	return r;
+}
+
+/* libnfc drivers whose connstring names a device node: "driver:/dev/x"
+ * with an optional ":speed" (the USB ones name a bus and device number). */
+static const char *nfc_node_problem(const char *connstring, char *why, size_t len)
+{
+	static const char *const node_drivers[] = {"pn532_uart", "arygon", "acr122s",
+						   "pn532_spi", "pn532_i2c"};
+	const char *colon = strchr(connstring, ':'), *port;
+	char node[SRUP_CONFIG_PATH_MAX], show[96];
+	size_t driver_len, n;
+	bool node_driver = false;
+	struct stat st;
+
+	if (!colon)
+		return NULL;
+	driver_len = (size_t)(colon - connstring);
+	for (size_t i = 0; i < sizeof(node_drivers) / sizeof(node_drivers[0]); i++)
+		if (strlen(node_drivers[i]) == driver_len &&
+		    strncmp(connstring, node_drivers[i], driver_len) == 0)
+			node_driver = true;
+	port = colon + 1;
+	if (!node_driver || *port != '/')
+		return NULL;
+	n = strcspn(port, ":");
+	snprintf(node, sizeof(node), "%.*s", (int)n, port);
+	if (stat(node, &st) != 0) {
+		snprintf(why, len, "'%s': %s: %s", shown(connstring, show, sizeof(show)), node,
+			 strerror(errno));
+		return why;
+	}
+	if (!S_ISCHR(st.st_mode)) {
+		snprintf(why, len, "'%s': %s is not a device node",
+			 shown(connstring, show, sizeof(show)), node);
+		return why;
+	}
+	return NULL;
+}
+
+int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_kind kind,
+			       char *out, size_t out_len)
+{
+	char fallback[8], why[384];
+	struct config_parse p = {
+		.kind = kind,
+		.cfg = (struct srup_config *)cfg, /* read only: for its origins */
+		.err = out && out_len ? out : fallback,
+		.err_len = out && out_len ? out_len : sizeof(fallback),
+		.collect = true,
+		.main_last_line = 1,
+	};
+	bool ble, nfc;
+	int problems = 0;
+
+	p.err[0] = '\0';
+	if (!cfg)
+		return 0;
+	if (kind == SRUP_CONFIG_OBSERVER) {
+		ble = cfg->channel == SRUP_CHANNEL_BLE;
+		nfc = cfg->channel == SRUP_CHANNEL_NFC;
+	} else {
+		/* A device's channel is chosen per join: the sections it set. */
+		ble = cfg->section_origin[SEC_BLE].line != 0;
+		nfc = cfg->nfc.device[0] != '\0';
+	}
+	if (ble && bluez_available(why, sizeof(why)) != 1) {
+		if (kind == SRUP_CONFIG_OBSERVER)
+			config_error_at(&p, key_origin_of(&p, SEC_OBSERVATION, "channel"),
+					"observation", "channel",
+					"ble cannot work on this machine: %s", why);
+		else
+			config_error_at(&p, cfg->section_origin[SEC_BLE], "ble", NULL,
+					"join --channel ble cannot work on this machine: %s", why);
+		problems++;
+	}
+	if (nfc && nfc_node_problem(cfg->nfc.device, why, sizeof(why))) {
+		config_error_at(&p, key_origin_of(&p, SEC_NFC, "device"), "nfc", "device",
+				"%s; the nfc channel cannot work on this machine", why);
+		problems++;
+	}
+	return problems;
 }

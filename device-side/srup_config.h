@@ -32,7 +32,13 @@
  *
  * IDs are hex, 1..16 digits, leading zeros optional. Unknown sections or
  * keys, missing required keys and bad values are errors naming the file,
- * the line and the key. */
+ * the line and the key.
+ *
+ * Drop-ins: after FILE come FILE.d/\*.conf (hidden files and other names
+ * skipped), in byte order of their names; a key set again in a later file
+ * replaces the earlier value (for [actions] and [data]: the entry of the
+ * same ID). Within one file a key or section still appears once. A
+ * required key is satisfied when any of the files sets it. */
 #ifndef SRUP_CONFIG_H
 #define SRUP_CONFIG_H
 
@@ -62,8 +68,26 @@ int srup_channel_parse(const char *text, enum srup_channel_kind *out);
 enum { SRUP_CONFIG_JOIN_OFF, SRUP_CONFIG_JOIN_AUTO };
 enum { SRUP_CONFIG_JOIN_COMMAND_ACCEPT, SRUP_CONFIG_JOIN_COMMAND_REFUSE };
 
+#define SRUP_CONFIG_FILES_MAX 64     /* the main file and its drop-ins */
+#define SRUP_CONFIG_PATH_MAX 256
+#define SRUP_CONFIG_KEYS_MAX 64      /* room for every key of the table */
+#define SRUP_CONFIG_SECTIONS_MAX 32
+
+/* Where a value was set: files[file], line (line 0: no file set it). */
+struct srup_config_origin {
+	unsigned file;
+	unsigned line;
+};
+
 struct srup_config {
-	char path[256];              /* the file it came from */
+	char path[SRUP_CONFIG_PATH_MAX];   /* the main file */
+	/* The files read, in order: path first, then its drop-ins. */
+	char files[SRUP_CONFIG_FILES_MAX][SRUP_CONFIG_PATH_MAX];
+	size_t n_files;
+	/* Where each key and section header was last seen (srup_config_where),
+	 * so that checks made after parsing name FILE:LINE too. */
+	struct srup_config_origin key_origin[SRUP_CONFIG_KEYS_MAX];
+	struct srup_config_origin section_origin[SRUP_CONFIG_SECTIONS_MAX];
 	uint64_t identity_id;
 	char identity_private_key[256];
 	uint64_t server_id;
@@ -109,20 +133,44 @@ struct srup_config {
 		char id[SRUP_CONFIG_DATA_ID_MAX + 1]; /* [data]: the data ID */
 		unsigned action_id;                   /* [actions]: 0..255 */
 		char command[256];
+		struct srup_config_origin origin;
 	} actions[SRUP_CONFIG_HOOKS_MAX], data[SRUP_CONFIG_HOOKS_MAX];
 	size_t n_actions, n_data;
 };
 
-/* Parse path into cfg. On error returns -1 and writes one line to err
- * ("FILE:LINE: [section] key: what is wrong"). Checks that what the chosen
- * channel needs is present ([sim] socket for sim, [nfc] device for nfc).
- * Once the file parses and is complete, what is still unusable is reported
- * all together, one such line per problem (joined with '\n'): an observer
- * or server ID of 0 (observer files), a broker host reserved for examples
- * (example.com/.net/.org, .invalid), and for an mqtts:// broker a missing
- * ca_file or a ca_file, cert_file or key_file the caller cannot read. */
+/* Parse path and then its drop-ins (path.d/\*.conf) into cfg, which is
+ * cleared first: a reload loads into a fresh struct with the same call and
+ * compares. On error returns -1 and writes to err, one line per problem,
+ * each "FILE:LINE: [section] key: what is wrong" naming the file (main or
+ * drop-in) where the value was set; a file that cannot be read is named
+ * with what was wrong. The first syntax or value error ends the load.
+ * Once the files parse and are complete, what is still unusable is
+ * reported all together (joined with '\n'): an identity or server ID of 0,
+ * a broker host reserved for examples (example.com/.net/.org, .invalid),
+ * for an mqtts:// broker a missing ca_file or a ca_file, cert_file or
+ * key_file the caller cannot read, and an [identity] private_key or
+ * [server] public_key file the caller cannot read. Also checks what the
+ * chosen channel needs ([sim] socket for sim, [nfc] device for nfc).
+ * cfg->files and cfg->n_files list the files read, also on error. */
 int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_config *cfg,
 		     char *err, size_t err_len);
+
+/* "FILE:LINE" where [section] key was last set (for [actions] and [data]
+ * the key is the ID), or the main file's name when no file set it. */
+const char *srup_config_where(const struct srup_config *cfg, const char *section,
+			      const char *key, char *buf, size_t len);
+
+/* What this machine lacks for the channels a loaded configuration uses:
+ * the observer's [observation] channel; for a device (which picks its
+ * channel per join) a [ble] section or an [nfc] device that is set.
+ * - ble: BlueZ must own org.bluez on the system bus or be activatable
+ *   there (what the radio needs; a bus that cannot be reached counts);
+ * - nfc: a connstring of a serial, SPI or I2C driver (pn532_uart, arygon,
+ *   acr122s, pn532_spi, pn532_i2c) must name an existing device node.
+ * Writes one line per problem ("FILE:LINE: [section] key: ...") to out,
+ * joined with '\n', and returns their number. */
+int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_kind kind,
+			       char *out, size_t out_len);
 
 /* Split a configured <command> into argv words: words are separated by
  * runs of spaces and tabs; there is no quoting, escaping, globbing or

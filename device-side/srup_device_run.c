@@ -100,14 +100,14 @@ static int run_start(struct device_run *d)
 int srup_device_run(const char *config_path, bool verbose)
 {
 	struct device_run d = {0};
-	char err[768];
+	char err[4096];
 	char own[SRUP_TOPIC_MAX];
 	int rc;
 
 	if (verbose)
 		srup_log_set_level(LOG_DEBUG);
 	if (srup_config_load(config_path, SRUP_CONFIG_DEVICE, &d.cfg, err, sizeof(err)) != 0) {
-		srup_log(LOG_ERR, "%s", err);
+		srup_log_lines(LOG_ERR, err);
 		return SRUP_EXIT_CONFIG;
 	}
 	if (srup_role_deregistered(&d.cfg, err, sizeof(err))) {
@@ -115,7 +115,7 @@ int srup_device_run(const char *config_path, bool verbose)
 		return SRUP_EXIT_DEREGISTERED;
 	}
 	if (srup_identity_load(&d.cfg, &d.id, err, sizeof(err)) != 0) {
-		srup_log(LOG_ERR, "%s", err);
+		srup_log_lines(LOG_ERR, err);
 		return SRUP_EXIT_CONFIG;
 	}
 	rc = run_start(&d);

@@ -644,19 +644,11 @@ static void operator_stop(struct observerd *d)
 	d->audit = NULL;
 }
 
-/* Keys and configuration: everything --check-config validates. */
-static int load_identity(struct observerd *d, const char *config_path)
+/* Keys and configuration: everything --check-config validates (shared
+ * with srup-device; one log line per problem). */
+static int load_identity(struct observerd *d, const char *config_path, bool check)
 {
-	char err[2048];
-
-	if (srup_config_load(config_path, SRUP_CONFIG_OBSERVER, &d->cfg, err, sizeof(err)) != 0 ||
-	    srup_identity_load(&d->cfg, &d->id, err, sizeof(err)) != 0) {
-		/* One problem per line, each with its priority for journald. */
-		for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
-			srup_log(LOG_ERR, "%s", line);
-		return -1;
-	}
-	return 0;
+	return srup_setup_load(config_path, SRUP_CONFIG_OBSERVER, check, &d->cfg, &d->id);
 }
 
 static int start(struct observerd *d)
@@ -821,7 +813,7 @@ int main(int argc, char **argv)
 	/* A restart cannot mend a configuration: the unit names this status
 	 * in RestartPreventExitStatus=. */
 	rc = SRUP_EXIT_CONFIG;
-	if (load_identity(&d, config_path) != 0)
+	if (load_identity(&d, config_path, check_only) != 0)
 		goto out;
 	rc = SRUP_EXIT_FAILURE;
 	if (check_only) {

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,24 +22,45 @@ static char conf_path[128];
 static char err[2048];
 static struct srup_config cfg;
 
+/* The key files the test configurations name (relative paths, read in
+ * the test's directory): a configuration whose key files cannot be read
+ * does not load. */
+static const char *const key_files[] = {"k", "p", "dev.key", "server.pub", "observer.key"};
+
 static int group_setup(void **state)
 {
 	(void)state;
 	/* mkdtemp's template ends in six 'X' that the call replaces. */
 	snprintf(dir, sizeof(dir), "/tmp/srup-config-test-%6s", "");
 	memset(dir + strlen(dir) - 6, 'X', 6);
-	if (!mkdtemp(dir))
+	if (!mkdtemp(dir) || chdir(dir) != 0)
 		return -1;
 	snprintf(conf_path, sizeof(conf_path), "%s/test.conf", dir);
+	for (size_t i = 0; i < sizeof(key_files) / sizeof(key_files[0]); i++) {
+		FILE *f = fopen(key_files[i], "w");
+
+		if (!f || fclose(f) != 0)
+			return -1;
+	}
 	return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	/* Directories made unreadable by a test get their mode back first. */
+	chmod(path, 0700);
+	return remove(path) == 0 ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
 	(void)state;
-	unlink(conf_path);
-	rmdir(dir);
-	return 0;
+	if (chdir("/") != 0)
+		return -1;
+	return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void write_conf(const char *text)
@@ -76,10 +98,10 @@ static void expect_error(const char *text, enum srup_config_kind kind, unsigned 
 #define OBSERVER_HEAD                                \
 	"[identity]\n"                               \
 	"id = 00000000000000a1\n"                    \
-	"private_key = /etc/srup/observer.key\n"     \
+	"private_key = observer.key\n"     \
 	"[server]\n"                                 \
 	"id = 5eed\n"                                \
-	"public_key = /etc/srup/server.pub\n"        \
+	"public_key = server.pub\n"        \
 	"[mqtt]\n"                                   \
 	"broker = mqtt://127.0.0.1:1883\n"           \
 	"[state]\n"                                  \
@@ -117,11 +139,11 @@ static void test_good_observer_full(void **state)
 	snprintf(text, sizeof(text), "; an observer\n"
 			      "[identity]\n"
 			      "id = 00000000000000A1\n"
-			      "private_key = /etc/srup/observer.key\n"
+			      "private_key = observer.key\n"
 			      "\n"
 			      "[server]\n"
 			      "id = 5eed   ; the C2 server\n"
-			      "public_key = /etc/srup/server.pub\n"
+			      "public_key = server.pub\n"
 			      "[mqtt]\n"
 			      "broker = mqtts://broker.example:8883\n"
 			      "ca_file = %s\n"
@@ -150,9 +172,9 @@ static void test_good_observer_full(void **state)
 	unlink(key);
 	assert_string_equal(cfg.path, conf_path);
 	assert_int_equal(cfg.identity_id, 0xa1);
-	assert_string_equal(cfg.identity_private_key, "/etc/srup/observer.key");
+	assert_string_equal(cfg.identity_private_key, "observer.key");
 	assert_int_equal(cfg.server_id, 0x5eed);
-	assert_string_equal(cfg.server_public_key, "/etc/srup/server.pub");
+	assert_string_equal(cfg.server_public_key, "server.pub");
 	assert_string_equal(cfg.mqtt_broker, "mqtts://broker.example:8883");
 	assert_string_equal(cfg.mqtt_ca_file, ca);
 	assert_string_equal(cfg.mqtt_cert_file, cert);
@@ -202,7 +224,7 @@ static void test_good_device(void **state)
 			      "id = ffffffffffffffff\n"
 			      "private_key = dev.key\n"
 			      "[server]\n"
-			      "id = 0\n"
+			      "id = 5eed\n"
 			      "public_key = server.pub\n"
 			      "[mqtt]\n"
 			      "broker = tcp://127.0.0.1:18830\n"
@@ -213,7 +235,7 @@ static void test_good_device(void **state)
 			      SRUP_CONFIG_DEVICE),
 			 0);
 	assert_int_equal(cfg.identity_id, UINT64_MAX);
-	assert_int_equal(cfg.server_id, 0);
+	assert_int_equal(cfg.server_id, 0x5eed);
 	assert_string_equal(cfg.sim.socket_path, "/tmp/obs.sock");
 	assert_string_equal(cfg.mqtt_broker, "tcp://127.0.0.1:18830");
 	assert_int_equal(cfg.ble.observer_id, UINT64_MAX);
@@ -760,6 +782,47 @@ static void test_bad_broker(void **state)
 		     "not a broker URL");
 }
 
+/* A port is digits only, 1..65535: caught at load with FILE:LINE, not by
+ * the MQTT library at connect. */
+static void test_broker_ports(void **state)
+{
+	static const struct {
+		const char *url, *what;
+	} bad[] = {
+		{"mqtt://host:99999", "port 99999 is out of range (1..65535)"},
+		{"mqtt://host:65536", "port 65536 is out of range"},
+		{"tcp://host:0", "port 0 is out of range"},
+		{"mqtt://host:1883000000000000000000", "out of range"},
+		{"mqtt://host:http", "port 'http' is not a number"},
+		{"mqtts://host:", "the port after ':' is empty"},
+		{"mqtt://host:/", "the port after ':' is empty"},
+		{"mqtt://host:+1883", "not a number"},
+		{"mqtt://host:18 83", "not a number"},
+		{"mqtt://host:1883x", "not a number"},
+		{"mqtt://[::1]:http", "not a number"},
+		{"mqtt://[::1", "IPv6"},
+		{"mqtt://[::1]x", "not a broker URL"},
+	};
+	static const char *const good[] = {"mqtt://host:1", "mqtt://host:65535", "tcp://host",
+					   "mqtt://[::1]:1883", "mqtt://host:1883/",
+					   "mqtt://127.0.0.1:01883"};
+	char text[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[mqtt]\nbroker = %s\n", bad[i].url);
+		expect_error(text, SRUP_CONFIG_OBSERVER, 2, "[mqtt] broker", bad[i].what);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text),
+			 "[identity]\nid = 1\nprivate_key = k\n[server]\nid = 2\npublic_key = p\n"
+			 "[mqtt]\nbroker = %s\n[state]\ndir = d\n",
+			 good[i]);
+		if (load(text, SRUP_CONFIG_DEVICE) != 0)
+			fail_msg("%s refused: %s", good[i], err);
+	}
+}
+
 /* ---- The device role's sections ------------------------------------------------------- */
 
 static void test_role_sections(void **state)
@@ -908,10 +971,252 @@ static void test_small_error_buffer(void **state)
 	assert_int_equal(srup_config_load(conf_path, SRUP_CONFIG_OBSERVER, &cfg, NULL, 0), -1);
 }
 
+/* ---- Drop-ins: the .conf files of FILE.d, after FILE ---------------------------- */
+
+static char dropin_dir[160];
+
+/* Writes FILE.d/name (FILE.d made if need be); path gets its path. */
+static void write_dropin(const char *name, const char *text, char *path, size_t len)
+{
+	FILE *f;
+
+	snprintf(dropin_dir, sizeof(dropin_dir), "%s.d", conf_path);
+	mkdir(dropin_dir, 0755);
+	snprintf(path, len, "%s/%s", dropin_dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+	assert_int_equal(fclose(f), 0);
+}
+
+static void remove_dropins(void)
+{
+	snprintf(dropin_dir, sizeof(dropin_dir), "%s.d", conf_path);
+	nftw(dropin_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* err starts with "PATH:LINE: <where>: " and mentions `what`. */
+static void expect_error_in(const char *path, unsigned line, const char *where, const char *what)
+{
+	char prefix[320];
+
+	print_message("    %s\n", err);
+	snprintf(prefix, sizeof(prefix), "%s:%u: %s: ", path, line, where);
+	if (strncmp(err, prefix, strlen(prefix)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", err, prefix);
+	if (what && !strstr(err, what))
+		fail_msg("error \"%s\" does not mention \"%s\"", err, what);
+}
+
+static void test_dropins_in_byte_order_later_wins(void **state)
+{
+	char a[256], b[256], c[256], ignored[256], where[320];
+
+	(void)state;
+	remove_dropins();
+	/* "10-" sorts before "9-" byte by byte: 9-last.conf is read last. */
+	write_dropin("10-first.conf", "[observation]\nwindow_seconds = 10\n[actions]\n1 = /bin/ten\n",
+		     a, sizeof(a));
+	write_dropin("50-middle.conf", "; the operator's\n[observation]\nmax_attempts = 7\n"
+				       "window_seconds = 50\n[data]\nsetpoint = /bin/fifty\n",
+		     b, sizeof(b));
+	write_dropin("9-last.conf", "[actions]\n\n1 = /bin/nine\n2 = /bin/two\n", c, sizeof(c));
+	/* Not drop-ins: other names, hidden files, editors' leftovers. */
+	write_dropin(".hidden.conf", "[bogus]\n", ignored, sizeof(ignored));
+	write_dropin("60-x.conf.dpkg-old", "[bogus]\n", ignored, sizeof(ignored));
+	write_dropin("70-x.conf~", "[bogus]\n", ignored, sizeof(ignored));
+	write_dropin("README", "[bogus]\n", ignored, sizeof(ignored));
+	write_dropin(".conf", "[bogus]\n", ignored, sizeof(ignored));
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = sim\nwindow_seconds = 5\n"
+					    "[sim]\nsocket = /run/srup/observer.sock\n"
+					    "[actions]\n1 = /bin/main\n[data]\n"
+					    "setpoint = /bin/main-data\n",
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+	remove_dropins();
+	assert_int_equal(cfg.n_files, 4);
+	assert_string_equal(cfg.files[0], conf_path);
+	assert_string_equal(cfg.files[1], a);
+	assert_string_equal(cfg.files[2], b);
+	assert_string_equal(cfg.files[3], c);
+	assert_int_equal(cfg.window_seconds, 50);
+	assert_int_equal(cfg.max_attempts, 7);
+	/* The main file's sim socket stays: a drop-in replaces what it sets only. */
+	assert_string_equal(cfg.sim.socket_path, "/run/srup/observer.sock");
+	assert_int_equal(cfg.n_actions, 2);
+	assert_int_equal(cfg.actions[0].action_id, 1);
+	assert_string_equal(cfg.actions[0].command, "/bin/nine");
+	assert_int_equal(cfg.actions[1].action_id, 2);
+	assert_int_equal(cfg.n_data, 1);
+	assert_string_equal(cfg.data[0].command, "/bin/fifty");
+	snprintf(where, sizeof(where), "%s:4", b);
+	assert_string_equal(srup_config_where(&cfg, "observation", "window_seconds", where + 200,
+					      120), where);
+	snprintf(where, sizeof(where), "%s:3", c);
+	assert_string_equal(srup_config_where(&cfg, "actions", "1", where + 200, 120), where);
+	snprintf(where, sizeof(where), "%s:2", conf_path);
+	assert_string_equal(srup_config_where(&cfg, "identity", "id", where + 200, 120), where);
+	/* Not set anywhere: the main file. */
+	assert_string_equal(srup_config_where(&cfg, "metrics", "file", where + 200, 120),
+			    conf_path);
+}
+
+static void test_dropin_errors_name_the_dropin(void **state)
+{
+	char a[256], b[256];
+
+	(void)state;
+	remove_dropins();
+	write_dropin("10-ok.conf", "[observation]\nwindow_seconds = 10\n", a, sizeof(a));
+	write_dropin("20-bad.conf", "# comment\n[observation]\nwindow_seconds = soon\n", b,
+		     sizeof(b));
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	expect_error_in(b, 3, "[observation] window_seconds", "soon");
+	assert_int_equal(cfg.n_files, 3);
+	remove_dropins();
+
+	/* Once per file, as in the main file; again in another file is fine. */
+	write_dropin("20-twice.conf", "[observation]\nwindow_seconds = 1\nwindow_seconds = 2\n", b,
+		     sizeof(b));
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	expect_error_in(b, 3, "[observation] window_seconds", "set twice (first at line 2)");
+	remove_dropins();
+	write_dropin("20-twice.conf", "[actions]\n3 = /bin/a\n3 = /bin/b\n", b, sizeof(b));
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	expect_error_in(b, 3, "[actions] 3", "set twice (first at line 2)");
+	remove_dropins();
+	write_dropin("20-sections.conf", "[observation]\n[sim]\n[observation]\n", b, sizeof(b));
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	expect_error_in(b, 3, "[observation]", "section appears twice");
+	remove_dropins();
+
+	/* Syntax, unknown keys and observer-only sections in a device's drop-in. */
+	write_dropin("20-syntax.conf", "[mqtt]\nbroker\n", b, sizeof(b));
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	expect_error_in(b, 2, "[mqtt]", "not a 'key = value' line");
+	remove_dropins();
+	write_dropin("20-obs.conf", "[observation]\nchannel = sim\n", b, sizeof(b));
+	assert_int_equal(load(OBSERVER_HEAD, SRUP_CONFIG_DEVICE), -1);
+	expect_error_in(b, 1, "[observation]", "only the observer has it");
+	remove_dropins();
+}
+
+/* A key is required of the files together: a drop-in may set it; when
+ * none does, the error says so. The checks made after parsing name the
+ * file and line where the value was set. */
+static void test_dropin_required_and_checks(void **state)
+{
+	char a[256], b[256];
+
+	(void)state;
+	remove_dropins();
+	write_dropin("50-broker.conf", "[mqtt]\nbroker = tcp://127.0.0.1:1883\n", a, sizeof(a));
+	assert_int_equal(load("[identity]\nid = a1\nprivate_key = k\n[server]\nid = 5eed\n"
+			      "public_key = p\n[state]\ndir = d\n" OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 0);
+	assert_string_equal(cfg.mqtt_broker, "tcp://127.0.0.1:1883");
+	remove_dropins();
+	write_dropin("50-nothing.conf", "[state]\ndir = /var/lib/x\n", a, sizeof(a));
+	assert_int_equal(load("[identity]\nid = a1\nprivate_key = k\n[server]\nid = 5eed\n"
+			      "public_key = p\n[state]\ndir = d\n" OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 -1);
+	expect_error_in(conf_path, 12, "[mqtt] broker", "none of the 2 files read has a [mqtt] section");
+	remove_dropins();
+
+	/* The example left as it is, the operator's values in a drop-in; what
+	 * is still wrong is named where it was set, all in one pass. */
+	write_dropin("50-site.conf", "[identity]\nid = 0\n[mqtt]\nbroker = mqtt://c2.example.org:1883\n",
+		     a, sizeof(a));
+	write_dropin("60-keys.conf", "[server]\npublic_key = /nonexistent/server.pem\n", b,
+		     sizeof(b));
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	print_message("    %s\n", err);
+	{
+		char line[400];
+
+		snprintf(line, sizeof(line), "%s:2: [identity] id: 0 is no node's ID", a);
+		assert_non_null(strstr(err, line));
+		snprintf(line, sizeof(line), "%s:4: [mqtt] broker: 'c2.example.org' is a placeholder", a);
+		assert_non_null(strstr(err, line));
+		snprintf(line, sizeof(line),
+			 "%s:2: [server] public_key: cannot read '/nonexistent/server.pem'", b);
+		assert_non_null(strstr(err, line));
+	}
+	remove_dropins();
+}
+
+static void test_dropin_files_that_cannot_be_read(void **state)
+{
+	char path[256], fifo[256];
+
+	(void)state;
+	remove_dropins();
+	/* A directory and a FIFO named like drop-ins: errors naming them
+	 * (and a FIFO must not hang the load). */
+	write_dropin("10-ok.conf", "", path, sizeof(path));
+	snprintf(path, sizeof(path), "%s/20-dir.conf", dropin_dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	print_message("    %s\n", err);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "is a directory"));
+	remove_dropins();
+	write_dropin("10-ok.conf", "", path, sizeof(path));
+	snprintf(fifo, sizeof(fifo), "%s/20-fifo.conf", dropin_dir);
+	assert_int_equal(mkfifo(fifo, 0644), 0);
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	print_message("    %s\n", err);
+	assert_non_null(strstr(err, fifo));
+	assert_non_null(strstr(err, "not a regular file"));
+	remove_dropins();
+	/* A dangling link. */
+	write_dropin("10-ok.conf", "", path, sizeof(path));
+	snprintf(path, sizeof(path), "%s/30-gone.conf", dropin_dir);
+	assert_int_equal(symlink("/nonexistent/srup.conf", path), 0);
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	print_message("    %s\n", err);
+	assert_non_null(strstr(err, path));
+	remove_dropins();
+
+	/* FILE.d that is not a directory. */
+	snprintf(path, sizeof(path), "%s.d", conf_path);
+	{
+		FILE *f = fopen(path, "w");
+
+		assert_non_null(f);
+		fclose(f);
+	}
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+	print_message("    %s\n", err);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "drop-in directory"));
+	unlink(path);
+	/* One that cannot be listed (root lists any directory: checked only
+	 * when the test runs as another user). */
+	if (geteuid() != 0) {
+		write_dropin("10-ok.conf", "", path, sizeof(path));
+		assert_int_equal(chmod(dropin_dir, 0), 0);
+		assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), -1);
+		print_message("    %s\n", err);
+		assert_non_null(strstr(err, dropin_dir));
+		chmod(dropin_dir, 0755);
+		remove_dropins();
+	}
+	/* No FILE.d at all: just the file. */
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(cfg.n_files, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good_observer_full),
+		cmocka_unit_test(test_dropins_in_byte_order_later_wins),
+		cmocka_unit_test(test_dropin_errors_name_the_dropin),
+		cmocka_unit_test(test_dropin_required_and_checks),
+		cmocka_unit_test(test_dropin_files_that_cannot_be_read),
 		cmocka_unit_test(test_role_sections),
 		cmocka_unit_test(test_split_command),
 		cmocka_unit_test(test_role_bad_values),
@@ -953,6 +1258,7 @@ int main(void)
 		cmocka_unit_test(test_operator_sections_set),
 		cmocka_unit_test(test_operator_sections_bad),
 		cmocka_unit_test(test_bad_broker),
+		cmocka_unit_test(test_broker_ports),
 		cmocka_unit_test(test_observation_in_device_config),
 		cmocka_unit_test(test_first_error_wins),
 		cmocka_unit_test(test_unreadable_file),
