@@ -170,16 +170,19 @@ check "the observer's key is 600 srup-observer:srup-observer" \
 	test "$(mode /etc/srup/observer/private.pem)" = "600 srup-observer:srup-observer"
 check "its directory is 700 srup-observer:srup-observer" \
 	test "$(mode /etc/srup/observer)" = "700 srup-observer:srup-observer"
-site_settings() { # ID: the operator's settings
-	printf '[identity]\nid = %s\n\n[server]\nid = %s\n\n[mqtt]\nbroker = tcp://127.0.0.1:1883\n' "$1" "$server_id"
+site_settings() { # name (observer, device), ID: the operator's settings
+	printf '[identity]\nid = %s\n\n[server]\nid = %s\n\n[mqtt]\nbroker = tcp://127.0.0.1:1883\n' "$2" "$server_id"
+	# The chroot has no system bus, so --check-config rightly says ble (the
+	# example's channel) cannot work here; sim needs nothing.
+	[ "$1" = device ] || printf '\n[observation]\nchannel = sim\n'
 }
 configure() { # name (observer, device)
 	if [ -d "$root/etc/srup/$1.conf.d" ]; then
-		site_settings "$2" >"$root/etc/srup/$1.conf.d/50-site.conf"
+		site_settings "$1" "$2" >"$root/etc/srup/$1.conf.d/50-site.conf"
 	else
 		log "no /etc/srup/$1.conf.d: configuring in /etc/srup/$1.conf itself"
 		sed -i -e "/^\[identity\]/,/^\[/ s/^id = .*/id = $2/" -e "/^\[server\]/,/^\[/ s/^id = .*/id = $server_id/" \
-			-e "s|^broker = .*|broker = tcp://127.0.0.1:1883|" "$root/etc/srup/$1.conf"
+			-e "s|^broker = .*|broker = tcp://127.0.0.1:1883|" -e "s|^channel = .*|channel = sim|" "$root/etc/srup/$1.conf"
 	fi
 }
 configure observer "$id"
@@ -267,7 +270,7 @@ for p in "${packages[@]}"; do
 	check "$p is at $next" sh -c "chroot '$root' dpkg-query -W -f='\${Version} \${Status}' $p | grep -qx '$next install ok installed'"
 done
 check "/etc/srup/observer.conf is the new example" grep -q "^# An example changed in $next" "$root/etc/srup/observer.conf"
-site_settings "$id" >"$work/site.conf"
+site_settings observer "$id" >"$work/site.conf"
 check "the operator's drop-in is kept as written" cmp -s "$work/site.conf" "$root/etc/srup/observer.conf.d/50-site.conf"
 check "no .dpkg-dist, .dpkg-old or .dpkg-new is left in /etc/srup" \
 	sh -c "! find '$root/etc/srup' -name '*.dpkg-*' | grep -q ."
