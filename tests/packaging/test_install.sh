@@ -291,7 +291,13 @@ fi
 
 # ---- remove, then purge -----------------------------------------------------
 if [ -n "$with_device" ]; then
-	as_device_user sh -c 'echo state >/var/lib/srup-device/seq' || true
+	# The agent's state, as its unit leaves it (StateDirectory= makes the
+	# directory at the first start, owned by User=, if the package did not).
+	owner=root
+	in_root getent passwd srup-device >/dev/null && owner=srup-device
+	[ -d "$root/var/lib/srup-device" ] || in_root install -d -m 700 -o "$owner" -g "$owner" /var/lib/srup-device
+	in_root setpriv --reuid="$owner" --regid="$owner" --init-groups sh -c 'echo state >/var/lib/srup-device/seq'
+	check "the agent has state in /var/lib/srup-device before the purge" test -f "$root/var/lib/srup-device/seq"
 fi
 in_root apt-get remove -y -q srup-observer >"$work/apt-remove.log" 2>&1 || tail -n 20 "$work/apt-remove.log"
 check "remove keeps the configuration" test -f "$root/etc/srup/observer.conf"
