@@ -8,12 +8,18 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <systemd/sd-bus.h>
 
 #include "srup_config.h"
 
@@ -55,9 +61,12 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 	return remove(path) == 0 ? 0 : -1;
 }
 
+static void bus_stop(void);
+
 static int group_teardown(void **state)
 {
 	(void)state;
+	bus_stop();
 	if (chdir("/") != 0)
 		return -1;
 	return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -590,6 +599,25 @@ static void test_mqtts_files_must_be_readable(void **state)
 	unlink(ca);
 }
 
+/* err has a line "FILE:LINE: text..." (whatever the line number: the
+ * examples change). */
+static bool has_line_at_some_line(const char *file, const char *text)
+{
+	size_t flen = strlen(file);
+
+	for (const char *l = err; l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *c = l + flen;
+
+		if (strncmp(l, file, flen) != 0 || *c != ':' || c[1] < '1' || c[1] > '9')
+			continue;
+		for (c++; *c >= '0' && *c <= '9'; c++)
+			;
+		if (strncmp(c, ": ", 2) == 0 && strncmp(c + 2, text, strlen(text)) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* The shipped example must not pass until the operator has filled it in,
  * and must name everything that is left. */
 static void test_shipped_example_names_what_is_left(void **state)
@@ -604,6 +632,44 @@ static void test_shipped_example_names_what_is_left(void **state)
 	assert_non_null(strstr(err, "[server] id: 0 is no node's ID"));
 	assert_non_null(strstr(err, "[mqtt] broker: 'c2.example.net' is a placeholder"));
 	assert_non_null(strstr(err, "[mqtt] ca_file: cannot read '/etc/srup/ca.pem'"));
+	/* The key files in the same pass, with their lines (they used to be
+	 * reported only once the rest was filled in, and with no line). */
+	assert_true(has_line_at_some_line(SRUP_SHIPPED_OBSERVER_CONF,
+					  "[identity] private_key: cannot read "
+					  "'/etc/srup/observer/private.pem'"));
+	assert_true(has_line_at_some_line(SRUP_SHIPPED_OBSERVER_CONF,
+					  "[server] public_key: cannot read "
+					  "'/etc/srup/server-public.pem'"));
+}
+
+/* The device's example likewise, with every problem on a line of its own:
+ * the IDs of 0 included (they passed for a device), key files included. */
+static void test_shipped_device_example_names_what_is_left(void **state)
+{
+	static const char *const expected[] = {
+		"[identity] id: 0 is no node's ID; set this device's ID",
+		"[server] id: 0 is no node's ID",
+		"[identity] private_key: cannot read '/etc/srup/device/private.pem'",
+		"[server] public_key: cannot read '/etc/srup/server-public.pem'",
+		"[mqtt] broker: 'c2.example.net' is a placeholder",
+		"[mqtt] ca_file: cannot read '/etc/srup/ca.pem'",
+	};
+	size_t plen = strlen(SRUP_SHIPPED_DEVICE_CONF);
+	unsigned lines = 0;
+
+	(void)state;
+	memset(err, 0, sizeof(err));
+	assert_int_equal(srup_config_load(SRUP_SHIPPED_DEVICE_CONF, SRUP_CONFIG_DEVICE, &cfg, err,
+					  sizeof(err)),
+			 -1);
+	print_message("%s\n", err);
+	for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++)
+		if (!has_line_at_some_line(SRUP_SHIPPED_DEVICE_CONF, expected[i]))
+			fail_msg("no line \"%s:LINE: %s\" in \"%s\"", SRUP_SHIPPED_DEVICE_CONF,
+				 expected[i], err);
+	for (const char *l = err; l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL, lines++)
+		assert_int_equal(strncmp(l, SRUP_SHIPPED_DEVICE_CONF, plen), 0);
+	assert_int_equal(lines, sizeof(expected) / sizeof(expected[0]));
 }
 
 /* Several problems and a buffer too small for all of them: each line that
@@ -1209,10 +1275,212 @@ static void test_dropin_files_that_cannot_be_read(void **state)
 	assert_int_equal(cfg.n_files, 1);
 }
 
+/* ---- What the machine lacks for a channel ---------------------------------------------- */
+
+/* A dbus-daemon of the test's own, standing in for the system bus
+ * (DBUS_SYSTEM_BUS_ADDRESS, which sd-bus honours): BlueZ is what owns
+ * org.bluez there or can be started there, as on a real system. */
+static pid_t bus_pid;
+static char bus_dir[160];
+
+static void bus_call(const char *method, const char *signature, const char *arg)
+{
+	sd_bus *bus = NULL;
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+
+	assert_int_equal(sd_bus_open_system(&bus), 0);
+	if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", method, &e, NULL, signature, arg) < 0)
+		fail_msg("%s: %s", method, e.message);
+	sd_bus_flush_close_unref(bus);
+}
+
+static void bus_start(void)
+{
+	char conf[256], sock[256], text[1024], address[300];
+	struct timespec pause = {0, 10 * 1000 * 1000};
+	FILE *f;
+
+	snprintf(bus_dir, sizeof(bus_dir), "%s/bus", dir);
+	snprintf(conf, sizeof(conf), "%s/bus.conf", bus_dir);
+	snprintf(sock, sizeof(sock), "%s/socket", bus_dir);
+	mkdir(bus_dir, 0755);
+	snprintf(text, sizeof(text), "%s/services", bus_dir);
+	mkdir(text, 0755);
+	snprintf(text, sizeof(text),
+		 "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
+		 " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+		 "<busconfig><type>custom</type><listen>unix:path=%s</listen>"
+		 "<auth>EXTERNAL</auth><servicedir>%s/services</servicedir>"
+		 "<policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>"
+		 "<allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>"
+		 "</policy></busconfig>\n",
+		 sock, bus_dir);
+	f = fopen(conf, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+	bus_pid = fork();
+	assert_true(bus_pid >= 0);
+	if (bus_pid == 0) {
+		char arg[300];
+		int null = open("/dev/null", O_RDWR);
+
+		/* Not the test's output: a pipe reader would wait for the bus too. */
+		dup2(null, 1);
+		dup2(null, 2);
+		snprintf(arg, sizeof(arg), "--config-file=%s", conf);
+		execlp("dbus-daemon", "dbus-daemon", "--nofork", "--nopidfile", arg, (char *)NULL);
+		_exit(127);
+	}
+	/* Ready when its socket is there (or it has exited). */
+	for (int i = 0; i < 3000 && access(sock, F_OK) != 0; i++) {
+		if (waitpid(bus_pid, NULL, WNOHANG) == bus_pid) {
+			bus_pid = 0;
+			skip(); /* no dbus-daemon on this machine */
+		}
+		nanosleep(&pause, NULL);
+	}
+	assert_int_equal(access(sock, F_OK), 0);
+	snprintf(address, sizeof(address), "unix:path=%s", sock);
+	setenv("DBUS_SYSTEM_BUS_ADDRESS", address, 1);
+}
+
+static void bus_stop(void)
+{
+	unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
+	if (bus_pid > 0) {
+		kill(bus_pid, SIGTERM);
+		waitpid(bus_pid, NULL, 0);
+		bus_pid = 0;
+	}
+}
+
+#define OBSERVATION_BLE "[observation]\nchannel = ble\n"   /* lines 11..12 */
+
+static int channel_problems(enum srup_config_kind kind)
+{
+	int n;
+
+	memset(err, 0, sizeof(err));
+	n = srup_config_check_channels(&cfg, kind, err, sizeof(err));
+	print_message("    %d: %s\n", n, err);
+	return n;
+}
+
+static void test_ble_needs_bluez_on_the_system_bus(void **state)
+{
+	char service[256], prefix[300];
+	sd_bus *bluez = NULL;
+	FILE *f;
+
+	(void)state;
+	bus_start();
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_BLE, SRUP_CONFIG_OBSERVER), 0);
+	/* Nothing owns org.bluez and nothing can start it: BlueZ is not installed. */
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 1);
+	snprintf(prefix, sizeof(prefix), "%s:12: [observation] channel: ble cannot work on this machine",
+		 conf_path);
+	assert_int_equal(strncmp(err, prefix, strlen(prefix)), 0);
+	assert_non_null(strstr(err, "install bluez"));
+
+	/* Installed: its D-Bus service file makes org.bluez activatable. */
+	snprintf(service, sizeof(service), "%s/services/org.bluez.service", bus_dir);
+	f = fopen(service, "w");
+	assert_non_null(f);
+	fputs("[D-BUS Service]\nName=org.bluez\nExec=/bin/false\nUser=root\n", f);
+	assert_int_equal(fclose(f), 0);
+	bus_call("ReloadConfig", "", NULL);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
+	unlink(service);
+	bus_call("ReloadConfig", "", NULL);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 1);
+
+	/* Running (owning the name) is enough as well. */
+	assert_int_equal(sd_bus_open_system(&bluez), 0);
+	assert_true(sd_bus_request_name(bluez, "org.bluez", 0) >= 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
+	sd_bus_flush_close_unref(bluez);
+
+	/* A device names no channel: its [ble] section is what it would use. */
+	assert_int_equal(load(OBSERVER_HEAD "[ble]\nadapter = hci0\n", SRUP_CONFIG_DEVICE), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_DEVICE), 1);
+	snprintf(prefix, sizeof(prefix), "%s:11: [ble]: join --channel ble cannot work", conf_path);
+	assert_int_equal(strncmp(err, prefix, strlen(prefix)), 0);
+	assert_int_equal(load(OBSERVER_HEAD, SRUP_CONFIG_DEVICE), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_DEVICE), 0);
+	/* sim needs no BlueZ. */
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
+	bus_stop();
+
+	/* No system bus at all: BLE cannot work either. */
+	setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/srup-test-bus", 1);
+	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_BLE, SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 1);
+	assert_non_null(strstr(err, "system bus cannot be asked"));
+	unsetenv("DBUS_SYSTEM_BUS_ADDRESS");
+}
+
+static void test_nfc_serial_device_node_must_exist(void **state)
+{
+	static const struct {
+		const char *connstring;
+		const char *what; /* NULL: no problem */
+	} cases[] = {
+		{"pn532_uart:/nonexistent/ttyUSB7", "/nonexistent/ttyUSB7: No such file or directory"},
+		{"pn532_uart:/nonexistent/ttyUSB7:115200", "/nonexistent/ttyUSB7: No such file"},
+		{"arygon:/nonexistent/ttyS9", "No such file"},
+		{"acr122s:/nonexistent/ttyS9", "No such file"},
+		{"pn532_i2c:/nonexistent/i2c-1", "No such file"},
+		{"pn532_spi:/nonexistent/spidev0.0", "No such file"},
+		{"pn532_uart:/dev/null", NULL},
+		{"pn532_uart:/dev/null:115200", NULL},
+		{"acr122_usb", NULL},           /* USB: nothing on disk to check */
+		{"pn53x_usb:002:003", NULL},
+	};
+	char text[1024], prefix[300], plain[200];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), OBSERVER_HEAD "[observation]\nchannel = nfc\n[nfc]\n"
+						   "device = %s\n", cases[i].connstring);
+		assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
+		if (!cases[i].what) {
+			assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
+			continue;
+		}
+		assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 1);
+		snprintf(prefix, sizeof(prefix), "%s:14: [nfc] device: '%s': ", conf_path,
+			 cases[i].connstring);
+		if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, cases[i].what) ||
+		    !strstr(err, "nfc channel cannot work on this machine"))
+			fail_msg("%s: \"%s\"", cases[i].connstring, err);
+	}
+	/* A path that is there but no device node. */
+	touch("not-a-tty", plain, sizeof(plain));
+	snprintf(text, sizeof(text), OBSERVER_HEAD "[observation]\nchannel = nfc\n[nfc]\n"
+					   "device = pn532_uart:%s\n", plain);
+	assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 1);
+	assert_non_null(strstr(err, "is not a device node"));
+	/* A device: its [nfc] device, set in a drop-in, named there. */
+	remove_dropins();
+	write_dropin("50-nfc.conf", "[nfc]\ndevice = pn532_uart:/nonexistent/ttyACM0\n", plain,
+		     sizeof(plain));
+	assert_int_equal(load(OBSERVER_HEAD, SRUP_CONFIG_DEVICE), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_DEVICE), 1);
+	snprintf(prefix, sizeof(prefix), "%s:2: [nfc] device: ", plain);
+	assert_int_equal(strncmp(err, prefix, strlen(prefix)), 0);
+	remove_dropins();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good_observer_full),
+		cmocka_unit_test(test_ble_needs_bluez_on_the_system_bus),
+		cmocka_unit_test(test_nfc_serial_device_node_must_exist),
 		cmocka_unit_test(test_dropins_in_byte_order_later_wins),
 		cmocka_unit_test(test_dropin_errors_name_the_dropin),
 		cmocka_unit_test(test_dropin_required_and_checks),
@@ -1249,6 +1517,7 @@ int main(void)
 		cmocka_unit_test(test_problems_in_small_buffer),
 		cmocka_unit_test(test_mqtts_files_must_be_readable),
 		cmocka_unit_test(test_shipped_example_names_what_is_left),
+		cmocka_unit_test(test_shipped_device_example_names_what_is_left),
 		cmocka_unit_test(test_bad_ids),
 		cmocka_unit_test(test_bad_numbers),
 		cmocka_unit_test(test_out_of_range_numbers),
