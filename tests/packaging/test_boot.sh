@@ -470,6 +470,27 @@ check "  it runs as srup-device, a system user the package made" bash -c '
 check "  Type=notify with a watchdog" bash -c '
 	[ "$(inside systemctl show -P Type srup-device.service)" = notify ] &&
 	[ "$(inside systemctl show -P WatchdogUSec srup-device.service)" != 0 ]'
+# Configured as its README.Debian says (key for the service user, settings
+# in a drop-in), it starts: active only once READY=1, as srup-device, and a
+# reload keeps its PID.
+device_id_svc=$(inside srup-keygen --owner srup-device --out /etc/srup/device 2>/dev/null || true)
+mkdir -p "$root/etc/srup/device.conf.d"
+printf '[identity]\nid = %s\n\n[server]\nid = %s\n\n[mqtt]\nbroker = tcp://127.0.0.1:%s\n' \
+	"$device_id_svc" "$server_id" "$port" >"$root/etc/srup/device.conf.d/50-site.conf"
+check "  --check-config of device.conf and its drop-in passes as srup-device" \
+	inside runuser -u srup-device -- srup-device --config /etc/srup/device.conf --check-config
+check "  systemctl start srup-device returns once the agent is ready" inside timeout 120 systemctl start srup-device.service
+device_prop() { inside systemctl show -P "$1" srup-device.service; }
+device_pid=$(device_prop MainPID)
+check "  it is active (running) as srup-device" bash -c "
+	[ \"\$(inside systemctl show -P SubState srup-device.service)\" = running ] &&
+	[ \"\$(inside stat -c %U /proc/$device_pid)\" = srup-device ]"
+check "  systemctl reload srup-device succeeds and keeps the PID" bash -c "
+	inside systemctl reload srup-device.service &&
+	[ \"\$(inside systemctl show -P MainPID srup-device.service)\" = '$device_pid' ] &&
+	[ \"\$(inside systemctl show -P SubState srup-device.service)\" = running ]"
+((fail == 0)) || inside journalctl -b -u srup-device.service --no-pager -o cat | tail -n 20
+inside systemctl stop srup-device.service || true
 # ---- end of srup-device.service ------------------------------------------------
 
 reset_failed
