@@ -22,6 +22,7 @@
 #include <MQTTAsync.h>
 
 #include "paho_waker.h"
+#include "srup_inbound.h"
 #include "srup_log.h"
 #include "srup_seqstore.h"
 
@@ -31,8 +32,8 @@
 /* Bytes the queued messages may hold: without it, 4096 payloads of the
  * largest size would be 512 MiB, for anyone allowed to publish to us. */
 #define NODE_QUEUE_MAX_BYTES (8u * 1024u * 1024u)
-#define NODE_PAYLOAD_MAX (128u * 1024u)
-#define NODE_TOPIC_LEN_MAX 65535u     /* MQTT topic names are u16-length strings */
+#define NODE_PAYLOAD_MAX SRUP_INBOUND_PAYLOAD_MAX
+#define NODE_TOPIC_LEN_MAX SRUP_INBOUND_TOPIC_MAX
 #define NODE_BUFFERED_MAX 10000       /* Paho's queue of publishes while offline */
 #define NODE_CONNECT_TIMEOUT_S 10
 #define NODE_DISCONNECT_WAIT_MS 2000u
@@ -100,8 +101,7 @@ struct node_inbox {
 	int efd;
 
 	/* Inbound records (see inbound_put). */
-	int records_dir;             /* <state_dir>/inbound */
-	uint64_t next_record;
+	struct srup_inbound *records; /* <state_dir>/inbound */
 	bool records_unusable;       /* Paho's layout is not the one we know */
 	/* Message IDs recorded by inbound_put that Paho will offer to
 	 * messageArrived once more from its queue (a ring, in Paho's order). */
@@ -319,7 +319,7 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
  * Instead it returns 0 the first time it is offered a QoS 1 message: Paho
  * then queues the message and hands it to its client persistence before it
  * writes the PUBACK. That persistence is ours: inbound_put writes the
- * message to <state_dir>/inbound/<id>.msg with fdatasync and queues it for
+ * message to the inbound record store (srup_inbound.h) and queues it for
  * the loop. When Paho offers the message again from its queue the callback
  * returns 1 (already taken). The loop removes the record once it dropped
  * the message for a stated reason, or accepted it, committed its sequence
@@ -329,10 +329,6 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
  * committed, so they go to their handler again without the replay rule.
  * Nothing but the queue entries ("q-" keys) is kept: Paho's own records of
  * outgoing messages and commands are ignored, as without persistence. */
-
-#define RECORD_MAGIC "SRUPIN1"
-#define RECORD_HEADER (8u + 4u + 4u)
-#define RECORD_TRAILER 8u
 
 static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
 {
@@ -347,78 +343,9 @@ static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
 
-static void record_name(uint64_t id, bool accepted, char out[32])
-{
-	snprintf(out, 32, "%016" PRIx64 ".%s", id, accepted ? "acc" : "msg");
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Durable before it returns: Paho writes the PUBACK right after. */
-static int record_write(struct node_inbox *in, uint64_t id, const char *topic, size_t tlen,
-			const void *payload, size_t plen)
-{
-	uint8_t head[RECORD_HEADER], tail[RECORD_TRAILER];
-	struct iovec iov[4];
-	char name[32];
-	uint64_t sum;
-	ssize_t want = (ssize_t)(sizeof(head) + tlen + plen + sizeof(tail)), got;
-	int fd, rc = -1;
-
-	memcpy(head, RECORD_MAGIC, 8);
-	put_u32(head + 8, (uint32_t)tlen);
-	put_u32(head + 12, (uint32_t)plen);
-	sum = fnv1a(payload, plen, fnv1a(topic, tlen, fnv1a(head, sizeof(head), FNV_OFFSET)));
-	for (int i = 0; i < 8; i++)
-		tail[i] = (uint8_t)(sum >> (56 - 8 * i));
-	iov[0] = (struct iovec){head, sizeof(head)};
-	iov[1] = (struct iovec){(void *)topic, tlen};
-	iov[2] = (struct iovec){(void *)payload, plen};
-	iov[3] = (struct iovec){tail, sizeof(tail)};
-	record_name(id, false, name);
-	fd = openat(in->records_dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -1;
-	got = writev(fd, iov, 4);
-	if (got == want && fdatasync(fd) == 0)
-		rc = 0;
-	close(fd);
-	if (rc != 0)
-		unlinkat(in->records_dir, name, 0);
-	return rc;
-}
-
 static void record_remove(struct node_inbox *in, uint64_t id)
 {
-	char name[32];
-
-	record_name(id, false, name);
-	if (unlinkat(in->records_dir, name, 0) != 0 && errno == ENOENT) {
-		record_name(id, true, name);
-		unlinkat(in->records_dir, name, 0);
-	}
-}
-
-static void record_mark_accepted(struct node_inbox *in, uint64_t id)
-{
-	char from[32], to[32];
-
-	record_name(id, false, from);
-	record_name(id, true, to);
-	if (renameat(in->records_dir, from, in->records_dir, to) != 0)
-		srup_log(LOG_ERR, "inbound record %s: cannot mark it accepted: %s", from,
-			 strerror(errno));
+	srup_inbound_remove(in->records, id);
 }
 
 static bool recorded_push(struct node_inbox *in, int msgid)
@@ -472,20 +399,20 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 		pthread_mutex_unlock(&in->lock);
 		return 0;
 	}
-	id = in->next_record++;
 	pthread_mutex_unlock(&in->lock);
 
 	copy_len = strlen(bufs[6]);
 	tlen = topic_len > 0 ? (size_t)topic_len : copy_len;
 	/* An oversized message is dropped (and said so) without a record:
 	 * nobody may make us write more than a message can hold. */
-	if ((size_t)payloadlen > NODE_PAYLOAD_MAX || tlen > NODE_TOPIC_LEN_MAX)
-		id = 0;
-	else if (record_write(in, id, bufs[6], copy_len, bufs[1], (size_t)payloadlen) != 0) {
-		srup_log(LOG_ERR, "cannot write inbound record for a message on %.*s: %s; it is "
-			 "lost if the process dies before handling it",
-			 (int)(copy_len > 200 ? 200 : copy_len), bufs[6], strerror(errno));
-		id = 0;
+	if ((size_t)payloadlen <= NODE_PAYLOAD_MAX && tlen <= NODE_TOPIC_LEN_MAX) {
+		enum srup_inbound_err e = srup_inbound_write(in->records, bufs[6], copy_len, bufs[1],
+							    (size_t)payloadlen, &id);
+		if (e != SRUP_INBOUND_OK)
+			srup_log(LOG_ERR, "cannot write inbound record for a message on %.*s: %s: "
+				 "%s; it is lost if the process dies before handling it",
+				 (int)(copy_len > 200 ? 200 : copy_len), bufs[6],
+				 srup_inbound_strerror(e), strerror(errno));
 	}
 	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false);
 	return 0;
@@ -1114,7 +1041,7 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 	 * handlers run again. */
 	for (size_t i = 0; i < batch->count; i++)
 		if (batch->items[i].ev->record && !batch->items[i].ev->recovered_accepted)
-			record_mark_accepted(&n->inbox, batch->items[i].ev->record);
+			srup_inbound_mark_accepted(n->inbox.records, batch->items[i].ev->record);
 	serr = srup_seqstore_commit(n->seq, detail, sizeof(detail));
 	if (serr != SRUP_SEQ_OK)
 		srup_log(LOG_ERR, "cannot persist %zu accepted sequence id(s): %s: %s",
@@ -1707,121 +1634,26 @@ static enum srup_node_err create_client(struct srup_node *n, char *detail, size_
 	return SRUP_NODE_OK;
 }
 
-static int record_id_cmp(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* One record back into the inbox; false if it is unreadable (removed). */
-static bool record_recover(struct srup_node *n, uint64_t id, bool accepted)
-{
-	struct node_inbox *in = &n->inbox;
-	uint8_t *buf = NULL;
-	char name[32];
-	struct stat st;
-	size_t len;
-	uint32_t tlen, plen;
-	uint64_t sum = 0;
-	bool ok = false;
-	int fd;
-
-	record_name(id, accepted, name);
-	fd = openat(in->records_dir, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-	    st.st_size < (off_t)(RECORD_HEADER + RECORD_TRAILER) ||
-	    st.st_size > (off_t)(RECORD_HEADER + NODE_TOPIC_LEN_MAX + NODE_PAYLOAD_MAX +
-				 RECORD_TRAILER))
-		goto out;
-	len = (size_t)st.st_size;
-	buf = malloc(len);
-	if (!buf || read(fd, buf, len) != (ssize_t)len || memcmp(buf, RECORD_MAGIC, 8) != 0)
-		goto out;
-	tlen = get_u32(buf + 8);
-	plen = get_u32(buf + 12);
-	if ((uint64_t)RECORD_HEADER + tlen + plen + RECORD_TRAILER != len)
-		goto out;
-	for (int i = 0; i < 8; i++)
-		sum = sum << 8 | buf[len - RECORD_TRAILER + (size_t)i];
-	if (sum != fnv1a(buf, len - RECORD_TRAILER, FNV_OFFSET))
-		goto out;
-	inbox_take(in, (const char *)buf + RECORD_HEADER, tlen, tlen,
-		   buf + RECORD_HEADER + tlen, plen, id, accepted);
-	ok = true;
-out:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	if (!ok) {
-		/* Torn or damaged: written by a process that died before the
-		 * PUBACK, so the broker still has the message. */
-		srup_log(LOG_WARNING, "inbound record %s is damaged; removed", name);
-		unlinkat(in->records_dir, name, 0);
-	}
-	return ok;
-}
-
 /* Open <state_dir>/inbound and queue what a previous run left there, in
  * arrival order. */
 static enum srup_node_err records_recover(struct srup_node *n, char *detail, size_t detail_len)
 {
 	struct node_inbox *in = &n->inbox;
-	char path[sizeof(n->cfg.state_dir) + 16];
-	struct {
-		uint64_t id;
-		bool accepted;
-	} *found = NULL;
-	size_t count = 0, cap = 0;
-	uint64_t max = 0;
+	struct srup_inbound_record rec;
+	enum srup_inbound_err e;
 	size_t recovered = 0;
-	struct dirent *de;
-	DIR *d;
 
-	snprintf(path, sizeof(path), "%s/inbound", n->cfg.state_dir);
-	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-		set_detail(detail, detail_len, "cannot create %s: %s", path, strerror(errno));
-		return SRUP_NODE_E_STATE;
+	e = srup_inbound_new(n->cfg.state_dir, &in->records, detail, detail_len);
+	if (e != SRUP_INBOUND_OK)
+		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
+	while ((e = srup_inbound_next(in->records, &rec)) == SRUP_INBOUND_OK && rec.id) {
+		inbox_take(in, rec.topic, rec.topic_len, rec.topic_len, rec.payload,
+			   rec.payload_len, rec.id, rec.accepted);
+		srup_inbound_record_clear(&rec);
+		recovered++;
 	}
-	in->records_dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	d = in->records_dir >= 0 ? fdopendir(dup(in->records_dir)) : NULL;
-	if (!d) {
-		set_detail(detail, detail_len, "cannot open %s: %s", path, strerror(errno));
-		return SRUP_NODE_E_STATE;
-	}
-	while ((de = readdir(d))) {
-		char *end;
-		uint64_t id;
-
-		if (strlen(de->d_name) != 20 || de->d_name[16] != '.')
-			continue;
-		id = strtoull(de->d_name, &end, 16);
-		if (end != de->d_name + 16 ||
-		    (strcmp(end, ".msg") != 0 && strcmp(end, ".acc") != 0))
-			continue;
-		if (count == cap) {
-			void *grown = realloc(found, (cap ? cap * 2 : 64) * sizeof(*found));
-			if (!grown) {
-				closedir(d);
-				free(found);
-				return SRUP_NODE_E_NOMEM;
-			}
-			found = grown;
-			cap = cap ? cap * 2 : 64;
-		}
-		found[count].id = id;
-		found[count].accepted = strcmp(end, ".acc") == 0;
-		count++;
-		if (id > max)
-			max = id;
-	}
-	closedir(d);
-	if (count > 1)
-		qsort(found, count, sizeof(*found), record_id_cmp); /* id first in each entry */
-	for (size_t i = 0; i < count; i++)
-		recovered += record_recover(n, found[i].id, found[i].accepted);
-	free(found);
-	in->next_record = max + 1;
+	if (e != SRUP_INBOUND_OK)
+		return SRUP_NODE_E_NOMEM;
 	if (recovered)
 		srup_log(LOG_NOTICE, "%zu received message(s) from before a restart to handle", recovered);
 	return SRUP_NODE_OK;
@@ -1852,7 +1684,6 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 	if (!n)
 		return SRUP_NODE_E_NOMEM;
 	n->inbox.efd = -1;
-	n->inbox.records_dir = -1;
 	if (pthread_mutex_init(&n->inbox.lock, NULL) != 0) {
 		free(n);
 		return SRUP_NODE_E_NOMEM;
@@ -1960,8 +1791,7 @@ void srup_node_free(struct srup_node *n)
 	}
 	if (n->inbox.efd >= 0)
 		close(n->inbox.efd);
-	if (n->inbox.records_dir >= 0)
-		close(n->inbox.records_dir);
+	srup_inbound_free(n->inbox.records);
 	free(n->inbox.recorded_ids);
 	kept_clear(&n->inbox);
 	pthread_cond_destroy(&n->inbox.changed);
