@@ -33,6 +33,7 @@
  * largest size would be 512 MiB, for anyone allowed to publish to us. */
 #define NODE_QUEUE_MAX_BYTES (8u * 1024u * 1024u)
 #define NODE_PAYLOAD_MAX SRUP_INBOUND_PAYLOAD_MAX
+_Static_assert(SRUP_NODE_NOTE_MAX <= SRUP_INBOUND_NOTE_MAX, "a note fits its record");
 #define NODE_TOPIC_LEN_MAX SRUP_INBOUND_TOPIC_MAX
 #define NODE_BUFFERED_MAX 10000       /* Paho's queue of publishes while offline */
 #define NODE_CONNECT_TIMEOUT_S 10
@@ -56,12 +57,7 @@ enum node_event_kind {
 	NODE_EV_PUBLISHED,       /* publish (tracked sends only) */
 };
 
-/* A send whose outcome the caller wants to hear of. */
-struct node_publish {
-	struct node_inbox *inbox;
-	srup_node_sent_fn done;
-	void *user;
-};
+struct node_event;
 
 struct node_event {
 	struct node_event *next;
@@ -81,6 +77,18 @@ struct node_event {
 	bool recovered_accepted;
 	bool held;
 	bool keep_record;
+	/* What a handler recorded for it before a restart (srup_node_hold_note). */
+	uint8_t note[SRUP_NODE_NOTE_MAX];
+	size_t note_len;
+};
+
+/* A send whose outcome the caller wants to hear of. Its event is made with
+ * it: the outcome always reaches the loop, whatever else is queued. */
+struct node_publish {
+	struct node_inbox *inbox;
+	srup_node_sent_fn done;
+	void *user;
+	struct node_event ev;
 };
 
 /* The only state that Paho's threads touch. Everything else in struct
@@ -88,6 +96,27 @@ struct node_event {
 struct node_inbox {
 	pthread_mutex_t lock;
 	pthread_cond_t changed;  /* publishes_pending or disconnected changed */
+	/* Room in the receive queue, or a reason to stop waiting for it:
+	 * the loop calls into Paho (which waits for the thread that waits
+	 * here) or the node stops. */
+	pthread_cond_t room;
+	unsigned loop_in_paho;
+	bool stopping;
+	uint64_t waited_for_room;    /* acknowledgements held back, for the stats log */
+
+	/* What Paho's thread may know of senders, to write no record for a
+	 * message the loop will certainly drop (sender_worth_a_record): the
+	 * loop notes each sender's key as it looks it up (a reference of
+	 * its own), or its absence. Own lock: Paho's thread verifies with a
+	 * key outside it. */
+	uint64_t own_id;
+	pthread_mutex_t senders_lock;
+	struct node_sender {
+		uint64_t id;
+		EVP_PKEY *key;      /* NULL: no key for it when last looked up */
+		uint64_t noted_ms;  /* CLOCK_MONOTONIC */
+	} senders[64];
+	uint64_t refused_unrecorded; /* messages given no record: certain drops */
 	struct node_event *head, *tail;
 	size_t queued_messages;
 	size_t queued_control;
@@ -167,7 +196,14 @@ struct srup_node {
 	size_t n_watched, cap_watched;
 
 	bool connect_requested;
+	bool connect_deferred; /* asked for while records from before a start were queued */
 	bool connected;  /* session up and subscriptions acknowledged */
+
+	/* Records from before this start, queued a queue's worth at a time
+	 * before anything new is received (records_recover_some). */
+	bool recovering;
+	struct srup_inbound_record recover_next; /* read, not yet queued (id 0: none) */
+	size_t recovered;
 	/* The current round of subscriptions (one per topic filter, sorted
 	 * by token): connected once every one was granted. */
 	struct node_subscription {
@@ -300,14 +336,78 @@ static void post_control(struct node_inbox *in, enum node_event_kind kind, int t
 	inbox_post(in, ev);
 }
 
-/* Queue one message for the loop (copying topic and payload), within the
- * bounds of the receive queue. topic holds copy_len bytes; topic_len is
- * the length Paho reported (longer if the topic held a NUL byte). record
- * is the message's inbound record (0: none), removed if it is dropped
- * here. Any Paho thread, or the loop at start. */
+/* Queue one message for the loop (copying topic and payload). topic holds
+ * copy_len bytes; topic_len is the length Paho reported (longer if the
+ * topic held a NUL byte). record is the message's inbound record (0:
+ * none). reserved: the caller took its room with inbox_reserve (a message
+ * that was or will be acknowledged: never dropped for want of room);
+ * otherwise it is dropped, and counted, if the queue is full. Any Paho
+ * thread, or the loop at start. */
 static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
 		       size_t topic_len, const void *payload, size_t plen, uint64_t record,
-		       bool recovered_accepted);
+		       bool recovered_accepted, bool reserved, const uint8_t *note,
+		       size_t note_len);
+
+/* What a queued message counts against NODE_QUEUE_MAX_BYTES; oversized
+ * payloads are not copied, so they cost only their event. */
+static size_t message_cost(size_t tlen, size_t plen)
+{
+	return sizeof(struct node_event) + tlen + 1 + (plen <= NODE_PAYLOAD_MAX ? plen : 0);
+}
+
+/* Under in->lock. */
+static bool room_for(const struct node_inbox *in, size_t cost)
+{
+	return in->queued_messages < NODE_QUEUE_MAX_MESSAGES && in->queued_bytes <= NODE_QUEUE_MAX_BYTES &&
+	       cost <= NODE_QUEUE_MAX_BYTES - in->queued_bytes;
+}
+
+/* Take room in the receive queue for a message about to be acknowledged,
+ * waiting for it: Paho's thread, before the PUBACK, so while it waits the
+ * broker keeps the rest (it sends no more than its in-flight window to an
+ * unacknowledging client) instead of this process dropping them. The loop
+ * makes room each time it takes the queue. The wait ends without room only
+ * while the loop calls into Paho, which would wait for this thread, or the
+ * node stops: then the message goes over the bound, never lost. */
+static void inbox_reserve(struct node_inbox *in, size_t cost)
+{
+	bool waited = false;
+
+	pthread_mutex_lock(&in->lock);
+	while (!room_for(in, cost) && in->loop_in_paho == 0 && !in->stopping) {
+		waited = true;
+		pthread_cond_wait(&in->room, &in->lock);
+	}
+	in->waited_for_room += waited;
+	in->queued_messages++;
+	in->queued_bytes += cost;
+	pthread_mutex_unlock(&in->lock);
+}
+
+/* Around every call the loop makes into Paho (or wait on it): Paho's
+ * thread may be waiting in inbox_reserve with Paho's lock held. */
+static void paho_enter(struct node_inbox *in)
+{
+	pthread_mutex_lock(&in->lock);
+	in->loop_in_paho++;
+	pthread_cond_broadcast(&in->room);
+	pthread_mutex_unlock(&in->lock);
+}
+
+static void paho_leave(struct node_inbox *in)
+{
+	pthread_mutex_lock(&in->lock);
+	in->loop_in_paho--;
+	pthread_mutex_unlock(&in->lock);
+}
+
+#define PAHO(n, call)                            \
+	({                                       \
+		paho_enter(&(n)->inbox);         \
+		__typeof__(call) paho_rc_ = call; \
+		paho_leave(&(n)->inbox);         \
+		paho_rc_;                        \
+	})
 
 /* ---- inbound records ---------------------------------------------------
  *
@@ -368,6 +468,87 @@ static bool recorded_push(struct node_inbox *in, int msgid)
 	return true;
 }
 
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* An absent key is believed for this long: a key file may be added while a
+ * daemon runs. */
+#define SENDER_ABSENT_MS 2000u
+
+static struct node_sender *sender_slot(struct node_inbox *in, uint64_t id)
+{
+	return &in->senders[(id ^ (id >> 17) ^ (id >> 41)) % 64];
+}
+
+/* The loop: sender's key as the key store gave it now (NULL: none). */
+static void sender_note(struct node_inbox *in, uint64_t id, EVP_PKEY *key)
+{
+	struct node_sender *e;
+	EVP_PKEY *old = NULL;
+
+	pthread_mutex_lock(&in->senders_lock);
+	e = sender_slot(in, id);
+	if (e->id != id || e->key != key) {
+		old = e->key;
+		if (key)
+			EVP_PKEY_up_ref(key);
+		e->key = key;
+		e->id = id;
+	}
+	e->noted_ms = monotonic_ms();
+	pthread_mutex_unlock(&in->senders_lock);
+	EVP_PKEY_free(old);
+}
+
+/* Paho's thread, before the PUBACK: false only for a message the receive
+ * pipeline is certain to drop, which then gets no record (no write and no
+ * fdatasync for junk, nor for our own messages coming back): not a SRUP
+ * message, a type that carries no signature, our own, from a sender the
+ * loop found no key for just now, or whose signature does not verify with
+ * the key the loop found. Anything it cannot tell is recorded. The loop
+ * still checks every message in full, so a message given no record here
+ * by a stale view of the keys is handled all the same, only not kept
+ * across a crash. */
+static bool worth_a_record(struct node_inbox *in, const void *payload, size_t plen)
+{
+	struct srup_msg *msg = NULL;
+	struct srup_decode_error derr = {0};
+	const struct srup_type_desc *desc;
+	struct node_sender *e;
+	EVP_PKEY *key = NULL;
+	bool worth = true, absent = false;
+
+	if (srup_msg_decode(payload, plen, &msg, &derr) != SRUP_OK)
+		return false;
+	desc = srup_type_by_code(msg->type);
+	if (!desc || !desc->is_signed || msg->sender_id == in->own_id) {
+		srup_msg_free(msg);
+		return false;
+	}
+	pthread_mutex_lock(&in->senders_lock);
+	e = sender_slot(in, msg->sender_id);
+	if (e->id == msg->sender_id && e->noted_ms) {
+		if (e->key) {
+			key = e->key;
+			EVP_PKEY_up_ref(key);
+		} else
+			absent = monotonic_ms() - e->noted_ms < SENDER_ABSENT_MS;
+	}
+	pthread_mutex_unlock(&in->senders_lock);
+	if (absent)
+		worth = false;
+	else if (key)
+		worth = srup_msg_verify(msg, key) == SRUP_OK;
+	EVP_PKEY_free(key);
+	srup_msg_free(msg);
+	return worth;
+}
+
 /* Paho's queue entry (MQTTPersistence_persistQueueEntry, MQTT 3.1.1): 8
  * buffers: payloadlen, payload, qos, retained, dup, msgid, topic with its
  * NUL, topicLen. */
@@ -403,9 +584,15 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 
 	copy_len = strlen(bufs[6]);
 	tlen = topic_len > 0 ? (size_t)topic_len : copy_len;
+	inbox_reserve(in, message_cost(tlen, (size_t)payloadlen));
 	/* An oversized message is dropped (and said so) without a record:
 	 * nobody may make us write more than a message can hold. */
-	if ((size_t)payloadlen <= NODE_PAYLOAD_MAX && tlen <= NODE_TOPIC_LEN_MAX) {
+	if ((size_t)payloadlen <= NODE_PAYLOAD_MAX && tlen <= NODE_TOPIC_LEN_MAX &&
+	    !worth_a_record(in, bufs[1], (size_t)payloadlen)) {
+		pthread_mutex_lock(&in->lock);
+		in->refused_unrecorded++;
+		pthread_mutex_unlock(&in->lock);
+	} else if ((size_t)payloadlen <= NODE_PAYLOAD_MAX && tlen <= NODE_TOPIC_LEN_MAX) {
 		enum srup_inbound_err e = srup_inbound_write(in->records, bufs[6], copy_len, bufs[1],
 							    (size_t)payloadlen, &id);
 		if (e != SRUP_INBOUND_OK)
@@ -414,7 +601,7 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 				 (int)(copy_len > 200 ? 200 : copy_len), bufs[6],
 				 srup_inbound_strerror(e), strerror(errno));
 	}
-	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false);
+	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false, true, NULL, 0);
 	return 0;
 }
 
@@ -588,17 +775,19 @@ static int persist_containskey(void *handle, char *key)
 
 static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
 		       size_t tlen, const void *payload, size_t plen, uint64_t record,
-		       bool recovered_accepted)
+		       bool recovered_accepted, bool reserved, const uint8_t *note,
+		       size_t note_len)
 {
 	struct node_event *ev = NULL;
-	/* Oversized payloads are not copied, so they cost only their event. */
-	size_t cost = sizeof(*ev) + tlen + 1 + (plen <= NODE_PAYLOAD_MAX ? plen : 0);
-	bool full, full_bytes;
+	size_t cost = message_cost(tlen, plen);
+	bool full = false, full_bytes = false;
 
 	pthread_mutex_lock(&in->lock);
 	in->received++;
-	full = in->queued_messages >= NODE_QUEUE_MAX_MESSAGES;
-	full_bytes = !full && cost > NODE_QUEUE_MAX_BYTES - in->queued_bytes;
+	if (!reserved) {
+		full = in->queued_messages >= NODE_QUEUE_MAX_MESSAGES;
+		full_bytes = !full && !room_for(in, cost);
+	}
 	if (full || full_bytes) {
 		full = true;
 		in->queue_full++;
@@ -609,14 +798,16 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 				 (int)(copy_len > 200 ? 200 : copy_len), topic,
 				 full_bytes ? NODE_QUEUE_MAX_BYTES : NODE_QUEUE_MAX_MESSAGES,
 				 full_bytes ? "bytes" : "messages");
-	} else {
+	} else if (!reserved) {
 		/* Reserve the slot before copying. */
 		in->queued_messages++;
 		in->queued_bytes += cost;
 	}
 	pthread_mutex_unlock(&in->lock);
+	if (full)
+		return; /* never one with a record: those were reserved */
 
-	if (!full && tlen <= NODE_TOPIC_LEN_MAX) {
+	if (tlen <= NODE_TOPIC_LEN_MAX) {
 		ev = calloc(1, sizeof(*ev));
 		if (ev) {
 			ev->kind = NODE_EV_MESSAGE;
@@ -625,6 +816,10 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 			ev->topic_len = tlen;
 			ev->record = record;
 			ev->recovered_accepted = recovered_accepted;
+			if (note && note_len <= sizeof(ev->note)) {
+				memcpy(ev->note, note, note_len);
+				ev->note_len = note_len;
+			}
 			/* Copied whole: strndup would stop at an embedded NUL
 			 * and pass off the part before it as the topic. */
 			ev->topic = calloc(1, tlen + 1);
@@ -646,23 +841,24 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 		}
 	}
 	if (!ev && record)
-		record_remove(in, record); /* dropped, and said so */
-	if (!full) {
-		pthread_mutex_lock(&in->lock);
-		if (ev) {
-			if (in->tail)
-				in->tail->next = ev;
-			else
-				in->head = ev;
-			in->tail = ev;
-		} else {
-			in->queued_messages--;
-			in->queued_bytes -= cost;
+		/* Its record stays: the next start hands it over. */
+		srup_log(LOG_ERR, "out of memory for a message on %.*s; it is handled at the "
+			 "next start", (int)(copy_len > 200 ? 200 : copy_len), topic);
+	pthread_mutex_lock(&in->lock);
+	if (ev) {
+		if (in->tail)
+			in->tail->next = ev;
+		else
+			in->head = ev;
+		in->tail = ev;
+	} else {
+		in->queued_messages--;
+		in->queued_bytes -= cost;
+		if (!record)
 			in->queue_full++; /* lost for want of memory: count it */
-		}
-		pthread_mutex_unlock(&in->lock);
-		inbox_wake(in);
 	}
+	pthread_mutex_unlock(&in->lock);
+	inbox_wake(in);
 }
 
 static int paho_message_arrived(void *context, char *topic_name, int topic_len,
@@ -684,8 +880,13 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 	pthread_mutex_unlock(&in->lock);
 	if (!direct && !recorded)
 		return 0; /* Paho queues it, we record it (inbound_put), then the PUBACK */
-	if (!recorded)
-		inbox_take(in, topic_name, tlen, tlen, message->payload, plen, 0, false);
+	if (!recorded) {
+		/* Acknowledged once this returns: never dropped for want of room. */
+		if (message->qos > 0)
+			inbox_reserve(in, message_cost(tlen, plen));
+		inbox_take(in, topic_name, tlen, tlen, message->payload, plen, 0, false,
+			   message->qos > 0, NULL, 0);
+	}
 	MQTTAsync_freeMessage(&message);
 	MQTTAsync_free(topic_name);
 	return 1; /* taken: Paho drops its copy */
@@ -756,25 +957,30 @@ static void paho_publish_failed(void *context, MQTTAsync_failureData *data)
 					   : MQTTAsync_strerror(data ? data->code : -1));
 }
 
-/* Tracked sends: the outcome goes to the loop with the caller's callback.
- * If the control queue is full the callback never runs (counted there). */
+/* Tracked sends: the outcome goes to the loop with the caller's callback. */
 static void post_publish(struct node_publish *p, enum node_event_kind kind, int token, int code,
 			 const char *text)
 {
 	struct node_inbox *in = p->inbox;
-	struct node_event *ev = calloc(1, sizeof(*ev));
+	struct node_event *ev = &p->ev;
 
-	if (ev) {
-		ev->kind = kind;
-		ev->token = token;
-		ev->code = code;
-		ev->publish = p;
-		if (text)
-			snprintf(ev->text, sizeof(ev->text), "%s", text);
-		inbox_post(in, ev); /* before a flush can see the publish settled */
-	} else {
-		free(p);
-	}
+	ev->kind = kind;
+	ev->token = token;
+	ev->code = code;
+	ev->publish = p;
+	if (text)
+		snprintf(ev->text, sizeof(ev->text), "%s", text);
+	/* Not bounded: there is one per tracked send, made with it. Queued
+	 * before a flush can see the publish settled. */
+	pthread_mutex_lock(&in->lock);
+	in->queued_control++;
+	if (in->tail)
+		in->tail->next = ev;
+	else
+		in->head = ev;
+	in->tail = ev;
+	pthread_mutex_unlock(&in->lock);
+	inbox_wake(in);
 	publish_settled(in);
 }
 
@@ -949,6 +1155,7 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 		goto out;
 	}
 	key = srup_keystore_lookup(n->peers, msg->sender_id);
+	sender_note(&n->inbox, msg->sender_id, key);
 	if (!key) {
 		DROP(n, UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)", sender, desc->name);
 		goto out;
@@ -1015,6 +1222,10 @@ out:
  * its handler holds it or it must be tried again after a restart. */
 static void event_free(struct node_inbox *in, struct node_event *ev)
 {
+	if (ev->publish && &ev->publish->ev == ev) {
+		free(ev->publish); /* a tracked send's outcome, made with it */
+		return;
+	}
 	if (ev->record && !ev->held && !ev->keep_record)
 		record_remove(in, ev->record);
 	free(ev->publish);
@@ -1103,7 +1314,7 @@ static int subscribe_all(struct srup_node *n)
 			eo.onSuccess = paho_subscribed_one;
 			eo.onFailure = paho_subscribe_failed;
 			eo.context = &n->inbox;
-			rc = MQTTAsync_subscribe(n->client, n->extra[i - 1], 1, &eo);
+			rc = PAHO(n, MQTTAsync_subscribe(n->client, n->extra[i - 1], 1, &eo));
 			if (rc != MQTTASYNC_SUCCESS) {
 				srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", n->extra[i - 1],
 					 n->cfg.broker, MQTTAsync_strerror(rc));
@@ -1125,7 +1336,7 @@ static int subscribe_all(struct srup_node *n)
 		opts.onSuccess = paho_subscribed_one;
 		opts.onFailure = paho_subscribe_failed;
 		opts.context = &n->inbox;
-		rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+		rc = PAHO(n, MQTTAsync_subscribe(n->client, topic, 1, &opts));
 		if (rc != MQTTASYNC_SUCCESS) {
 			srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", topic, n->cfg.broker,
 				 MQTTAsync_strerror(rc));
@@ -1165,7 +1376,7 @@ static int resubscribe_timer_fired(sd_event_source *s, uint64_t usec, void *user
 
 	(void)s;
 	(void)usec;
-	if (MQTTAsync_isConnected(n->client) && subscribe_all(n) != 0)
+	if (PAHO(n, MQTTAsync_isConnected(n->client)) && subscribe_all(n) != 0)
 		schedule_resubscribe(n);
 	return 0;
 }
@@ -1292,7 +1503,7 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 			return SRUP_NODE_E_NOMEM;
 		n->extra[n->n_extra++] = copy;
 	}
-	if (!n->connect_requested || !MQTTAsync_isConnected(n->client)) {
+	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client))) {
 		if (done)
 			done(n, topic, true, user);
 		return SRUP_NODE_OK;
@@ -1309,7 +1520,7 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 	opts.onSuccess = paho_subscribed_one;
 	opts.onFailure = paho_subscribe_failed;
 	opts.context = &n->inbox;
-	rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+	rc = PAHO(n, MQTTAsync_subscribe(n->client, topic, 1, &opts));
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot subscribe to %s: %s", topic, MQTTAsync_strerror(rc));
 		free(op_topic);
@@ -1331,9 +1542,9 @@ enum srup_node_err srup_node_remove_topic(struct srup_node *n, const char *topic
 	if (!n || !topic || !extra_find(n, topic, &pos))
 		return SRUP_NODE_E_ARG;
 	extra_drop(n, topic);
-	if (!n->connect_requested || !MQTTAsync_isConnected(n->client))
+	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client)))
 		return SRUP_NODE_OK; /* not subscribed again at the next connect */
-	rc = MQTTAsync_unsubscribe(n->client, topic, NULL);
+	rc = PAHO(n, MQTTAsync_unsubscribe(n->client, topic, NULL));
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot unsubscribe from %s: %s", topic, MQTTAsync_strerror(rc));
 		return SRUP_NODE_E_MQTT;
@@ -1407,6 +1618,8 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 	}
 }
 
+static void records_recover_some(struct srup_node *n);
+
 /* Everything queued so far: messages through the pipeline, connection
  * and publish events in order. */
 static void inbox_drain(struct srup_node *n)
@@ -1429,6 +1642,7 @@ static void inbox_drain(struct srup_node *n)
 		} else
 			in->queued_control--;
 	}
+	pthread_cond_broadcast(&in->room);
 	if (in->queue_full > in->queue_full_reported) {
 		newly_full = in->queue_full - in->queue_full_reported;
 		in->queue_full_reported = in->queue_full;
@@ -1464,6 +1678,8 @@ static void inbox_drain(struct srup_node *n)
 	}
 	batch_run(n, &batch);
 	n->dispatching = false;
+	if (n->recovering)
+		records_recover_some(n);
 }
 
 static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *user)
@@ -1634,28 +1850,64 @@ static enum srup_node_err create_client(struct srup_node *n, char *detail, size_
 	return SRUP_NODE_OK;
 }
 
-/* Open <state_dir>/inbound and queue what a previous run left there, in
- * arrival order. */
-static enum srup_node_err records_recover(struct srup_node *n, char *detail, size_t detail_len)
+static enum srup_node_err start_connect(struct srup_node *n);
+
+/* Queue records left by a previous run, in arrival order, as many as the
+ * receive queue has room for; the rest follow each time the loop has taken
+ * the queue. Until the last is queued the node does not connect: what the
+ * broker sends then comes after them, as it did. */
+static void records_recover_some(struct srup_node *n)
 {
 	struct node_inbox *in = &n->inbox;
-	struct srup_inbound_record rec;
+	struct srup_inbound_record *rec = &n->recover_next;
 	enum srup_inbound_err e;
-	size_t recovered = 0;
+	bool room;
 
-	e = srup_inbound_new(n->cfg.state_dir, &in->records, detail, detail_len);
+	while (n->recovering) {
+		if (!rec->id) {
+			e = srup_inbound_next(in->records, rec);
+			if (e != SRUP_INBOUND_OK) {
+				srup_log(LOG_ERR, "cannot read inbound records: %s; the rest are "
+					 "handled at the next start", srup_inbound_strerror(e));
+				rec->id = 0;
+			}
+			if (!rec->id) {
+				n->recovering = false;
+				if (n->recovered)
+					srup_log(LOG_NOTICE, "%zu received message(s) from before a "
+						 "restart to handle", n->recovered);
+				if (n->connect_deferred)
+					start_connect(n);
+				break;
+			}
+		}
+		pthread_mutex_lock(&in->lock);
+		room = room_for(in, message_cost(rec->topic_len, rec->payload_len));
+		if (room) {
+			in->queued_messages++;
+			in->queued_bytes += message_cost(rec->topic_len, rec->payload_len);
+		}
+		pthread_mutex_unlock(&in->lock);
+		if (!room)
+			break;
+		inbox_take(in, rec->topic, rec->topic_len, rec->topic_len, rec->payload,
+			   rec->payload_len, rec->id, rec->accepted, true, rec->note, rec->note_len);
+		srup_inbound_record_clear(rec);
+		n->recovered++;
+	}
+}
+
+/* Open <state_dir>/inbound and start queueing what a previous run left
+ * there. */
+static enum srup_node_err records_recover(struct srup_node *n, char *detail, size_t detail_len)
+{
+	enum srup_inbound_err e;
+
+	e = srup_inbound_new(n->cfg.state_dir, &n->inbox.records, detail, detail_len);
 	if (e != SRUP_INBOUND_OK)
 		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
-	while ((e = srup_inbound_next(in->records, &rec)) == SRUP_INBOUND_OK && rec.id) {
-		inbox_take(in, rec.topic, rec.topic_len, rec.topic_len, rec.payload,
-			   rec.payload_len, rec.id, rec.accepted);
-		srup_inbound_record_clear(&rec);
-		recovered++;
-	}
-	if (e != SRUP_INBOUND_OK)
-		return SRUP_NODE_E_NOMEM;
-	if (recovered)
-		srup_log(LOG_NOTICE, "%zu received message(s) from before a restart to handle", recovered);
+	n->recovering = true;
+	records_recover_some(n);
 	return SRUP_NODE_OK;
 }
 
@@ -1688,11 +1940,22 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 		free(n);
 		return SRUP_NODE_E_NOMEM;
 	}
+	if (pthread_mutex_init(&n->inbox.senders_lock, NULL) != 0) {
+		pthread_mutex_destroy(&n->inbox.lock);
+		free(n);
+		return SRUP_NODE_E_NOMEM;
+	}
+	n->inbox.own_id = cfg ? cfg->id : 0;
 	pthread_condattr_init(&cattr);
 	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
 	r = pthread_cond_init(&n->inbox.changed, &cattr);
 	pthread_condattr_destroy(&cattr);
+	if (r == 0 && pthread_cond_init(&n->inbox.room, NULL) != 0) {
+		pthread_cond_destroy(&n->inbox.changed);
+		r = -1;
+	}
 	if (r != 0) {
+		pthread_mutex_destroy(&n->inbox.senders_lock);
 		pthread_mutex_destroy(&n->inbox.lock);
 		free(n);
 		return SRUP_NODE_E_NOMEM;
@@ -1746,13 +2009,13 @@ static void disconnect_client(struct srup_node *n)
 	MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
 	struct timespec deadline;
 
-	if (!n->connect_requested || !MQTTAsync_isConnected(n->client))
+	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client)))
 		return;
 	opts.timeout = 0; /* in-flight QoS 1 messages were settled by flush, if wanted */
 	opts.onSuccess = paho_disconnect_done;
 	opts.onFailure = paho_disconnect_failed;
 	opts.context = &n->inbox;
-	if (MQTTAsync_disconnect(n->client, &opts) != MQTTASYNC_SUCCESS)
+	if (PAHO(n, MQTTAsync_disconnect(n->client, &opts)) != MQTTASYNC_SUCCESS)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += NODE_DISCONNECT_WAIT_MS / 1000;
@@ -1770,6 +2033,11 @@ void srup_node_free(struct srup_node *n)
 
 	if (!n)
 		return;
+	/* Paho's thread no longer waits for room: nothing takes the queue. */
+	pthread_mutex_lock(&n->inbox.lock);
+	n->inbox.stopping = true;
+	pthread_cond_broadcast(&n->inbox.room);
+	pthread_mutex_unlock(&n->inbox.lock);
 	paho_waker_free(n->waker);
 	if (n->client_created) {
 		disconnect_client(n);
@@ -1784,6 +2052,10 @@ void srup_node_free(struct srup_node *n)
 		next = ev->next;
 		if (ev->publish && ev->publish->done)
 			ev->publish->done(n, ev->kind == NODE_EV_PUBLISHED, ev->publish->user);
+		if (ev->publish && &ev->publish->ev == ev) {
+			free(ev->publish);
+			continue;
+		}
 		free(ev->publish);
 		free(ev->topic);
 		free(ev->payload);
@@ -1795,7 +2067,12 @@ void srup_node_free(struct srup_node *n)
 	free(n->inbox.recorded_ids);
 	kept_clear(&n->inbox);
 	pthread_cond_destroy(&n->inbox.changed);
+	pthread_cond_destroy(&n->inbox.room);
 	pthread_mutex_destroy(&n->inbox.lock);
+	for (size_t i = 0; i < 64; i++)
+		EVP_PKEY_free(n->inbox.senders[i].key);
+	pthread_mutex_destroy(&n->inbox.senders_lock);
+	srup_inbound_record_clear(&n->recover_next);
 	srup_seqstore_free(n->seq);
 	EVP_PKEY_free(n->identity);
 	free(n->watched);
@@ -1844,7 +2121,7 @@ enum srup_node_err srup_node_watch_device(struct srup_node *n, uint64_t device)
 
 	/* Subscribed now if the session is up; every reconnect subscribes
 	 * the whole list again. */
-	if (n->connect_requested && MQTTAsync_isConnected(n->client)) {
+	if (n->connect_requested && PAHO(n, MQTTAsync_isConnected(n->client))) {
 		MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 		char topic[SRUP_TOPIC_MAX + 2], dev[SRUP_TOPIC_MAX];
 		int rc;
@@ -1854,7 +2131,7 @@ enum srup_node_err srup_node_watch_device(struct srup_node *n, uint64_t device)
 		opts.onSuccess = paho_subscribed_one;
 		opts.onFailure = paho_subscribe_failed;
 		opts.context = &n->inbox;
-		rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+		rc = PAHO(n, MQTTAsync_subscribe(n->client, topic, 1, &opts));
 		if (rc != MQTTASYNC_SUCCESS) {
 			srup_log(LOG_ERR, "cannot subscribe to %s: %s", topic,
 				 MQTTAsync_strerror(rc));
@@ -1868,16 +2145,26 @@ enum srup_node_err srup_node_connect(struct srup_node *n,
 				     void (*on_connected)(struct srup_node *node, void *user),
 				     void *user)
 {
+	if (!n)
+		return SRUP_NODE_E_ARG;
+	if (n->connect_requested || n->connect_deferred)
+		return SRUP_NODE_OK;
+	n->on_connected = on_connected;
+	n->on_connected_user = user;
+	if (n->recovering) {
+		n->connect_deferred = true; /* once every record is queued */
+		return SRUP_NODE_OK;
+	}
+	return start_connect(n);
+}
+
+static enum srup_node_err start_connect(struct srup_node *n)
+{
 	MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
 	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
 	int rc;
 
-	if (!n)
-		return SRUP_NODE_E_ARG;
-	if (n->connect_requested)
-		return SRUP_NODE_OK;
-	n->on_connected = on_connected;
-	n->on_connected_user = user;
+	n->connect_deferred = false;
 	opts.keepAliveInterval = (int)n->cfg.keepalive_seconds;
 	opts.cleansession = 0; /* the broker keeps our subscriptions and QoS 1 messages */
 	opts.MQTTVersion = MQTTVERSION_3_1_1;
@@ -1895,7 +2182,7 @@ enum srup_node_err srup_node_connect(struct srup_node *n,
 		ssl.verify = 1; /* the certificate must name the host we dialled */
 		opts.ssl = &ssl;
 	}
-	rc = MQTTAsync_connect(n->client, &opts);
+	rc = PAHO(n, MQTTAsync_connect(n->client, &opts));
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot start connecting to %s: %s", n->cfg.broker,
 			 MQTTAsync_strerror(rc));
@@ -1991,7 +2278,7 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	pthread_mutex_lock(&n->inbox.lock);
 	n->inbox.publishes_pending++;
 	pthread_mutex_unlock(&n->inbox.lock);
-	rc = MQTTAsync_sendMessage(n->client, topic, &pub, &opts);
+	rc = PAHO(n, MQTTAsync_sendMessage(n->client, topic, &pub, &opts));
 	free(wire);
 	if (rc != MQTTASYNC_SUCCESS) {
 		free(tracked);
@@ -2019,12 +2306,17 @@ enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000L;
 	}
+	/* Waiting on Paho as in a call to it: its thread must not wait for
+	 * room meanwhile, or the acknowledgements would not be read. */
 	pthread_mutex_lock(&n->inbox.lock);
+	n->inbox.loop_in_paho++;
+	pthread_cond_broadcast(&n->inbox.room);
 	while (n->inbox.publishes_pending > 0)
 		if (pthread_cond_timedwait(&n->inbox.changed, &n->inbox.lock, &deadline) ==
 		    ETIMEDOUT)
 			break;
 	left = n->inbox.publishes_pending;
+	n->inbox.loop_in_paho--;
 	pthread_mutex_unlock(&n->inbox.lock);
 	/* The outcomes of tracked sends reach their callers (and what
 	 * arrived meanwhile is handled) before the caller stops the loop. */
@@ -2044,6 +2336,30 @@ uint64_t srup_node_hold(struct srup_node *n)
 		return 0;
 	n->handling->held = true;
 	return n->handling->record;
+}
+
+enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const void *note,
+				       size_t len)
+{
+	enum srup_inbound_err e;
+
+	if (!n || !hold || len > SRUP_NODE_NOTE_MAX || (len && !note))
+		return SRUP_NODE_E_ARG;
+	e = srup_inbound_note(n->inbox.records, hold, note, len);
+	if (e != SRUP_INBOUND_OK) {
+		srup_log(LOG_ERR, "cannot record what was decided for inbound record %016" PRIx64
+			 ": %s: %s", hold, srup_inbound_strerror(e), strerror(errno));
+		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
+	}
+	return SRUP_NODE_OK;
+}
+
+size_t srup_node_held_note(const struct srup_node *n, void *out, size_t cap)
+{
+	if (!n || !n->handling || !n->handling->note_len || !out || cap < n->handling->note_len)
+		return 0;
+	memcpy(out, n->handling->note, n->handling->note_len);
+	return n->handling->note_len;
 }
 
 void srup_node_release(struct srup_node *n, uint64_t hold)

@@ -158,6 +158,18 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_ms
 uint64_t srup_node_hold(struct srup_node *node);
 void srup_node_release(struct srup_node *node, uint64_t hold);
 
+/* What was decided for a held message, recorded durably (up to
+ * SRUP_NODE_NOTE_MAX bytes; replaces an earlier note) before acting on it,
+ * e.g. before sending the answer: every later start hands the message over
+ * with its note (srup_node_held_note from its handler), so that what was
+ * decided is repeated, never decided again. Goes with the hold's release. */
+#define SRUP_NODE_NOTE_MAX 64
+enum srup_node_err srup_node_hold_note(struct srup_node *node, uint64_t hold, const void *note,
+				       size_t len);
+/* From a handler: the note recorded for the message being handled before a
+ * restart, copied to out; its length, or 0 if none (or cap is too small). */
+size_t srup_node_held_note(const struct srup_node *node, void *out, size_t cap);
+
 /* Wait (running nothing else) until every published message was
  * acknowledged by the broker, or timeout_ms, then handle what the loop has
  * queued (publish outcomes for srup_node_send_tracked, messages that
@@ -178,7 +190,7 @@ enum srup_node_drop {
 	SRUP_NODE_DROP_SENDER_NOT_ALLOWED, /* that sender may not send that type */
 	SRUP_NODE_DROP_REPLAY,             /* sequence ID not above the last accepted */
 	SRUP_NODE_DROP_PERSIST,            /* its sequence ID could not be stored */
-	SRUP_NODE_DROP_QUEUE_FULL,         /* the receive queue was full */
+	SRUP_NODE_DROP_QUEUE_FULL,         /* the receive queue was full (QoS 0 only) */
 	SRUP_NODE_DROP__COUNT
 };
 /* A short name for metrics and status ("signature", "replay", ...). */

@@ -188,7 +188,12 @@ static void send_response(struct observerd *d, uint8_t status, const uint8_t *to
 		free(settle);
 		return;
 	}
-	/* The observer is a device of its server: it answers on its own topic. */
+	/* The observer is a device of its server: it answers on its own topic.
+	 * What it answers is on disk first: a restart before the broker has
+	 * the RESPONSE sends the same one again, never another. */
+	if (hold && srup_node_hold_note(d->node, hold, &status, 1) != SRUP_NODE_OK)
+		srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart before "
+			 "the broker has it decides that request again", status);
 	if (settle)
 		*settle = hold;
 	err = srup_node_send_tracked(d->node, msg, d->cfg.server_id, d->own_topic,
@@ -273,6 +278,7 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	struct observerd *d = user;
 	struct srup_bytes value = {0};
 	uint64_t hold;
+	uint8_t decided;
 	enum srup_err err;
 	char id[17];
 
@@ -284,6 +290,12 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	}
 	/* From here every path answers the request, so it is held until then. */
 	hold = srup_node_hold(node);
+	if (srup_node_held_note(node, &decided, 1) == 1) {
+		srup_log(LOG_NOTICE, "OBSERVE_REQ for device %s accepted before a restart and "
+			 "answered 0x%02x then: that RESPONSE is sent again", id, decided);
+		send_response(d, decided, msg->token.data, msg->token.len, hold);
+		return;
+	}
 	if (msg->token.len > OBS_TOKEN_MAX) {
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: token of %zu bytes is over %u; "
 			 "answered 0x6F", id, msg->token.len, OBS_TOKEN_MAX);
