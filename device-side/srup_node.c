@@ -80,6 +80,9 @@ struct node_event {
 	/* What a handler recorded for it before a restart (srup_node_hold_note). */
 	uint8_t note[SRUP_NODE_NOTE_MAX];
 	size_t note_len;
+	/* The key its signature verified with on Paho's thread (a reference):
+	 * the loop does not verify it again if the key store still gives it. */
+	EVP_PKEY *verified_with;
 };
 
 /* A send whose outcome the caller wants to hear of. Its event is made with
@@ -115,6 +118,9 @@ struct node_inbox {
 		uint64_t id;
 		EVP_PKEY *key;      /* NULL: no key for it when last looked up */
 		uint64_t noted_ms;  /* CLOCK_MONOTONIC */
+		/* Last accepted sequence ID on disk (committed: it never goes
+		 * back, unlike one only staged); 0: none known. */
+		uint64_t committed_seq;
 	} senders[64];
 	uint64_t refused_unrecorded; /* messages given no record: certain drops */
 	struct node_event *head, *tail;
@@ -346,7 +352,7 @@ static void post_control(struct node_inbox *in, enum node_event_kind kind, int t
 static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
 		       size_t topic_len, const void *payload, size_t plen, uint64_t record,
 		       bool recovered_accepted, bool reserved, const uint8_t *note,
-		       size_t note_len);
+		       size_t note_len, EVP_PKEY *verified_with);
 
 /* What a queued message counts against NODE_QUEUE_MAX_BYTES; oversized
  * payloads are not copied, so they cost only their event. */
@@ -498,6 +504,8 @@ static void sender_note(struct node_inbox *in, uint64_t id, EVP_PKEY *key)
 		if (key)
 			EVP_PKEY_up_ref(key);
 		e->key = key;
+		if (e->id != id)
+			e->committed_seq = 0;
 		e->id = id;
 	}
 	e->noted_ms = monotonic_ms();
@@ -505,23 +513,37 @@ static void sender_note(struct node_inbox *in, uint64_t id, EVP_PKEY *key)
 	EVP_PKEY_free(old);
 }
 
+/* The loop, after a commit: seq from sender is on disk as accepted. */
+static void sender_note_committed(struct node_inbox *in, uint64_t id, uint64_t seq)
+{
+	struct node_sender *e;
+
+	pthread_mutex_lock(&in->senders_lock);
+	e = sender_slot(in, id);
+	if (e->id == id && seq > e->committed_seq)
+		e->committed_seq = seq;
+	pthread_mutex_unlock(&in->senders_lock);
+}
+
 /* Paho's thread, before the PUBACK: false only for a message the receive
  * pipeline is certain to drop, which then gets no record (no write and no
  * fdatasync for junk, nor for our own messages coming back): not a SRUP
  * message, a type that carries no signature, our own, from a sender the
- * loop found no key for just now, or whose signature does not verify with
- * the key the loop found. Anything it cannot tell is recorded. The loop
+ * loop found no key for just now, a sequence ID not above one committed as
+ * accepted from that sender, or whose signature does not verify with the
+ * key the loop found. Anything it cannot tell is recorded. The loop
  * still checks every message in full, so a message given no record here
  * by a stale view of the keys is handled all the same, only not kept
  * across a crash. */
-static bool worth_a_record(struct node_inbox *in, const void *payload, size_t plen)
+static bool worth_a_record(struct node_inbox *in, const void *payload, size_t plen,
+			   EVP_PKEY **verified_with)
 {
 	struct srup_msg *msg = NULL;
 	struct srup_decode_error derr = {0};
 	const struct srup_type_desc *desc;
 	struct node_sender *e;
 	EVP_PKEY *key = NULL;
-	bool worth = true, absent = false;
+	bool worth = true, certain_drop = false;
 
 	if (srup_msg_decode(payload, plen, &msg, &derr) != SRUP_OK)
 		return false;
@@ -533,18 +555,23 @@ static bool worth_a_record(struct node_inbox *in, const void *payload, size_t pl
 	pthread_mutex_lock(&in->senders_lock);
 	e = sender_slot(in, msg->sender_id);
 	if (e->id == msg->sender_id && e->noted_ms) {
-		if (e->key) {
+		if (msg->sequence_id <= e->committed_seq)
+			certain_drop = true; /* a replay */
+		else if (e->key) {
 			key = e->key;
 			EVP_PKEY_up_ref(key);
 		} else
-			absent = monotonic_ms() - e->noted_ms < SENDER_ABSENT_MS;
+			certain_drop = monotonic_ms() - e->noted_ms < SENDER_ABSENT_MS;
 	}
 	pthread_mutex_unlock(&in->senders_lock);
-	if (absent)
+	if (certain_drop)
 		worth = false;
 	else if (key)
 		worth = srup_msg_verify(msg, key) == SRUP_OK;
-	EVP_PKEY_free(key);
+	if (worth && key)
+		*verified_with = key; /* the reference goes with the message */
+	else
+		EVP_PKEY_free(key);
 	srup_msg_free(msg);
 	return worth;
 }
@@ -556,6 +583,7 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 {
 	int payloadlen, msgid, topic_len;
 	size_t copy_len, tlen;
+	EVP_PKEY *verified_with = NULL;
 	uint64_t id = 0;
 	bool usable = count == 8 && lens[0] == (int)sizeof(int) && lens[5] == (int)sizeof(int) &&
 		      lens[6] >= 1 && lens[7] == (int)sizeof(int);
@@ -588,7 +616,7 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 	/* An oversized message is dropped (and said so) without a record:
 	 * nobody may make us write more than a message can hold. */
 	if ((size_t)payloadlen <= NODE_PAYLOAD_MAX && tlen <= NODE_TOPIC_LEN_MAX &&
-	    !worth_a_record(in, bufs[1], (size_t)payloadlen)) {
+	    !worth_a_record(in, bufs[1], (size_t)payloadlen, &verified_with)) {
 		pthread_mutex_lock(&in->lock);
 		in->refused_unrecorded++;
 		pthread_mutex_unlock(&in->lock);
@@ -601,7 +629,8 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 				 (int)(copy_len > 200 ? 200 : copy_len), bufs[6],
 				 srup_inbound_strerror(e), strerror(errno));
 	}
-	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false, true, NULL, 0);
+	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false, true, NULL, 0,
+		   verified_with);
 	return 0;
 }
 
@@ -776,7 +805,7 @@ static int persist_containskey(void *handle, char *key)
 static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
 		       size_t tlen, const void *payload, size_t plen, uint64_t record,
 		       bool recovered_accepted, bool reserved, const uint8_t *note,
-		       size_t note_len)
+		       size_t note_len, EVP_PKEY *verified_with)
 {
 	struct node_event *ev = NULL;
 	size_t cost = message_cost(tlen, plen);
@@ -804,8 +833,10 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 		in->queued_bytes += cost;
 	}
 	pthread_mutex_unlock(&in->lock);
-	if (full)
+	if (full) {
+		EVP_PKEY_free(verified_with);
 		return; /* never one with a record: those were reserved */
+	}
 
 	if (tlen <= NODE_TOPIC_LEN_MAX) {
 		ev = calloc(1, sizeof(*ev));
@@ -816,6 +847,8 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 			ev->topic_len = tlen;
 			ev->record = record;
 			ev->recovered_accepted = recovered_accepted;
+			ev->verified_with = verified_with;
+			verified_with = NULL;
 			if (note && note_len <= sizeof(ev->note)) {
 				memcpy(ev->note, note, note_len);
 				ev->note_len = note_len;
@@ -833,6 +866,7 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 					memcpy(ev->payload, payload, plen);
 			}
 			if (!ev->topic || (plen <= NODE_PAYLOAD_MAX && !ev->payload)) {
+				EVP_PKEY_free(ev->verified_with);
 				free(ev->topic);
 				free(ev->payload);
 				free(ev);
@@ -840,12 +874,19 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 			}
 		}
 	}
+	EVP_PKEY_free(verified_with); /* not taken by an event */
 	if (!ev && record)
 		/* Its record stays: the next start hands it over. */
 		srup_log(LOG_ERR, "out of memory for a message on %.*s; it is handled at the "
 			 "next start", (int)(copy_len > 200 ? 200 : copy_len), topic);
+	bool first = false;
+
 	pthread_mutex_lock(&in->lock);
 	if (ev) {
+		/* The loop takes the whole queue each time it wakes: only the
+		 * first of a run needs to wake it (a message per wake-up costs
+		 * a context switch each under a flood). */
+		first = !in->head;
 		if (in->tail)
 			in->tail->next = ev;
 		else
@@ -858,7 +899,8 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 			in->queue_full++; /* lost for want of memory: count it */
 	}
 	pthread_mutex_unlock(&in->lock);
-	inbox_wake(in);
+	if (first)
+		inbox_wake(in);
 }
 
 static int paho_message_arrived(void *context, char *topic_name, int topic_len,
@@ -885,7 +927,7 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 		if (message->qos > 0)
 			inbox_reserve(in, message_cost(tlen, plen));
 		inbox_take(in, topic_name, tlen, tlen, message->payload, plen, 0, false,
-			   message->qos > 0, NULL, 0);
+			   message->qos > 0, NULL, 0, NULL);
 	}
 	MQTTAsync_freeMessage(&message);
 	MQTTAsync_free(topic_name);
@@ -1160,7 +1202,9 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 		DROP(n, UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)", sender, desc->name);
 		goto out;
 	}
-	err = srup_msg_verify(msg, key);
+	/* Verified already on Paho's thread with this very key (still alive:
+	 * the event holds a reference), over these bytes. */
+	err = ev->verified_with == key ? SRUP_OK : srup_msg_verify(msg, key);
 	if (err != SRUP_OK) {
 		DROP(n, SIGNATURE, topic, "bad signature on %s from %s: %s", desc->name, sender,
 		     srup_strerror(err));
@@ -1228,6 +1272,7 @@ static void event_free(struct node_inbox *in, struct node_event *ev)
 	}
 	if (ev->record && !ev->held && !ev->keep_record)
 		record_remove(in, ev->record);
+	EVP_PKEY_free(ev->verified_with);
 	free(ev->publish);
 	free(ev->topic);
 	free(ev->payload);
@@ -1261,6 +1306,7 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 		struct node_batch_item *it = &batch->items[i];
 
 		if (serr == SRUP_SEQ_OK) {
+			sender_note_committed(&n->inbox, it->msg->sender_id, it->msg->sequence_id);
 			n->stats.accepted++;
 			n->handling = it->ev;
 			it->handler.fn(n, it->msg, it->ev->topic, it->handler.user);
@@ -1891,7 +1937,8 @@ static void records_recover_some(struct srup_node *n)
 		if (!room)
 			break;
 		inbox_take(in, rec->topic, rec->topic_len, rec->topic_len, rec->payload,
-			   rec->payload_len, rec->id, rec->accepted, true, rec->note, rec->note_len);
+			   rec->payload_len, rec->id, rec->accepted, true, rec->note, rec->note_len,
+			   NULL);
 		srup_inbound_record_clear(rec);
 		n->recovered++;
 	}
@@ -2056,6 +2103,7 @@ void srup_node_free(struct srup_node *n)
 			free(ev->publish);
 			continue;
 		}
+		EVP_PKEY_free(ev->verified_with);
 		free(ev->publish);
 		free(ev->topic);
 		free(ev->payload);

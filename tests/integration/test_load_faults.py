@@ -60,12 +60,20 @@ class Answers:
         self.thread.start()
 
     def _read(self):
+        last_ping = time.monotonic()
         while self.running:
+            # The subscriber sends nothing else while no message comes:
+            # without a PINGREQ the broker drops it after 1.5 keepalives.
+            if time.monotonic() - last_ping > 15:
+                self.sub._send(0xC0, b"")
+                last_ping = time.monotonic()
             try:
                 _t, _topic, payload = self.sub.next_message(0.2)
             except TimeoutError:
                 continue
             except EOFError:
+                print("the test's subscriber lost its connection: RESPONSEs after this are "
+                      "not seen", flush=True)
                 return
             try:
                 f = srup_wire.fields(payload)
