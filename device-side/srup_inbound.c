@@ -145,10 +145,10 @@ enum srup_inbound_err srup_inbound_parse_note(const uint8_t *buf, size_t len, co
 
 /* ---- writing ---------------------------------------------------------- */
 
-/* iov written to name (created or truncated), fdatasync'd; removed again if
- * any step fails. */
+/* iov written to name (created or truncated), fdatasync'd if sync; removed
+ * again if any step fails. */
 static enum srup_inbound_err write_durable(struct srup_inbound *in, const char *name,
-					   struct iovec *iov, int iovcnt)
+					   struct iovec *iov, int iovcnt, bool sync)
 {
 	ssize_t want = 0, got;
 	int fd, saved;
@@ -159,7 +159,7 @@ static enum srup_inbound_err write_durable(struct srup_inbound *in, const char *
 	if (fd < 0)
 		return SRUP_INBOUND_E_IO;
 	got = writev(fd, iov, iovcnt);
-	if (got == want && fdatasync(fd) == 0) {
+	if (got == want && (!sync || fdatasync(fd) == 0)) {
 		close(fd);
 		return SRUP_INBOUND_OK;
 	}
@@ -199,14 +199,14 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 	iov[2] = (struct iovec){(void *)payload, plen};
 	iov[3] = (struct iovec){tail, sizeof(tail)};
 	file_name(new_id, KIND_MSG, name);
-	e = write_durable(in, name, iov, 4);
+	e = write_durable(in, name, iov, 4, true);
 	if (e == SRUP_INBOUND_OK)
 		*id = new_id;
 	return e;
 }
 
 enum srup_inbound_err srup_inbound_note(struct srup_inbound *in, uint64_t id, const void *note,
-					size_t len)
+					size_t len, bool sync)
 {
 	uint8_t head[NOTE_HEADER_LEN], tail[TRAILER_LEN];
 	struct iovec iov[3];
@@ -222,7 +222,21 @@ enum srup_inbound_err srup_inbound_note(struct srup_inbound *in, uint64_t id, co
 	iov[1] = (struct iovec){(void *)note, len};
 	iov[2] = (struct iovec){tail, sizeof(tail)};
 	file_name(id, KIND_OUT, name);
-	return write_durable(in, name, iov, 3);
+	return write_durable(in, name, iov, 3, sync);
+}
+
+enum srup_inbound_err srup_inbound_note_sync(struct srup_inbound *in, uint64_t id)
+{
+	char name[32];
+	int fd, rc;
+
+	file_name(id, KIND_OUT, name);
+	fd = openat(in->dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return SRUP_INBOUND_E_IO;
+	rc = fdatasync(fd);
+	close(fd);
+	return rc == 0 ? SRUP_INBOUND_OK : SRUP_INBOUND_E_IO;
 }
 
 void srup_inbound_remove(struct srup_inbound *in, uint64_t id)

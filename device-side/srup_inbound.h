@@ -57,10 +57,12 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 void srup_inbound_remove(struct srup_inbound *in, uint64_t id);
 /* <id>.msg becomes <id>.acc. */
 enum srup_inbound_err srup_inbound_mark_accepted(struct srup_inbound *in, uint64_t id);
-/* Attach a note to the record, durable before returning (replaces an
- * earlier one). */
+/* Attach a note to the record (replaces an earlier one); durable before
+ * returning if sync, else once srup_inbound_note_sync returned (notes
+ * written together and then synced cost about one flush, not one each). */
 enum srup_inbound_err srup_inbound_note(struct srup_inbound *in, uint64_t id, const void *note,
-					size_t len);
+					size_t len, bool sync);
+enum srup_inbound_err srup_inbound_note_sync(struct srup_inbound *in, uint64_t id);
 
 /* One record read back at start. */
 struct srup_inbound_record {

@@ -210,6 +210,11 @@ struct srup_node {
 	bool recovering;
 	struct srup_inbound_record recover_next; /* read, not yet queued (id 0: none) */
 	size_t recovered;
+
+	/* Holds whose note is written but not yet synced: synced together
+	 * before anything is published (srup_node_hold_note). */
+	uint64_t *notes_unsynced;
+	size_t n_notes_unsynced, cap_notes_unsynced;
 	/* The current round of subscriptions (one per topic filter, sorted
 	 * by token): connected once every one was granted. */
 	struct node_subscription {
@@ -2121,6 +2126,7 @@ void srup_node_free(struct srup_node *n)
 		EVP_PKEY_free(n->inbox.senders[i].key);
 	pthread_mutex_destroy(&n->inbox.senders_lock);
 	srup_inbound_record_clear(&n->recover_next);
+	free(n->notes_unsynced);
 	srup_seqstore_free(n->seq);
 	EVP_PKEY_free(n->identity);
 	free(n->watched);
@@ -2258,6 +2264,8 @@ enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uin
 	return srup_node_send_tracked(n, msg, peer, topic, NULL, NULL);
 }
 
+static void notes_sync(struct srup_node *n);
+
 enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *msg,
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user)
@@ -2284,6 +2292,8 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	}
 	msg->version = SRUP_VERSION;
 	msg->sender_id = n->cfg.id;
+	if (n->n_notes_unsynced)
+		notes_sync(n);
 	serr = srup_seqstore_next(n->seq, peer, &seq, detail, sizeof(detail));
 	if (serr != SRUP_SEQ_OK) {
 		srup_log(LOG_ERR, "cannot send %s on %s: %s: %s", desc->name, topic,
@@ -2393,13 +2403,41 @@ enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const
 
 	if (!n || !hold || len > SRUP_NODE_NOTE_MAX || (len && !note))
 		return SRUP_NODE_E_ARG;
-	e = srup_inbound_note(n->inbox.records, hold, note, len);
+	if (n->n_notes_unsynced == n->cap_notes_unsynced) {
+		size_t cap = n->cap_notes_unsynced ? n->cap_notes_unsynced * 2 : 64;
+		uint64_t *grown = realloc(n->notes_unsynced, cap * sizeof(*grown));
+
+		if (!grown)
+			return SRUP_NODE_E_NOMEM;
+		n->notes_unsynced = grown;
+		n->cap_notes_unsynced = cap;
+	}
+	/* Synced with the others before the next publish: the first flush
+	 * takes the rest with it, so a run of decisions costs about one. */
+	e = srup_inbound_note(n->inbox.records, hold, note, len, false);
+	if (e == SRUP_INBOUND_OK)
+		n->notes_unsynced[n->n_notes_unsynced++] = hold;
 	if (e != SRUP_INBOUND_OK) {
 		srup_log(LOG_ERR, "cannot record what was decided for inbound record %016" PRIx64
 			 ": %s: %s", hold, srup_inbound_strerror(e), strerror(errno));
 		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 	}
 	return SRUP_NODE_OK;
+}
+
+/* Every note written since the last publish is on disk before the next. */
+static void notes_sync(struct srup_node *n)
+{
+	for (size_t i = 0; i < n->n_notes_unsynced; i++) {
+		enum srup_inbound_err e = srup_inbound_note_sync(n->inbox.records,
+								 n->notes_unsynced[i]);
+
+		/* ENOENT: released meanwhile, nothing to keep. */
+		if (e != SRUP_INBOUND_OK && errno != ENOENT)
+			srup_log(LOG_ERR, "cannot sync what was decided for inbound record %016"
+				 PRIx64 ": %s", n->notes_unsynced[i], strerror(errno));
+	}
+	n->n_notes_unsynced = 0;
 }
 
 size_t srup_node_held_note(const struct srup_node *n, void *out, size_t cap)

@@ -158,11 +158,13 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_ms
 uint64_t srup_node_hold(struct srup_node *node);
 void srup_node_release(struct srup_node *node, uint64_t hold);
 
-/* What was decided for a held message, recorded durably (up to
- * SRUP_NODE_NOTE_MAX bytes; replaces an earlier note) before acting on it,
- * e.g. before sending the answer: every later start hands the message over
- * with its note (srup_node_held_note from its handler), so that what was
- * decided is repeated, never decided again. Goes with the hold's release. */
+/* What was decided for a held message (up to SRUP_NODE_NOTE_MAX bytes;
+ * replaces an earlier note), recorded before acting on it: it is on disk
+ * before this node publishes anything (notes written one after another are
+ * synced together, at the next srup_node_send*). Every later start hands the
+ * message over with its note (srup_node_held_note from its handler), so
+ * that what was decided is repeated, never decided again. Goes with the
+ * hold's release. */
 #define SRUP_NODE_NOTE_MAX 64
 enum srup_node_err srup_node_hold_note(struct srup_node *node, uint64_t hold, const void *note,
 				       size_t len);

@@ -168,9 +168,10 @@ static uint64_t now_ms(struct observerd *d)
 	return usec / 1000;
 }
 
-/* hold: the request answered (released once the broker has the RESPONSE). */
-static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
-			  size_t token_len, uint64_t hold)
+/* hold: the request answered (released once the broker has the RESPONSE);
+ * noted: its status is recorded already (note_decided). */
+static void send_response_noted(struct observerd *d, uint8_t status, const uint8_t *token,
+				size_t token_len, uint64_t hold, bool noted)
 {
 	struct srup_msg *msg = srup_msg_new(SRUP_TYPE_RESPONSE);
 	uint64_t *settle = hold ? malloc(sizeof(*settle)) : NULL;
@@ -191,7 +192,7 @@ static void send_response(struct observerd *d, uint8_t status, const uint8_t *to
 	/* The observer is a device of its server: it answers on its own topic.
 	 * What it answers is on disk first: a restart before the broker has
 	 * the RESPONSE sends the same one again, never another. */
-	if (hold && srup_node_hold_note(d->node, hold, &status, 1) != SRUP_NODE_OK)
+	if (hold && !noted && srup_node_hold_note(d->node, hold, &status, 1) != SRUP_NODE_OK)
 		srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart before "
 			 "the broker has it decides that request again", status);
 	if (settle)
@@ -206,6 +207,12 @@ static void send_response(struct observerd *d, uint8_t status, const uint8_t *to
 	srup_msg_free(msg);
 }
 
+static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
+			  size_t token_len, uint64_t hold)
+{
+	send_response_noted(d, status, token, token_len, hold, false);
+}
+
 static void rearm_deadline(struct observerd *d)
 {
 	uint64_t deadline = obs_engine_next_deadline(d->engine);
@@ -218,9 +225,24 @@ static void rearm_deadline(struct observerd *d)
 	sd_event_source_set_enabled(d->deadline_timer, SD_EVENT_ONESHOT);
 }
 
-/* Carry out what the engine decided, then forget it. */
+/* Carry out what the engine decided, then forget it. Every outcome is
+ * recorded first, then the RESPONSEs go: the records of a run of decisions
+ * (expiries at one deadline, say) reach the disk together. */
 static void apply_events(struct observerd *d)
 {
+	uint64_t *holds = d->events.len ? calloc(d->events.len, sizeof(*holds)) : NULL;
+
+	for (size_t i = 0; holds && i < d->events.len; i++) {
+		const struct obs_event *ev = &d->events.ev[i];
+
+		if (ev->kind != OBS_EVENT_RESPOND)
+			continue;
+		holds[i] = held_take(&d->held, ev->device_id, ev->token, ev->token_len);
+		if (holds[i] && srup_node_hold_note(d->node, holds[i], &ev->status, 1) !=
+				     SRUP_NODE_OK)
+			srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart "
+				 "before the broker has it decides that request again", ev->status);
+	}
 	for (size_t i = 0; i < d->events.len; i++) {
 		const struct obs_event *ev = &d->events.ev[i];
 		char id[17];
@@ -235,8 +257,13 @@ static void apply_events(struct observerd *d)
 				 "duration_ms=%" PRIu64,
 				 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
 				 ev->duration_ms);
-			send_response(d, ev->status, ev->token, ev->token_len,
-				      held_take(&d->held, ev->device_id, ev->token, ev->token_len));
+			if (holds)
+				send_response_noted(d, ev->status, ev->token, ev->token_len,
+						    holds[i], true);
+			else
+				send_response(d, ev->status, ev->token, ev->token_len,
+					      held_take(&d->held, ev->device_id, ev->token,
+							ev->token_len));
 			operator_outcome(d, ev);
 			break;
 		case OBS_EVENT_LISTEN_START:
@@ -256,6 +283,7 @@ static void apply_events(struct observerd *d)
 			break;
 		}
 	}
+	free(holds);
 	obs_events_clear(&d->events);
 	rearm_deadline(d);
 	notify_status(d);

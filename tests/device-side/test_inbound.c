@@ -91,7 +91,7 @@ static void test_records_come_back_in_order_with_state_and_note(void **state)
 
 	assert_true(a < b && b < c);
 	assert_int_equal(srup_inbound_mark_accepted(in, b), SRUP_INBOUND_OK);
-	assert_int_equal(srup_inbound_note(in, b, "\x60", 1), SRUP_INBOUND_OK);
+	assert_int_equal(srup_inbound_note(in, b, "\x60", 1, true), SRUP_INBOUND_OK);
 	srup_inbound_remove(in, c);
 	srup_inbound_free(in);
 
@@ -179,7 +179,7 @@ static void test_out_of_range_ids_are_renumbered(void **state)
 	uint64_t b = write_ok(in, "SRUP/b", "high");
 	uint64_t c = write_ok(in, "SRUP/c", "zero"), id = 0;
 
-	assert_int_equal(srup_inbound_note(in, b, "n", 1), SRUP_INBOUND_OK);
+	assert_int_equal(srup_inbound_note(in, b, "n", 1, false), SRUP_INBOUND_OK);
 	srup_inbound_free(in);
 	path_of(f, "0000000000000002.msg", from);
 	path_of(f, "ffffffffffffffff.msg", to);
@@ -225,7 +225,7 @@ static void test_damaged_record_and_orphan_note_removed(void **state)
 	uint64_t b = write_ok(in, "SRUP/b", "payload");
 	int fd;
 
-	assert_int_equal(srup_inbound_note(in, 9, "x", 1), SRUP_INBOUND_OK); /* no record 9 */
+	assert_int_equal(srup_inbound_note(in, 9, "x", 1, true), SRUP_INBOUND_OK); /* no record 9 */
 	srup_inbound_free(in);
 	path_of(f, "0000000000000001.msg", path);
 	fd = open(path, O_WRONLY);
@@ -287,9 +287,9 @@ static void test_bounds_refused(void **state)
 
 	assert_int_equal(srup_inbound_write(in, "t", 1, big, sizeof(big), &id), SRUP_INBOUND_E_ARG);
 	assert_int_equal(id, 0);
-	assert_int_equal(srup_inbound_note(in, 1, big, SRUP_INBOUND_NOTE_MAX + 1),
+	assert_int_equal(srup_inbound_note(in, 1, big, SRUP_INBOUND_NOTE_MAX + 1, true),
 			 SRUP_INBOUND_E_ARG);
-	assert_int_equal(srup_inbound_note(in, 0, "x", 1), SRUP_INBOUND_E_ARG);
+	assert_int_equal(srup_inbound_note(in, 0, "x", 1, true), SRUP_INBOUND_E_ARG);
 	srup_inbound_free(in);
 	assert_int_equal(files_in(f->inbound), 0);
 }

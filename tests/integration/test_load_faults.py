@@ -53,11 +53,18 @@ class Answers:
         self.by_token = {}
         self.total = 0
         self.lock = threading.Lock()
-        self.sub = MqttClient("127.0.0.1", bed.broker.port, "load-test-sub-%d" % os.getpid())
-        self.sub.subscribe("SRUP/" + topic_id(bed.observer_id))
+        self.seen = set()  # payloads: a QoS 1 redelivery is counted once
+        self.client_id = "load-test-sub-%d" % os.getpid()
+        self.sub = self._connect()
         self.running = True
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+
+    def _connect(self):
+        """A persistent session: what comes while it is away is kept."""
+        sub = MqttClient("127.0.0.1", self.bed.broker.port, self.client_id, clean=False)
+        sub.subscribe("SRUP/" + topic_id(self.bed.observer_id))
+        return sub
 
     def _read(self):
         last_ping = time.monotonic()
@@ -72,9 +79,17 @@ class Answers:
             except TimeoutError:
                 continue
             except EOFError:
-                print("the test's subscriber lost its connection: RESPONSEs after this are "
-                      "not seen", flush=True)
-                return
+                print("the test's subscriber lost its connection; connecting again",
+                      flush=True)
+                try:
+                    self.sub = self._connect()
+                except OSError as e:
+                    print("cannot connect again: %s" % e, flush=True)
+                    return
+                continue
+            if payload in self.seen:
+                continue
+            self.seen.add(payload)
             try:
                 f = srup_wire.fields(payload)
             except Exception:
