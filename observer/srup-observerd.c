@@ -169,7 +169,7 @@ static uint64_t now_ms(struct observerd *d)
 }
 
 /* hold: the request answered (released once the broker has the RESPONSE);
- * noted: its status is recorded already (note_decided). */
+ * noted: its status is recorded already (apply_events). */
 static void send_response_noted(struct observerd *d, uint8_t status, const uint8_t *token,
 				size_t token_len, uint64_t hold, bool noted)
 {
