@@ -34,7 +34,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import faults  # noqa: E402
+import joinbed  # noqa: E402
+import srup_testlib  # noqa: E402
 from joinbed import Cases, JoinBed, RawServer, check, id16, topic_id  # noqa: E402
+
+# faults makes every bed's broker one that saves its database after each
+# change, for tests that SIGKILL it; these never do, and with thousands of
+# queued messages that save would make the broker the bottleneck.
+joinbed.Broker = srup_testlib.Broker
 from mqtt_raw import MqttClient  # noqa: E402
 from obs_ops import wait_for  # noqa: E402
 import srup_wire  # noqa: E402
