@@ -215,6 +215,19 @@ struct srup_node {
 	 * before anything is published (srup_node_hold_note). */
 	uint64_t *notes_unsynced;
 	size_t n_notes_unsynced, cap_notes_unsynced;
+	/* Sends made by the handlers of a batch while notes wait for their
+	 * sync: published in order once the batch is done, after one sync. */
+	bool in_batch;
+	struct node_deferred {
+		char *topic;
+		uint8_t *wire;
+		size_t len;
+		srup_node_sent_fn done;
+		void *user;
+		const char *type_name;
+		uint64_t seq;
+	} *deferred;
+	size_t n_deferred, cap_deferred;
 	/* The current round of subscriptions (one per topic filter, sorted
 	 * by token): connected once every one was granted. */
 	struct node_subscription {
@@ -1289,6 +1302,8 @@ static void event_free(struct node_inbox *in, struct node_event *ev)
  * not let the same message be accepted again, so if the commit fails no
  * handler runs and every message of the batch is dropped (their IDs are
  * unstaged: a retransmission can still be accepted). */
+static void deferred_publish(struct srup_node *n);
+
 static void batch_run(struct srup_node *n, struct node_batch *batch)
 {
 	char detail[512] = "";
@@ -1307,6 +1322,7 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 	if (serr != SRUP_SEQ_OK)
 		srup_log(LOG_ERR, "cannot persist %zu accepted sequence id(s): %s: %s",
 			 batch->count, srup_seqstore_strerror(serr), detail);
+	n->in_batch = true;
 	for (size_t i = 0; i < batch->count; i++) {
 		struct node_batch_item *it = &batch->items[i];
 
@@ -1328,6 +1344,9 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 		event_free(&n->inbox, it->ev);
 	}
 	batch->count = 0;
+	n->in_batch = false;
+	if (n->n_deferred)
+		deferred_publish(n);
 }
 
 /* ---- connection handling (loop thread) --------------------------------- */
@@ -2127,6 +2146,7 @@ void srup_node_free(struct srup_node *n)
 	pthread_mutex_destroy(&n->inbox.senders_lock);
 	srup_inbound_record_clear(&n->recover_next);
 	free(n->notes_unsynced);
+	free(n->deferred);
 	srup_seqstore_free(n->seq);
 	EVP_PKEY_free(n->identity);
 	free(n->watched);
@@ -2265,14 +2285,14 @@ enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uin
 }
 
 static void notes_sync(struct srup_node *n);
+static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, uint8_t *wire,
+				       size_t wire_len, srup_node_sent_fn done, void *user,
+				       const char *type_name, uint64_t seq);
 
 enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *msg,
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user)
 {
-	struct node_publish *tracked = NULL;
-	MQTTAsync_message pub = MQTTAsync_message_initializer;
-	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 	const struct srup_type_desc *desc;
 	char detail[512] = "";
 	uint8_t *wire = NULL;
@@ -2280,7 +2300,6 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	uint64_t seq;
 	enum srup_seq_err serr;
 	enum srup_err err;
-	int rc;
 
 	if (!n || !msg || !topic || topic[0] == '\0' || strlen(topic) >= NODE_TOPIC_LEN_MAX)
 		return SRUP_NODE_E_ARG;
@@ -2292,8 +2311,6 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	}
 	msg->version = SRUP_VERSION;
 	msg->sender_id = n->cfg.id;
-	if (n->n_notes_unsynced)
-		notes_sync(n);
 	serr = srup_seqstore_next(n->seq, peer, &seq, detail, sizeof(detail));
 	if (serr != SRUP_SEQ_OK) {
 		srup_log(LOG_ERR, "cannot send %s on %s: %s: %s", desc->name, topic,
@@ -2313,6 +2330,46 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 		free(wire);
 		return SRUP_NODE_E_PROTOCOL;
 	}
+	if (n->in_batch && (n->n_notes_unsynced || n->n_deferred)) {
+		struct node_deferred *dp;
+
+		if (n->n_deferred == n->cap_deferred) {
+			size_t cap = n->cap_deferred ? n->cap_deferred * 2 : 16;
+			struct node_deferred *grown = realloc(n->deferred, cap * sizeof(*grown));
+
+			if (!grown) {
+				free(wire);
+				return SRUP_NODE_E_NOMEM;
+			}
+			n->deferred = grown;
+			n->cap_deferred = cap;
+		}
+		dp = &n->deferred[n->n_deferred];
+		*dp = (struct node_deferred){.topic = strdup(topic), .wire = wire, .len = wire_len,
+					     .done = done, .user = user, .type_name = desc->name,
+					     .seq = seq};
+		if (!dp->topic) {
+			free(wire);
+			return SRUP_NODE_E_NOMEM;
+		}
+		n->n_deferred++;
+		return SRUP_NODE_OK;
+	}
+	if (n->n_notes_unsynced)
+		notes_sync(n);
+	return publish_wire(n, topic, wire, wire_len, done, user, desc->name, seq);
+}
+
+/* Hand an encoded message to Paho (takes wire). */
+static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, uint8_t *wire,
+				       size_t wire_len, srup_node_sent_fn done, void *user,
+				       const char *type_name, uint64_t seq)
+{
+	struct node_publish *tracked = NULL;
+	MQTTAsync_message pub = MQTTAsync_message_initializer;
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	int rc;
+
 	pub.payload = wire;
 	pub.payloadlen = (int)wire_len;
 	pub.qos = 1;
@@ -2341,13 +2398,32 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	if (rc != MQTTASYNC_SUCCESS) {
 		free(tracked);
 		publish_settled(&n->inbox);
-		srup_log(LOG_ERR, "cannot publish %s on %s: %s", desc->name, topic,
+		srup_log(LOG_ERR, "cannot publish %s on %s: %s", type_name, topic,
 			 MQTTAsync_strerror(rc));
 		return SRUP_NODE_E_MQTT;
 	}
 	n->stats.sent++;
-	srup_log(LOG_DEBUG, "sent %s seq %" PRIu64 " on %s", desc->name, seq, topic);
+	srup_log(LOG_DEBUG, "sent %s seq %" PRIu64 " on %s", type_name, seq, topic);
 	return SRUP_NODE_OK;
+}
+
+/* The sends deferred by a batch's handlers: the notes first, with one
+ * sync, then each publish in the order made. */
+static void deferred_publish(struct srup_node *n)
+{
+	if (n->n_notes_unsynced)
+		notes_sync(n);
+	for (size_t i = 0; i < n->n_deferred; i++) {
+		struct node_deferred *dp = &n->deferred[i];
+
+		/* done runs once per send that returned OK: here if it fails. */
+		if (publish_wire(n, dp->topic, dp->wire, dp->len, dp->done, dp->user,
+				 dp->type_name, dp->seq) != SRUP_NODE_OK &&
+		    dp->done)
+			dp->done(n, false, dp->user);
+		free(dp->topic);
+	}
+	n->n_deferred = 0;
 }
 
 enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
