@@ -143,8 +143,9 @@ typedef void (*srup_node_sent_fn)(struct srup_node *node, bool acknowledged, voi
 /* As srup_node_send; done then runs on the loop once the broker
  * acknowledged the publish (true) or the MQTT client gave it up (false),
  * or at the latest from srup_node_free (which tells what it knows): it runs
- * once per send that returned SRUP_NODE_OK (unless over 1024 connection
- * and publish events piled up unread, which is logged). */
+ * once per send that returned SRUP_NODE_OK. From a handler, while notes
+ * (srup_node_hold_note) wait for their sync, the publish itself happens
+ * when the handlers of the batch are done (in order, after one sync). */
 enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_msg *msg,
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user);
