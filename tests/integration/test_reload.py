@@ -301,8 +301,10 @@ def notify_case(bed, proc_factory, connected_line):
         proc = proc_factory(notify.env())
         proc.wait_line(connected_line, 30)
         got = wait_for("READY=1", lambda: "READY=1" in notify.assignments(), 10, bed)
-        check(any(a.startswith("STATUS=broker connected") for a in notify.assignments()),
-              "STATUS= %r" % notify.assignments(), bed)
+        # The log line and the STATUS= datagram are two writes: the datagram may
+        # reach the reader thread after the line has been read.
+        wait_for("STATUS=broker connected", lambda: any(
+            a.startswith("STATUS=broker connected") for a in notify.assignments()), 10, bed)
         # WATCHDOG=1 from the loop, at half of WATCHDOG_USEC (1 s).
         n = len(notify.messages)
         wait_for("WATCHDOG=1 twice", lambda: notify.assignments(n).count("WATCHDOG=1") >= 2, 10,
