@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #include <ini.h>
-#include <systemd/sd-bus.h>
 
 #include "srup_hex.h"
 
@@ -41,9 +40,6 @@
 #define DEFAULT_WINDOW_SECONDS 120u
 #define DEFAULT_MAX_ATTEMPTS 3u
 #define DEFAULT_MAX_PENDING 1000u
-#define DEFAULT_BLE_ADAPTER "hci0"
-#define DEFAULT_BLUEZ_GRACE_SECONDS 10u
-#define DEFAULT_NFC_POLL_MS 200u
 #define DEFAULT_CONTROL_SOCKET "/run/srup-observer/control"
 #define DEFAULT_AUDIT_MAX_BYTES (10u * 1024u * 1024u)
 #define DEFAULT_AUDIT_KEEP 5u
@@ -54,34 +50,6 @@
 #define DEFAULT_UPDATE_MAX_REDIRECTS 5u
 #define DEFAULT_HOOK_TIMEOUT 120u
 #define DEFAULT_GROUPS_MAX 8u
-
-/* ---- Channel names ---------------------------------------------------- */
-
-const char *srup_channel_name(enum srup_channel_kind kind)
-{
-	switch (kind) {
-	case SRUP_CHANNEL_SIM: return "sim";
-	case SRUP_CHANNEL_BLE: return "ble";
-	case SRUP_CHANNEL_NFC: return "nfc";
-	}
-	return "unknown";
-}
-
-int srup_channel_parse(const char *text, enum srup_channel_kind *out)
-{
-	static const enum srup_channel_kind kinds[] = {SRUP_CHANNEL_SIM, SRUP_CHANNEL_BLE,
-						       SRUP_CHANNEL_NFC};
-
-	if (!text || !out)
-		return -1;
-	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-		if (strcmp(text, srup_channel_name(kinds[i])) == 0) {
-			*out = kinds[i];
-			return 0;
-		}
-	}
-	return -1;
-}
 
 /* ---- The table of sections and keys ------------------------------------ */
 
@@ -123,7 +91,7 @@ enum key_type {
 	KEY_BROKER,  /* char[size], an MQTT broker URL */
 	KEY_UINT,    /* unsigned, min..max */
 	KEY_BOOL,    /* bool */
-	KEY_CHANNEL, /* enum srup_channel_kind */
+	KEY_CHANNELS, /* cfg->channels: registry names, blanks between, each once */
 	KEY_TEXT,    /* char[size], non-empty, any characters */
 	KEY_COMMAND, /* char[size], a <command> (srup_config_split_command) */
 	KEY_CHOICE,  /* unsigned: the index of the value in unit, "a|b|..." */
@@ -152,19 +120,19 @@ static const struct key_spec keys[] = {
 	{SEC_MQTT, "ca_file", KEY_PATH, CFG_FIELD(mqtt_ca_file), 0, 0, "a path", false},
 	{SEC_MQTT, "cert_file", KEY_PATH, CFG_FIELD(mqtt_cert_file), 0, 0, "a path", false},
 	{SEC_MQTT, "key_file", KEY_PATH, CFG_FIELD(mqtt_key_file), 0, 0, "a path", false},
-	{SEC_OBSERVATION, "channel", KEY_CHANNEL, CFG_FIELD(channel), 0, 0, NULL, true},
+	{SEC_OBSERVATION, "channel", KEY_CHANNELS, CFG_FIELD(channels), 0, 0, NULL, true},
 	{SEC_OBSERVATION, "window_seconds", KEY_UINT, CFG_FIELD(window_seconds), 1, 86400,
 	 "seconds", false},
 	{SEC_OBSERVATION, "max_attempts", KEY_UINT, CFG_FIELD(max_attempts), 1, 100, "attempts",
 	 false},
 	{SEC_OBSERVATION, "max_pending", KEY_UINT, CFG_FIELD(max_pending), 1, 100000,
 	 "observations", false},
-	{SEC_SIM, "socket", KEY_PATH, CFG_FIELD(sim.socket_path), 0, 0, "a socket path", false},
-	{SEC_BLE, "adapter", KEY_PATH, CFG_FIELD(ble.adapter), 0, 0, "an adapter name", false},
-	{SEC_BLE, "require_encryption", KEY_BOOL, CFG_FIELD(ble.require_encryption), 0, 0, NULL,
+	{SEC_SIM, "socket", KEY_PATH, CFG_FIELD(radio.sim.socket_path), 0, 0, "a socket path", false},
+	{SEC_BLE, "adapter", KEY_PATH, CFG_FIELD(radio.ble.adapter), 0, 0, "an adapter name", false},
+	{SEC_BLE, "require_encryption", KEY_BOOL, CFG_FIELD(radio.ble.require_encryption), 0, 0, NULL,
 	 false},
-	{SEC_NFC, "device", KEY_PATH, CFG_FIELD(nfc.device), 0, 0, "a libnfc connstring", false},
-	{SEC_NFC, "poll_ms", KEY_UINT, CFG_FIELD(nfc.poll_ms), 10, 60000, "milliseconds", false},
+	{SEC_NFC, "device", KEY_PATH, CFG_FIELD(radio.nfc.device), 0, 0, "a libnfc connstring", false},
+	{SEC_NFC, "poll_ms", KEY_UINT, CFG_FIELD(radio.nfc.poll_ms), 10, 60000, "milliseconds", false},
 	{SEC_STATE, "dir", KEY_PATH, CFG_FIELD(state_dir), 0, 0, "a directory path", true},
 	/* srup-observerd's operator interfaces */
 	{SEC_CONTROL, "socket", KEY_PATH, CFG_FIELD(control_socket), 0, 0, "a socket path", false},
@@ -607,6 +575,52 @@ static int set_table_key(struct config_parse *p, enum config_section s, const ch
 	return 0;
 }
 
+/* [observation] channel: one or more registry names separated by blanks,
+ * each at most once. */
+static int set_channels(struct config_parse *p, const struct key_spec *k, const char *value)
+{
+	const char *sec = section_names[k->section], *c = value;
+	struct srup_config *cfg = p->cfg;
+	char names[64], show[96], word[64];
+
+	cfg->n_channels = 0;
+	for (;;) {
+		const struct radio_channel_driver *drv;
+		size_t n;
+
+		while (*c == ' ' || *c == '\t')
+			c++;
+		if (*c == '\0')
+			break;
+		n = strcspn(c, " \t");
+		snprintf(word, sizeof(word), "%.*s", (int)(n < 60 ? n : 60), c);
+		drv = n < 60 ? radio_channel_find(word) : NULL;
+		if (!drv) {
+			config_error(p, p->lineno, sec, k->name, "'%s' is not a channel (%s)",
+				     shown(word, show, sizeof(show)),
+				     radio_channel_names(names, sizeof(names)));
+			return -1;
+		}
+		for (size_t i = 0; i < cfg->n_channels; i++) {
+			if (cfg->channels[i] == drv) {
+				config_error(p, p->lineno, sec, k->name,
+					     "'%s' is listed twice (each channel at most once)",
+					     drv->name);
+				return -1;
+			}
+		}
+		cfg->channels[cfg->n_channels++] = drv; /* fits: each once, registry <= max */
+		c += n;
+	}
+	if (cfg->n_channels == 0) {
+		config_error(p, p->lineno, sec, k->name,
+			     "empty; name one or more channels (%s), blanks between",
+			     radio_channel_names(names, sizeof(names)));
+		return -1;
+	}
+	return 0;
+}
+
 static int set_value(struct config_parse *p, const struct key_spec *k, const char *value)
 {
 	const char *sec = section_names[k->section];
@@ -675,12 +689,8 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 			     "'%s' is not a boolean (true/false, yes/no, 1/0)",
 			     shown(value, show, sizeof(show)));
 		return -1;
-	case KEY_CHANNEL:
-		if (srup_channel_parse(value, dst) == 0)
-			return 0;
-		config_error(p, p->lineno, sec, k->name, "'%s' is not a channel (sim, ble, nfc)",
-			     shown(value, show, sizeof(show)));
-		return -1;
+	case KEY_CHANNELS:
+		return set_channels(p, k, value);
 	case KEY_TEXT:
 		return set_text(p, k, value);
 	case KEY_COMMAND:
@@ -843,7 +853,6 @@ static int config_handler(void *user, const char *section, const char *name, con
 
 static void config_defaults(struct srup_config *cfg, enum srup_config_kind kind)
 {
-	cfg->channel = SRUP_CHANNEL_SIM;
 	if (kind == SRUP_CONFIG_OBSERVER) {
 		cfg->window_seconds = DEFAULT_WINDOW_SECONDS;
 		cfg->max_attempts = DEFAULT_MAX_ATTEMPTS;
@@ -856,10 +865,9 @@ static void config_defaults(struct srup_config *cfg, enum srup_config_kind kind)
 		cfg->audit_journal = true;
 		cfg->metrics_interval_seconds = DEFAULT_METRICS_INTERVAL_SECONDS;
 	}
-	snprintf(cfg->ble.adapter, sizeof(cfg->ble.adapter), "%s", DEFAULT_BLE_ADAPTER);
-	cfg->ble.require_encryption = false;
-	cfg->ble.bluez_grace_seconds = DEFAULT_BLUEZ_GRACE_SECONDS;
-	cfg->nfc.poll_ms = DEFAULT_NFC_POLL_MS;
+	for (size_t i = 0; radio_channel_drivers[i]; i++)
+		if (radio_channel_drivers[i]->defaults)
+			radio_channel_drivers[i]->defaults(&cfg->radio);
 	cfg->update.max_bytes = DEFAULT_UPDATE_MAX_BYTES;
 	cfg->update.connect_timeout_seconds = DEFAULT_UPDATE_CONNECT_TIMEOUT;
 	cfg->update.timeout_seconds = DEFAULT_UPDATE_TIMEOUT;
@@ -1109,35 +1117,35 @@ static void config_check_complete(struct config_parse *p)
 	if (p->failed)
 		return;
 
-	if (p->kind == SRUP_CONFIG_OBSERVER) {
-		const char *need_sec = NULL, *need_key = NULL;
-		enum config_section s = SEC_SIM;
+	/* Each listed channel's required key; all of them are reported. */
+	for (size_t i = 0; p->kind == SRUP_CONFIG_OBSERVER && i < cfg->n_channels; i++) {
+		const struct radio_channel_driver *drv = cfg->channels[i];
+		struct srup_config_origin channel = key_origin_of(p, SEC_OBSERVATION, "channel");
+		char where[SRUP_CONFIG_PATH_MAX + 16], list[64];
+		int s = section_lookup(drv->name);
 
-		if (cfg->channel == SRUP_CHANNEL_SIM && !cfg->sim.socket_path[0]) {
-			need_sec = "sim";
-			need_key = "socket";
-			s = SEC_SIM;
-		} else if (cfg->channel == SRUP_CHANNEL_NFC && !cfg->nfc.device[0]) {
-			need_sec = "nfc";
-			need_key = "device";
-			s = SEC_NFC;
-		}
-		if (need_sec) {
-			struct srup_config_origin channel = key_origin_of(p, SEC_OBSERVATION,
-									  "channel");
-			char where[SRUP_CONFIG_PATH_MAX + 16];
-
-			if (channel.file == 0)
-				snprintf(where, sizeof(where), "line %u", channel.line);
-			else
-				snprintf(where, sizeof(where), "%s:%u", cfg->files[channel.file],
-					 channel.line);
+		if (!drv->required_key || drv->configured(&cfg->radio) || s < 0)
+			continue;
+		if (channel.file == 0)
+			snprintf(where, sizeof(where), "line %u", channel.line);
+		else
+			snprintf(where, sizeof(where), "%s:%u", cfg->files[channel.file],
+				 channel.line);
+		p->collect = true;
+		if (cfg->n_channels == 1)
 			config_error_at(p, cfg->section_origin[s].line ? cfg->section_origin[s] : channel,
-					need_sec, need_key, "missing; channel = %s (%s) needs it",
-					srup_channel_name(cfg->channel), where);
-			return;
-		}
+					drv->name, drv->required_key,
+					"missing; channel = %s (%s) needs it", drv->name, where);
+		else
+			config_error_at(p, cfg->section_origin[s].line ? cfg->section_origin[s] : channel,
+					drv->name, drv->required_key,
+					"missing; channel = %s (%s) lists %s, which needs it",
+					srup_config_channel_list(cfg, " ", list, sizeof(list)), where,
+					drv->name);
+		p->collect = false;
 	}
+	if (p->failed)
+		return;
 
 	config_check_usable(p);
 }
@@ -1310,7 +1318,7 @@ int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_c
 	if (!p.failed)
 		config_check_complete(&p);
 out:
-	cfg->ble.observer_id = cfg->identity_id;
+	cfg->radio.ble.observer_id = cfg->identity_id;
 	return p.failed ? -1 : 0;
 }
 
@@ -1349,134 +1357,36 @@ const char *srup_config_where(const struct srup_config *cfg, const char *section
 	return buf;
 }
 
-/* ---- What this machine lacks for a channel ---------------------------------------- */
+/* ---- The listed channels ------------------------------------------------------- */
 
-#define BLUEZ_BUS_NAME "org.bluez"
-#define BUS_CALL_TIMEOUT_USEC (5u * 1000u * 1000u)
-
-/* The directories the system bus takes service files from (D-Bus
- * specification, "Message Bus Starting Services", system bus). */
-static const char *const system_service_dirs[] = {
-	"/usr/local/share/dbus-1/system-services",
-	"/usr/share/dbus-1/system-services",
-	"/lib/dbus-1/system-services",
-};
-
-static bool bluez_service_file_installed(void)
+bool srup_config_lists(const struct srup_config *cfg, const struct radio_channel_driver *channel)
 {
-	char path[128];
-
-	for (size_t i = 0; i < sizeof(system_service_dirs) / sizeof(system_service_dirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s.service", system_service_dirs[i],
-			 BLUEZ_BUS_NAME);
-		if (access(path, F_OK) == 0)
+	for (size_t i = 0; cfg && i < cfg->n_channels; i++)
+		if (cfg->channels[i] == channel)
 			return true;
-	}
 	return false;
 }
 
-/* Whether BlueZ can answer on the system bus: org.bluez has an owner
- * now, or the bus can start it (its D-Bus service file, which the bluez
- * package installs). This is what the BLE channel needs, whether BlueZ is
- * running yet or not; a bluetoothd binary on disk proves neither (it may
- * be there with no bus to reach it). With no bus to ask (a chroot, an
- * early boot), the service file on disk answers whether BlueZ is
- * installed. Returns 1, or 0 with why saying what is missing. */
-static int bluez_available(char *why, size_t len)
+const char *srup_config_channel_list(const struct srup_config *cfg, const char *sep, char *buf,
+				     size_t len)
 {
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *reply = NULL;
-	sd_bus *bus = NULL;
-	const char *name;
-	int owned = 0, r;
+	size_t used = 0;
 
-	r = sd_bus_open_system(&bus);
-	if (r >= 0)
-		r = sd_bus_set_method_call_timeout(bus, BUS_CALL_TIMEOUT_USEC);
-	if (r >= 0)
-		r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-				       "org.freedesktop.DBus", "NameHasOwner", &error, &reply, "s",
-				       BLUEZ_BUS_NAME);
-	if (r >= 0)
-		r = sd_bus_message_read(reply, "b", &owned);
-	if (r < 0)
-		goto no_bus;
-	if (owned) {
-		r = 1;
-		goto out;
+	if (!buf || !len)
+		return "";
+	buf[0] = '\0';
+	for (size_t i = 0; cfg && i < cfg->n_channels; i++) {
+		int n = snprintf(buf + used, len - used, "%s%s", i ? sep : "",
+				 cfg->channels[i]->name);
+
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
 	}
-	sd_bus_message_unref(reply);
-	reply = NULL;
-	r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-			       "org.freedesktop.DBus", "ListActivatableNames", &error, &reply, "");
-	if (r >= 0)
-		r = sd_bus_message_enter_container(reply, 'a', "s");
-	if (r < 0)
-		goto no_bus;
-	while ((r = sd_bus_message_read(reply, "s", &name)) > 0)
-		if (strcmp(name, BLUEZ_BUS_NAME) == 0) {
-			r = 1;
-			goto out;
-		}
-	if (r < 0)
-		goto no_bus;
-	snprintf(why, len, "BlueZ (%s) is neither on the system bus nor activatable there; "
-			   "install bluez", BLUEZ_BUS_NAME);
-	r = 0;
-	goto out;
-no_bus:
-	if (bluez_service_file_installed()) {
-		r = 1;
-		goto out;
-	}
-	snprintf(why, len, "BlueZ is not installed (no %s.service in the system bus's "
-			   "service directories), and the system bus cannot be asked (%s); "
-			   "install bluez", BLUEZ_BUS_NAME,
-		 sd_bus_error_is_set(&error) ? error.message : strerror(-r));
-	r = 0;
-out:
-	sd_bus_error_free(&error);
-	sd_bus_message_unref(reply);
-	sd_bus_flush_close_unref(bus);
-	return r;
+	return buf;
 }
 
-/* libnfc drivers whose connstring names a device node: "driver:/dev/x"
- * with an optional ":speed" (the USB ones name a bus and device number). */
-static const char *nfc_node_problem(const char *connstring, char *why, size_t len)
-{
-	static const char *const node_drivers[] = {"pn532_uart", "arygon", "acr122s",
-						   "pn532_spi", "pn532_i2c"};
-	const char *colon = strchr(connstring, ':'), *port;
-	char node[SRUP_CONFIG_PATH_MAX], show[96];
-	size_t driver_len, n;
-	bool node_driver = false;
-	struct stat st;
-
-	if (!colon)
-		return NULL;
-	driver_len = (size_t)(colon - connstring);
-	for (size_t i = 0; i < sizeof(node_drivers) / sizeof(node_drivers[0]); i++)
-		if (strlen(node_drivers[i]) == driver_len &&
-		    strncmp(connstring, node_drivers[i], driver_len) == 0)
-			node_driver = true;
-	port = colon + 1;
-	if (!node_driver || *port != '/')
-		return NULL;
-	n = strcspn(port, ":");
-	snprintf(node, sizeof(node), "%.*s", (int)n, port);
-	if (stat(node, &st) != 0) {
-		snprintf(why, len, "'%s': %s: %s", shown(connstring, show, sizeof(show)), node,
-			 strerror(errno));
-		return why;
-	}
-	if (!S_ISCHR(st.st_mode)) {
-		snprintf(why, len, "'%s': %s is not a device node",
-			 shown(connstring, show, sizeof(show)), node);
-		return why;
-	}
-	return NULL;
-}
+/* ---- What this machine lacks for a channel ---------------------------------------- */
 
 int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_kind kind,
 			       char *out, size_t out_len)
@@ -1490,33 +1400,37 @@ int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_k
 		.collect = true,
 		.main_last_line = 1,
 	};
-	bool ble, nfc;
 	int problems = 0;
 
 	p.err[0] = '\0';
 	if (!cfg)
 		return 0;
-	if (kind == SRUP_CONFIG_OBSERVER) {
-		ble = cfg->channel == SRUP_CHANNEL_BLE;
-		nfc = cfg->channel == SRUP_CHANNEL_NFC;
-	} else {
-		/* A device's channel is chosen per join: the sections it set. */
-		ble = cfg->section_origin[SEC_BLE].line != 0;
-		nfc = cfg->nfc.device[0] != '\0';
-	}
-	if (ble && bluez_available(why, sizeof(why)) != 1) {
+	for (size_t i = 0; radio_channel_drivers[i]; i++) {
+		const struct radio_channel_driver *drv = radio_channel_drivers[i];
+		const char *key = NULL;
+		int s = section_lookup(drv->name);
+		bool used;
+
 		if (kind == SRUP_CONFIG_OBSERVER)
+			used = srup_config_lists(cfg, drv);
+		else /* a device's channel is chosen per join: the sections it set */
+			used = s >= 0 && cfg->section_origin[s].line != 0 &&
+			       drv->configured(&cfg->radio);
+		if (!used || !drv->machine_problem ||
+		    !drv->machine_problem(&cfg->radio, why, sizeof(why), &key))
+			continue;
+		if (key)
+			config_error_at(&p, key_origin_of(&p, (enum config_section)s, key), drv->name,
+					key, "%s; the %s channel cannot work on this machine", why,
+					drv->name);
+		else if (kind == SRUP_CONFIG_OBSERVER)
 			config_error_at(&p, key_origin_of(&p, SEC_OBSERVATION, "channel"),
 					"observation", "channel",
-					"ble cannot work on this machine: %s", why);
+					"%s cannot work on this machine: %s", drv->name, why);
 		else
-			config_error_at(&p, cfg->section_origin[SEC_BLE], "ble", NULL,
-					"join --channel ble cannot work on this machine: %s", why);
-		problems++;
-	}
-	if (nfc && nfc_node_problem(cfg->nfc.device, why, sizeof(why))) {
-		config_error_at(&p, key_origin_of(&p, SEC_NFC, "device"), "nfc", "device",
-				"%s; the nfc channel cannot work on this machine", why);
+			config_error_at(&p, cfg->section_origin[s], drv->name, NULL,
+					"join --channel %s cannot work on this machine: %s",
+					drv->name, why);
 		problems++;
 	}
 	return problems;

@@ -139,7 +139,7 @@ static void notify_status(struct observerd *d)
 
 	snprintf(text, sizeof(text), "broker %s; %s channel %s; %zu pending",
 		 d->node && srup_node_is_connected(d->node) ? "connected" : "disconnected",
-		 srup_channel_name(d->cfg.channel),
+		 d->cfg.channels[0]->name,
 		 d->channel_state ? d->channel_state : "idle",
 		 d->engine ? obs_engine_pending(d->engine) : (size_t)0);
 	if (strcmp(text, d->status) == 0)
@@ -427,15 +427,7 @@ static enum radio_err open_channel(struct observerd *d)
 		.user = d,
 	};
 
-	switch (d->cfg.channel) {
-	case SRUP_CHANNEL_SIM:
-		return radio_sim_channel_new(d->loop, &d->cfg.sim, &cb, &d->channel);
-	case SRUP_CHANNEL_BLE:
-		return radio_ble_channel_new(d->loop, &d->cfg.ble, &cb, &d->channel);
-	case SRUP_CHANNEL_NFC:
-		return radio_nfc_channel_new(d->loop, &d->cfg.nfc, &cb, &d->channel);
-	}
-	return RADIO_E_ARG;
+	return d->cfg.channels[0]->open(d->loop, &d->cfg.radio, &cb, &d->channel);
 }
 
 /* ---- Operator interfaces: audit log, metrics file, control socket -------- */
@@ -454,7 +446,7 @@ static void audit_observation(struct observerd *d, uint64_t device, const char *
 		{.name = "status", .type = OBS_AUDIT_STR, .str = status_text},
 		{.name = "attempts", .type = OBS_AUDIT_UINT, .num = attempts},
 		{.name = "duration_ms", .type = OBS_AUDIT_UINT, .num = duration_ms},
-		{.name = "channel", .type = OBS_AUDIT_STR, .str = srup_channel_name(d->cfg.channel)},
+		{.name = "channel", .type = OBS_AUDIT_STR, .str = d->cfg.channels[0]->name},
 		{.name = "token_sha256", .type = OBS_AUDIT_SHA256, .bytes = token, .len = token_len},
 	};
 
@@ -531,7 +523,7 @@ static void control_status(struct obs_control_status *out, void *user)
 	out->server_id = d->cfg.server_id;
 	out->broker = d->cfg.mqtt_broker;
 	out->broker_connected = srup_node_is_connected(d->node);
-	out->channel = srup_channel_name(d->cfg.channel);
+	out->channel = d->cfg.channels[0]->name;
 	out->channel_state = d->channel_state;
 	out->pending = obs_engine_pending(d->engine);
 	out->uptime_seconds = (now_ms(d) - d->started_ms) / 1000u;
@@ -723,7 +715,7 @@ static int start(struct observerd *d)
 
 	rerr = open_channel(d);
 	if (rerr != RADIO_OK) {
-		srup_log(LOG_ERR, "%s channel: %s", srup_channel_name(d->cfg.channel),
+		srup_log(LOG_ERR, "%s channel: %s", d->cfg.channels[0]->name,
 			 radio_strerror(rerr));
 		return -1;
 	}
@@ -821,7 +813,7 @@ int main(int argc, char **argv)
 
 		srup_id_format16(d.cfg.identity_id, id);
 		printf("%s: configuration valid (observer %s, channel %s)\n", config_path, id,
-		       srup_channel_name(d.cfg.channel));
+		       d.cfg.channels[0]->name);
 		/* Root reads every file; the service does not run as root. */
 		if (geteuid() == 0)
 			fprintf(stderr, "note: checked as root; check as the service user too "
@@ -844,7 +836,7 @@ int main(int argc, char **argv)
 	notify_status(&d);
 	srup_log(LOG_NOTICE, "srup-observerd started: observer %s on %s, channel %s, window "
 		 "%us, max_attempts %u, max_pending %u", d.own_topic, d.cfg.mqtt_broker,
-		 srup_channel_name(d.cfg.channel), d.cfg.window_seconds, d.cfg.max_attempts,
+		 d.cfg.channels[0]->name, d.cfg.window_seconds, d.cfg.max_attempts,
 		 d.cfg.max_pending);
 	rc = sd_event_loop(d.loop) < 0 ? SRUP_EXIT_FAILURE : SRUP_EXIT_OK;
 	if (d.deregistered) {
