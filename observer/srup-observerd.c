@@ -338,7 +338,7 @@ static uint8_t on_frame(const struct srup_frame *frame, void *user)
 	uint8_t result;
 	char id[17];
 
-	result = obs_engine_frame(d->engine, frame->device_id, frame->value, frame->value_len,
+	result = obs_engine_frame(d->engine, 0, frame->device_id, frame->value, frame->value_len,
 				  now_ms(d), &d->events);
 	srup_id_format16(frame->device_id, id);
 	d->metrics.frames_not_compared += result == RADIO_RESULT_NOT_COMPARED;
