@@ -110,6 +110,8 @@ struct key_spec {
 
 #define CFG_FIELD(f) offsetof(struct srup_config, f), sizeof(((struct srup_config *)0)->f)
 
+/* Each key is also classified for reload (applied, or restart-only) in
+ * srup_config_reload.c; its unit test fails for a key that is not. */
 static const struct key_spec keys[] = {
 	{SEC_IDENTITY, "id", KEY_ID, CFG_FIELD(identity_id), 0, 0, NULL, true},
 	{SEC_IDENTITY, "private_key", KEY_PATH, CFG_FIELD(identity_private_key), 0, 0, "a path",
@@ -1434,4 +1436,22 @@ int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_k
 		problems++;
 	}
 	return problems;
+}
+
+/* ---- The key table, for the reload classification ------------------------ */
+
+size_t srup_config_key_count(void)
+{
+	return KEY_COUNT;
+}
+
+int srup_config_key_at(size_t i, struct srup_config_key *out)
+{
+	if (i >= KEY_COUNT || !out)
+		return -1;
+	out->section = section_names[keys[i].section];
+	out->name = keys[i].name;
+	out->offset = keys[i].offset;
+	out->size = keys[i].size; /* CFG_FIELD: the whole field */
+	return 0;
 }

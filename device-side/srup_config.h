@@ -179,4 +179,16 @@ int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_k
 int srup_config_split_command(const char *line, char *buf, size_t len, char *argv[], size_t max);
 #define SRUP_CONFIG_COMMAND_WORDS 24
 
+/* The loader's table of keys, one entry per key, so that what depends on
+ * every key (srup_config_reload.h) can be checked against it. [actions]
+ * and [data], whose keys are IDs, are not in it. */
+struct srup_config_key {
+	const char *section; /* "mqtt" */
+	const char *name;    /* "broker" */
+	size_t offset, size; /* the field in struct srup_config */
+};
+size_t srup_config_key_count(void);
+/* Returns 0 and fills *out for i < srup_config_key_count(), else -1. */
+int srup_config_key_at(size_t i, struct srup_config_key *out);
+
 #endif

@@ -2,8 +2,14 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "srup_config.h"
+#include "srup_config_reload.h"
 #include "srup_exit.h"
 #include "srup_identity.h"
 #include "srup_log.h"
@@ -11,15 +17,103 @@
 #include "srup_role.h"
 
 #define RUN_FLUSH_MS 5000
+/* The node reports connections but not losses: STATUS= polls for those. */
+#define STATUS_POLL_USEC (2u * 1000000u)
 
 struct device_run {
 	sd_event *loop;
+	const char *config_path;
 	struct srup_config cfg;
 	struct srup_identity id;
 	struct srup_node *node;
 	struct srup_role *role;
 	bool deregistered;
+	/* What systemd was last told (sd_notify; no-ops outside systemd). */
+	sd_event_source *status_timer;
+	bool ready;
+	char status[640];
+	/* Restart-only keys a reload found changed (srup_config_reload.h). */
+	char restart_needed[512];
 };
+
+static void notify_status(struct device_run *d)
+{
+	char text[sizeof(d->status)];
+
+	snprintf(text, sizeof(text), "broker %s; answering server commands%s%s",
+		 d->node && srup_node_is_connected(d->node) ? "connected" : "disconnected",
+		 d->restart_needed[0] ? "; restart needed for: " : "", d->restart_needed);
+	if (strcmp(text, d->status) == 0)
+		return;
+	memcpy(d->status, text, sizeof(text));
+	sd_notifyf(0, "STATUS=%s", text);
+}
+
+static int on_status_poll(sd_event_source *s, uint64_t usec, void *user)
+{
+	notify_status(user);
+	return sd_event_source_set_time(s, usec + STATUS_POLL_USEC);
+}
+
+/* SIGHUP: the file (and what the loader reads with it) into a fresh
+ * configuration, checked as at start; refused whole if anything fails.
+ * Otherwise hooks, actions, data handlers, update settings, the
+ * JOIN_COMMAND policy and the identification text apply to the next
+ * command; restart-only keys keep their running values and are named.
+ * RELOADING=1 ... READY=1 is systemd's reload protocol for Type=notify. */
+static void reload(struct device_run *d)
+{
+	struct srup_config *next = calloc(1, sizeof(*next));
+	struct srup_identity check = {0};
+	char err[2048], restart[sizeof(d->restart_needed)];
+	struct timespec ts;
+
+	if (d->ready && clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+		sd_notifyf(0, "RELOADING=1\nSTATUS=reloading the configuration\n"
+			   "MONOTONIC_USEC=%llu",
+			   (unsigned long long)ts.tv_sec * 1000000ull +
+				   (unsigned long long)ts.tv_nsec / 1000ull);
+	if (!next) {
+		srup_log(LOG_ERR, "reload refused: out of memory; running on unchanged");
+		goto done;
+	}
+	if (srup_config_load(d->config_path, SRUP_CONFIG_DEVICE, next, err, sizeof(err)) != 0 ||
+	    srup_identity_load(next, &check, err, sizeof(err)) != 0) {
+		for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
+			srup_log(LOG_ERR, "reload refused: %s", line);
+		srup_log(LOG_ERR, "reload refused: the configuration in %s fails its checks; "
+			 "running on unchanged", d->config_path);
+		goto done;
+	}
+	srup_config_reload_merge(&d->cfg, next, restart, sizeof(restart));
+	/* In place: the device role borrows d->cfg. */
+	d->cfg = *next;
+	srup_role_reconfigured(d->role);
+	memcpy(d->restart_needed, restart, sizeof(restart));
+	if (restart[0])
+		srup_log(LOG_WARNING, "reload: restart needed for: %s", restart);
+	srup_log(LOG_NOTICE, "reload: %s (%zu drop-in file(s)) applied (%zu actions, %zu data "
+		 "handlers)", d->config_path, d->cfg.n_files ? d->cfg.n_files - 1 : 0,
+		 d->cfg.n_actions, d->cfg.n_data);
+done:
+	srup_identity_free(&check);
+	if (next) {
+		explicit_bzero(next, sizeof(*next));
+		free(next);
+	}
+	if (d->ready)
+		sd_notify(0, "READY=1");
+	d->status[0] = '\0'; /* STATUS= again, after the reload's own */
+	notify_status(d);
+}
+
+static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *user)
+{
+	(void)s;
+	(void)si;
+	reload(user);
+	return 0;
+}
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *user)
 {
@@ -27,6 +121,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 	(void)s;
 	srup_log(LOG_NOTICE, "signal %u: shutting down", si->ssi_signo);
+	sd_notify(0, "STOPPING=1");
 	sd_event_exit(d->loop, SRUP_EXIT_OK);
 	return 0;
 }
@@ -45,6 +140,13 @@ static void on_connected(struct srup_node *node, void *user)
 
 	(void)node;
 	srup_log(LOG_INFO, "connected to the broker; answering server commands");
+	/* Ready means commands can arrive: the node calls this only once the
+	 * session is up and every subscription (own topic, groups) granted. */
+	if (!d->ready) {
+		d->ready = true;
+		sd_notify(0, "READY=1");
+	}
+	notify_status(d);
 	srup_role_connected(d->role);
 }
 
@@ -66,15 +168,27 @@ static int run_start(struct device_run *d)
 		srup_log(LOG_ERR, "cannot create the event loop");
 		return SRUP_EXIT_FAILURE;
 	}
+	/* WATCHDOG=1 from the loop itself, at half of WatchdogSec= (nothing
+	 * without it), so a wedged loop is what the watchdog catches. */
+	if (sd_event_set_watchdog(d->loop, true) < 0)
+		srup_log(LOG_WARNING, "cannot arm the systemd watchdog");
+	if (sd_event_add_time_relative(d->loop, &d->status_timer, CLOCK_MONOTONIC,
+				       STATUS_POLL_USEC, 0, on_status_poll, d) < 0 ||
+	    sd_event_source_set_enabled(d->status_timer, SD_EVENT_ON) < 0) {
+		srup_log(LOG_ERR, "cannot create the status timer");
+		return SRUP_EXIT_FAILURE;
+	}
 	/* Blocked before any thread exists (Paho's, the downloads'), so that
 	 * only the loop's signalfd sees them. */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	if (sd_event_add_signal(d->loop, NULL, SIGTERM, on_signal, d) < 0 ||
-	    sd_event_add_signal(d->loop, NULL, SIGINT, on_signal, d) < 0) {
+	    sd_event_add_signal(d->loop, NULL, SIGINT, on_signal, d) < 0 ||
+	    sd_event_add_signal(d->loop, NULL, SIGHUP, on_reload_signal, d) < 0) {
 		srup_log(LOG_ERR, "cannot watch signals");
 		return SRUP_EXIT_FAILURE;
 	}
@@ -106,6 +220,7 @@ int srup_device_run(const char *config_path, bool verbose)
 
 	if (verbose)
 		srup_log_set_level(LOG_DEBUG);
+	d.config_path = config_path;
 	if (srup_config_load(config_path, SRUP_CONFIG_DEVICE, &d.cfg, err, sizeof(err)) != 0) {
 		srup_log_lines(LOG_ERR, err);
 		return SRUP_EXIT_CONFIG;
@@ -123,6 +238,7 @@ int srup_device_run(const char *config_path, bool verbose)
 		srup_topic_device(d.cfg.identity_id, own);
 		srup_log(LOG_NOTICE, "srup-device run started: device %s on %s", own,
 			 d.cfg.mqtt_broker);
+		notify_status(&d);
 		rc = sd_event_loop(d.loop);
 		if (rc < 0)
 			rc = SRUP_EXIT_FAILURE;
@@ -133,6 +249,7 @@ int srup_device_run(const char *config_path, bool verbose)
 		srup_log(LOG_NOTICE, "srup-device run stopped (exit status %d)", rc);
 	}
 	srup_role_free(d.role);
+	sd_event_source_unref(d.status_timer);
 	srup_node_free(d.node);
 	srup_identity_free(&d.id);
 	sd_event_unref(d.loop);

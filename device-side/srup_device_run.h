@@ -4,7 +4,9 @@
  * one sd-event loop: the SRUP node on the device's own topic with the
  * device role (srup_role.h) answering every command of its server, hooks
  * and downloads off the loop. SIGTERM and SIGINT stop it cleanly (running
- * hooks killed, partial downloads removed, sent messages flushed). */
+ * hooks killed, partial downloads removed, sent messages flushed); SIGHUP
+ * reloads the configuration (srup_config_reload.h). Under systemd
+ * (Type=notify): READY=1 once subscribed, STATUS=, WATCHDOG=1 from the loop. */
 #ifndef SRUP_DEVICE_RUN_H
 #define SRUP_DEVICE_RUN_H
 

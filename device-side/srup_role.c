@@ -855,6 +855,21 @@ static void default_identification(struct srup_role *r)
 			 SRUP_VERSION_TEXT);
 }
 
+static void set_identification(struct srup_role *r)
+{
+	if (r->cfg->identification[0])
+		snprintf(r->identification, sizeof(r->identification), "%s", r->cfg->identification);
+	else
+		default_identification(r);
+}
+
+void srup_role_reconfigured(struct srup_role *role)
+{
+	/* Everything else is read from the configuration when it is used. */
+	if (role)
+		set_identification(role);
+}
+
 /* Memberships of the last run, subscribed with the first connect. */
 static int groups_restore(struct srup_role *r, char *err, size_t err_len)
 {
@@ -909,10 +924,7 @@ int srup_role_new(sd_event *loop, struct srup_node *node, const struct srup_role
 	r->cfg = params->cfg;
 	srup_topic_device(srup_node_id(node), r->own_topic);
 	srup_id_format16(r->cfg->server_id, r->server_text);
-	if (r->cfg->identification[0])
-		snprintf(r->identification, sizeof(r->identification), "%s", r->cfg->identification);
-	else
-		default_identification(r);
+	set_identification(r);
 	if (snprintf(r->updates_dir, sizeof(r->updates_dir), "%s/%s", r->cfg->state_dir,
 		     STATE_UPDATES) >= (int)sizeof(r->updates_dir) ||
 	    (mkdir(r->updates_dir, 0700) != 0 && errno != EEXIST)) {

@@ -63,6 +63,10 @@ int srup_role_new(sd_event *loop, struct srup_node *node, const struct srup_role
 /* Stops running hooks and downloads (their partial files removed). */
 void srup_role_free(struct srup_role *role);
 
+/* The configuration the role borrowed was replaced in place by a reload
+ * (srup_config_reload.h): what the role keeps of it is taken again. */
+void srup_role_reconfigured(struct srup_role *role);
+
 /* Call from the node's on_connected: sends the JOIN_REQ of [server] join =
  * auto once, if no verdict is recorded yet. */
 void srup_role_connected(struct srup_role *role);

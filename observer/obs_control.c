@@ -89,6 +89,23 @@ static void add_status_byte(cJSON *o, uint8_t status)
 	cJSON_AddStringToObject(o, "status", text);
 }
 
+/* "restart_needed": ["[mqtt] broker", ...], always present (empty: none). */
+static void add_restart_needed(cJSON *o, const char *list)
+{
+	cJSON *arr = cJSON_AddArrayToObject(o, "restart_needed");
+	const char *p = list;
+
+	while (arr && p && *p) {
+		const char *end = strstr(p, ", ");
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		char key[128];
+
+		snprintf(key, sizeof(key), "%.*s", (int)(n < sizeof(key) ? n : sizeof(key) - 1), p);
+		cJSON_AddItemToArray(arr, cJSON_CreateString(key));
+		p = end ? end + 2 : p + n;
+	}
+}
+
 static cJSON *answer_status(struct obs_control *c)
 {
 	struct obs_control_status st = {0};
@@ -138,6 +155,7 @@ static cJSON *answer_status(struct obs_control *c)
 	}
 	cJSON_AddNumberToObject(o, "pending", (double)st.pending);
 	cJSON_AddNumberToObject(o, "uptime_seconds", (double)st.uptime_seconds);
+	add_restart_needed(o, st.restart_needed);
 	counters = cJSON_AddObjectToObject(o, "counters");
 	if (!counters)
 		return o;

@@ -48,6 +48,9 @@ struct obs_control_status {
 	uint64_t uptime_seconds;
 	const struct obs_metrics *metrics;
 	struct srup_node_stats node;
+	/* Keys a reload found changed that take effect only at a restart,
+	 * "[mqtt] broker, [observation] channel" (NULL or empty: none). */
+	const char *restart_needed;
 };
 
 /* One decided observation, for "history". */

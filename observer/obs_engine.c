@@ -49,6 +49,7 @@ struct obs_pending {
 	uint8_t token[OBS_TOKEN_MAX];
 	struct obs_wrong_value **wrong; /* distinct wrong values seen */
 	unsigned n_wrong, wrong_cap;
+	unsigned max_attempts; /* as configured when it started */
 };
 
 struct obs_engine {
@@ -464,6 +465,17 @@ struct obs_engine *obs_engine_new(const struct obs_engine_config *cfg)
 	return e;
 }
 
+int obs_engine_set_config(struct obs_engine *e, const struct obs_engine_config *cfg)
+{
+	if (!e || !cfg || cfg->window_seconds == 0 || cfg->max_attempts == 0 ||
+	    cfg->max_pending == 0)
+		return -1;
+	/* Pending observations keep the deadline and the attempts they
+	 * started with; a lower max_pending only refuses new ones. */
+	e->cfg = *cfg;
+	return 0;
+}
+
 void obs_engine_free(struct obs_engine *e)
 {
 	if (!e)
@@ -501,6 +513,7 @@ int obs_engine_request(struct obs_engine *e, uint64_t device_id, const uint8_t *
 	p->started_ms = now_ms;
 	window_ms = (uint64_t)e->cfg.window_seconds * 1000u;
 	p->deadline_ms = now_ms > UINT64_MAX - window_ms ? UINT64_MAX : now_ms + window_ms;
+	p->max_attempts = e->cfg.max_attempts;
 	memcpy(p->value, value, value_len);
 	p->value_len = value_len;
 	if (token_len)
@@ -560,7 +573,7 @@ uint8_t obs_engine_frame(struct obs_engine *e, int channel, uint64_t device_id,
 	 * attempt. */
 	if (pending_seen_wrong(p, value, value_len))
 		return OBS_STATUS_INVALID;
-	if (p->n_wrong + 1 >= e->cfg.max_attempts) {
+	if (p->n_wrong + 1 >= p->max_attempts) {
 		/* The last wrong value ends it: no need to remember it. */
 		emit_respond(out, p->device_id, p->token, p->token_len, OBS_STATUS_INVALID,
 			     OBS_OUTCOME_INVALID, p->n_wrong + 1, elapsed_ms(p->started_ms, now_ms));

@@ -73,6 +73,10 @@ struct obs_engine;
 
 struct obs_engine *obs_engine_new(const struct obs_engine_config *cfg);
 void obs_engine_free(struct obs_engine *e); /* wipes every secret */
+/* A reloaded configuration: applies to observations requested from now on;
+ * pending ones keep their deadline and max_attempts. Returns 0, or -1 (and
+ * changes nothing) on a zero value. */
+int obs_engine_set_config(struct obs_engine *e, const struct obs_engine_config *cfg);
 
 /* A decrypted OBSERVE_REQ. value_len 1..OBS_VALUE_MAX, token_len
  * 0..OBS_TOKEN_MAX. Supersedes a pending observation for the same device;

@@ -264,6 +264,25 @@ static void print_counts(const char *title, const cJSON *o, int skip_zero)
 	printf("%s\n", first ? "none" : "");
 }
 
+/* Keys changed by a reload that wait for a restart. */
+static void print_restart_needed(const cJSON *arr)
+{
+	const cJSON *e;
+	int first = 1;
+
+	if (cJSON_GetArraySize(arr) == 0)
+		return;
+	printf("  %-18s", "restart needed");
+	cJSON_ArrayForEach(e, arr)
+	{
+		if (cJSON_IsString(e)) {
+			printf("%s%s", first ? "" : ", ", e->valuestring);
+			first = 0;
+		}
+	}
+	printf(" (changed in the configuration; applied at the next restart)\n");
+}
+
 static void render_status(const cJSON *a)
 {
 	const cJSON *broker = cJSON_GetObjectItemCaseSensitive(a, "broker");
@@ -284,6 +303,7 @@ static void render_status(const cJSON *a)
 	}
 	printf("  %-18s%.0f\n", "pending", num(a, "pending"));
 	printf("  %-18s%s\n", "uptime", up);
+	print_restart_needed(cJSON_GetObjectItemCaseSensitive(a, "restart_needed"));
 	printf("  %-18s%.0f accepted, %.0f refused at once\n", "requests", num(c, "requests_accepted"),
 	       num(c, "requests_refused"));
 	print_counts("outcomes", cJSON_GetObjectItemCaseSensitive(c, "outcomes"), 1);

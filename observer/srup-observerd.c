@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -22,6 +23,7 @@
 #include "radio.h"
 #include "srup.h"
 #include "srup_config.h"
+#include "srup_config_reload.h"
 #include "srup_exit.h"
 #include "srup_identity.h"
 #include "srup_keys.h"
@@ -100,7 +102,11 @@ static void response_settled(struct srup_node *node, bool acknowledged, void *us
 
 struct observerd {
 	sd_event *loop;
+	const char *config_path;
 	struct srup_config cfg;
+	/* Restart-only keys changed by a reload, still at their old values
+	 * ("[mqtt] broker, [observation] channel"; empty if none). */
+	char restart_needed[512];
 	struct srup_identity id;
 	struct srup_node *node;
 	struct radio_channel *channel;
@@ -130,6 +136,9 @@ struct observerd {
 static void operator_outcome(struct observerd *d, const struct obs_event *ev);
 static void operator_refused(struct observerd *d, uint64_t device, const struct srup_bytes *token);
 static void metrics_changed(struct observerd *d);
+static int metrics_start(struct observerd *d);
+static int audit_open_for(const struct srup_config *cfg, struct obs_audit **out, char *err,
+			  size_t err_len);
 
 /* ---- systemd: READY=1 once subscribed, STATUS= as it changes ---------------- */
 
@@ -376,6 +385,113 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 	return 0;
 }
 
+/* ---- SIGHUP: reload the configuration ------------------------------------- */
+
+/* systemd's reload protocol for Type=notify: RELOADING=1 with the time the
+ * reload began, READY=1 when it is done (applied or refused). Before the
+ * first READY=1 the reload still happens, and nothing is told. */
+static void notify_reloading(struct observerd *d)
+{
+	struct timespec ts;
+
+	if (!d->ready || clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return;
+	sd_notifyf(0, "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%llu",
+		   (unsigned long long)ts.tv_sec * 1000000ull +
+			   (unsigned long long)ts.tv_nsec / 1000ull);
+}
+
+static bool audit_settings_differ(const struct srup_config *a, const struct srup_config *b)
+{
+	return strcmp(a->audit_file, b->audit_file) != 0 || a->audit_max_bytes != b->audit_max_bytes ||
+	       a->audit_keep != b->audit_keep || a->audit_fsync != b->audit_fsync ||
+	       a->audit_journal != b->audit_journal;
+}
+
+/* Re-reads the file (and what the loader reads with it) into a fresh
+ * configuration, checked as --check-config checks it; if anything fails,
+ * nothing changes. Otherwise what can change with the broker session up
+ * takes effect, and restart-only keys keep their running values and are
+ * named (srup_config_reload.h). Pending observations keep their window. */
+static void reload(struct observerd *d)
+{
+	struct srup_config *next = calloc(1, sizeof(*next));
+	struct srup_identity check = {0};
+	struct obs_audit *audit = NULL;
+	struct obs_engine_config ecfg;
+	char err[2048], restart[sizeof(d->restart_needed)];
+	bool metrics_changed_settings;
+
+	notify_reloading(d);
+	if (!next) {
+		srup_log(LOG_ERR, "reload refused: out of memory; running on unchanged");
+		goto done;
+	}
+	if (srup_config_load(d->config_path, SRUP_CONFIG_OBSERVER, next, err, sizeof(err)) != 0 ||
+	    srup_identity_load(next, &check, err, sizeof(err)) != 0) {
+		for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
+			srup_log(LOG_ERR, "reload refused: %s", line);
+		srup_log(LOG_ERR, "reload refused: the configuration in %s fails its checks; "
+			 "running on unchanged", d->config_path);
+		goto done;
+	}
+	srup_config_reload_merge(&d->cfg, next, restart, sizeof(restart));
+	/* The new audit log opens before anything is applied: if it cannot,
+	 * the reload is refused whole. */
+	if (audit_settings_differ(&d->cfg, next) &&
+	    audit_open_for(next, &audit, err, sizeof(err)) != 0) {
+		srup_log(LOG_ERR, "reload refused: %s; running on unchanged", err);
+		goto done;
+	}
+	ecfg = (struct obs_engine_config){
+		.window_seconds = next->window_seconds,
+		.max_attempts = next->max_attempts,
+		.max_pending = next->max_pending,
+	};
+	if (obs_engine_set_config(d->engine, &ecfg) != 0) {
+		srup_log(LOG_ERR, "reload refused: invalid observation settings; running on "
+			 "unchanged");
+		obs_audit_free(audit);
+		goto done;
+	}
+	metrics_changed_settings = strcmp(d->cfg.metrics_file, next->metrics_file) != 0 ||
+				   d->cfg.metrics_interval_seconds != next->metrics_interval_seconds;
+	/* In place: the device role borrows d->cfg. */
+	d->cfg = *next;
+	srup_role_reconfigured(d->role);
+	if (audit) {
+		obs_audit_free(d->audit);
+		d->audit = audit;
+	}
+	if (metrics_changed_settings)
+		metrics_start(d);
+	memcpy(d->restart_needed, restart, sizeof(restart));
+	if (restart[0])
+		srup_log(LOG_WARNING, "reload: restart needed for: %s", restart);
+	srup_log(LOG_NOTICE, "reload: %s (%zu drop-in file(s)) applied: window %us, "
+		 "max_attempts %u, max_pending %u for new observations (%zu pending keep theirs)",
+		 d->config_path, d->cfg.n_files ? d->cfg.n_files - 1 : 0, d->cfg.window_seconds, d->cfg.max_attempts, d->cfg.max_pending,
+		 obs_engine_pending(d->engine));
+done:
+	srup_identity_free(&check);
+	if (next) {
+		explicit_bzero(next, sizeof(*next));
+		free(next);
+	}
+	if (d->ready)
+		sd_notify(0, "READY=1");
+	d->status[0] = '\0'; /* STATUS= again, after the reload's own */
+	notify_status(d);
+}
+
+static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *user)
+{
+	(void)s;
+	(void)si;
+	reload(user);
+	return 0;
+}
+
 static void on_connected(struct srup_node *node, void *user)
 {
 	struct observerd *d = user;
@@ -528,6 +644,7 @@ static void control_status(struct obs_control_status *out, void *user)
 	out->pending = obs_engine_pending(d->engine);
 	out->uptime_seconds = (now_ms(d) - d->started_ms) / 1000u;
 	out->metrics = &d->metrics;
+	out->restart_needed = d->restart_needed;
 	srup_node_get_stats(d->node, &out->node);
 }
 
@@ -585,6 +702,39 @@ static int on_metrics_timer(sd_event_source *s, uint64_t usec, void *user)
 	return 0;
 }
 
+/* The metrics timer for d->cfg (none without a file); the first write is
+ * at once. */
+static int metrics_start(struct observerd *d)
+{
+	sd_event_source_disable_unref(d->metrics_timer);
+	d->metrics_timer = NULL;
+	if (!d->cfg.metrics_file[0])
+		return 0;
+	if (sd_event_add_time_relative(d->loop, &d->metrics_timer, CLOCK_MONOTONIC, 0, 1000,
+				       on_metrics_timer, d) < 0) {
+		srup_log(LOG_ERR, "cannot create the metrics timer");
+		return -1;
+	}
+	sd_event_source_set_enabled(d->metrics_timer, SD_EVENT_ON);
+	return 0;
+}
+
+static int audit_open_for(const struct srup_config *cfg, struct obs_audit **out, char *err,
+			  size_t err_len)
+{
+	char path[sizeof(cfg->state_dir) + 16];
+	const struct obs_audit_config acfg = {
+		.path = cfg->audit_file[0] ? cfg->audit_file : path,
+		.max_bytes = cfg->audit_max_bytes,
+		.keep = cfg->audit_keep,
+		.fsync = cfg->audit_fsync,
+		.journal = cfg->audit_journal,
+	};
+
+	snprintf(path, sizeof(path), "%s/audit.log", cfg->state_dir);
+	return obs_audit_open(&acfg, out, err, err_len);
+}
+
 /* After the node (which creates the state directory). */
 static int operator_start(struct observerd *d)
 {
@@ -594,33 +744,17 @@ static int operator_start(struct observerd *d)
 		.cancel = control_cancel,
 		.user = d,
 	};
-	char path[sizeof(d->cfg.state_dir) + 16], err[512];
-	struct obs_audit_config acfg = {
-		.path = d->cfg.audit_file[0] ? d->cfg.audit_file : path,
-		.max_bytes = d->cfg.audit_max_bytes,
-		.keep = d->cfg.audit_keep,
-		.fsync = d->cfg.audit_fsync,
-		.journal = d->cfg.audit_journal,
-	};
+	char err[512];
 
 	d->started_ms = now_ms(d);
 	d->channel_state = "idle";
-	snprintf(path, sizeof(path), "%s/audit.log", d->cfg.state_dir);
-	if (obs_audit_open(&acfg, &d->audit, err, sizeof(err)) != 0 ||
+	if (audit_open_for(&d->cfg, &d->audit, err, sizeof(err)) != 0 ||
 	    obs_control_new(d->loop, d->cfg.control_socket, &ops, &d->control, err,
 			    sizeof(err)) != 0) {
 		srup_log(LOG_ERR, "%s", err);
 		return -1;
 	}
-	if (d->cfg.metrics_file[0]) {
-		if (sd_event_add_time_relative(d->loop, &d->metrics_timer, CLOCK_MONOTONIC, 0, 1000,
-					       on_metrics_timer, d) < 0) {
-			srup_log(LOG_ERR, "cannot create the metrics timer");
-			return -1;
-		}
-		sd_event_source_set_enabled(d->metrics_timer, SD_EVENT_ON);
-	}
-	return 0;
+	return metrics_start(d);
 }
 
 static void operator_stop(struct observerd *d)
@@ -673,9 +807,11 @@ static int start(struct observerd *d)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	if (sd_event_add_signal(d->loop, NULL, SIGTERM, on_signal, d) < 0 ||
-	    sd_event_add_signal(d->loop, NULL, SIGINT, on_signal, d) < 0) {
+	    sd_event_add_signal(d->loop, NULL, SIGINT, on_signal, d) < 0 ||
+	    sd_event_add_signal(d->loop, NULL, SIGHUP, on_reload_signal, d) < 0) {
 		srup_log(LOG_ERR, "cannot watch signals");
 		return -1;
 	}
@@ -805,6 +941,7 @@ int main(int argc, char **argv)
 	/* A restart cannot mend a configuration: the unit names this status
 	 * in RestartPreventExitStatus=. */
 	rc = SRUP_EXIT_CONFIG;
+	d.config_path = config_path;
 	if (load_identity(&d, config_path, check_only) != 0)
 		goto out;
 	rc = SRUP_EXIT_FAILURE;

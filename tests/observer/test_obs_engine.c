@@ -756,6 +756,40 @@ static void test_random_walk_against_model(void **state)
 	teardown((void **)&f);
 }
 
+/* ---- A reloaded configuration ------------------------------------------- */
+
+/* New settings apply to observations requested after them; one already
+ * pending keeps its window and its attempts. */
+static void test_set_config_applies_to_new_observations_only(void **state)
+{
+	struct fixture *f = *state;
+	const struct obs_engine_config next = {10, 1, 1000};
+	const struct obs_engine_config zero = {0, 1, 1000};
+
+	request(f, 0x1, "old", T0);
+	assert_int_equal(obs_engine_set_config(f->e, &zero), -1);
+	assert_int_equal(obs_engine_set_config(f->e, &next), 0);
+	request(f, 0x2, "new", T0 + 1000);
+	assert_int_equal(obs_engine_next_deadline(f->e), T0 + 1000 + 10000);
+	obs_events_clear(&f->ev);
+
+	/* The new one ends at its first wrong value (max_attempts 1) ... */
+	assert_int_equal(frame(f, 0x2, WRONG_A, WRONG_LEN, T0 + 2000), 0x6E);
+	assert_int_equal(f->ev.len, 1);
+	assert_respond(&f->ev.ev[0], 0x2, 0x6E, OBS_OUTCOME_INVALID, "new", 1, 1000);
+	obs_events_clear(&f->ev);
+	/* ... the old one still takes three, and its deadline is 120 s. */
+	assert_int_equal(frame(f, 0x1, WRONG_A, WRONG_LEN, T0 + 2000), 0x6E);
+	assert_int_equal(frame(f, 0x1, WRONG_B, WRONG_LEN, T0 + 2000), 0x6E);
+	assert_int_equal(f->ev.len, 0);
+	assert_int_equal(obs_engine_next_deadline(f->e), T0 + WINDOW_MS);
+	obs_engine_tick(f->e, T0 + 10000 + 1000, &f->ev);
+	assert_int_equal(f->ev.len, 0);
+	obs_engine_tick(f->e, T0 + WINDOW_MS, &f->ev);
+	assert_int_equal(f->ev.len, 2);
+	assert_respond(&f->ev.ev[0], 0x1, 0x6E, OBS_OUTCOME_EXPIRED_INVALID, "old", 2, WINDOW_MS);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -791,6 +825,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_thousand_pending, setup_default, teardown),
 		cmocka_unit_test(test_random_walk_against_model),
+		cmocka_unit_test_setup_teardown(test_set_config_applies_to_new_observations_only,
+						setup_default, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

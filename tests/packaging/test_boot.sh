@@ -14,6 +14,9 @@
 #   - kill -9 is followed by a restart; a bad config fails `systemctl
 #     reload` and leaves the daemon running; `systemctl restart` with it
 #     exits 78 and stays stopped (12.4);
+#   - `systemctl reload` (check, then SIGHUP) applies a new window to the
+#     next observation in the same process; a bad file, by reload or by
+#     `systemctl kill -s HUP`, is refused and the old window stays;
 #   - the event loop feeds the watchdog, a stopped loop is restarted, and
 #     restarts are bounded (StartLimitBurst).
 # Usage: test_boot.sh BUILD_DIR (for srup-join-peer and srup-keygen, which
@@ -246,6 +249,69 @@ inside sh -c "kill -9 $pid"
 check "kill -9 of the daemon is followed by a restart" wait_prop NRestarts 1 60
 check "  back to active (running) with a new process" \
 	bash -c "for _ in \$(seq 90); do [ \"\$(inside systemctl show -P SubState srup-observerd.service)\" = running ] && [ \"\$(inside systemctl show -P MainPID srup-observerd.service)\" != $pid ] && exit 0; sleep 1; done; exit 1"
+
+# ---- SIGHUP and systemctl reload apply the file in the same process -----------------------
+
+# An OBSERVE_REQ from the server, as a third party builds it; the device ID
+# is made up, so the observation stays pending until its deadline.
+raw_seq=$(($(date +%s) * 1000))
+observe_request() { # device ID (16 hex digits), token
+	raw_seq=$((raw_seq + 1))
+	printf '{"type":"observe_request","version":5,"sequence_id":"%016x","sender_id":"%s","token":"%s","joining_device_id":"%s","plaintext":"%s"}\n' \
+		"$raw_seq" "$server_id" "$(printf %s "$2" | od -An -tx1 | tr -d ' \n')" "$1" \
+		"$(printf 'value-%s' "$1" | od -An -tx1 | tr -d ' \n')" >"$work/req.json"
+	"$build/protocol/srup-msg" encode --sign "$work/server/private.pem" \
+		--encrypt-for "$root/etc/srup/observer/$observer_id.pem" "$work/req.json" >"$work/req.bin"
+	mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t "SRUP/$(printf %x "0x$observer_id")" -f "$work/req.bin"
+}
+# Milliseconds until the deadline of device's pending observation (empty if none).
+deadline_in() {
+	inside srup-observerctl --json list | python3 -c '
+import json, sys
+a = json.load(sys.stdin)
+print(next((str(int(e["deadline_in_ms"])) for e in a["observations"] if e["device"] == sys.argv[1]), ""))' "$1"
+}
+wait_pending() { # device
+	for _ in $(seq 30); do [ -n "$(deadline_in "$1")" ] && return 0; sleep 1; done
+	return 1
+}
+export -f deadline_in wait_pending journal_has
+
+wait_prop SubState running 60 >/dev/null
+pid=$(prop MainPID)
+observe_request 0bd0000000000001 tok-before
+check "an observation pending with the 120 s window" \
+	bash -c "wait_pending 0bd0000000000001 && [ \"\$(deadline_in 0bd0000000000001)\" -gt 100000 ]"
+mkdir -p "$conf.d"
+printf '[observation]\nwindow_seconds = 7\n' >"$conf.d/50-window.conf"
+check "systemctl reload after a drop-in with window_seconds = 7 succeeds" inside systemctl reload srup-observerd.service
+check "  with the same process (MainPID before = after)" bash -c "[ \"\$(prop MainPID)\" = $pid ] && [ \"\$(prop SubState)\" = running ]"
+check "  the journal says it applied window 7s" journal_has "applied: window 7s"
+observe_request 0bd0000000000002 tok-after
+check "  the next observation has the 7 s window" \
+	bash -c "wait_pending 0bd0000000000002 && [ \"\$(deadline_in 0bd0000000000002)\" -le 7000 ]"
+check "  the one pending before keeps its 120 s window" \
+	bash -c "[ \"\$(deadline_in 0bd0000000000001)\" -gt 90000 ]"
+check "  and the new one expires after 7 s" \
+	bash -c "for _ in \$(seq 30); do inside journalctl -b -u srup-observerd.service --no-pager -o cat | grep -Eq 'observation device=0bd0000000000002 outcome=expired .*duration_ms=(7|8|9)[0-9]{3}\$' && exit 0; sleep 1; done; exit 1"
+inside srup-observerctl cancel 0bd0000000000001 >/dev/null || true
+
+# A bad file: refused by the check before any signal, and by the daemon
+# itself when it is sent SIGHUP directly.
+printf '[observation]\nwindow_seconds = 0\n' >"$conf.d/60-bad.conf"
+check "systemctl reload with a drop-in setting window_seconds = 0 fails" bash -c "! inside systemctl reload srup-observerd.service 2>/dev/null"
+check "  the daemon keeps running, same PID" bash -c "[ \"\$(prop MainPID)\" = $pid ] && [ \"\$(prop SubState)\" = running ]"
+check "systemctl kill -s HUP with the bad file: same PID, still running" \
+	bash -c "inside systemctl kill -s HUP srup-observerd.service && sleep 2 && [ \"\$(prop MainPID)\" = $pid ] && [ \"\$(prop SubState)\" = running ]"
+check "  the journal names FILE:LINE of the refusal" \
+	journal_has "reload refused: /etc/srup/observer.conf.d/60-bad.conf:2: [observation] window_seconds"
+observe_request 0bd0000000000003 tok-bad
+check "  the old window (7 s) is still in effect" \
+	bash -c "wait_pending 0bd0000000000003 && [ \"\$(deadline_in 0bd0000000000003)\" -le 7000 ]"
+check "  no restart happened" bash -c "[ \"\$(prop NRestarts)\" = 1 ]"
+rm "$conf.d/50-window.conf" "$conf.d/60-bad.conf"
+check "the drop-ins removed: systemctl reload applies window 120s" \
+	bash -c "inside systemctl reload srup-observerd.service && [ \"\$(prop MainPID)\" = $pid ] && journal_has 'applied: window 120s'"
 
 # ---- 12.4: a bad config is found before a healthy daemon is stopped --------------------
 
