@@ -104,7 +104,9 @@ void srup_config_reload_merge(const struct srup_config *running, struct srup_con
 			restart_add(restart, restart_len, k.section, k.name);
 	}
 	/* What the loader derives for the channels, beyond their keys. */
-	next->sim = running->sim;
-	next->ble = running->ble;
-	next->nfc = running->nfc;
+	next->radio = running->radio;
+	/* [observation] channel is restart-only: the list and its length
+	 * stay together. */
+	memcpy(next->channels, running->channels, sizeof(next->channels));
+	next->n_channels = running->n_channels;
 }
