@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <pthread.h>
 
 #include "srup_hex.h"
 
@@ -58,9 +59,6 @@ enum config_section {
 	SEC_SERVER,
 	SEC_MQTT,
 	SEC_OBSERVATION,
-	SEC_SIM,
-	SEC_BLE,
-	SEC_NFC,
 	SEC_STATE,
 	SEC_CONTROL,
 	SEC_AUDIT,
@@ -72,13 +70,12 @@ enum config_section {
 	SEC_DATA,    /* keys are data IDs */
 	SEC_GROUPS,
 	SEC_JOIN,
-	SEC__COUNT
+	SEC__BASE /* then one section per channel of the registry, in its order */
 };
 
-static const char *const section_names[SEC__COUNT] = {
+static const char *const base_section_names[SEC__BASE] = {
 	[SEC_IDENTITY] = "identity", [SEC_SERVER] = "server", [SEC_MQTT] = "mqtt",
-	[SEC_OBSERVATION] = "observation", [SEC_SIM] = "sim", [SEC_BLE] = "ble",
-	[SEC_NFC] = "nfc", [SEC_STATE] = "state",
+	[SEC_OBSERVATION] = "observation", [SEC_STATE] = "state",
 	[SEC_CONTROL] = "control", [SEC_AUDIT] = "audit", [SEC_METRICS] = "metrics",
 	[SEC_IDENTIFICATION] = "identification",
 	[SEC_UPDATE] = "update", [SEC_HOOKS] = "hooks", [SEC_ACTIONS] = "actions",
@@ -112,7 +109,7 @@ struct key_spec {
 
 /* Each key is also classified for reload (applied, or restart-only) in
  * srup_config_reload.c; its unit test fails for a key that is not. */
-static const struct key_spec keys[] = {
+static const struct key_spec base_keys[] = {
 	{SEC_IDENTITY, "id", KEY_ID, CFG_FIELD(identity_id), 0, 0, NULL, true},
 	{SEC_IDENTITY, "private_key", KEY_PATH, CFG_FIELD(identity_private_key), 0, 0, "a path",
 	 true},
@@ -129,12 +126,6 @@ static const struct key_spec keys[] = {
 	 false},
 	{SEC_OBSERVATION, "max_pending", KEY_UINT, CFG_FIELD(max_pending), 1, 100000,
 	 "observations", false},
-	{SEC_SIM, "socket", KEY_PATH, CFG_FIELD(radio.sim.socket_path), 0, 0, "a socket path", false},
-	{SEC_BLE, "adapter", KEY_PATH, CFG_FIELD(radio.ble.adapter), 0, 0, "an adapter name", false},
-	{SEC_BLE, "require_encryption", KEY_BOOL, CFG_FIELD(radio.ble.require_encryption), 0, 0, NULL,
-	 false},
-	{SEC_NFC, "device", KEY_PATH, CFG_FIELD(radio.nfc.device), 0, 0, "a libnfc connstring", false},
-	{SEC_NFC, "poll_ms", KEY_UINT, CFG_FIELD(radio.nfc.poll_ms), 10, 60000, "milliseconds", false},
 	{SEC_STATE, "dir", KEY_PATH, CFG_FIELD(state_dir), 0, 0, "a directory path", true},
 	/* srup-observerd's operator interfaces */
 	{SEC_CONTROL, "socket", KEY_PATH, CFG_FIELD(control_socket), 0, 0, "a socket path", false},
@@ -167,9 +158,86 @@ static const struct key_spec keys[] = {
 	{SEC_JOIN, "command", KEY_CHOICE, CFG_FIELD(join_command), 0, 0, "accept|refuse", false},
 };
 
-#define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
-_Static_assert(KEY_COUNT <= SRUP_CONFIG_KEYS_MAX, "SRUP_CONFIG_KEYS_MAX too small");
-_Static_assert(SEC__COUNT <= SRUP_CONFIG_SECTIONS_MAX, "SRUP_CONFIG_SECTIONS_MAX too small");
+#define BASE_KEY_COUNT (sizeof(base_keys) / sizeof(base_keys[0]))
+_Static_assert(SEC__BASE + RADIO_CHANNELS_MAX <= SRUP_CONFIG_SECTIONS_MAX,
+	       "SRUP_CONFIG_SECTIONS_MAX too small");
+
+/* The whole table: the rows above, then each channel's section and keys
+ * as its driver declares them (radio.h), so that a channel brings its own
+ * section. Built once. */
+static struct {
+	struct key_spec keys[SRUP_CONFIG_KEYS_MAX];
+	size_t n_keys;
+	const char *section_names[SRUP_CONFIG_SECTIONS_MAX];
+	int n_sections;
+	bool overflow; /* a driver's keys did not fit: every load fails */
+} key_table;
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+
+static void table_build(void)
+{
+	_Static_assert(BASE_KEY_COUNT <= SRUP_CONFIG_KEYS_MAX, "SRUP_CONFIG_KEYS_MAX too small");
+	memcpy(key_table.keys, base_keys, sizeof(base_keys));
+	key_table.n_keys = BASE_KEY_COUNT;
+	for (int sec = 0; sec < SEC__BASE; sec++)
+		key_table.section_names[sec] = base_section_names[sec];
+	key_table.n_sections = SEC__BASE;
+	for (size_t i = 0; radio_channel_drivers[i]; i++) {
+		const struct radio_channel_driver *drv = radio_channel_drivers[i];
+
+		key_table.section_names[key_table.n_sections] = drv->name;
+		for (const struct radio_config_key *k = drv->keys; k && k->name; k++) {
+			static const enum key_type types[] = {
+				[RADIO_CONFIG_TEXT] = KEY_PATH,
+				[RADIO_CONFIG_UINT] = KEY_UINT,
+				[RADIO_CONFIG_BOOL] = KEY_BOOL,
+			};
+
+			if (key_table.n_keys == SRUP_CONFIG_KEYS_MAX) {
+				key_table.overflow = true;
+				break;
+			}
+			key_table.keys[key_table.n_keys++] = (struct key_spec){
+				.section = (enum config_section)key_table.n_sections,
+				.name = k->name,
+				.type = types[k->type],
+				.offset = offsetof(struct srup_config, radio) + k->offset,
+				.size = k->size,
+				.min = k->min,
+				.max = k->max,
+				.unit = k->unit,
+			};
+		}
+		key_table.n_sections++;
+	}
+}
+
+static const struct key_spec *config_keys(void)
+{
+	pthread_once(&table_once, table_build);
+	return key_table.keys;
+}
+
+static size_t config_key_count(void)
+{
+	pthread_once(&table_once, table_build);
+	return key_table.n_keys;
+}
+
+static int section_count(void)
+{
+	pthread_once(&table_once, table_build);
+	return key_table.n_sections;
+}
+
+static const char *section_name(int s)
+{
+	return s >= 0 && s < section_count() ? key_table.section_names[s] : "?";
+}
+
+#define keys (config_keys())
+#define KEY_COUNT (config_key_count())
+#define SEC__COUNT (section_count())
 
 /* ---- Parse state ------------------------------------------------------- */
 
@@ -189,8 +257,8 @@ struct config_parse {
 	char section[64];              /* of the last header, for over-long lines */
 	/* Where each section and key was seen in the file being read (0 =
 	 * not seen); cfg->*_origin keep the last place over all files. */
-	unsigned section_line[SEC__COUNT];
-	unsigned key_line[KEY_COUNT];
+	unsigned section_line[SRUP_CONFIG_SECTIONS_MAX];
+	unsigned key_line[SRUP_CONFIG_KEYS_MAX];
 	/* The first error. */
 	unsigned err_line;
 	char *err;
@@ -214,7 +282,7 @@ static bool section_allowed(const struct config_parse *p, enum config_section s)
 static int section_lookup(const char *name)
 {
 	for (int s = 0; s < SEC__COUNT; s++)
-		if (strcmp(name, section_names[s]) == 0)
+		if (strcmp(name, section_name(s)) == 0)
 			return s;
 	return -1;
 }
@@ -322,7 +390,7 @@ static const char *known_sections(const struct config_parse *p, char *buf, size_
 	for (int s = 0; s < SEC__COUNT; s++) {
 		if (!section_allowed(p, (enum config_section)s))
 			continue;
-		int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", section_names[s]);
+		int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", section_name(s));
 		if (n < 0 || (size_t)n >= len - used)
 			break;
 		used += (size_t)n;
@@ -423,7 +491,7 @@ static const char *broker_url_problem(const char *url, char *why, size_t len)
 static int set_text(struct config_parse *p, const struct key_spec *k, const char *value)
 {
 	const char *what = k->unit;
-	const char *sec = section_names[k->section];
+	const char *sec = section_name(k->section);
 	char *dst = (char *)p->cfg + k->offset;
 	size_t n = strlen(value);
 
@@ -506,7 +574,7 @@ static int set_choice(struct config_parse *p, const struct key_spec *k, const ch
 		c += n + 1;
 		index++;
 	}
-	config_error(p, p->lineno, section_names[k->section], k->name, "'%s' is not one of %s",
+	config_error(p, p->lineno, section_name(k->section), k->name, "'%s' is not one of %s",
 		     shown(value, show, sizeof(show)), k->unit);
 	return -1;
 }
@@ -515,7 +583,7 @@ static int set_choice(struct config_parse *p, const struct key_spec *k, const ch
 static int set_table_key(struct config_parse *p, enum config_section s, const char *name,
 			 const char *value)
 {
-	const char *sec = section_names[s];
+	const char *sec = section_name(s);
 	bool actions = s == SEC_ACTIONS;
 	struct srup_config_hook *table = actions ? p->cfg->actions : p->cfg->data;
 	size_t *count = actions ? &p->cfg->n_actions : &p->cfg->n_data;
@@ -581,7 +649,7 @@ static int set_table_key(struct config_parse *p, enum config_section s, const ch
  * each at most once. */
 static int set_channels(struct config_parse *p, const struct key_spec *k, const char *value)
 {
-	const char *sec = section_names[k->section], *c = value;
+	const char *sec = section_name(k->section), *c = value;
 	struct srup_config *cfg = p->cfg;
 	char names[64], show[96], word[64];
 
@@ -625,7 +693,7 @@ static int set_channels(struct config_parse *p, const struct key_spec *k, const 
 
 static int set_value(struct config_parse *p, const struct key_spec *k, const char *value)
 {
-	const char *sec = section_names[k->section];
+	const char *sec = section_name(k->section);
 	void *dst = (char *)p->cfg + k->offset;
 	char show[96];
 	unsigned long long num;
@@ -954,7 +1022,7 @@ static const char *section_before(const struct config_parse *p, unsigned line, c
 		}
 	if (best_s < 0)
 		return NULL;
-	snprintf(buf, len, "%s", section_names[best_s]);
+	snprintf(buf, len, "%s", section_name(best_s));
 	return buf;
 }
 
@@ -1054,7 +1122,7 @@ static void check_key_file(struct config_parse *p, enum config_section s, const 
 
 	if (!path[0] || access(path, R_OK) == 0)
 		return;
-	config_error_at(p, key_origin_of(p, s, name), section_names[s], name,
+	config_error_at(p, key_origin_of(p, s, name), section_name(s), name,
 			"cannot read '%s': %s", shown(path, show, sizeof(show)), strerror(errno));
 }
 
@@ -1105,16 +1173,16 @@ static void config_check_complete(struct config_parse *p)
 		if (!keys[k].required || !section_allowed(p, s) || cfg->key_origin[k].line)
 			continue;
 		if (cfg->section_origin[s].line)
-			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+			config_error_at(p, cfg->section_origin[s], section_name(s), keys[k].name,
 					"missing (required)");
 		else if (cfg->n_files > 1)
-			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+			config_error_at(p, cfg->section_origin[s], section_name(s), keys[k].name,
 					"missing (required; none of the %zu files read has a [%s] section)",
-					cfg->n_files, section_names[s]);
+					cfg->n_files, section_name(s));
 		else
-			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+			config_error_at(p, cfg->section_origin[s], section_name(s), keys[k].name,
 					"missing (required; the file has no [%s] section)",
-					section_names[s]);
+					section_name(s));
 	}
 	if (p->failed)
 		return;
@@ -1297,6 +1365,11 @@ int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_c
 		return -1;
 	}
 	memset(cfg, 0, sizeof(*cfg));
+	if (config_key_count() && key_table.overflow) {
+		snprintf(p.err, p.err_len, "%s: cannot parse: the channels' keys do not fit "
+			 "SRUP_CONFIG_KEYS_MAX (%u)", path, SRUP_CONFIG_KEYS_MAX);
+		return -1;
+	}
 	if (strlen(path) >= sizeof(cfg->path)) {
 		snprintf(p.err, p.err_len, "%s: path too long (at most %zu bytes)", path,
 			 sizeof(cfg->path) - 1);
@@ -1449,7 +1522,7 @@ int srup_config_key_at(size_t i, struct srup_config_key *out)
 {
 	if (i >= KEY_COUNT || !out)
 		return -1;
-	out->section = section_names[keys[i].section];
+	out->section = section_name(keys[i].section);
 	out->name = keys[i].name;
 	out->offset = keys[i].offset;
 	out->size = keys[i].size; /* CFG_FIELD: the whole field */

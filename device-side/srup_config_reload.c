@@ -24,11 +24,9 @@ static const struct reload_class reload_table[] = {
 	 * registered, once per session start. */
 	{"server", "join", false},
 	{"mqtt", NULL, false},
-	/* The channel is opened once; [sim], [ble], [nfc] configure it. */
+	/* The channels are opened once, each configured by its section (a
+	 * channel's section is restart-only: reload_find). */
 	{"observation", "channel", false},
-	{"sim", NULL, false},
-	{"ble", NULL, false},
-	{"nfc", NULL, false},
 	/* Sequence IDs, held requests and groups live there. */
 	{"state", NULL, false},
 	{"control", NULL, false},
@@ -49,10 +47,13 @@ static const struct reload_class reload_table[] = {
 
 static const struct reload_class *reload_find(const char *section, const char *name)
 {
+	static const struct reload_class channel_section = {NULL, NULL, false};
 	const struct reload_class *section_wide = NULL;
 
 	if (!section)
 		return NULL;
+	if (radio_channel_find(section))
+		return &channel_section;
 	for (size_t i = 0; i < sizeof(reload_table) / sizeof(reload_table[0]); i++) {
 		const struct reload_class *c = &reload_table[i];
 

@@ -144,6 +144,26 @@ struct radio_channel_configs {
 };
 
 /* ---- The channel registry --------------------------------------------- */
+
+/* A key of a channel's section, for the configuration's key table: its
+ * value lands at offset (size bytes) in struct radio_channel_configs. */
+enum radio_config_type {
+	RADIO_CONFIG_TEXT,   /* char[size], non-empty (a path, a name, a connstring) */
+	RADIO_CONFIG_UINT,   /* unsigned, min..max */
+	RADIO_CONFIG_BOOL,   /* bool */
+};
+
+struct radio_config_key {
+	const char *name;    /* NULL ends the list */
+	enum radio_config_type type;
+	size_t offset, size;
+	unsigned min, max;   /* RADIO_CONFIG_UINT */
+	const char *unit;    /* UINT: "milliseconds"; TEXT: what the value is */
+};
+
+#define RADIO_CONFIG_FIELD(f) \
+	offsetof(struct radio_channel_configs, f), sizeof(((struct radio_channel_configs *)0)->f)
+
 /* Every channel is one driver: a row of radio_channel_drivers[]
  * (radio_channels.c) pointing at the driver its file defines. The daemon,
  * the device-side agent and the configuration find channels there, by
@@ -152,6 +172,8 @@ struct radio_channel_driver {
 	/* Its name in [observation] channel and srup-device --channel, and the
 	 * name of its configuration section. */
 	const char *name;
+	/* Its section's keys (NULL-name ended). */
+	const struct radio_config_key *keys;
 	/* Defaults of its section's values. */
 	void (*defaults)(struct radio_channel_configs *cfg);
 	/* The key of its section that must be set for it to be used (NULL:

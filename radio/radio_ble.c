@@ -1317,8 +1317,16 @@ static enum radio_err ble_present(const struct radio_channel_configs *cfg,
 				 detail_len);
 }
 
+static const struct radio_config_key ble_keys[] = {
+	{"adapter", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(ble.adapter), 0, 0, "an adapter name"},
+	{"require_encryption", RADIO_CONFIG_BOOL, RADIO_CONFIG_FIELD(ble.require_encryption), 0, 0,
+	 NULL},
+	{NULL},
+};
+
 const struct radio_channel_driver radio_ble_driver = {
 	.name = "ble",
+	.keys = ble_keys,
 	.defaults = ble_defaults,
 	.configured = ble_configured,
 	.machine_problem = ble_machine_problem,

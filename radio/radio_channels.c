@@ -1,10 +1,13 @@
 /* The channel registry: one row per channel. Adding a channel is its own
- * file (a struct radio_channel_driver and what it points at) and one row
- * here; README.md ("Adding a channel") says what else it takes. */
+ * file (a struct radio_channel_driver and what it points at, its section's
+ * keys included) and one row here, with its extern; README.md ("Adding a
+ * channel") says what else it takes. */
 #include <stdio.h>
 #include <string.h>
 
 #include "radio.h"
+
+extern const struct radio_channel_driver radio_sim_driver, radio_ble_driver, radio_nfc_driver;
 
 const struct radio_channel_driver *const radio_channel_drivers[] = {
 	&radio_sim_driver,

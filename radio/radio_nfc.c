@@ -705,8 +705,15 @@ static enum radio_err nfc_driver_present(const struct radio_channel_configs *cfg
 	return radio_nfc_present(&cfg->nfc, f, timeout_ms, result, detail, detail_len);
 }
 
+static const struct radio_config_key nfc_keys[] = {
+	{"device", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(nfc.device), 0, 0, "a libnfc connstring"},
+	{"poll_ms", RADIO_CONFIG_UINT, RADIO_CONFIG_FIELD(nfc.poll_ms), 10, 60000, "milliseconds"},
+	{NULL},
+};
+
 const struct radio_channel_driver radio_nfc_driver = {
 	.name = "nfc",
+	.keys = nfc_keys,
 	.defaults = nfc_defaults,
 	.required_key = "device",
 	.configured = nfc_configured,

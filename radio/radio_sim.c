@@ -521,8 +521,14 @@ static enum radio_err sim_present(const struct radio_channel_configs *cfg,
 	return radio_sim_present(&cfg->sim, f, timeout_ms, result, detail, detail_len);
 }
 
+static const struct radio_config_key sim_keys[] = {
+	{"socket", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(sim.socket_path), 0, 0, "a socket path"},
+	{NULL},
+};
+
 const struct radio_channel_driver radio_sim_driver = {
 	.name = "sim",
+	.keys = sim_keys,
 	.required_key = "socket",
 	.configured = sim_configured,
 	.open = sim_open,
