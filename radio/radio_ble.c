@@ -1321,7 +1321,7 @@ static const struct radio_config_key ble_keys[] = {
 	{"adapter", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(ble.adapter), 0, 0, "an adapter name"},
 	{"require_encryption", RADIO_CONFIG_BOOL, RADIO_CONFIG_FIELD(ble.require_encryption), 0, 0,
 	 NULL},
-	{NULL},
+	{.name = NULL},
 };
 
 const struct radio_channel_driver radio_ble_driver = {

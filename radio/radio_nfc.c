@@ -708,7 +708,7 @@ static enum radio_err nfc_driver_present(const struct radio_channel_configs *cfg
 static const struct radio_config_key nfc_keys[] = {
 	{"device", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(nfc.device), 0, 0, "a libnfc connstring"},
 	{"poll_ms", RADIO_CONFIG_UINT, RADIO_CONFIG_FIELD(nfc.poll_ms), 10, 60000, "milliseconds"},
-	{NULL},
+	{.name = NULL},
 };
 
 const struct radio_channel_driver radio_nfc_driver = {

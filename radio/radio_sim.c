@@ -523,7 +523,7 @@ static enum radio_err sim_present(const struct radio_channel_configs *cfg,
 
 static const struct radio_config_key sim_keys[] = {
 	{"socket", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(sim.socket_path), 0, 0, "a socket path"},
-	{NULL},
+	{.name = NULL},
 };
 
 const struct radio_channel_driver radio_sim_driver = {
