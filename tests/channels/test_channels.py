@@ -31,7 +31,7 @@ for sub in ("../ble", "../nfc", "../lib"):
 from bluez_standin import FakeBluez, PrivateBus, frame, pump  # noqa: E402
 import pn532_emu as emu  # noqa: E402
 from joinbed import Cases, JoinBed, RawServer, check, id16  # noqa: E402
-from obs_ops import ctl_json, responses  # noqa: E402
+from obs_ops import ctl, ctl_json, responses  # noqa: E402
 
 VALID, INVALID, FAIL = 0x60, 0x6E, 0x6F
 GRACE_SECONDS = 10  # the BLE channel's default bluez_grace_seconds
@@ -239,6 +239,10 @@ def nfc_join_while_ble_pending(build):
               "channel states %r" % states, bed.jb)
         check(bed.status()["channel"] == {"kind": "ble nfc sim", "state": "listening"},
               "status channel %r" % bed.status()["channel"], bed.jb)
+        rc, text, _ = ctl(bed.jb, "status")
+        check(re.findall(r"^  channel +(\w+) \((\w+)\)$", text, re.M) ==
+              [("ble", "listening"), ("nfc", "listening"), ("sim", "listening")],
+              "srup-observerctl status:\n" + text, bed.jb)
         bed.wait(lambda: bed.notify.status() == "broker connected; channels ble listening, "
                  "nfc listening, sim listening; 1 pending", 10, "STATUS= naming each channel")
 
