@@ -66,6 +66,15 @@ enum srup_keys_err srup_keystore_add(struct srup_keystore *ks, uint64_t id, EVP_
 /* Borrowed pointer, valid until the store is freed; NULL if unknown. Keys in
  * the directory are loaded lazily and cached. */
 EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id);
+/* A resolver asked for the key of an ID the store does not hold (neither
+ * added nor a file of its directory), as a server asks its key service:
+ * it returns a new reference (the store keeps it, if it is an RSA key of
+ * 2048..4096 bits; otherwise it is freed) or NULL. A miss is asked again at
+ * the next lookup. It runs inside srup_keystore_lookup, so it must be
+ * quick or bounded. NULL removes it. */
+typedef EVP_PKEY *(*srup_keystore_resolver)(uint64_t id, void *user);
+void srup_keystore_set_resolver(struct srup_keystore *ks, srup_keystore_resolver resolver,
+				void *user);
 /* Forget the key for an ID (in memory; a key file in the store's directory
  * is not deleted, but is no longer loaded for this ID). Pointers handed out
  * by lookup stay valid until the store is freed. SRUP_KEYS_E_NOT_FOUND if

@@ -25,6 +25,8 @@ struct srup_keystore {
 	 * stay valid until the store is freed, so they are kept here. */
 	EVP_PKEY **retired;
 	size_t n_retired, cap_retired;
+	srup_keystore_resolver resolver; /* asked on a miss (srup_keystore_set_resolver) */
+	void *resolver_user;
 };
 
 /* dir may be NULL for a store that only holds keys added with
@@ -154,6 +156,29 @@ enum srup_keys_err srup_keystore_add(struct srup_keystore *ks, uint64_t id, EVP_
 	return rc;
 }
 
+void srup_keystore_set_resolver(struct srup_keystore *ks, srup_keystore_resolver resolver,
+				void *user)
+{
+	if (ks == NULL)
+		return;
+	ks->resolver = resolver;
+	ks->resolver_user = user;
+}
+
+/* A miss handed to the resolver; what it finds is kept like a loaded file. */
+static EVP_PKEY *resolve(struct srup_keystore *ks, uint64_t id)
+{
+	EVP_PKEY *key;
+
+	if (ks->resolver == NULL || (key = ks->resolver(id, ks->resolver_user)) == NULL)
+		return NULL;
+	if (srup_key_check(key) != SRUP_OK || keystore_put(ks, id, key) != SRUP_KEYS_OK) {
+		EVP_PKEY_free(key);
+		return NULL;
+	}
+	return key;
+}
+
 EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
 {
 	if (ks == NULL)
@@ -163,7 +188,7 @@ EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
 	if (found)
 		return ks->entries[at].key; /* NULL once removed */
 	if (ks->dir == NULL)
-		return NULL;
+		return resolve(ks, id);
 	/* Misses are not cached: a key file may be added while a daemon runs. */
 	char name[17];
 	srup_id_format16(id, name);
@@ -176,7 +201,7 @@ EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
 	enum srup_keys_err rc = srup_key_load_public(path, &key, NULL, 0);
 	free(path);
 	if (rc != SRUP_KEYS_OK)
-		return NULL;
+		return resolve(ks, id);
 	if (keystore_put(ks, id, key) != SRUP_KEYS_OK) {
 		EVP_PKEY_free(key);
 		return NULL;

@@ -510,6 +510,57 @@ static void test_keystore(void **state)
 
 /* ---- IDs ---- */
 
+/* A resolver (a server's key service) answers a miss: asked once per miss,
+ * its key kept; a key outside the rules and a removed ID are not. */
+struct resolver_calls {
+	unsigned n;
+	EVP_PKEY *give;
+};
+
+static EVP_PKEY *count_resolver(uint64_t id, void *user)
+{
+	struct resolver_calls *c = user;
+
+	(void)id;
+	c->n++;
+	if (c->give != NULL)
+		EVP_PKEY_up_ref(c->give);
+	return c->give;
+}
+
+static void test_keystore_resolver(void **state)
+{
+	(void)state;
+	struct srup_keystore *ks = NULL;
+	struct resolver_calls calls = {0};
+
+	assert_int_equal(srup_keystore_open(tmpdir, &ks, NULL, 0), SRUP_KEYS_OK);
+	srup_keystore_set_resolver(ks, count_resolver, &calls);
+	assert_null(srup_keystore_lookup(ks, 0x77));
+	assert_int_equal(calls.n, 1);
+	assert_null(srup_keystore_lookup(ks, 0x77)); /* a miss is asked again */
+	assert_int_equal(calls.n, 2);
+	calls.give = rsa1024;
+	assert_null(srup_keystore_lookup(ks, 0x77));
+	calls.give = ec256;
+	assert_null(srup_keystore_lookup(ks, 0x77));
+	calls.give = rsa2048;
+	assert_ptr_equal(srup_keystore_lookup(ks, 0x77), rsa2048);
+	calls.n = 0;
+	assert_ptr_equal(srup_keystore_lookup(ks, 0x77), rsa2048); /* kept */
+	assert_int_equal(calls.n, 0);
+	assert_int_equal(srup_keystore_remove(ks, 0x77), SRUP_KEYS_OK);
+	assert_null(srup_keystore_lookup(ks, 0x77));
+	assert_int_equal(calls.n, 0);
+	srup_keystore_free(ks);
+
+	/* A store held in memory only asks too. */
+	assert_int_equal(srup_keystore_open(NULL, &ks, NULL, 0), SRUP_KEYS_OK);
+	srup_keystore_set_resolver(ks, count_resolver, &calls);
+	assert_ptr_equal(srup_keystore_lookup(ks, 0x78), rsa2048);
+	srup_keystore_free(ks);
+}
+
 static void test_id_format(void **state)
 {
 	(void)state;
@@ -605,6 +656,7 @@ int main(void)
 		cmocka_unit_test(test_encrypted_private_refused),
 		cmocka_unit_test(test_args_and_strerror),
 		cmocka_unit_test(test_keystore),
+		cmocka_unit_test(test_keystore_resolver),
 		cmocka_unit_test(test_id_format),
 		cmocka_unit_test(test_id_parse),
 	};

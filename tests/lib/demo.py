@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""The demo: one machine, a private broker, throwaway keys, and the three
-outcomes of an observed join on the sim channel.
+"""The demo: one machine, from nothing. A local key service registers the
+observer and the device (srup-register); a private broker speaks mqtts
+only, with the certificates the service issued; the C2 server peer takes
+both keys from the service. Then the three outcomes of an observed join on
+the sim channel:
 
   1. the device presents the right value      -> VALID   -> JOIN_SUCCESS
   2. an impostor presents wrong values         -> INVALID -> JOIN_REFUSED
@@ -13,8 +16,11 @@ import re
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from joinbed import JoinBed, id16, topic_id  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "registration"))
+from joinbed import id16, topic_id  # noqa: E402
+from regbed import RegisteredBed  # noqa: E402
 
 WINDOW = 4
 
@@ -25,14 +31,20 @@ def heading(text):
 
 def main(build):
     results = []
-    with JoinBed(build, window_seconds=WINDOW, verbose=True) as bed:
-        heading("setting up: keys, broker, C2 server peer, observer")
+    with RegisteredBed(build, window_seconds=WINDOW) as bed:
+        heading("setting up from nothing: key service, broker, registration")
         bed.setup()
-        print("broker    mosquitto on %s" % bed.broker_url)
-        print("server    %s   observer %s   device %s   (RSA-2048 keys, made now)"
+        print("key service  %s (a local stand-in of the reference KeyEx)" % bed.keyex.url)
+        print("broker       mosquitto on %s: client certificates from the service's CA,"
+              " the CN as user name" % bed.broker_url)
+        for name, conf in (("observer", bed.observer_config), ("device", bed.device_config)):
+            print("\n$ srup-register --config %s --url %s --ca-file ..." % (conf, bed.keyex.url))
+            print(bed.transcripts[name].stdout.rstrip())
+        print("\nserver    %s   observer %s   device %s   (keys and IDs made by srup-register)"
               % (id16(bed.server_id), id16(bed.observer_id), id16(bed.device_id)))
         print("observer  channel sim (%s), window %d s, max_attempts %d"
               % (bed.sim_socket, WINDOW, bed.max_attempts), flush=True)
+        bed.verbose = True
         bed.start_peer()
         bed.start_observer()
 
@@ -80,7 +92,8 @@ def main(build):
     for name, ok in results:
         print("%-26s %s" % (name, "as expected" if ok else "NOT as expected"))
     good = sum(ok for _, ok in results)
-    print("%d of %d outcomes as expected" % (good, len(results)))
+    print("%d of %d outcomes as expected (over mqtts, the peer taking both keys from the key "
+          "service)" % (good, len(results)))
     return 0 if good == len(results) else 1
 
 

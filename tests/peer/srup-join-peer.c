@@ -50,7 +50,16 @@
  *   DATA device=<id16> token=<t> data_id=<text> data_hex=<hex>
  *   ERROR <what was wrong>      (a bad command; the peer keeps running)
  * A token or data ID that is not printable ASCII without spaces is shown as
- * hex:<hex>. */
+ * hex:<hex>.
+ *
+ * With --keyex URL (and --keyex-ca FILE for its TLS certificate), the key of
+ * a sender the --peers directory does not hold is asked of that key service
+ * (REGISTRATION.md: GET URL/KeyEx/register/get_key/<ID as "%02x">) before
+ * the message is verified, as a pySRUP server looks keys up; each lookup
+ * prints
+ *   KEYEX device=<id16> found|missing (<why>)
+ * --ca-file, --cert-file and --key-file are the broker's TLS files
+ * (mqtts:// brokers). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -66,6 +75,10 @@
 #include <MQTTAsync.h>
 #include <openssl/crypto.h>
 
+#include <openssl/pem.h>
+
+#include "reg_answer.h"
+#include "reg_http.h"
 #include "srup.h"
 #include "srup_hex.h"
 #include "srup_keys.h"
@@ -128,6 +141,7 @@ struct peer {
 	struct sent *sent;
 	size_t n_sent, cap_sent;
 	MQTTAsync replay_client; /* a plain MQTT client: replays bypass the node */
+	struct reg_http keyex;   /* --keyex: base URL set when used */
 	struct join joins[MAX_JOINS];
 };
 
@@ -982,13 +996,58 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 	return 0;
 }
 
+/* The key store's resolver: the sender's key from the key service. Runs
+ * inside the node's receive path: bounded by the request's deadline. */
+static EVP_PKEY *keyex_lookup(uint64_t id, void *user)
+{
+	struct peer *p = user;
+	static struct reg_reply reply; /* large; the loop is single-threaded */
+	char route[64], id16[17], why[400] = "";
+	unsigned char *pem = NULL;
+	size_t pem_len = 0;
+	EVP_PKEY *key = NULL;
+	enum reg_http_outcome out;
+
+	srup_id_format16(id, id16);
+	snprintf(route, sizeof(route), "get_key/%02" PRIx64, id);
+	out = reg_http_call(&p->keyex, route, NULL, &reply);
+	if (out != REG_HTTP_ANSWERED)
+		snprintf(why, sizeof(why), "%s", reply.error);
+	else if (reply.status != 200)
+		snprintf(why, sizeof(why), "HTTP %ld", reply.status);
+	else if (reg_base64_decode(reply.body, reply.len, &pem, &pem_len) != REG_OK)
+		snprintf(why, sizeof(why), "the answer is not base64");
+	else {
+		BIO *bio = pem_len <= INT32_MAX ? BIO_new_mem_buf(pem, (int)pem_len) : NULL;
+
+		key = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+		BIO_free(bio);
+		if (!key)
+			snprintf(why, sizeof(why), "the answer is not a PEM public key");
+		else if (srup_key_check(key) != SRUP_OK) {
+			snprintf(why, sizeof(why), "not an RSA key of 2048..4096 bits");
+			EVP_PKEY_free(key);
+			key = NULL;
+		}
+	}
+	free(pem);
+	if (key)
+		printf("KEYEX device=%s found\n", id16);
+	else
+		printf("KEYEX device=%s missing (%s)\n", id16, why);
+	fflush(stdout);
+	return key;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: srup-join-peer --broker URL --id HEX --key PRIVATE.pem --peers DIR\n"
 		     "                      --state DIR [--watch ID]... [--timeout SECONDS]\n"
 		     "                      [--joins N] [--join-policy accept|refuse]\n"
 		     "                      [--resign-status HEX] [--deregister-status HEX]\n"
-		     "                      [--commands] [--verbose]\n");
+		     "                      [--commands] [--verbose]\n"
+		     "                      [--keyex URL [--keyex-ca FILE]]\n"
+		     "                      [--ca-file F] [--cert-file F] [--key-file F]\n");
 }
 
 /* A RESPONSE status given as hex ("70", "0x70"). */
@@ -1015,6 +1074,11 @@ int main(int argc, char **argv)
 		{"resign-status", required_argument, NULL, 'R'},
 		{"deregister-status", required_argument, NULL, 'D'},
 		{"commands", no_argument, NULL, 'C'},
+		{"keyex", required_argument, NULL, 'X'},
+		{"keyex-ca", required_argument, NULL, 'Y'},
+		{"ca-file", required_argument, NULL, 'A'},
+		{"cert-file", required_argument, NULL, 'E'},
+		{"key-file", required_argument, NULL, 'K'},
 		{NULL, 0, NULL, 0},
 	};
 	static struct peer p;
@@ -1082,6 +1146,26 @@ int main(int argc, char **argv)
 		case 'C':
 			p.commands = true;
 			break;
+		case 'X':
+			if (strncmp(optarg, "https://", 8) != 0) {
+				usage(stderr);
+				return 2;
+			}
+			p.keyex.base = optarg;
+			p.keyex.timeout_seconds = 5;
+			break;
+		case 'Y':
+			p.keyex.ca_file = optarg;
+			break;
+		case 'A':
+			snprintf(ncfg.ca_file, sizeof(ncfg.ca_file), "%s", optarg);
+			break;
+		case 'E':
+			snprintf(ncfg.cert_file, sizeof(ncfg.cert_file), "%s", optarg);
+			break;
+		case 'K':
+			snprintf(ncfg.key_file, sizeof(ncfg.key_file), "%s", optarg);
+			break;
 		default:
 			usage(stderr);
 			return 2;
@@ -1099,6 +1183,11 @@ int main(int argc, char **argv)
 	    srup_keystore_open(peers_dir, &p.keys, detail, sizeof(detail)) != SRUP_KEYS_OK) {
 		srup_log(LOG_ERR, "%s", detail);
 		goto out;
+	}
+	if (p.keyex.base) {
+		if (reg_http_init() != 0)
+			goto out;
+		srup_keystore_set_resolver(p.keys, keyex_lookup, &p);
 	}
 	if (sd_event_new(&p.loop) < 0)
 		goto out;
