@@ -277,9 +277,10 @@ static uint64_t now_ms(struct observerd *d)
 	return usec / 1000;
 }
 
-/* hold: the request answered (released once the broker has the RESPONSE). */
-static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
-			  size_t token_len, uint64_t hold)
+/* hold: the request answered (released once the broker has the RESPONSE);
+ * noted: its status is recorded already (apply_events). */
+static void send_response_noted(struct observerd *d, uint8_t status, const uint8_t *token,
+				size_t token_len, uint64_t hold, bool noted)
 {
 	struct srup_msg *msg = srup_msg_new(SRUP_TYPE_RESPONSE);
 	uint64_t *settle = hold ? malloc(sizeof(*settle)) : NULL;
@@ -297,7 +298,12 @@ static void send_response(struct observerd *d, uint8_t status, const uint8_t *to
 		free(settle);
 		return;
 	}
-	/* The observer is a device of its server: it answers on its own topic. */
+	/* The observer is a device of its server: it answers on its own topic.
+	 * What it answers is on disk first: a restart before the broker has
+	 * the RESPONSE sends the same one again, never another. */
+	if (hold && !noted && srup_node_hold_note(d->node, hold, &status, 1) != SRUP_NODE_OK)
+		srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart before "
+			 "the broker has it decides that request again", status);
 	if (settle)
 		*settle = hold;
 	err = srup_node_send_tracked(d->node, msg, d->cfg.server_id, d->own_topic,
@@ -308,6 +314,12 @@ static void send_response(struct observerd *d, uint8_t status, const uint8_t *to
 		free(settle);
 	}
 	srup_msg_free(msg);
+}
+
+static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
+			  size_t token_len, uint64_t hold)
+{
+	send_response_noted(d, status, token, token_len, hold, false);
 }
 
 static void rearm_deadline(struct observerd *d)
@@ -322,13 +334,28 @@ static void rearm_deadline(struct observerd *d)
 	sd_event_source_set_enabled(d->deadline_timer, SD_EVENT_ONESHOT);
 }
 
-/* Carry out what the engine decided, then forget it. Listening that no
- * channel can do ends the pending observations (0x6F). */
+/* Carry out what the engine decided, then forget it. Every outcome is
+ * recorded first, then the RESPONSEs go: the records of a run of decisions
+ * (expiries at one deadline, say) reach the disk together. Listening that
+ * no channel can do ends the pending observations (0x6F), as one more run. */
 static void apply_events(struct observerd *d)
 {
 	for (;;) {
+		uint64_t *holds = d->events.len ? calloc(d->events.len, sizeof(*holds)) : NULL;
 		bool none_can_listen = false;
 
+		for (size_t i = 0; holds && i < d->events.len; i++) {
+			const struct obs_event *ev = &d->events.ev[i];
+
+			if (ev->kind != OBS_EVENT_RESPOND)
+				continue;
+			holds[i] = held_take(&d->held, ev->device_id, ev->token, ev->token_len);
+			if (holds[i] && srup_node_hold_note(d->node, holds[i], &ev->status, 1) !=
+					     SRUP_NODE_OK)
+				srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a "
+					 "restart before the broker has it decides that request again",
+					 ev->status);
+		}
 		for (size_t i = 0; i < d->events.len; i++) {
 			const struct obs_event *ev = &d->events.ev[i];
 			char id[17];
@@ -343,9 +370,13 @@ static void apply_events(struct observerd *d)
 					 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
 					 ev->duration_ms, ev->channel >= 0 ? " channel=" : "",
 					 ev->channel >= 0 ? d->channels[ev->channel].driver->name : "");
-				send_response(d, ev->status, ev->token, ev->token_len,
-					      held_take(&d->held, ev->device_id, ev->token,
-							ev->token_len));
+				if (holds)
+					send_response_noted(d, ev->status, ev->token, ev->token_len,
+							    holds[i], true);
+				else
+					send_response(d, ev->status, ev->token, ev->token_len,
+						      held_take(&d->held, ev->device_id, ev->token,
+								ev->token_len));
 				operator_outcome(d, ev);
 				break;
 			case OBS_EVENT_LISTEN_START:
@@ -358,6 +389,7 @@ static void apply_events(struct observerd *d)
 				break;
 			}
 		}
+		free(holds);
 		obs_events_clear(&d->events);
 		if (!none_can_listen || !obs_engine_pending(d->engine))
 			break;
@@ -386,6 +418,7 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	struct observerd *d = user;
 	struct srup_bytes value = {0};
 	uint64_t hold;
+	uint8_t decided;
 	enum srup_err err;
 	char id[17];
 
@@ -397,6 +430,12 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	}
 	/* From here every path answers the request, so it is held until then. */
 	hold = srup_node_hold(node);
+	if (srup_node_held_note(node, &decided, 1) == 1) {
+		srup_log(LOG_NOTICE, "OBSERVE_REQ for device %s accepted before a restart and "
+			 "answered 0x%02x then: that RESPONSE is sent again", id, decided);
+		send_response(d, decided, msg->token.data, msg->token.len, hold);
+		return;
+	}
 	if (msg->token.len > OBS_TOKEN_MAX) {
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: token of %zu bytes is over %u; "
 			 "answered 0x6F", id, msg->token.len, OBS_TOKEN_MAX);

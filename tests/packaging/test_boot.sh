@@ -111,6 +111,7 @@ cat >"$root/etc/mosquitto/conf.d/srup-test.conf" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
 set_tcp_nodelay true
+max_packet_size 1048576
 EOF
 
 # The server and the device: keys made on the host.
