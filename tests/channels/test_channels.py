@@ -231,6 +231,16 @@ def nfc_join_while_ble_pending(build):
     Each outcome names its channel (log, audit, metrics)."""
     bed = Bed(build, ["ble", "nfc", "sim"])
     try:
+        # --check-config checks every listed channel (BlueZ on the bus, the
+        # reader's device node) and names them all.
+        import subprocess
+        out = subprocess.run([bed.jb.bin("srup-observerd"), "--config", bed.jb.observer_config,
+                              "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, timeout=60,
+                             env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bed.bus.address))
+        check(out.returncode == 0 and out.stdout.rstrip().endswith(
+            "configuration valid (observer %s, channels ble, nfc, sim)" % id16(bed.jb.observer_id)),
+            "--check-config: %d\n%s%s" % (out.returncode, out.stdout, out.stderr), bed.jb)
         a_value, b_value = b"value-of-device-A-0123456789abcd", b"value-of-device-B-0123456789abcd"
         bed.observe(0xA1, a_value, "tok-A")
         bed.wait(lambda: bed.bluez.adv is not None, 15, "advertising for A")
