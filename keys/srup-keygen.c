@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "srup_keys.h"
+#include "srup_owner.h"
 
 #define EXIT_USAGE 3
 
@@ -53,33 +54,6 @@ __attribute__((format(printf, 1, 2))) static int fail_usage(const char *fmt, ...
 	va_end(ap);
 	fputs("\nTry 'srup-keygen --help'.\n", stderr);
 	return EXIT_USAGE;
-}
-
-/* "USER" or "USER:GROUP" (names or numbers, as chown(1) takes them). */
-static int parse_owner(const char *text, uid_t *uid, gid_t *gid)
-{
-	char user[256];
-	const char *colon = strchr(text, ':');
-	size_t n = colon ? (size_t)(colon - text) : strlen(text);
-	struct passwd *pw;
-
-	if (n == 0 || n >= sizeof(user))
-		return -1;
-	memcpy(user, text, n);
-	user[n] = '\0';
-	pw = getpwnam(user);
-	if (!pw)
-		return -1;
-	*uid = pw->pw_uid;
-	*gid = pw->pw_gid;
-	if (colon) {
-		struct group *gr = getgrnam(colon + 1);
-
-		if (!gr)
-			return -1;
-		*gid = gr->gr_gid;
-	}
-	return 0;
 }
 
 static int give(const char *path, uid_t uid, gid_t gid)
@@ -143,7 +117,7 @@ int main(int argc, char **argv)
 			force = true;
 			break;
 		case 'O':
-			if (parse_owner(optarg, &owner_uid, &owner_gid) != 0)
+			if (srup_owner_parse(optarg, &owner_uid, &owner_gid) != 0)
 				return fail_usage("--owner '%s' names no user (or group) of this system",
 						  optarg);
 			have_owner = true;

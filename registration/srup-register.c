@@ -38,6 +38,8 @@
 #include "reg_answer.h"
 #include "reg_crypto.h"
 #include "reg_http.h"
+#include "srup_hex.h"
+#include "srup_owner.h"
 #include "srup.h"
 #include "srup_keys.h"
 
@@ -244,32 +246,6 @@ struct owner {
 	gid_t gid;
 };
 
-static int parse_owner(const char *text, struct owner *o)
-{
-	char user[256];
-	const char *colon = strchr(text, ':');
-	size_t n = colon ? (size_t)(colon - text) : strlen(text);
-	struct passwd *pw;
-
-	if (n == 0 || n >= sizeof(user))
-		return -1;
-	memcpy(user, text, n);
-	user[n] = '\0';
-	if (!(pw = getpwnam(user)))
-		return -1;
-	o->uid = pw->pw_uid;
-	o->gid = pw->pw_gid;
-	if (colon) {
-		struct group *gr = getgrnam(colon + 1);
-
-		if (!gr)
-			return -1;
-		o->gid = gr->gr_gid;
-	}
-	o->set = true;
-	return 0;
-}
-
 static int give(const char *path, const struct owner *o)
 {
 	if (!o->set || lchown(path, o->uid, o->gid) == 0)
@@ -473,28 +449,19 @@ struct opts {
 	long timeout;
 };
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
+/* 64 hex digits (either case), nothing else, as the fingerprint is
+ * published. */
 static int parse_pin(const char *text, unsigned char out[32])
 {
-	if (strlen(text) != 64)
-		return -1;
-	for (int i = 0; i < 32; i++) {
-		int hi = hexval(text[2 * i]), lo = hexval(text[2 * i + 1]);
+	uint8_t *bytes = NULL;
+	size_t n = 0, bad_at;
 
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (unsigned char)(hi << 4 | lo);
+	if (strlen(text) != 64 || srup_hex_decode(text, 64, false, &bytes, &n, &bad_at) != 0) {
+		free(bytes);
+		return -1;
 	}
+	memcpy(out, bytes, 32);
+	free(bytes);
 	return 0;
 }
 
@@ -1299,9 +1266,10 @@ int main(int argc, char **argv)
 			o.have_pin = true;
 			break;
 		case 'o':
-			if (parse_owner(optarg, &o.owner) != 0)
+			if (srup_owner_parse(optarg, &o.owner.uid, &o.owner.gid) != 0)
 				return fail_usage("--owner '%s' names no user (or group) of this system",
 						  optarg);
+			o.owner.set = true;
 			break;
 		case 'k':
 			if (optarg[0] != '/')
