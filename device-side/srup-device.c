@@ -111,7 +111,7 @@ struct agent {
 	struct srup_identity id;
 	struct srup_node *node;
 	const struct exchange *ex;
-	enum srup_channel_kind channel;
+	const struct radio_channel_driver *channel;
 	uint64_t observer_id;
 	bool print_value;
 	bool request_sent;
@@ -131,23 +131,6 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-static enum radio_err present_frame(const struct srup_config *cfg, enum srup_channel_kind channel,
-				    uint64_t observer, const struct srup_frame *frame,
-				    unsigned timeout_ms, uint8_t *result, char *detail,
-				    size_t detail_len)
-{
-	switch (channel) {
-	case SRUP_CHANNEL_SIM:
-		return radio_sim_present(&cfg->sim, frame, timeout_ms, result, detail, detail_len);
-	case SRUP_CHANNEL_BLE:
-		return radio_ble_present(&cfg->ble, observer, frame, timeout_ms, result, detail,
-					 detail_len);
-	case SRUP_CHANNEL_NFC:
-		return radio_nfc_present(&cfg->nfc, frame, timeout_ms, result, detail, detail_len);
-	}
-	return RADIO_E_ARG;
-}
-
 /* Present until the observer compared the frame, or PRESENT_ATTEMPT_MS. */
 static enum radio_err present_until_compared(struct agent *a, const struct srup_frame *frame,
 					     uint8_t *result)
@@ -161,11 +144,11 @@ static enum radio_err present_until_compared(struct agent *a, const struct srup_
 		double left = PRESENT_ATTEMPT_MS - ms_since(&t0);
 
 		*result = RADIO_RESULT_NOT_COMPARED;
-		err = present_frame(&a->cfg, a->channel, a->observer_id, frame,
-				    left > 1000 ? (unsigned)left : 1000, result, detail,
-				    sizeof(detail));
+		err = a->channel->present(&a->cfg.radio, a->observer_id, frame,
+					  left > 1000 ? (unsigned)left : 1000, result, detail,
+					  sizeof(detail));
 		if (err == RADIO_OK && (*result != RADIO_RESULT_NOT_COMPARED ||
-					a->channel == SRUP_CHANNEL_NFC))
+					!a->channel->present_learns_result))
 			return RADIO_OK;
 		if (err != RADIO_OK && err != RADIO_E_REFUSED)
 			break;
@@ -174,7 +157,7 @@ static enum radio_err present_until_compared(struct agent *a, const struct srup_
 		nanosleep(&(struct timespec){0, PRESENT_RETRY_MS * 1000000L}, NULL);
 	}
 	if (err != RADIO_OK)
-		srup_log(LOG_ERR, "presenting on %s failed: %s%s%s", srup_channel_name(a->channel),
+		srup_log(LOG_ERR, "presenting on %s failed: %s%s%s", a->channel->name,
 			 radio_strerror(err), detail[0] ? ": " : "", detail);
 	else
 		srup_log(LOG_ERR, "the observer did not compare the frame (no observation "
@@ -251,7 +234,7 @@ static void on_obs_join_response(struct srup_node *node, const struct srup_msg *
 	srup_bytes_clear(&value);
 
 	printf("OBS_JOIN_RESP received after %.1f ms; presenting the confirmation value on "
-	       "%s\n", ms_since(&a->started), srup_channel_name(a->channel));
+	       "%s\n", ms_since(&a->started), a->channel->name);
 	fflush(stdout);
 	if (present_until_compared(a, &frame, &result) != RADIO_OK) {
 		srup_frame_wipe(&frame);
@@ -554,8 +537,8 @@ static int run_present(struct agent *a, uint64_t device, const char *value_hex,
 	frame.value_len = (uint16_t)len;
 	OPENSSL_cleanse(value, len);
 	free(value);
-	err = present_frame(&a->cfg, a->channel, a->observer_id, &frame, timeout_s * 1000,
-			    &result, detail, sizeof(detail));
+	err = a->channel->present(&a->cfg.radio, a->observer_id, &frame, timeout_s * 1000,
+				  &result, detail, sizeof(detail));
 	srup_frame_wipe(&frame);
 	if (err == RADIO_E_REFUSED) {
 		/* The observer answered, but did not compare the value. */
@@ -633,7 +616,7 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct agent a = {.channel = SRUP_CHANNEL_SIM};
+	struct agent a = {.channel = &radio_sim_driver};
 	const char *config_path = NULL, *command = NULL, *value_hex = NULL, *mode = NULL;
 	bool have_observer = false, have_device = false, have_channel = false, verbose = false;
 	bool have_timeout = false, check_only = false;
@@ -664,9 +647,12 @@ int main(int argc, char **argv)
 			have_device = true;
 			break;
 		case 'C':
-			if (srup_channel_parse(optarg, &a.channel) != 0) {
-				fprintf(stderr, "srup-device: --channel: '%s' is not sim, ble or nfc\n",
-					optarg);
+			a.channel = radio_channel_find(optarg);
+			if (!a.channel) {
+				char names[64];
+
+				fprintf(stderr, "srup-device: --channel: '%s' is not a channel (%s)\n",
+					optarg, radio_channel_names(names, sizeof(names)));
 				return EXIT_USAGE;
 			}
 			have_channel = true;
@@ -781,12 +767,9 @@ int main(int argc, char **argv)
 	/* A device config names no channel: check the section the chosen one
 	 * needs, when one is used (--print-value presents nothing). */
 	if ((a.ex == &exchanges[EX_OBSERVED] && !a.print_value) || !a.ex) {
-		if (a.channel == SRUP_CHANNEL_SIM && !a.cfg.sim.socket_path[0]) {
-			srup_log(LOG_ERR, "%s: [sim] socket: needed for --channel sim", a.cfg.path);
-			return EXIT_SETUP;
-		}
-		if (a.channel == SRUP_CHANNEL_NFC && !a.cfg.nfc.device[0]) {
-			srup_log(LOG_ERR, "%s: [nfc] device: needed for --channel nfc", a.cfg.path);
+		if (!a.channel->configured(&a.cfg.radio)) {
+			srup_log(LOG_ERR, "%s: [%s] %s: needed for --channel %s", a.cfg.path,
+				 a.channel->name, a.channel->required_key, a.channel->name);
 			return EXIT_SETUP;
 		}
 	}

@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #include <ini.h>
-#include <systemd/sd-bus.h>
+#include <pthread.h>
 
 #include "srup_hex.h"
 
@@ -41,9 +41,6 @@
 #define DEFAULT_WINDOW_SECONDS 120u
 #define DEFAULT_MAX_ATTEMPTS 3u
 #define DEFAULT_MAX_PENDING 1000u
-#define DEFAULT_BLE_ADAPTER "hci0"
-#define DEFAULT_BLUEZ_GRACE_SECONDS 10u
-#define DEFAULT_NFC_POLL_MS 200u
 #define DEFAULT_CONTROL_SOCKET "/run/srup-observer/control"
 #define DEFAULT_AUDIT_MAX_BYTES (10u * 1024u * 1024u)
 #define DEFAULT_AUDIT_KEEP 5u
@@ -55,34 +52,6 @@
 #define DEFAULT_HOOK_TIMEOUT 120u
 #define DEFAULT_GROUPS_MAX 8u
 
-/* ---- Channel names ---------------------------------------------------- */
-
-const char *srup_channel_name(enum srup_channel_kind kind)
-{
-	switch (kind) {
-	case SRUP_CHANNEL_SIM: return "sim";
-	case SRUP_CHANNEL_BLE: return "ble";
-	case SRUP_CHANNEL_NFC: return "nfc";
-	}
-	return "unknown";
-}
-
-int srup_channel_parse(const char *text, enum srup_channel_kind *out)
-{
-	static const enum srup_channel_kind kinds[] = {SRUP_CHANNEL_SIM, SRUP_CHANNEL_BLE,
-						       SRUP_CHANNEL_NFC};
-
-	if (!text || !out)
-		return -1;
-	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-		if (strcmp(text, srup_channel_name(kinds[i])) == 0) {
-			*out = kinds[i];
-			return 0;
-		}
-	}
-	return -1;
-}
-
 /* ---- The table of sections and keys ------------------------------------ */
 
 enum config_section {
@@ -90,9 +59,6 @@ enum config_section {
 	SEC_SERVER,
 	SEC_MQTT,
 	SEC_OBSERVATION,
-	SEC_SIM,
-	SEC_BLE,
-	SEC_NFC,
 	SEC_STATE,
 	SEC_CONTROL,
 	SEC_AUDIT,
@@ -104,13 +70,12 @@ enum config_section {
 	SEC_DATA,    /* keys are data IDs */
 	SEC_GROUPS,
 	SEC_JOIN,
-	SEC__COUNT
+	SEC__BASE /* then one section per channel of the registry, in its order */
 };
 
-static const char *const section_names[SEC__COUNT] = {
+static const char *const base_section_names[SEC__BASE] = {
 	[SEC_IDENTITY] = "identity", [SEC_SERVER] = "server", [SEC_MQTT] = "mqtt",
-	[SEC_OBSERVATION] = "observation", [SEC_SIM] = "sim", [SEC_BLE] = "ble",
-	[SEC_NFC] = "nfc", [SEC_STATE] = "state",
+	[SEC_OBSERVATION] = "observation", [SEC_STATE] = "state",
 	[SEC_CONTROL] = "control", [SEC_AUDIT] = "audit", [SEC_METRICS] = "metrics",
 	[SEC_IDENTIFICATION] = "identification",
 	[SEC_UPDATE] = "update", [SEC_HOOKS] = "hooks", [SEC_ACTIONS] = "actions",
@@ -123,7 +88,7 @@ enum key_type {
 	KEY_BROKER,  /* char[size], an MQTT broker URL */
 	KEY_UINT,    /* unsigned, min..max */
 	KEY_BOOL,    /* bool */
-	KEY_CHANNEL, /* enum srup_channel_kind */
+	KEY_CHANNELS, /* cfg->channels: registry names, blanks between, each once */
 	KEY_TEXT,    /* char[size], non-empty, any characters */
 	KEY_COMMAND, /* char[size], a <command> (srup_config_split_command) */
 	KEY_CHOICE,  /* unsigned: the index of the value in unit, "a|b|..." */
@@ -144,7 +109,7 @@ struct key_spec {
 
 /* Each key is also classified for reload (applied, or restart-only) in
  * srup_config_reload.c; its unit test fails for a key that is not. */
-static const struct key_spec keys[] = {
+static const struct key_spec base_keys[] = {
 	{SEC_IDENTITY, "id", KEY_ID, CFG_FIELD(identity_id), 0, 0, NULL, true},
 	{SEC_IDENTITY, "private_key", KEY_PATH, CFG_FIELD(identity_private_key), 0, 0, "a path",
 	 true},
@@ -154,19 +119,13 @@ static const struct key_spec keys[] = {
 	{SEC_MQTT, "ca_file", KEY_PATH, CFG_FIELD(mqtt_ca_file), 0, 0, "a path", false},
 	{SEC_MQTT, "cert_file", KEY_PATH, CFG_FIELD(mqtt_cert_file), 0, 0, "a path", false},
 	{SEC_MQTT, "key_file", KEY_PATH, CFG_FIELD(mqtt_key_file), 0, 0, "a path", false},
-	{SEC_OBSERVATION, "channel", KEY_CHANNEL, CFG_FIELD(channel), 0, 0, NULL, true},
+	{SEC_OBSERVATION, "channel", KEY_CHANNELS, CFG_FIELD(channels), 0, 0, NULL, true},
 	{SEC_OBSERVATION, "window_seconds", KEY_UINT, CFG_FIELD(window_seconds), 1, 86400,
 	 "seconds", false},
 	{SEC_OBSERVATION, "max_attempts", KEY_UINT, CFG_FIELD(max_attempts), 1, 100, "attempts",
 	 false},
 	{SEC_OBSERVATION, "max_pending", KEY_UINT, CFG_FIELD(max_pending), 1, 100000,
 	 "observations", false},
-	{SEC_SIM, "socket", KEY_PATH, CFG_FIELD(sim.socket_path), 0, 0, "a socket path", false},
-	{SEC_BLE, "adapter", KEY_PATH, CFG_FIELD(ble.adapter), 0, 0, "an adapter name", false},
-	{SEC_BLE, "require_encryption", KEY_BOOL, CFG_FIELD(ble.require_encryption), 0, 0, NULL,
-	 false},
-	{SEC_NFC, "device", KEY_PATH, CFG_FIELD(nfc.device), 0, 0, "a libnfc connstring", false},
-	{SEC_NFC, "poll_ms", KEY_UINT, CFG_FIELD(nfc.poll_ms), 10, 60000, "milliseconds", false},
 	{SEC_STATE, "dir", KEY_PATH, CFG_FIELD(state_dir), 0, 0, "a directory path", true},
 	/* srup-observerd's operator interfaces */
 	{SEC_CONTROL, "socket", KEY_PATH, CFG_FIELD(control_socket), 0, 0, "a socket path", false},
@@ -199,9 +158,86 @@ static const struct key_spec keys[] = {
 	{SEC_JOIN, "command", KEY_CHOICE, CFG_FIELD(join_command), 0, 0, "accept|refuse", false},
 };
 
-#define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
-_Static_assert(KEY_COUNT <= SRUP_CONFIG_KEYS_MAX, "SRUP_CONFIG_KEYS_MAX too small");
-_Static_assert(SEC__COUNT <= SRUP_CONFIG_SECTIONS_MAX, "SRUP_CONFIG_SECTIONS_MAX too small");
+#define BASE_KEY_COUNT (sizeof(base_keys) / sizeof(base_keys[0]))
+_Static_assert(SEC__BASE + RADIO_CHANNELS_MAX <= SRUP_CONFIG_SECTIONS_MAX,
+	       "SRUP_CONFIG_SECTIONS_MAX too small");
+
+/* The whole table: the rows above, then each channel's section and keys
+ * as its driver declares them (radio.h), so that a channel brings its own
+ * section. Built once. */
+static struct {
+	struct key_spec keys[SRUP_CONFIG_KEYS_MAX];
+	size_t n_keys;
+	const char *section_names[SRUP_CONFIG_SECTIONS_MAX];
+	int n_sections;
+	bool overflow; /* a driver's keys did not fit: every load fails */
+} key_table;
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+
+static void table_build(void)
+{
+	_Static_assert(BASE_KEY_COUNT <= SRUP_CONFIG_KEYS_MAX, "SRUP_CONFIG_KEYS_MAX too small");
+	memcpy(key_table.keys, base_keys, sizeof(base_keys));
+	key_table.n_keys = BASE_KEY_COUNT;
+	for (int sec = 0; sec < SEC__BASE; sec++)
+		key_table.section_names[sec] = base_section_names[sec];
+	key_table.n_sections = SEC__BASE;
+	for (size_t i = 0; radio_channel_drivers[i]; i++) {
+		const struct radio_channel_driver *drv = radio_channel_drivers[i];
+
+		key_table.section_names[key_table.n_sections] = drv->name;
+		for (const struct radio_config_key *k = drv->keys; k && k->name; k++) {
+			static const enum key_type types[] = {
+				[RADIO_CONFIG_TEXT] = KEY_PATH,
+				[RADIO_CONFIG_UINT] = KEY_UINT,
+				[RADIO_CONFIG_BOOL] = KEY_BOOL,
+			};
+
+			if (key_table.n_keys == SRUP_CONFIG_KEYS_MAX) {
+				key_table.overflow = true;
+				break;
+			}
+			key_table.keys[key_table.n_keys++] = (struct key_spec){
+				.section = (enum config_section)key_table.n_sections,
+				.name = k->name,
+				.type = types[k->type],
+				.offset = offsetof(struct srup_config, radio) + k->offset,
+				.size = k->size,
+				.min = k->min,
+				.max = k->max,
+				.unit = k->unit,
+			};
+		}
+		key_table.n_sections++;
+	}
+}
+
+static const struct key_spec *config_keys(void)
+{
+	pthread_once(&table_once, table_build);
+	return key_table.keys;
+}
+
+static size_t config_key_count(void)
+{
+	pthread_once(&table_once, table_build);
+	return key_table.n_keys;
+}
+
+static int section_count(void)
+{
+	pthread_once(&table_once, table_build);
+	return key_table.n_sections;
+}
+
+static const char *section_name(int s)
+{
+	return s >= 0 && s < section_count() ? key_table.section_names[s] : "?";
+}
+
+#define keys (config_keys())
+#define KEY_COUNT (config_key_count())
+#define SEC__COUNT (section_count())
 
 /* ---- Parse state ------------------------------------------------------- */
 
@@ -221,8 +257,8 @@ struct config_parse {
 	char section[64];              /* of the last header, for over-long lines */
 	/* Where each section and key was seen in the file being read (0 =
 	 * not seen); cfg->*_origin keep the last place over all files. */
-	unsigned section_line[SEC__COUNT];
-	unsigned key_line[KEY_COUNT];
+	unsigned section_line[SRUP_CONFIG_SECTIONS_MAX];
+	unsigned key_line[SRUP_CONFIG_KEYS_MAX];
 	/* The first error. */
 	unsigned err_line;
 	char *err;
@@ -246,7 +282,7 @@ static bool section_allowed(const struct config_parse *p, enum config_section s)
 static int section_lookup(const char *name)
 {
 	for (int s = 0; s < SEC__COUNT; s++)
-		if (strcmp(name, section_names[s]) == 0)
+		if (strcmp(name, section_name(s)) == 0)
 			return s;
 	return -1;
 }
@@ -354,7 +390,7 @@ static const char *known_sections(const struct config_parse *p, char *buf, size_
 	for (int s = 0; s < SEC__COUNT; s++) {
 		if (!section_allowed(p, (enum config_section)s))
 			continue;
-		int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", section_names[s]);
+		int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", section_name(s));
 		if (n < 0 || (size_t)n >= len - used)
 			break;
 		used += (size_t)n;
@@ -455,7 +491,7 @@ static const char *broker_url_problem(const char *url, char *why, size_t len)
 static int set_text(struct config_parse *p, const struct key_spec *k, const char *value)
 {
 	const char *what = k->unit;
-	const char *sec = section_names[k->section];
+	const char *sec = section_name(k->section);
 	char *dst = (char *)p->cfg + k->offset;
 	size_t n = strlen(value);
 
@@ -538,7 +574,7 @@ static int set_choice(struct config_parse *p, const struct key_spec *k, const ch
 		c += n + 1;
 		index++;
 	}
-	config_error(p, p->lineno, section_names[k->section], k->name, "'%s' is not one of %s",
+	config_error(p, p->lineno, section_name(k->section), k->name, "'%s' is not one of %s",
 		     shown(value, show, sizeof(show)), k->unit);
 	return -1;
 }
@@ -547,7 +583,7 @@ static int set_choice(struct config_parse *p, const struct key_spec *k, const ch
 static int set_table_key(struct config_parse *p, enum config_section s, const char *name,
 			 const char *value)
 {
-	const char *sec = section_names[s];
+	const char *sec = section_name(s);
 	bool actions = s == SEC_ACTIONS;
 	struct srup_config_hook *table = actions ? p->cfg->actions : p->cfg->data;
 	size_t *count = actions ? &p->cfg->n_actions : &p->cfg->n_data;
@@ -609,9 +645,55 @@ static int set_table_key(struct config_parse *p, enum config_section s, const ch
 	return 0;
 }
 
+/* [observation] channel: one or more registry names separated by blanks,
+ * each at most once. */
+static int set_channels(struct config_parse *p, const struct key_spec *k, const char *value)
+{
+	const char *sec = section_name(k->section), *c = value;
+	struct srup_config *cfg = p->cfg;
+	char names[64], show[96], word[64];
+
+	cfg->n_channels = 0;
+	for (;;) {
+		const struct radio_channel_driver *drv;
+		size_t n;
+
+		while (*c == ' ' || *c == '\t')
+			c++;
+		if (*c == '\0')
+			break;
+		n = strcspn(c, " \t");
+		snprintf(word, sizeof(word), "%.*s", (int)(n < 60 ? n : 60), c);
+		drv = n < 60 ? radio_channel_find(word) : NULL;
+		if (!drv) {
+			config_error(p, p->lineno, sec, k->name, "'%s' is not a channel (%s)",
+				     shown(word, show, sizeof(show)),
+				     radio_channel_names(names, sizeof(names)));
+			return -1;
+		}
+		for (size_t i = 0; i < cfg->n_channels; i++) {
+			if (cfg->channels[i] == drv) {
+				config_error(p, p->lineno, sec, k->name,
+					     "'%s' is listed twice (each channel at most once)",
+					     drv->name);
+				return -1;
+			}
+		}
+		cfg->channels[cfg->n_channels++] = drv; /* fits: each once, registry <= max */
+		c += n;
+	}
+	if (cfg->n_channels == 0) {
+		config_error(p, p->lineno, sec, k->name,
+			     "empty; name one or more channels (%s), blanks between",
+			     radio_channel_names(names, sizeof(names)));
+		return -1;
+	}
+	return 0;
+}
+
 static int set_value(struct config_parse *p, const struct key_spec *k, const char *value)
 {
-	const char *sec = section_names[k->section];
+	const char *sec = section_name(k->section);
 	void *dst = (char *)p->cfg + k->offset;
 	char show[96];
 	unsigned long long num;
@@ -677,12 +759,8 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 			     "'%s' is not a boolean (true/false, yes/no, 1/0)",
 			     shown(value, show, sizeof(show)));
 		return -1;
-	case KEY_CHANNEL:
-		if (srup_channel_parse(value, dst) == 0)
-			return 0;
-		config_error(p, p->lineno, sec, k->name, "'%s' is not a channel (sim, ble, nfc)",
-			     shown(value, show, sizeof(show)));
-		return -1;
+	case KEY_CHANNELS:
+		return set_channels(p, k, value);
 	case KEY_TEXT:
 		return set_text(p, k, value);
 	case KEY_COMMAND:
@@ -845,7 +923,6 @@ static int config_handler(void *user, const char *section, const char *name, con
 
 static void config_defaults(struct srup_config *cfg, enum srup_config_kind kind)
 {
-	cfg->channel = SRUP_CHANNEL_SIM;
 	if (kind == SRUP_CONFIG_OBSERVER) {
 		cfg->window_seconds = DEFAULT_WINDOW_SECONDS;
 		cfg->max_attempts = DEFAULT_MAX_ATTEMPTS;
@@ -858,10 +935,9 @@ static void config_defaults(struct srup_config *cfg, enum srup_config_kind kind)
 		cfg->audit_journal = true;
 		cfg->metrics_interval_seconds = DEFAULT_METRICS_INTERVAL_SECONDS;
 	}
-	snprintf(cfg->ble.adapter, sizeof(cfg->ble.adapter), "%s", DEFAULT_BLE_ADAPTER);
-	cfg->ble.require_encryption = false;
-	cfg->ble.bluez_grace_seconds = DEFAULT_BLUEZ_GRACE_SECONDS;
-	cfg->nfc.poll_ms = DEFAULT_NFC_POLL_MS;
+	for (size_t i = 0; radio_channel_drivers[i]; i++)
+		if (radio_channel_drivers[i]->defaults)
+			radio_channel_drivers[i]->defaults(&cfg->radio);
 	cfg->update.max_bytes = DEFAULT_UPDATE_MAX_BYTES;
 	cfg->update.connect_timeout_seconds = DEFAULT_UPDATE_CONNECT_TIMEOUT;
 	cfg->update.timeout_seconds = DEFAULT_UPDATE_TIMEOUT;
@@ -946,7 +1022,7 @@ static const char *section_before(const struct config_parse *p, unsigned line, c
 		}
 	if (best_s < 0)
 		return NULL;
-	snprintf(buf, len, "%s", section_names[best_s]);
+	snprintf(buf, len, "%s", section_name(best_s));
 	return buf;
 }
 
@@ -1046,7 +1122,7 @@ static void check_key_file(struct config_parse *p, enum config_section s, const 
 
 	if (!path[0] || access(path, R_OK) == 0)
 		return;
-	config_error_at(p, key_origin_of(p, s, name), section_names[s], name,
+	config_error_at(p, key_origin_of(p, s, name), section_name(s), name,
 			"cannot read '%s': %s", shown(path, show, sizeof(show)), strerror(errno));
 }
 
@@ -1097,49 +1173,49 @@ static void config_check_complete(struct config_parse *p)
 		if (!keys[k].required || !section_allowed(p, s) || cfg->key_origin[k].line)
 			continue;
 		if (cfg->section_origin[s].line)
-			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+			config_error_at(p, cfg->section_origin[s], section_name(s), keys[k].name,
 					"missing (required)");
 		else if (cfg->n_files > 1)
-			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+			config_error_at(p, cfg->section_origin[s], section_name(s), keys[k].name,
 					"missing (required; none of the %zu files read has a [%s] section)",
-					cfg->n_files, section_names[s]);
+					cfg->n_files, section_name(s));
 		else
-			config_error_at(p, cfg->section_origin[s], section_names[s], keys[k].name,
+			config_error_at(p, cfg->section_origin[s], section_name(s), keys[k].name,
 					"missing (required; the file has no [%s] section)",
-					section_names[s]);
+					section_name(s));
 	}
 	if (p->failed)
 		return;
 
-	if (p->kind == SRUP_CONFIG_OBSERVER) {
-		const char *need_sec = NULL, *need_key = NULL;
-		enum config_section s = SEC_SIM;
+	/* Each listed channel's required key; all of them are reported. */
+	for (size_t i = 0; p->kind == SRUP_CONFIG_OBSERVER && i < cfg->n_channels; i++) {
+		const struct radio_channel_driver *drv = cfg->channels[i];
+		struct srup_config_origin channel = key_origin_of(p, SEC_OBSERVATION, "channel");
+		char where[SRUP_CONFIG_PATH_MAX + 16], list[64];
+		int s = section_lookup(drv->name);
 
-		if (cfg->channel == SRUP_CHANNEL_SIM && !cfg->sim.socket_path[0]) {
-			need_sec = "sim";
-			need_key = "socket";
-			s = SEC_SIM;
-		} else if (cfg->channel == SRUP_CHANNEL_NFC && !cfg->nfc.device[0]) {
-			need_sec = "nfc";
-			need_key = "device";
-			s = SEC_NFC;
-		}
-		if (need_sec) {
-			struct srup_config_origin channel = key_origin_of(p, SEC_OBSERVATION,
-									  "channel");
-			char where[SRUP_CONFIG_PATH_MAX + 16];
-
-			if (channel.file == 0)
-				snprintf(where, sizeof(where), "line %u", channel.line);
-			else
-				snprintf(where, sizeof(where), "%s:%u", cfg->files[channel.file],
-					 channel.line);
+		if (!drv->required_key || drv->configured(&cfg->radio) || s < 0)
+			continue;
+		if (channel.file == 0)
+			snprintf(where, sizeof(where), "line %u", channel.line);
+		else
+			snprintf(where, sizeof(where), "%s:%u", cfg->files[channel.file],
+				 channel.line);
+		p->collect = true;
+		if (cfg->n_channels == 1)
 			config_error_at(p, cfg->section_origin[s].line ? cfg->section_origin[s] : channel,
-					need_sec, need_key, "missing; channel = %s (%s) needs it",
-					srup_channel_name(cfg->channel), where);
-			return;
-		}
+					drv->name, drv->required_key,
+					"missing; channel = %s (%s) needs it", drv->name, where);
+		else
+			config_error_at(p, cfg->section_origin[s].line ? cfg->section_origin[s] : channel,
+					drv->name, drv->required_key,
+					"missing; channel = %s (%s) lists %s, which needs it",
+					srup_config_channel_list(cfg, " ", list, sizeof(list)), where,
+					drv->name);
+		p->collect = false;
 	}
+	if (p->failed)
+		return;
 
 	config_check_usable(p);
 }
@@ -1289,6 +1365,11 @@ int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_c
 		return -1;
 	}
 	memset(cfg, 0, sizeof(*cfg));
+	if (config_key_count() && key_table.overflow) {
+		snprintf(p.err, p.err_len, "%s: cannot parse: the channels' keys do not fit "
+			 "SRUP_CONFIG_KEYS_MAX (%u)", path, SRUP_CONFIG_KEYS_MAX);
+		return -1;
+	}
 	if (strlen(path) >= sizeof(cfg->path)) {
 		snprintf(p.err, p.err_len, "%s: path too long (at most %zu bytes)", path,
 			 sizeof(cfg->path) - 1);
@@ -1312,7 +1393,7 @@ int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_c
 	if (!p.failed)
 		config_check_complete(&p);
 out:
-	cfg->ble.observer_id = cfg->identity_id;
+	cfg->radio.ble.observer_id = cfg->identity_id;
 	return p.failed ? -1 : 0;
 }
 
@@ -1351,134 +1432,36 @@ const char *srup_config_where(const struct srup_config *cfg, const char *section
 	return buf;
 }
 
-/* ---- What this machine lacks for a channel ---------------------------------------- */
+/* ---- The listed channels ------------------------------------------------------- */
 
-#define BLUEZ_BUS_NAME "org.bluez"
-#define BUS_CALL_TIMEOUT_USEC (5u * 1000u * 1000u)
-
-/* The directories the system bus takes service files from (D-Bus
- * specification, "Message Bus Starting Services", system bus). */
-static const char *const system_service_dirs[] = {
-	"/usr/local/share/dbus-1/system-services",
-	"/usr/share/dbus-1/system-services",
-	"/lib/dbus-1/system-services",
-};
-
-static bool bluez_service_file_installed(void)
+bool srup_config_lists(const struct srup_config *cfg, const struct radio_channel_driver *channel)
 {
-	char path[128];
-
-	for (size_t i = 0; i < sizeof(system_service_dirs) / sizeof(system_service_dirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s.service", system_service_dirs[i],
-			 BLUEZ_BUS_NAME);
-		if (access(path, F_OK) == 0)
+	for (size_t i = 0; cfg && i < cfg->n_channels; i++)
+		if (cfg->channels[i] == channel)
 			return true;
-	}
 	return false;
 }
 
-/* Whether BlueZ can answer on the system bus: org.bluez has an owner
- * now, or the bus can start it (its D-Bus service file, which the bluez
- * package installs). This is what the BLE channel needs, whether BlueZ is
- * running yet or not; a bluetoothd binary on disk proves neither (it may
- * be there with no bus to reach it). With no bus to ask (a chroot, an
- * early boot), the service file on disk answers whether BlueZ is
- * installed. Returns 1, or 0 with why saying what is missing. */
-static int bluez_available(char *why, size_t len)
+const char *srup_config_channel_list(const struct srup_config *cfg, const char *sep, char *buf,
+				     size_t len)
 {
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *reply = NULL;
-	sd_bus *bus = NULL;
-	const char *name;
-	int owned = 0, r;
+	size_t used = 0;
 
-	r = sd_bus_open_system(&bus);
-	if (r >= 0)
-		r = sd_bus_set_method_call_timeout(bus, BUS_CALL_TIMEOUT_USEC);
-	if (r >= 0)
-		r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-				       "org.freedesktop.DBus", "NameHasOwner", &error, &reply, "s",
-				       BLUEZ_BUS_NAME);
-	if (r >= 0)
-		r = sd_bus_message_read(reply, "b", &owned);
-	if (r < 0)
-		goto no_bus;
-	if (owned) {
-		r = 1;
-		goto out;
+	if (!buf || !len)
+		return "";
+	buf[0] = '\0';
+	for (size_t i = 0; cfg && i < cfg->n_channels; i++) {
+		int n = snprintf(buf + used, len - used, "%s%s", i ? sep : "",
+				 cfg->channels[i]->name);
+
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
 	}
-	sd_bus_message_unref(reply);
-	reply = NULL;
-	r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-			       "org.freedesktop.DBus", "ListActivatableNames", &error, &reply, "");
-	if (r >= 0)
-		r = sd_bus_message_enter_container(reply, 'a', "s");
-	if (r < 0)
-		goto no_bus;
-	while ((r = sd_bus_message_read(reply, "s", &name)) > 0)
-		if (strcmp(name, BLUEZ_BUS_NAME) == 0) {
-			r = 1;
-			goto out;
-		}
-	if (r < 0)
-		goto no_bus;
-	snprintf(why, len, "BlueZ (%s) is neither on the system bus nor activatable there; "
-			   "install bluez", BLUEZ_BUS_NAME);
-	r = 0;
-	goto out;
-no_bus:
-	if (bluez_service_file_installed()) {
-		r = 1;
-		goto out;
-	}
-	snprintf(why, len, "BlueZ is not installed (no %s.service in the system bus's "
-			   "service directories), and the system bus cannot be asked (%s); "
-			   "install bluez", BLUEZ_BUS_NAME,
-		 sd_bus_error_is_set(&error) ? error.message : strerror(-r));
-	r = 0;
-out:
-	sd_bus_error_free(&error);
-	sd_bus_message_unref(reply);
-	sd_bus_flush_close_unref(bus);
-	return r;
+	return buf;
 }
 
-/* libnfc drivers whose connstring names a device node: "driver:/dev/x"
- * with an optional ":speed" (the USB ones name a bus and device number). */
-static const char *nfc_node_problem(const char *connstring, char *why, size_t len)
-{
-	static const char *const node_drivers[] = {"pn532_uart", "arygon", "acr122s",
-						   "pn532_spi", "pn532_i2c"};
-	const char *colon = strchr(connstring, ':'), *port;
-	char node[SRUP_CONFIG_PATH_MAX], show[96];
-	size_t driver_len, n;
-	bool node_driver = false;
-	struct stat st;
-
-	if (!colon)
-		return NULL;
-	driver_len = (size_t)(colon - connstring);
-	for (size_t i = 0; i < sizeof(node_drivers) / sizeof(node_drivers[0]); i++)
-		if (strlen(node_drivers[i]) == driver_len &&
-		    strncmp(connstring, node_drivers[i], driver_len) == 0)
-			node_driver = true;
-	port = colon + 1;
-	if (!node_driver || *port != '/')
-		return NULL;
-	n = strcspn(port, ":");
-	snprintf(node, sizeof(node), "%.*s", (int)n, port);
-	if (stat(node, &st) != 0) {
-		snprintf(why, len, "'%s': %s: %s", shown(connstring, show, sizeof(show)), node,
-			 strerror(errno));
-		return why;
-	}
-	if (!S_ISCHR(st.st_mode)) {
-		snprintf(why, len, "'%s': %s is not a device node",
-			 shown(connstring, show, sizeof(show)), node);
-		return why;
-	}
-	return NULL;
-}
+/* ---- What this machine lacks for a channel ---------------------------------------- */
 
 int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_kind kind,
 			       char *out, size_t out_len)
@@ -1492,33 +1475,37 @@ int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_k
 		.collect = true,
 		.main_last_line = 1,
 	};
-	bool ble, nfc;
 	int problems = 0;
 
 	p.err[0] = '\0';
 	if (!cfg)
 		return 0;
-	if (kind == SRUP_CONFIG_OBSERVER) {
-		ble = cfg->channel == SRUP_CHANNEL_BLE;
-		nfc = cfg->channel == SRUP_CHANNEL_NFC;
-	} else {
-		/* A device's channel is chosen per join: the sections it set. */
-		ble = cfg->section_origin[SEC_BLE].line != 0;
-		nfc = cfg->nfc.device[0] != '\0';
-	}
-	if (ble && bluez_available(why, sizeof(why)) != 1) {
+	for (size_t i = 0; radio_channel_drivers[i]; i++) {
+		const struct radio_channel_driver *drv = radio_channel_drivers[i];
+		const char *key = NULL;
+		int s = section_lookup(drv->name);
+		bool used;
+
 		if (kind == SRUP_CONFIG_OBSERVER)
+			used = srup_config_lists(cfg, drv);
+		else /* a device's channel is chosen per join: the sections it set */
+			used = s >= 0 && cfg->section_origin[s].line != 0 &&
+			       drv->configured(&cfg->radio);
+		if (!used || !drv->machine_problem ||
+		    !drv->machine_problem(&cfg->radio, why, sizeof(why), &key))
+			continue;
+		if (key)
+			config_error_at(&p, key_origin_of(&p, (enum config_section)s, key), drv->name,
+					key, "%s; the %s channel cannot work on this machine", why,
+					drv->name);
+		else if (kind == SRUP_CONFIG_OBSERVER)
 			config_error_at(&p, key_origin_of(&p, SEC_OBSERVATION, "channel"),
 					"observation", "channel",
-					"ble cannot work on this machine: %s", why);
+					"%s cannot work on this machine: %s", drv->name, why);
 		else
-			config_error_at(&p, cfg->section_origin[SEC_BLE], "ble", NULL,
-					"join --channel ble cannot work on this machine: %s", why);
-		problems++;
-	}
-	if (nfc && nfc_node_problem(cfg->nfc.device, why, sizeof(why))) {
-		config_error_at(&p, key_origin_of(&p, SEC_NFC, "device"), "nfc", "device",
-				"%s; the nfc channel cannot work on this machine", why);
+			config_error_at(&p, cfg->section_origin[s], drv->name, NULL,
+					"join --channel %s cannot work on this machine: %s",
+					drv->name, why);
 		problems++;
 	}
 	return problems;
@@ -1535,7 +1522,7 @@ int srup_config_key_at(size_t i, struct srup_config_key *out)
 {
 	if (i >= KEY_COUNT || !out)
 		return -1;
-	out->section = section_names[keys[i].section];
+	out->section = section_name(keys[i].section);
 	out->name = keys[i].name;
 	out->offset = keys[i].offset;
 	out->size = keys[i].size; /* CFG_FIELD: the whole field */

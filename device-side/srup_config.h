@@ -4,7 +4,8 @@
  *   [identity]    id = <hex>, private_key = <path>
  *   [server]      id = <hex>, public_key = <path>
  *   [mqtt]        broker = <url>, ca_file, cert_file, key_file (optional)
- *   [observation] channel = sim|ble|nfc, window_seconds = 120,
+ *   [observation] channel = one or more of sim ble nfc (blanks between, each
+ *                 at most once), window_seconds = 120,
  *                 max_attempts = 3, max_pending = 1000   (observer only)
  *   [sim]         socket = <path>
  *   [ble]         adapter = hci0, require_encryption = false
@@ -53,16 +54,6 @@ enum srup_config_kind {
 	SRUP_CONFIG_DEVICE,   /* [observation] is an unknown section */
 };
 
-enum srup_channel_kind {
-	SRUP_CHANNEL_SIM,
-	SRUP_CHANNEL_BLE,
-	SRUP_CHANNEL_NFC,
-};
-
-const char *srup_channel_name(enum srup_channel_kind kind);
-/* Returns 0 and sets *out for "sim", "ble", "nfc"; -1 otherwise. */
-int srup_channel_parse(const char *text, enum srup_channel_kind *out);
-
 #define SRUP_CONFIG_HOOKS_MAX 32   /* entries of [actions] and of [data] */
 #define SRUP_CONFIG_DATA_ID_MAX 64
 enum { SRUP_CONFIG_JOIN_OFF, SRUP_CONFIG_JOIN_AUTO };
@@ -96,15 +87,16 @@ struct srup_config {
 	char mqtt_ca_file[256];
 	char mqtt_cert_file[256];
 	char mqtt_key_file[256];
-	/* [observation] */
-	enum srup_channel_kind channel;
+	/* [observation]: the channels listed, in the order given (registry
+	 * drivers, radio.h); each at most once. */
+	const struct radio_channel_driver *channels[RADIO_CHANNELS_MAX];
+	size_t n_channels;
 	unsigned window_seconds;
 	unsigned max_attempts;
 	unsigned max_pending;
-	/* Channel sections (defaults filled in even when absent). */
-	struct radio_sim_config sim;
-	struct radio_ble_config ble;  /* ble.observer_id = identity_id */
-	struct radio_nfc_config nfc;
+	/* Channel sections (defaults filled in even when absent);
+	 * radio.ble.observer_id = identity_id. */
+	struct radio_channel_configs radio;
 	char state_dir[256];
 	/* [control], [audit], [metrics]: srup-observerd's operator interfaces. */
 	char control_socket[108];    /* fits sockaddr_un.sun_path */
@@ -149,8 +141,8 @@ struct srup_config {
  * a broker host reserved for examples (example.com/.net/.org, .invalid),
  * for an mqtts:// broker a missing ca_file or a ca_file, cert_file or
  * key_file the caller cannot read, and an [identity] private_key or
- * [server] public_key file the caller cannot read. Also checks what the
- * chosen channel needs ([sim] socket for sim, [nfc] device for nfc).
+ * [server] public_key file the caller cannot read. Also checks what each
+ * listed channel needs ([sim] socket for sim, [nfc] device for nfc).
  * cfg->files and cfg->n_files list the files read, also on error. */
 int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_config *cfg,
 		     char *err, size_t err_len);
@@ -161,14 +153,21 @@ const char *srup_config_where(const struct srup_config *cfg, const char *section
 			      const char *key, char *buf, size_t len);
 
 /* What this machine lacks for the channels a loaded configuration uses:
- * the observer's [observation] channel; for a device (which picks its
- * channel per join) a [ble] section or an [nfc] device that is set.
+ * every channel listed in the observer's [observation] channel; for a
+ * device (which picks its channel per join) the channels whose section it
+ * set (sim needs nothing of the machine).
  * - ble: BlueZ must own org.bluez on the system bus or be activatable
  *   there (what the radio needs; a bus that cannot be reached counts);
  * - nfc: a connstring of a serial, SPI or I2C driver (pn532_uart, arygon,
  *   acr122s, pn532_spi, pn532_i2c) must name an existing device node.
  * Writes one line per problem ("FILE:LINE: [section] key: ...") to out,
  * joined with '\n', and returns their number. */
+/* Whether the configuration lists channel (observer). */
+bool srup_config_lists(const struct srup_config *cfg, const struct radio_channel_driver *channel);
+/* The listed channels' names joined by sep ("ble nfc"), for messages. */
+const char *srup_config_channel_list(const struct srup_config *cfg, const char *sep, char *buf,
+				     size_t len);
+
 int srup_config_check_channels(const struct srup_config *cfg, enum srup_config_kind kind,
 			       char *out, size_t out_len);
 

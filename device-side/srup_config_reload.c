@@ -24,11 +24,9 @@ static const struct reload_class reload_table[] = {
 	 * registered, once per session start. */
 	{"server", "join", false},
 	{"mqtt", NULL, false},
-	/* The channel is opened once; [sim], [ble], [nfc] configure it. */
+	/* The channels are opened once, each configured by its section (a
+	 * channel's section is restart-only: reload_find). */
 	{"observation", "channel", false},
-	{"sim", NULL, false},
-	{"ble", NULL, false},
-	{"nfc", NULL, false},
 	/* Sequence IDs, held requests and groups live there. */
 	{"state", NULL, false},
 	{"control", NULL, false},
@@ -49,10 +47,13 @@ static const struct reload_class reload_table[] = {
 
 static const struct reload_class *reload_find(const char *section, const char *name)
 {
+	static const struct reload_class channel_section = {NULL, NULL, false};
 	const struct reload_class *section_wide = NULL;
 
 	if (!section)
 		return NULL;
+	if (radio_channel_find(section))
+		return &channel_section;
 	for (size_t i = 0; i < sizeof(reload_table) / sizeof(reload_table[0]); i++) {
 		const struct reload_class *c = &reload_table[i];
 
@@ -104,7 +105,9 @@ void srup_config_reload_merge(const struct srup_config *running, struct srup_con
 			restart_add(restart, restart_len, k.section, k.name);
 	}
 	/* What the loader derives for the channels, beyond their keys. */
-	next->sim = running->sim;
-	next->ble = running->ble;
-	next->nfc = running->nfc;
+	next->radio = running->radio;
+	/* [observation] channel is restart-only: the list and its length
+	 * stay together. */
+	memcpy(next->channels, running->channels, sizeof(next->channels));
+	next->n_channels = running->n_channels;
 }

@@ -127,6 +127,32 @@ static cJSON *answer_status(struct obs_control *c)
 		cJSON_AddStringToObject(channel, "kind", st.channel ? st.channel : "");
 		cJSON_AddStringToObject(channel, "state", st.channel_state ? st.channel_state : "");
 	}
+	if (st.n_channels) {
+		cJSON *list = cJSON_AddArrayToObject(o, "channels");
+
+		for (size_t i = 0; list && i < st.n_channels && i < OBS_METRICS_CHANNELS_MAX; i++) {
+			cJSON *one = cJSON_CreateObject();
+
+			if (!one || !cJSON_AddItemToArray(list, one)) {
+				cJSON_Delete(one);
+				break;
+			}
+			cJSON_AddStringToObject(one, "kind", st.channels[i].kind);
+			cJSON_AddStringToObject(one, "state", st.channels[i].state);
+			if (st.metrics && i < st.metrics->n_channels) {
+				const struct obs_metrics_channel *mc = &st.metrics->channel[i];
+				cJSON *fr = cJSON_AddObjectToObject(one, "frames");
+
+				if (fr) {
+					cJSON_AddNumberToObject(fr, "match", (double)mc->frames_match);
+					cJSON_AddNumberToObject(fr, "mismatch",
+								(double)mc->frames_mismatch);
+					cJSON_AddNumberToObject(fr, "not_compared",
+								(double)mc->frames_not_compared);
+				}
+			}
+		}
+	}
 	cJSON_AddNumberToObject(o, "pending", (double)st.pending);
 	cJSON_AddNumberToObject(o, "uptime_seconds", (double)st.uptime_seconds);
 	add_restart_needed(o, st.restart_needed);

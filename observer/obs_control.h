@@ -35,8 +35,15 @@ struct obs_control_status {
 	uint64_t identity_id, server_id;
 	const char *broker;
 	bool broker_connected;
-	const char *channel;        /* sim, ble, nfc */
-	const char *channel_state;  /* idle, listening, unavailable */
+	const char *channel;        /* the channels listed, "ble nfc" */
+	const char *channel_state;  /* over all: listening (one listens), unavailable
+				     * (none can), else idle */
+	/* Each channel (may be none: then only the above). */
+	struct obs_control_channel {
+		const char *kind;   /* sim, ble, nfc */
+		const char *state;  /* idle, listening, unavailable */
+	} channels[OBS_METRICS_CHANNELS_MAX];
+	size_t n_channels;
 	size_t pending;
 	uint64_t uptime_seconds;
 	const struct obs_metrics *metrics;

@@ -159,6 +159,7 @@ static void emit_respond(struct obs_events *out, uint64_t device_id, const uint8
 	ev->token_len = token_len;
 	ev->attempts = attempts;
 	ev->duration_ms = duration_ms;
+	ev->channel = OBS_CHANNEL_NONE;
 }
 
 static void emit_outcome(struct obs_events *out, const struct obs_pending *p, uint8_t status,
@@ -542,8 +543,9 @@ int obs_engine_request(struct obs_engine *e, uint64_t device_id, const uint8_t *
 	return 0;
 }
 
-uint8_t obs_engine_frame(struct obs_engine *e, uint64_t device_id, const uint8_t *value,
-			 size_t value_len, uint64_t now_ms, struct obs_events *out)
+uint8_t obs_engine_frame(struct obs_engine *e, int channel, uint64_t device_id,
+			 const uint8_t *value, size_t value_len, uint64_t now_ms,
+			 struct obs_events *out)
 {
 	struct obs_pending *p;
 	size_t due;
@@ -561,6 +563,7 @@ uint8_t obs_engine_frame(struct obs_engine *e, uint64_t device_id, const uint8_t
 
 	if (values_equal(value, value_len, p->value, p->value_len)) {
 		emit_outcome(out, p, OBS_STATUS_VALID, OBS_OUTCOME_VALID, now_ms);
+		out->ev[out->len - 1].channel = channel;
 		engine_retire(e, p);
 		emit_listen_stop_if_idle(e, out);
 		return OBS_STATUS_VALID;
@@ -574,6 +577,7 @@ uint8_t obs_engine_frame(struct obs_engine *e, uint64_t device_id, const uint8_t
 		/* The last wrong value ends it: no need to remember it. */
 		emit_respond(out, p->device_id, p->token, p->token_len, OBS_STATUS_INVALID,
 			     OBS_OUTCOME_INVALID, p->n_wrong + 1, elapsed_ms(p->started_ms, now_ms));
+		out->ev[out->len - 1].channel = channel;
 		engine_retire(e, p);
 		emit_listen_stop_if_idle(e, out);
 		return OBS_STATUS_INVALID;

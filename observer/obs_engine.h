@@ -53,7 +53,12 @@ struct obs_event {
 	size_t token_len;
 	unsigned attempts;        /* distinct wrong values seen */
 	uint64_t duration_ms;     /* from request to outcome */
+	int channel;              /* the channel whose frame decided it (valid, invalid),
+				   * as passed to obs_engine_frame; OBS_CHANNEL_NONE
+				   * when no frame did (deadline, superseded, ...) */
 };
+
+#define OBS_CHANNEL_NONE (-1)
 
 /* A growable list the engine appends to; the caller empties it (len = 0)
  * after handling. */
@@ -81,11 +86,15 @@ int obs_engine_request(struct obs_engine *e, uint64_t device_id, const uint8_t *
 		       size_t value_len, const uint8_t *token, size_t token_len, uint64_t now_ms,
 		       struct obs_events *out);
 
-/* A well-formed frame from the channel. Returns the result byte for the
+/* A well-formed frame from a channel. Returns the result byte for the
  * channel: 0x60 match, 0x6E mismatch, 0x00 no observation pending for that
- * device (not compared). Returns 0x00 also if out could not grow. */
-uint8_t obs_engine_frame(struct obs_engine *e, uint64_t device_id, const uint8_t *value,
-			 size_t value_len, uint64_t now_ms, struct obs_events *out);
+ * device (not compared). Returns 0x00 also if out could not grow.
+ * channel (>= 0) only labels the outcome it decides: a frame counts the
+ * same whichever channel brought it, and distinct wrong values are
+ * counted over all channels (OBSERVATION-CHANNEL.md section 2). */
+uint8_t obs_engine_frame(struct obs_engine *e, int channel, uint64_t device_id,
+			 const uint8_t *value, size_t value_len, uint64_t now_ms,
+			 struct obs_events *out);
 
 /* Time passes: ends every observation whose deadline is <= now. */
 void obs_engine_tick(struct obs_engine *e, uint64_t now_ms, struct obs_events *out);

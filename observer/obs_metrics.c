@@ -31,6 +31,48 @@ void obs_metrics_outcome(struct obs_metrics *m, enum obs_outcome outcome, uint64
 	m->changes++;
 }
 
+void obs_metrics_channels(struct obs_metrics *m, const char *const *names, size_t n)
+{
+	if (!m)
+		return;
+	if (n > OBS_METRICS_CHANNELS_MAX)
+		n = OBS_METRICS_CHANNELS_MAX;
+	for (size_t i = 0; i < n; i++)
+		m->channel[i].name = names[i];
+	m->n_channels = n;
+}
+
+void obs_metrics_frame(struct obs_metrics *m, size_t channel, uint8_t result)
+{
+	struct obs_metrics_channel *c;
+
+	if (!m)
+		return;
+	c = channel < m->n_channels ? &m->channel[channel] : NULL;
+	if (result == 0x60) {
+		m->frames_match++;
+		if (c)
+			c->frames_match++;
+	} else if (result == 0x6E) {
+		m->frames_mismatch++;
+		if (c)
+			c->frames_mismatch++;
+	} else {
+		m->frames_not_compared++;
+		if (c)
+			c->frames_not_compared++;
+	}
+	m->changes++;
+}
+
+void obs_metrics_channel_outcome(struct obs_metrics *m, size_t channel, enum obs_outcome outcome)
+{
+	if (!m || channel >= m->n_channels || (unsigned)outcome >= OBS_OUTCOME_COUNT)
+		return;
+	m->channel[channel].outcomes[outcome]++;
+	m->changes++;
+}
+
 /* A growing text buffer; a failed append marks it failed. */
 struct text {
 	char *p;
@@ -105,6 +147,32 @@ char *obs_metrics_render(const struct obs_metrics *m, const struct obs_metrics_g
 	    (unsigned long long)m->frames_mismatch);
 	put(&t, "srup_observer_frames_total{result=\"not_compared\"} %llu\n",
 	    (unsigned long long)m->frames_not_compared);
+	if (m->n_channels) {
+		static const char *const results[] = {"match", "mismatch", "not_compared"};
+
+		head(&t, "srup_observer_channel_frames_total", "counter",
+		     "Confirmation frames by the channel that brought them and result.");
+		for (size_t c = 0; c < m->n_channels; c++) {
+			const uint64_t counts[] = {m->channel[c].frames_match,
+						   m->channel[c].frames_mismatch,
+						   m->channel[c].frames_not_compared};
+
+			for (unsigned r = 0; r < 3; r++)
+				put(&t, "srup_observer_channel_frames_total{channel=\"%s\",result=\"%s\"} "
+				    "%llu\n", m->channel[c].name, results[r],
+				    (unsigned long long)counts[r]);
+		}
+		head(&t, "srup_observer_channel_outcomes_total", "counter",
+		     "Observations decided by a frame, by the channel that brought it and outcome.");
+		for (size_t c = 0; c < m->n_channels; c++) {
+			const enum obs_outcome decided[] = {OBS_OUTCOME_VALID, OBS_OUTCOME_INVALID};
+
+			for (unsigned o = 0; o < 2; o++)
+				put(&t, "srup_observer_channel_outcomes_total{channel=\"%s\",outcome=\"%s\"} "
+				    "%llu\n", m->channel[c].name, obs_outcome_name(decided[o]),
+				    (unsigned long long)m->channel[c].outcomes[decided[o]]);
+		}
+	}
 	metric(&t, "srup_observer_audit_errors_total", "counter",
 	       "Audit records the audit file could not take.", m->audit_errors);
 	if (g->node) {
@@ -124,9 +192,22 @@ char *obs_metrics_render(const struct obs_metrics *m, const struct obs_metrics_g
 	metric(&t, "srup_observer_pending", "gauge", "Observations pending now.", g->pending);
 	metric(&t, "srup_observer_broker_connected", "gauge",
 	       "1 while the MQTT session is up.", (unsigned long long)(g->broker_connected != 0));
-	metric(&t, "srup_observer_channel_listening", "gauge",
-	       "1 while the channel listens for frames.",
-	       (unsigned long long)(g->channel_listening != 0));
+	if (g->n_channels) {
+		head(&t, "srup_observer_channel_listening", "gauge",
+		     "1 while the channel listens for frames.");
+		for (size_t c = 0; c < g->n_channels; c++)
+			put(&t, "srup_observer_channel_listening{channel=\"%s\"} %d\n",
+			    g->channels[c].name, strcmp(g->channels[c].state, "listening") == 0);
+		head(&t, "srup_observer_channel_unavailable", "gauge",
+		     "1 while the channel's radio cannot be used (its reader or BlueZ is gone).");
+		for (size_t c = 0; c < g->n_channels; c++)
+			put(&t, "srup_observer_channel_unavailable{channel=\"%s\"} %d\n",
+			    g->channels[c].name, strcmp(g->channels[c].state, "unavailable") == 0);
+	} else {
+		metric(&t, "srup_observer_channel_listening", "gauge",
+		       "1 while the channel listens for frames.",
+		       (unsigned long long)(g->channel_listening != 0));
+	}
 	metric(&t, "srup_observer_uptime_seconds", "gauge", "Seconds since the daemon started.",
 	       g->uptime_seconds);
 	head(&t, "srup_observer_join_latency_seconds", "histogram",

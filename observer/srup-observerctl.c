@@ -287,13 +287,20 @@ static void render_status(const cJSON *a)
 {
 	const cJSON *broker = cJSON_GetObjectItemCaseSensitive(a, "broker");
 	const cJSON *channel = cJSON_GetObjectItemCaseSensitive(a, "channel");
+	const cJSON *channels = cJSON_GetObjectItemCaseSensitive(a, "channels"), *each;
 	const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "counters");
 	char up[32];
 
 	duration(num(a, "uptime_seconds") * 1000, up, sizeof(up));
 	printf("observer %s  (server %s)\n", str(a, "observer"), str(a, "server"));
 	printf("  %-18s%s (%s)\n", "broker", str(broker, "url"), str(broker, "state"));
-	printf("  %-18s%s (%s)\n", "channel", str(channel, "kind"), str(channel, "state"));
+	/* One line per channel; a daemon without "channels" has one. */
+	if (cJSON_IsArray(channels) && cJSON_GetArraySize(channels) > 0) {
+		cJSON_ArrayForEach(each, channels)
+			printf("  %-18s%s (%s)\n", "channel", str(each, "kind"), str(each, "state"));
+	} else {
+		printf("  %-18s%s (%s)\n", "channel", str(channel, "kind"), str(channel, "state"));
+	}
 	printf("  %-18s%.0f\n", "pending", num(a, "pending"));
 	printf("  %-18s%s\n", "uptime", up);
 	print_restart_needed(cJSON_GetObjectItemCaseSensitive(a, "restart_needed"));

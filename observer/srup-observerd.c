@@ -2,9 +2,15 @@
  *
  * Wiring only: the SRUP node delivers verified, fresh OBSERVE_REQs from the
  * configured server; the blob is opened here and handed to the observation
- * engine, which decides (OBSERVATION-CHANNEL.md section 2); the channel
- * delivers frames; the engine's events become RESPONSEs, listen start/stop
- * and log lines. Everything runs on one sd-event loop. */
+ * engine, which decides (OBSERVATION-CHANNEL.md section 2); every listed
+ * channel (found in the registry, radio.h) delivers frames to the same
+ * engine, labelled with the channel that brought them; the engine's events
+ * become RESPONSEs, listen start/stop on every channel and log lines.
+ * Everything runs on one sd-event loop.
+ *
+ * Across channels: pending observations end with 0x6F for a lost radio
+ * only when no listed channel can still listen; a lost channel keeps
+ * trying to get its radio back and listens again once it has. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -100,6 +106,17 @@ static void response_settled(struct srup_node *node, bool acknowledged, void *us
 	free(hold);
 }
 
+struct observerd;
+
+/* One listed channel. */
+struct observer_channel {
+	struct observerd *d;
+	size_t index;                  /* in observerd.channels: the engine's and the metrics' label */
+	const struct radio_channel_driver *driver;
+	struct radio_channel *ch;
+	const char *state;             /* idle, listening, unavailable */
+};
+
 struct observerd {
 	sd_event *loop;
 	const char *config_path;
@@ -109,7 +126,10 @@ struct observerd {
 	char restart_needed[512];
 	struct srup_identity id;
 	struct srup_node *node;
-	struct radio_channel *channel;
+	struct observer_channel channels[RADIO_CHANNELS_MAX];
+	size_t n_channels;
+	bool listen_wanted;            /* an observation is pending: channels listen */
+	char channel_list[64];         /* "ble nfc": the listed channels */
 	struct obs_engine *engine;
 	struct obs_events events;
 	sd_event_source *deadline_timer;
@@ -121,7 +141,6 @@ struct observerd {
 	sd_event_source *metrics_timer;
 	uint64_t metrics_written;      /* metrics.changes when last written */
 	uint64_t started_ms;
-	const char *channel_state;     /* idle, listening, unavailable */
 	/* The device role: the observer is a device of its server too. */
 	struct srup_role *role;
 	bool deregistered;
@@ -144,12 +163,25 @@ static int audit_open_for(const struct srup_config *cfg, struct obs_audit **out,
 
 static void notify_status(struct observerd *d)
 {
-	char text[sizeof(d->status)];
+	char text[sizeof(d->status)], channels[128] = "";
+	size_t used = 0;
 
-	snprintf(text, sizeof(text), "broker %s; %s channel %s; %zu pending",
+	/* One channel: "sim channel idle"; several: "channels ble idle, nfc
+	 * listening". */
+	for (size_t i = 0; i < d->n_channels; i++) {
+		int n = snprintf(channels + used, sizeof(channels) - used, "%s%s %s",
+				 i ? ", " : d->n_channels > 1 ? "channels " : "",
+				 d->channels[i].driver->name,
+				 d->n_channels > 1 ? d->channels[i].state : "channel");
+
+		if (n < 0 || (size_t)n >= sizeof(channels) - used)
+			break;
+		used += (size_t)n;
+	}
+	snprintf(text, sizeof(text), "broker %s; %s%s%s; %zu pending",
 		 d->node && srup_node_is_connected(d->node) ? "connected" : "disconnected",
-		 srup_channel_name(d->cfg.channel),
-		 d->channel_state ? d->channel_state : "idle",
+		 channels, d->n_channels == 1 ? " " : "",
+		 d->n_channels == 1 ? d->channels[0].state : "",
 		 d->engine ? obs_engine_pending(d->engine) : (size_t)0);
 	if (strcmp(text, d->status) == 0)
 		return;
@@ -163,10 +195,78 @@ static int on_status_poll(sd_event_source *s, uint64_t usec, void *user)
 	return sd_event_source_set_time(s, usec + STATUS_POLL_USEC);
 }
 
-static void set_channel_state(struct observerd *d, const char *state)
+/* ---- The channels ------------------------------------------------------------ */
+
+static void channel_start(struct observer_channel *c)
 {
-	d->channel_state = state;
-	notify_status(d);
+	enum radio_err rerr = radio_channel_start(c->ch);
+
+	if (rerr != RADIO_OK) {
+		srup_log(LOG_ERR, "%s channel cannot listen: %s", c->driver->name,
+			 radio_strerror(rerr));
+		c->state = "unavailable";
+		return;
+	}
+	srup_log(LOG_INFO, "%s channel listening", c->driver->name);
+	c->state = "listening";
+}
+
+static void channels_start(struct observerd *d)
+{
+	d->listen_wanted = true;
+	for (size_t i = 0; i < d->n_channels; i++)
+		channel_start(&d->channels[i]);
+}
+
+static void channels_stop(struct observerd *d)
+{
+	d->listen_wanted = false;
+	for (size_t i = 0; i < d->n_channels; i++) {
+		struct observer_channel *c = &d->channels[i];
+
+		radio_channel_stop(c->ch);
+		srup_log(LOG_INFO, "%s channel idle", c->driver->name);
+		if (strcmp(c->state, "unavailable") != 0)
+			c->state = "idle";
+	}
+}
+
+/* Whether some listed channel can listen (is not unavailable). */
+static bool channels_can_listen(const struct observerd *d)
+{
+	for (size_t i = 0; i < d->n_channels; i++)
+		if (strcmp(d->channels[i].state, "unavailable") != 0)
+			return true;
+	return false;
+}
+
+/* Over all channels: listening if one listens, unavailable if none can. */
+static const char *channels_state(const struct observerd *d)
+{
+	for (size_t i = 0; i < d->n_channels; i++)
+		if (strcmp(d->channels[i].state, "listening") == 0)
+			return "listening";
+	return channels_can_listen(d) ? "idle" : "unavailable";
+}
+
+/* The channels that can still listen, for a log line: "nfc, sim". */
+static const char *channels_listening_list(const struct observerd *d, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < d->n_channels; i++) {
+		int n;
+
+		if (strcmp(d->channels[i].state, "unavailable") == 0)
+			continue;
+		n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "",
+			     d->channels[i].driver->name);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	return buf;
 }
 
 static uint64_t now_ms(struct observerd *d)
@@ -236,64 +336,67 @@ static void rearm_deadline(struct observerd *d)
 
 /* Carry out what the engine decided, then forget it. Every outcome is
  * recorded first, then the RESPONSEs go: the records of a run of decisions
- * (expiries at one deadline, say) reach the disk together. */
+ * (expiries at one deadline, say) reach the disk together. Listening that
+ * no channel can do ends the pending observations (0x6F), as one more run. */
 static void apply_events(struct observerd *d)
 {
-	uint64_t *holds = d->events.len ? calloc(d->events.len, sizeof(*holds)) : NULL;
+	for (;;) {
+		uint64_t *holds = d->events.len ? calloc(d->events.len, sizeof(*holds)) : NULL;
+		bool none_can_listen = false;
 
-	for (size_t i = 0; holds && i < d->events.len; i++) {
-		const struct obs_event *ev = &d->events.ev[i];
+		for (size_t i = 0; holds && i < d->events.len; i++) {
+			const struct obs_event *ev = &d->events.ev[i];
 
-		if (ev->kind != OBS_EVENT_RESPOND)
-			continue;
-		holds[i] = held_take(&d->held, ev->device_id, ev->token, ev->token_len);
-		if (holds[i] && srup_node_hold_note(d->node, holds[i], &ev->status, 1) !=
-				     SRUP_NODE_OK)
-			srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart "
-				 "before the broker has it decides that request again", ev->status);
-	}
-	for (size_t i = 0; i < d->events.len; i++) {
-		const struct obs_event *ev = &d->events.ev[i];
-		char id[17];
-		enum radio_err rerr;
-
-		switch (ev->kind) {
-		case OBS_EVENT_RESPOND:
-			srup_id_format16(ev->device_id, id);
-			srup_log(ev->status == SRUP_STATUS_OBSERVED_JOIN_VALID ? LOG_NOTICE
-										: LOG_WARNING,
-				 "observation device=%s outcome=%s status=0x%02x attempts=%u "
-				 "duration_ms=%" PRIu64,
-				 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
-				 ev->duration_ms);
-			if (holds)
-				send_response_noted(d, ev->status, ev->token, ev->token_len,
-						    holds[i], true);
-			else
-				send_response(d, ev->status, ev->token, ev->token_len,
-					      held_take(&d->held, ev->device_id, ev->token,
-							ev->token_len));
-			operator_outcome(d, ev);
-			break;
-		case OBS_EVENT_LISTEN_START:
-			rerr = radio_channel_start(d->channel);
-			if (rerr != RADIO_OK)
-				srup_log(LOG_ERR, "%s channel cannot listen: %s", d->channel->ops->name,
-					 radio_strerror(rerr));
-			else
-				srup_log(LOG_INFO, "%s channel listening", d->channel->ops->name);
-			d->channel_state = rerr == RADIO_OK ? "listening" : "unavailable";
-			break;
-		case OBS_EVENT_LISTEN_STOP:
-			radio_channel_stop(d->channel);
-			srup_log(LOG_INFO, "%s channel idle", d->channel->ops->name);
-			if (strcmp(d->channel_state, "unavailable") != 0)
-				d->channel_state = "idle";
-			break;
+			if (ev->kind != OBS_EVENT_RESPOND)
+				continue;
+			holds[i] = held_take(&d->held, ev->device_id, ev->token, ev->token_len);
+			if (holds[i] && srup_node_hold_note(d->node, holds[i], &ev->status, 1) !=
+					     SRUP_NODE_OK)
+				srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a "
+					 "restart before the broker has it decides that request again",
+					 ev->status);
 		}
+		for (size_t i = 0; i < d->events.len; i++) {
+			const struct obs_event *ev = &d->events.ev[i];
+			char id[17];
+
+			switch (ev->kind) {
+			case OBS_EVENT_RESPOND:
+				srup_id_format16(ev->device_id, id);
+				srup_log(ev->status == SRUP_STATUS_OBSERVED_JOIN_VALID ? LOG_NOTICE
+											: LOG_WARNING,
+					 "observation device=%s outcome=%s status=0x%02x attempts=%u "
+					 "duration_ms=%" PRIu64 "%s%s",
+					 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
+					 ev->duration_ms, ev->channel >= 0 ? " channel=" : "",
+					 ev->channel >= 0 ? d->channels[ev->channel].driver->name : "");
+				if (holds)
+					send_response_noted(d, ev->status, ev->token, ev->token_len,
+							    holds[i], true);
+				else
+					send_response(d, ev->status, ev->token, ev->token_len,
+						      held_take(&d->held, ev->device_id, ev->token,
+								ev->token_len));
+				operator_outcome(d, ev);
+				break;
+			case OBS_EVENT_LISTEN_START:
+				channels_start(d);
+				none_can_listen = !channels_can_listen(d);
+				break;
+			case OBS_EVENT_LISTEN_STOP:
+				channels_stop(d);
+				none_can_listen = false;
+				break;
+			}
+		}
+		free(holds);
+		obs_events_clear(&d->events);
+		if (!none_can_listen || !obs_engine_pending(d->engine))
+			break;
+		srup_log(LOG_ERR, "no channel can listen (%s all unavailable); pending "
+			 "observations fail", d->channel_list);
+		obs_engine_fail_all(d->engine, OBS_OUTCOME_RADIO_LOST, now_ms(d), &d->events);
 	}
-	free(holds);
-	obs_events_clear(&d->events);
 	rearm_deadline(d);
 	notify_status(d);
 }
@@ -381,37 +484,67 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	apply_events(d);
 }
 
+/* A frame counts the same whichever channel brought it (the engine is per
+ * observation); the channel only labels what it decides and is counted. */
 static uint8_t on_frame(const struct srup_frame *frame, void *user)
 {
-	struct observerd *d = user;
+	struct observer_channel *c = user;
+	struct observerd *d = c->d;
 	uint8_t result;
 	char id[17];
 
-	result = obs_engine_frame(d->engine, frame->device_id, frame->value, frame->value_len,
-				  now_ms(d), &d->events);
+	result = obs_engine_frame(d->engine, (int)c->index, frame->device_id, frame->value,
+				  frame->value_len, now_ms(d), &d->events);
 	srup_id_format16(frame->device_id, id);
-	d->metrics.frames_not_compared += result == RADIO_RESULT_NOT_COMPARED;
-	d->metrics.frames_match += result == RADIO_RESULT_MATCH;
-	d->metrics.frames_mismatch += result == RADIO_RESULT_MISMATCH;
+	obs_metrics_frame(&d->metrics, c->index, result);
 	metrics_changed(d);
 	if (result == RADIO_RESULT_NOT_COMPARED)
-		srup_log(LOG_WARNING, "frame for device %s ignored: no observation pending", id);
+		srup_log(LOG_WARNING, "frame for device %s ignored: no observation pending (%s)",
+			 id, c->driver->name);
 	else
-		srup_log(LOG_INFO, "frame for device %s: %s", id,
-			 result == RADIO_RESULT_MATCH ? "value matches" : "value does not match");
+		srup_log(LOG_INFO, "frame for device %s: %s (%s)", id,
+			 result == RADIO_RESULT_MATCH ? "value matches" : "value does not match",
+			 c->driver->name);
 	apply_events(d);
 	return result;
 }
 
+/* A lost radio fails the pending observations only when no listed channel
+ * can listen any more; the lost channel keeps trying to get it back. */
 static void on_channel_unavailable(const char *why, void *user)
 {
-	struct observerd *d = user;
+	struct observer_channel *c = user;
+	struct observerd *d = c->d;
+	char others[64];
 
-	srup_log(LOG_ERR, "%s channel unavailable: %s; pending observations fail",
-		 d->channel->ops->name, why);
-	set_channel_state(d, "unavailable");
+	c->state = "unavailable";
+	if (channels_can_listen(d)) {
+		srup_log(LOG_ERR, "%s channel unavailable: %s; pending observations go on over %s",
+			 c->driver->name, why, channels_listening_list(d, others, sizeof(others)));
+		notify_status(d);
+		metrics_changed(d);
+		return;
+	}
+	srup_log(LOG_ERR, "%s channel unavailable: %s; pending observations fail%s",
+		 c->driver->name, why, d->n_channels > 1 ? " (no channel can listen)" : "");
 	obs_engine_fail_all(d->engine, OBS_OUTCOME_RADIO_LOST, now_ms(d), &d->events);
 	apply_events(d);
+	metrics_changed(d);
+}
+
+/* The radio is back: listen again if observations are pending. */
+static void on_channel_available(void *user)
+{
+	struct observer_channel *c = user;
+	struct observerd *d = c->d;
+
+	srup_log(LOG_NOTICE, "%s channel available again", c->driver->name);
+	if (d->listen_wanted && !c->ch->listening)
+		channel_start(c);
+	else
+		c->state = d->listen_wanted ? "listening" : "idle";
+	notify_status(d);
+	metrics_changed(d);
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *user)
@@ -575,32 +708,45 @@ static int start_role(struct observerd *d)
 	return 0;
 }
 
-static enum radio_err open_channel(struct observerd *d)
+/* Every listed channel, each with its own section; counted per channel. */
+static int open_channels(struct observerd *d)
 {
-	const struct radio_channel_callbacks cb = {
-		.frame = on_frame,
-		.unavailable = on_channel_unavailable,
-		.user = d,
-	};
+	const char *names[RADIO_CHANNELS_MAX];
 
-	switch (d->cfg.channel) {
-	case SRUP_CHANNEL_SIM:
-		return radio_sim_channel_new(d->loop, &d->cfg.sim, &cb, &d->channel);
-	case SRUP_CHANNEL_BLE:
-		return radio_ble_channel_new(d->loop, &d->cfg.ble, &cb, &d->channel);
-	case SRUP_CHANNEL_NFC:
-		return radio_nfc_channel_new(d->loop, &d->cfg.nfc, &cb, &d->channel);
+	srup_config_channel_list(&d->cfg, " ", d->channel_list, sizeof(d->channel_list));
+	for (size_t i = 0; i < d->cfg.n_channels; i++) {
+		struct observer_channel *c = &d->channels[i];
+		const struct radio_channel_callbacks cb = {
+			.frame = on_frame,
+			.unavailable = on_channel_unavailable,
+			.available = on_channel_available,
+			.user = c,
+		};
+		enum radio_err rerr;
+
+		*c = (struct observer_channel){.d = d, .index = i, .driver = d->cfg.channels[i],
+					       .state = "idle"};
+		rerr = c->driver->open(d->loop, &d->cfg.radio, &cb, &c->ch);
+		if (rerr != RADIO_OK) {
+			srup_log(LOG_ERR, "%s channel: %s", c->driver->name, radio_strerror(rerr));
+			return -1;
+		}
+		names[i] = c->driver->name;
+		d->n_channels = i + 1;
 	}
-	return RADIO_E_ARG;
+	obs_metrics_channels(&d->metrics, names, d->n_channels);
+	return 0;
 }
 
 /* ---- Operator interfaces: audit log, metrics file, control socket -------- */
 
 #define METRICS_SOON_MS 200
 
+/* channel: the one whose frame decided, or NULL (then the channels
+ * listed, "ble nfc", on which it was observed). */
 static void audit_observation(struct observerd *d, uint64_t device, const char *outcome,
 			      uint8_t status, unsigned attempts, uint64_t duration_ms,
-			      const uint8_t *token, size_t token_len)
+			      const char *channel, const uint8_t *token, size_t token_len)
 {
 	char dev[17], server[17], status_text[8], message[160], err[512];
 	const struct obs_audit_field fields[] = {
@@ -610,7 +756,7 @@ static void audit_observation(struct observerd *d, uint64_t device, const char *
 		{.name = "status", .type = OBS_AUDIT_STR, .str = status_text},
 		{.name = "attempts", .type = OBS_AUDIT_UINT, .num = attempts},
 		{.name = "duration_ms", .type = OBS_AUDIT_UINT, .num = duration_ms},
-		{.name = "channel", .type = OBS_AUDIT_STR, .str = srup_channel_name(d->cfg.channel)},
+		{.name = "channel", .type = OBS_AUDIT_STR, .str = channel ? channel : d->channel_list},
 		{.name = "token_sha256", .type = OBS_AUDIT_SHA256, .bytes = token, .len = token_len},
 	};
 
@@ -656,10 +802,14 @@ static void operator_outcome(struct observerd *d, const struct obs_event *ev)
 		.duration_ms = ev->duration_ms,
 	};
 
+	const char *channel = ev->channel >= 0 ? d->channels[ev->channel].driver->name : NULL;
+
 	audit_observation(d, ev->device_id, obs_outcome_name(ev->outcome), ev->status,
-			  ev->attempts, ev->duration_ms, ev->token, ev->token_len);
+			  ev->attempts, ev->duration_ms, channel, ev->token, ev->token_len);
 	/* The RESPONSE was just handed to the node: accepted -> published. */
 	obs_metrics_outcome(&d->metrics, ev->outcome, ev->duration_ms);
+	if (ev->channel >= 0)
+		obs_metrics_channel_outcome(&d->metrics, (size_t)ev->channel, ev->outcome);
 	obs_control_note(d->control, &h);
 	metrics_soon(d);
 }
@@ -667,8 +817,8 @@ static void operator_outcome(struct observerd *d, const struct obs_event *ev)
 /* An OBSERVE_REQ answered 0x6F before the engine saw it. */
 static void operator_refused(struct observerd *d, uint64_t device, const struct srup_bytes *token)
 {
-	audit_observation(d, device, "refused", SRUP_STATUS_OBSERVED_JOIN_FAIL, 0, 0, token->data,
-			  token->len);
+	audit_observation(d, device, "refused", SRUP_STATUS_OBSERVED_JOIN_FAIL, 0, 0, NULL,
+			  token->data, token->len);
 	d->metrics.requests_refused++;
 	metrics_changed(d);
 }
@@ -687,8 +837,12 @@ static void control_status(struct obs_control_status *out, void *user)
 	out->server_id = d->cfg.server_id;
 	out->broker = d->cfg.mqtt_broker;
 	out->broker_connected = srup_node_is_connected(d->node);
-	out->channel = srup_channel_name(d->cfg.channel);
-	out->channel_state = d->channel_state;
+	out->channel = d->channel_list;
+	out->channel_state = channels_state(d);
+	for (size_t i = 0; i < d->n_channels && i < OBS_METRICS_CHANNELS_MAX; i++)
+		out->channels[i] = (struct obs_control_channel){.kind = d->channels[i].driver->name,
+								.state = d->channels[i].state};
+	out->n_channels = d->n_channels;
 	out->pending = obs_engine_pending(d->engine);
 	out->uptime_seconds = (now_ms(d) - d->started_ms) / 1000u;
 	out->metrics = &d->metrics;
@@ -722,14 +876,21 @@ static int control_cancel(uint64_t device_id, void *user)
 static void metrics_write(struct observerd *d)
 {
 	struct srup_node_stats node;
+	struct obs_metrics_channel_state channels[RADIO_CHANNELS_MAX];
 	struct obs_metrics_gauges g = {
 		.pending = obs_engine_pending(d->engine),
 		.broker_connected = srup_node_is_connected(d->node),
-		.channel_listening = strcmp(d->channel_state, "listening") == 0,
+		.channel_listening = strcmp(channels_state(d), "listening") == 0,
+		.channels = channels,
+		.n_channels = d->n_channels,
 		.uptime_seconds = (now_ms(d) - d->started_ms) / 1000u,
 		.node = &node,
 	};
 	char err[512], *text;
+
+	for (size_t i = 0; i < d->n_channels; i++)
+		channels[i] = (struct obs_metrics_channel_state){.name = d->channels[i].driver->name,
+								 .state = d->channels[i].state};
 
 	srup_node_get_stats(d->node, &node);
 	text = obs_metrics_render(&d->metrics, &g);
@@ -795,7 +956,6 @@ static int operator_start(struct observerd *d)
 	char err[512];
 
 	d->started_ms = now_ms(d);
-	d->channel_state = "idle";
 	if (audit_open_for(&d->cfg, &d->audit, err, sizeof(err)) != 0 ||
 	    obs_control_new(d->loop, d->cfg.control_socket, &ops, &d->control, err,
 			    sizeof(err)) != 0) {
@@ -835,7 +995,6 @@ static int start(struct observerd *d)
 	};
 	char detail[512];
 	enum srup_node_err nerr;
-	enum radio_err rerr;
 	sigset_t mask;
 
 	if (sd_event_new(&d->loop) < 0) {
@@ -897,12 +1056,8 @@ static int start(struct observerd *d)
 	if (start_role(d) != 0)
 		return -1;
 
-	rerr = open_channel(d);
-	if (rerr != RADIO_OK) {
-		srup_log(LOG_ERR, "%s channel: %s", srup_channel_name(d->cfg.channel),
-			 radio_strerror(rerr));
+	if (open_channels(d) != 0)
 		return -1;
-	}
 	nerr = srup_node_connect(d->node, on_connected, d);
 	if (nerr != SRUP_NODE_OK) {
 		srup_log(LOG_ERR, "cannot connect to %s: %s", d->cfg.mqtt_broker,
@@ -915,7 +1070,8 @@ static int start(struct observerd *d)
 static void observerd_free(struct observerd *d)
 {
 	operator_stop(d);
-	radio_channel_free(d->channel);
+	for (size_t i = 0; i < d->n_channels; i++)
+		radio_channel_free(d->channels[i].ch);
 	srup_role_free(d->role);
 	srup_node_free(d->node);
 	srup_identity_free(&d->id);
@@ -932,9 +1088,9 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: srup-observerd --config FILE [--check-config] [--verbose]\n"
 		"\n"
-		"The SRUP observer: witnesses machine-mediated joins over the channel\n"
-		"named in the configuration (sim, ble or nfc) and reports each outcome\n"
-		"to its C2 server.\n"
+		"The SRUP observer: witnesses machine-mediated joins over the channels\n"
+		"listed in the configuration (any of sim, ble, nfc, all at once) and\n"
+		"reports each outcome to its C2 server.\n"
 		"\n"
 		"  -c, --config FILE   configuration (INI)\n"
 		"      --check-config  validate the configuration and keys, then exit; run\n"
@@ -994,11 +1150,12 @@ int main(int argc, char **argv)
 		goto out;
 	rc = SRUP_EXIT_FAILURE;
 	if (check_only) {
-		char id[17];
+		char id[17], list[64];
 
 		srup_id_format16(d.cfg.identity_id, id);
-		printf("%s: configuration valid (observer %s, channel %s)\n", config_path, id,
-		       srup_channel_name(d.cfg.channel));
+		printf("%s: configuration valid (observer %s, %s %s)\n", config_path, id,
+		       d.cfg.n_channels > 1 ? "channels" : "channel",
+		       srup_config_channel_list(&d.cfg, ", ", list, sizeof(list)));
 		/* Root reads every file; the service does not run as root. */
 		if (geteuid() == 0)
 			fprintf(stderr, "note: checked as root; check as the service user too "
@@ -1019,10 +1176,10 @@ int main(int argc, char **argv)
 	if (start(&d) != 0)
 		goto out;
 	notify_status(&d);
-	srup_log(LOG_NOTICE, "srup-observerd started: observer %s on %s, channel %s, window "
+	srup_log(LOG_NOTICE, "srup-observerd started: observer %s on %s, %s %s, window "
 		 "%us, max_attempts %u, max_pending %u", d.own_topic, d.cfg.mqtt_broker,
-		 srup_channel_name(d.cfg.channel), d.cfg.window_seconds, d.cfg.max_attempts,
-		 d.cfg.max_pending);
+		 d.n_channels > 1 ? "channels" : "channel", d.channel_list, d.cfg.window_seconds,
+		 d.cfg.max_attempts, d.cfg.max_pending);
 	rc = sd_event_loop(d.loop) < 0 ? SRUP_EXIT_FAILURE : SRUP_EXIT_OK;
 	if (d.deregistered) {
 		/* Nothing more is sent to a server that revoked us (seed 9.2). */

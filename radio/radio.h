@@ -69,8 +69,11 @@ struct radio_channel_callbacks {
 	 * after the call. */
 	uint8_t (*frame)(const struct srup_frame *frame, void *user);
 	/* The radio became unusable (reader lost, BlueZ gone past its grace
-	 * period): pending observations end with OBSERVED_JOIN_FAIL. */
+	 * period). The channel keeps trying to get it back. */
 	void (*unavailable)(const char *why, void *user);
+	/* Optional: after unavailable, the radio can be used again (BlueZ and
+	 * the adapter are back, the reader opened). */
+	void (*available)(void *user);
 	void *user;
 };
 
@@ -131,6 +134,83 @@ enum radio_err radio_ble_channel_new(sd_event *loop, const struct radio_ble_conf
 enum radio_err radio_nfc_channel_new(sd_event *loop, const struct radio_nfc_config *cfg,
 				     const struct radio_channel_callbacks *cb,
 				     struct radio_channel **out);
+
+/* Every channel's section, as one struct: the registry's functions take
+ * it whole and each uses its own member. */
+struct radio_channel_configs {
+	struct radio_sim_config sim;
+	struct radio_ble_config ble;
+	struct radio_nfc_config nfc;
+};
+
+/* ---- The channel registry --------------------------------------------- */
+
+/* A key of a channel's section, for the configuration's key table: its
+ * value lands at offset (size bytes) in struct radio_channel_configs. */
+enum radio_config_type {
+	RADIO_CONFIG_TEXT,   /* char[size], non-empty (a path, a name, a connstring) */
+	RADIO_CONFIG_UINT,   /* unsigned, min..max */
+	RADIO_CONFIG_BOOL,   /* bool */
+};
+
+struct radio_config_key {
+	const char *name;    /* NULL ends the list */
+	enum radio_config_type type;
+	size_t offset, size;
+	unsigned min, max;   /* RADIO_CONFIG_UINT */
+	const char *unit;    /* UINT: "milliseconds"; TEXT: what the value is */
+};
+
+#define RADIO_CONFIG_FIELD(f) \
+	offsetof(struct radio_channel_configs, f), sizeof(((struct radio_channel_configs *)0)->f)
+
+/* Every channel is one driver: a row of radio_channel_drivers[]
+ * (radio_channels.c) pointing at the driver its file defines. The daemon,
+ * the device-side agent and the configuration find channels there, by
+ * name, and never name one themselves. */
+struct radio_channel_driver {
+	/* Its name in [observation] channel and srup-device --channel, and the
+	 * name of its configuration section. */
+	const char *name;
+	/* Its section's keys (NULL-name ended). */
+	const struct radio_config_key *keys;
+	/* Defaults of its section's values. */
+	void (*defaults)(struct radio_channel_configs *cfg);
+	/* The key of its section that must be set for it to be used (NULL:
+	 * none), and whether it is set. */
+	const char *required_key;
+	bool (*configured)(const struct radio_channel_configs *cfg);
+	/* What this machine lacks for it: returns 0 when nothing, else 1 with
+	 * why filled in and *key set to the key of its section the problem is
+	 * about (NULL: the section as a whole). May be NULL. */
+	int (*machine_problem)(const struct radio_channel_configs *cfg, char *why, size_t len,
+			       const char **key);
+	/* Observer side: the channel (not listening until started). */
+	enum radio_err (*open)(sd_event *loop, const struct radio_channel_configs *cfg,
+			       const struct radio_channel_callbacks *cb,
+			       struct radio_channel **out);
+	/* Device side: present one frame (see the presenters below). */
+	enum radio_err (*present)(const struct radio_channel_configs *cfg,
+				  uint64_t expected_observer, const struct srup_frame *f,
+				  unsigned timeout_ms, uint8_t *result, char *detail,
+				  size_t detail_len);
+	/* Whether a presenter learns the observer's result (a tag cannot). */
+	bool present_learns_result;
+};
+
+#define RADIO_CHANNELS_MAX 8
+
+/* The registry, in the order channels are listed in messages; NULL-ended. */
+extern const struct radio_channel_driver *const radio_channel_drivers[];
+/* The driver called name, or NULL. */
+const struct radio_channel_driver *radio_channel_find(const char *name);
+/* "sim, ble, nfc": the names, for messages. */
+const char *radio_channel_names(char *buf, size_t len);
+
+/* The drivers themselves (each defined in its channel's file, declared
+ * beside its row in radio_channels.c); named here for tests and for the
+ * device-side default. */
+extern const struct radio_channel_driver radio_sim_driver, radio_ble_driver, radio_nfc_driver;
 
 /* ---- Device side: presenters ---------------------------------------- */
 /* Each presents one frame to the observer and blocks until done or the

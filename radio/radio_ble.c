@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <systemd/sd-bus.h>
 
@@ -796,8 +797,11 @@ static void bluez_lost(struct ble_channel *b, const char *why)
 
 static void adapter_found(struct ble_channel *b)
 {
+	bool was_reported;
+
 	if (b->ready)
 		return;
+	was_reported = b->unavailable_reported;
 	b->ready = true;
 	b->lost_why[0] = '\0';
 	b->unavailable_reported = false;
@@ -805,6 +809,9 @@ static void adapter_found(struct ble_channel *b)
 	srup_log(LOG_INFO, "BLE: BlueZ adapter %s present (org.bluez is %s)", b->adapter,
 		 b->bluez_owner);
 	reconcile(b);
+	/* Last: the owner may start listening from the callback. */
+	if (was_reported && b->base.cb.available)
+		b->base.cb.available(b->base.cb.user);
 }
 
 static int on_adapter_probed(sd_bus_message *reply, void *userdata, sd_bus_error *err)
@@ -1193,3 +1200,137 @@ fail:
 	ble_destroy(&b->base);
 	return RADIO_E_IO;
 }
+
+/* ---- Registry entry ------------------------------------------------------ */
+
+#define BUS_CALL_TIMEOUT_USEC (5u * 1000u * 1000u)
+
+/* The directories the system bus takes service files from (D-Bus
+ * specification, "Message Bus Starting Services", system bus). */
+static const char *const system_service_dirs[] = {
+	"/usr/local/share/dbus-1/system-services",
+	"/usr/share/dbus-1/system-services",
+	"/lib/dbus-1/system-services",
+};
+
+static bool bluez_service_file_installed(void)
+{
+	char path[128];
+
+	for (size_t i = 0; i < sizeof(system_service_dirs) / sizeof(system_service_dirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s.service", system_service_dirs[i],
+			 BLUEZ_BUS_NAME);
+		if (access(path, F_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Whether BlueZ can answer on the system bus: org.bluez has an owner
+ * now, or the bus can start it (its D-Bus service file, which the bluez
+ * package installs). This is what the channel needs, whether BlueZ is
+ * running yet or not; a bluetoothd binary on disk proves neither (it may
+ * be there with no bus to reach it). With no bus to ask (a chroot, an
+ * early boot), the service file on disk answers whether BlueZ is
+ * installed. */
+static int ble_machine_problem(const struct radio_channel_configs *cfg, char *why, size_t len,
+			       const char **key)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *reply = NULL;
+	sd_bus *bus = NULL;
+	const char *name;
+	int owned = 0, r, problem = 0;
+
+	(void)cfg;
+	*key = NULL;
+	r = sd_bus_open_system(&bus);
+	if (r >= 0)
+		r = sd_bus_set_method_call_timeout(bus, BUS_CALL_TIMEOUT_USEC);
+	if (r >= 0)
+		r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				       "org.freedesktop.DBus", "NameHasOwner", &error, &reply, "s",
+				       BLUEZ_BUS_NAME);
+	if (r >= 0)
+		r = sd_bus_message_read(reply, "b", &owned);
+	if (r < 0)
+		goto no_bus;
+	if (owned)
+		goto out;
+	sd_bus_message_unref(reply);
+	reply = NULL;
+	r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+			       "org.freedesktop.DBus", "ListActivatableNames", &error, &reply, "");
+	if (r >= 0)
+		r = sd_bus_message_enter_container(reply, 'a', "s");
+	if (r < 0)
+		goto no_bus;
+	while ((r = sd_bus_message_read(reply, "s", &name)) > 0)
+		if (strcmp(name, BLUEZ_BUS_NAME) == 0)
+			goto out;
+	if (r < 0)
+		goto no_bus;
+	snprintf(why, len, "BlueZ (%s) is neither on the system bus nor activatable there; "
+			   "install bluez", BLUEZ_BUS_NAME);
+	problem = 1;
+	goto out;
+no_bus:
+	if (bluez_service_file_installed())
+		goto out;
+	snprintf(why, len, "BlueZ is not installed (no %s.service in the system bus's "
+			   "service directories), and the system bus cannot be asked (%s); "
+			   "install bluez", BLUEZ_BUS_NAME,
+		 sd_bus_error_is_set(&error) ? error.message : strerror(-r));
+	problem = 1;
+out:
+	sd_bus_error_free(&error);
+	sd_bus_message_unref(reply);
+	sd_bus_flush_close_unref(bus);
+	return problem;
+}
+
+static void ble_defaults(struct radio_channel_configs *cfg)
+{
+	snprintf(cfg->ble.adapter, sizeof(cfg->ble.adapter), "%s", "hci0");
+	cfg->ble.require_encryption = false;
+	cfg->ble.bluez_grace_seconds = DEFAULT_GRACE_SECONDS;
+}
+
+static bool ble_configured(const struct radio_channel_configs *cfg)
+{
+	(void)cfg; /* every key has a default */
+	return true;
+}
+
+static enum radio_err ble_open(sd_event *loop, const struct radio_channel_configs *cfg,
+			       const struct radio_channel_callbacks *cb, struct radio_channel **out)
+{
+	return radio_ble_channel_new(loop, &cfg->ble, cb, out);
+}
+
+static enum radio_err ble_present(const struct radio_channel_configs *cfg,
+				  uint64_t expected_observer, const struct srup_frame *f,
+				  unsigned timeout_ms, uint8_t *result, char *detail,
+				  size_t detail_len)
+{
+	return radio_ble_present(&cfg->ble, expected_observer, f, timeout_ms, result, detail,
+				 detail_len);
+}
+
+static const struct radio_config_key ble_keys[] = {
+	{"adapter", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(ble.adapter), 0, 0, "an adapter name"},
+	{"require_encryption", RADIO_CONFIG_BOOL, RADIO_CONFIG_FIELD(ble.require_encryption), 0, 0,
+	 NULL},
+	{.name = NULL},
+};
+
+const struct radio_channel_driver radio_ble_driver = {
+	.name = "ble",
+	.keys = ble_keys,
+	.defaults = ble_defaults,
+	.configured = ble_configured,
+	.machine_problem = ble_machine_problem,
+	.open = ble_open,
+	.present = ble_present,
+	.present_learns_result = true,
+};

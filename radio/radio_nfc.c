@@ -9,6 +9,7 @@
  * loop, whose thread drains the queue and calls the callbacks. The reader
  * is opened when listening starts and closed (RF off) when it stops. */
 #include <errno.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +41,7 @@
 enum nfc_event_kind {
 	NFC_EVENT_FRAME,
 	NFC_EVENT_UNAVAILABLE,
+	NFC_EVENT_AVAILABLE,      /* a poll worked after a reported loss */
 };
 
 /* What the reader thread hands to the loop thread. */
@@ -119,6 +122,19 @@ static void post_frame(struct nfc_channel *ch, unsigned gen, const struct srup_f
 	ev->kind = NFC_EVENT_FRAME;
 	ev->gen = gen;
 	ev->frame = *f;
+	post_event(ch, ev);
+}
+
+static void post_available(struct nfc_channel *ch, unsigned gen)
+{
+	struct nfc_event *ev = calloc(1, sizeof(*ev));
+
+	if (!ev) {
+		srup_log(LOG_ERR, "NFC: out of memory; the reader's return not reported");
+		return;
+	}
+	ev->kind = NFC_EVENT_AVAILABLE;
+	ev->gen = gen;
 	post_event(ch, ev);
 }
 
@@ -417,6 +433,10 @@ static void *reader_main(void *arg)
 			continue;
 		}
 		backoff_ms = 0;
+		if (reported_gen) {
+			srup_log(LOG_INFO, "NFC reader '%s' works again", ch->cfg.device);
+			post_available(ch, gen);
+		}
 		reported_gen = 0;
 		pause_while_listening(ch, ch->poll_ms, gen);
 	}
@@ -450,15 +470,17 @@ static int on_reader_events(sd_event_source *s, int fd, uint32_t revents, void *
 		 * for an ended listening period is dropped. */
 		if (!ch->base.listening || ev->gen != ch->gen) {
 			srup_log(LOG_DEBUG, "NFC: %s from an ended listening period dropped",
-				 ev->kind == NFC_EVENT_FRAME ? "frame" : "reader loss");
+				 ev->kind == NFC_EVENT_FRAME ? "frame" : "reader state");
 		} else if (ev->kind == NFC_EVENT_FRAME) {
 			uint8_t result = ch->base.cb.frame(&ev->frame, ch->base.cb.user);
 
 			/* A tag cannot be told the outcome. */
 			srup_log(LOG_DEBUG, "NFC: frame for device %016" PRIx64 " compared: 0x%02x",
 				 ev->frame.device_id, result);
-		} else {
+		} else if (ev->kind == NFC_EVENT_UNAVAILABLE) {
 			ch->base.cb.unavailable(ev->why, ch->base.cb.user);
+		} else if (ch->base.cb.available) {
+			ch->base.cb.available(ch->base.cb.user);
 		}
 		event_free(ev);
 	}
@@ -599,3 +621,104 @@ enum radio_err radio_nfc_channel_new(sd_event *loop, const struct radio_nfc_conf
 	*out = &ch->base;
 	return RADIO_OK;
 }
+
+/* ---- Registry entry ------------------------------------------------------ */
+
+/* A connstring as shown in a message: control bytes replaced, long ones cut. */
+static const char *nfc_shown(const char *value, char *buf, size_t len)
+{
+	size_t i = 0, n = strlen(value);
+
+	for (; i < n && i + 4 < len; i++)
+		buf[i] = iscntrl((unsigned char)value[i]) ? '?' : value[i];
+	if (i < n && len >= 4) {
+		i = i > len - 4 ? len - 4 : i;
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+/* libnfc drivers whose connstring names a device node: "driver:/dev/x"
+ * with an optional ":speed" (the USB ones name a bus and device number). */
+static int nfc_machine_problem(const struct radio_channel_configs *cfg, char *why, size_t len,
+			       const char **key)
+{
+	static const char *const node_drivers[] = {"pn532_uart", "arygon", "acr122s",
+						   "pn532_spi", "pn532_i2c"};
+	const char *connstring = cfg->nfc.device;
+	const char *colon = strchr(connstring, ':'), *port;
+	char node[256], show[96];
+	size_t driver_len, n;
+	bool node_driver = false;
+	struct stat st;
+
+	*key = "device";
+	if (!colon)
+		return 0;
+	driver_len = (size_t)(colon - connstring);
+	for (size_t i = 0; i < sizeof(node_drivers) / sizeof(node_drivers[0]); i++)
+		if (strlen(node_drivers[i]) == driver_len &&
+		    strncmp(connstring, node_drivers[i], driver_len) == 0)
+			node_driver = true;
+	port = colon + 1;
+	if (!node_driver || *port != '/')
+		return 0;
+	n = strcspn(port, ":");
+	snprintf(node, sizeof(node), "%.*s", (int)n, port);
+	if (stat(node, &st) != 0) {
+		snprintf(why, len, "'%s': %s: %s", nfc_shown(connstring, show, sizeof(show)), node,
+			 strerror(errno));
+		return 1;
+	}
+	if (!S_ISCHR(st.st_mode)) {
+		snprintf(why, len, "'%s': %s is not a device node",
+			 nfc_shown(connstring, show, sizeof(show)), node);
+		return 1;
+	}
+	return 0;
+}
+
+static void nfc_defaults(struct radio_channel_configs *cfg)
+{
+	cfg->nfc.poll_ms = NFC_POLL_MS_DEFAULT;
+}
+
+static bool nfc_configured(const struct radio_channel_configs *cfg)
+{
+	return cfg->nfc.device[0] != '\0';
+}
+
+static enum radio_err nfc_driver_open(sd_event *loop, const struct radio_channel_configs *cfg,
+			       const struct radio_channel_callbacks *cb, struct radio_channel **out)
+{
+	return radio_nfc_channel_new(loop, &cfg->nfc, cb, out);
+}
+
+static enum radio_err nfc_driver_present(const struct radio_channel_configs *cfg,
+				  uint64_t expected_observer, const struct srup_frame *f,
+				  unsigned timeout_ms, uint8_t *result, char *detail,
+				  size_t detail_len)
+{
+	(void)expected_observer; /* a tag cannot read who reads it */
+	return radio_nfc_present(&cfg->nfc, f, timeout_ms, result, detail, detail_len);
+}
+
+static const struct radio_config_key nfc_keys[] = {
+	{"device", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(nfc.device), 0, 0, "a libnfc connstring"},
+	{"poll_ms", RADIO_CONFIG_UINT, RADIO_CONFIG_FIELD(nfc.poll_ms), 10, 60000, "milliseconds"},
+	{.name = NULL},
+};
+
+const struct radio_channel_driver radio_nfc_driver = {
+	.name = "nfc",
+	.keys = nfc_keys,
+	.defaults = nfc_defaults,
+	.required_key = "device",
+	.configured = nfc_configured,
+	.machine_problem = nfc_machine_problem,
+	.open = nfc_driver_open,
+	.present = nfc_driver_present,
+	.present_learns_result = false,
+};

@@ -498,3 +498,40 @@ out:
 		close(fd);
 	return err;
 }
+
+/* ---- Registry entry ------------------------------------------------------ */
+
+static bool sim_configured(const struct radio_channel_configs *cfg)
+{
+	return cfg->sim.socket_path[0] != '\0';
+}
+
+static enum radio_err sim_open(sd_event *loop, const struct radio_channel_configs *cfg,
+			       const struct radio_channel_callbacks *cb, struct radio_channel **out)
+{
+	return radio_sim_channel_new(loop, &cfg->sim, cb, out);
+}
+
+static enum radio_err sim_present(const struct radio_channel_configs *cfg,
+				  uint64_t expected_observer, const struct srup_frame *f,
+				  unsigned timeout_ms, uint8_t *result, char *detail,
+				  size_t detail_len)
+{
+	(void)expected_observer; /* a socket path names its observer */
+	return radio_sim_present(&cfg->sim, f, timeout_ms, result, detail, detail_len);
+}
+
+static const struct radio_config_key sim_keys[] = {
+	{"socket", RADIO_CONFIG_TEXT, RADIO_CONFIG_FIELD(sim.socket_path), 0, 0, "a socket path"},
+	{.name = NULL},
+};
+
+const struct radio_channel_driver radio_sim_driver = {
+	.name = "sim",
+	.keys = sim_keys,
+	.required_key = "socket",
+	.configured = sim_configured,
+	.open = sim_open,
+	.present = sim_present,
+	.present_learns_result = true,
+};

@@ -124,6 +124,12 @@ static void expect_error(const char *text, enum srup_config_kind kind, unsigned 
 	"socket = /run/srup/observer.sock\n"
 /* Lines 11..14. */
 
+#define assert_channels(one)                                                   \
+	do {                                                                   \
+		assert_int_equal(cfg.n_channels, 1);                           \
+		assert_ptr_equal(cfg.channels[0], &radio_##one##_driver);      \
+	} while (0)
+
 /* ---- Good files ------------------------------------------------------------- */
 
 static void touch(const char *name, char *path, size_t len)
@@ -188,16 +194,16 @@ static void test_good_observer_full(void **state)
 	assert_string_equal(cfg.mqtt_ca_file, ca);
 	assert_string_equal(cfg.mqtt_cert_file, cert);
 	assert_string_equal(cfg.mqtt_key_file, key);
-	assert_int_equal(cfg.channel, SRUP_CHANNEL_BLE);
+	assert_channels(ble);
 	assert_int_equal(cfg.window_seconds, 30);
 	assert_int_equal(cfg.max_attempts, 5);
 	assert_int_equal(cfg.max_pending, 200);
-	assert_string_equal(cfg.sim.socket_path, "/run/srup/observer.sock");
-	assert_string_equal(cfg.ble.adapter, "hci1");
-	assert_true(cfg.ble.require_encryption);
-	assert_int_equal(cfg.ble.observer_id, 0xa1);
-	assert_string_equal(cfg.nfc.device, "pn532_uart:/dev/ttyUSB0");
-	assert_int_equal(cfg.nfc.poll_ms, 500);
+	assert_string_equal(cfg.radio.sim.socket_path, "/run/srup/observer.sock");
+	assert_string_equal(cfg.radio.ble.adapter, "hci1");
+	assert_true(cfg.radio.ble.require_encryption);
+	assert_int_equal(cfg.radio.ble.observer_id, 0xa1);
+	assert_string_equal(cfg.radio.nfc.device, "pn532_uart:/dev/ttyUSB0");
+	assert_int_equal(cfg.radio.nfc.poll_ms, 500);
 	assert_string_equal(cfg.state_dir, "/var/lib/srup");
 }
 
@@ -205,25 +211,25 @@ static void test_good_observer_defaults(void **state)
 {
 	(void)state;
 	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), 0);
-	assert_int_equal(cfg.channel, SRUP_CHANNEL_SIM);
+	assert_channels(sim);
 	assert_int_equal(cfg.window_seconds, 120);
 	assert_int_equal(cfg.max_attempts, 3);
 	assert_int_equal(cfg.max_pending, 1000);
-	assert_string_equal(cfg.ble.adapter, "hci0");
-	assert_false(cfg.ble.require_encryption);
-	assert_int_equal(cfg.ble.bluez_grace_seconds, 10);
-	assert_int_equal(cfg.nfc.poll_ms, 200);
-	assert_int_equal(cfg.ble.observer_id, 0xa1);
+	assert_string_equal(cfg.radio.ble.adapter, "hci0");
+	assert_false(cfg.radio.ble.require_encryption);
+	assert_int_equal(cfg.radio.ble.bluez_grace_seconds, 10);
+	assert_int_equal(cfg.radio.nfc.poll_ms, 200);
+	assert_int_equal(cfg.radio.ble.observer_id, 0xa1);
 	assert_string_equal(cfg.mqtt_ca_file, "");
 
 	/* BLE needs no section of its own; NFC with its device. */
 	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = ble\n", SRUP_CONFIG_OBSERVER),
 			 0);
-	assert_int_equal(cfg.channel, SRUP_CHANNEL_BLE);
+	assert_channels(ble);
 	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = nfc\n[nfc]\ndevice = pn532_uart:/dev/ttyUSB0\n",
 			      SRUP_CONFIG_OBSERVER),
 			 0);
-	assert_int_equal(cfg.channel, SRUP_CHANNEL_NFC);
+	assert_channels(nfc);
 }
 
 static void test_good_device(void **state)
@@ -245,9 +251,9 @@ static void test_good_device(void **state)
 			 0);
 	assert_int_equal(cfg.identity_id, UINT64_MAX);
 	assert_int_equal(cfg.server_id, 0x5eed);
-	assert_string_equal(cfg.sim.socket_path, "/tmp/obs.sock");
+	assert_string_equal(cfg.radio.sim.socket_path, "/tmp/obs.sock");
 	assert_string_equal(cfg.mqtt_broker, "tcp://127.0.0.1:18830");
-	assert_int_equal(cfg.ble.observer_id, UINT64_MAX);
+	assert_int_equal(cfg.radio.ble.observer_id, UINT64_MAX);
 }
 
 static void test_crlf_and_bom(void **state)
@@ -260,7 +266,7 @@ static void test_crlf_and_bom(void **state)
 			      SRUP_CONFIG_OBSERVER),
 			 0);
 	assert_int_equal(cfg.identity_id, 0xa1);
-	assert_string_equal(cfg.sim.socket_path, "/s");
+	assert_string_equal(cfg.radio.sim.socket_path, "/s");
 }
 
 static void test_booleans(void **state)
@@ -274,30 +280,82 @@ static void test_booleans(void **state)
 		snprintf(text, sizeof(text), OBSERVER_HEAD OBSERVATION_SIM "[ble]\nrequire_encryption = %s\n",
 			 yes[i]);
 		assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
-		assert_true(cfg.ble.require_encryption);
+		assert_true(cfg.radio.ble.require_encryption);
 		snprintf(text, sizeof(text), OBSERVER_HEAD OBSERVATION_SIM "[ble]\nrequire_encryption = %s\n",
 			 no[i]);
 		assert_int_equal(load(text, SRUP_CONFIG_OBSERVER), 0);
-		assert_false(cfg.ble.require_encryption);
+		assert_false(cfg.radio.ble.require_encryption);
 	}
 }
 
+static void expect_bad_value(const char *section_and_key_lines, unsigned line, const char *where,
+			     const char *what);
+
 static void test_channel_names(void **state)
 {
-	enum srup_channel_kind k;
+	char names[64];
 
 	(void)state;
-	for (int c = SRUP_CHANNEL_SIM; c <= SRUP_CHANNEL_NFC; c++) {
-		assert_int_equal(srup_channel_parse(srup_channel_name(c), &k), 0);
-		assert_int_equal(k, c);
-	}
-	assert_string_equal(srup_channel_name(SRUP_CHANNEL_SIM), "sim");
-	assert_string_equal(srup_channel_name(SRUP_CHANNEL_BLE), "ble");
-	assert_string_equal(srup_channel_name(SRUP_CHANNEL_NFC), "nfc");
-	assert_int_equal(srup_channel_parse("SIM", &k), -1);
-	assert_int_equal(srup_channel_parse("", &k), -1);
-	assert_int_equal(srup_channel_parse("wifi", &k), -1);
-	assert_int_equal(srup_channel_parse(NULL, &k), -1);
+	for (size_t i = 0; radio_channel_drivers[i]; i++)
+		assert_ptr_equal(radio_channel_find(radio_channel_drivers[i]->name),
+				 radio_channel_drivers[i]);
+	assert_ptr_equal(radio_channel_find("sim"), &radio_sim_driver);
+	assert_ptr_equal(radio_channel_find("ble"), &radio_ble_driver);
+	assert_ptr_equal(radio_channel_find("nfc"), &radio_nfc_driver);
+	assert_null(radio_channel_find("SIM"));
+	assert_null(radio_channel_find(""));
+	assert_null(radio_channel_find("wifi"));
+	assert_null(radio_channel_find(NULL));
+	assert_string_equal(radio_channel_names(names, sizeof(names)), "sim, ble, nfc");
+}
+
+/* [observation] channel takes a list: blanks between, each at most once,
+ * in the order given; one name stays valid. */
+static void test_channel_list(void **state)
+{
+	char list[300];
+
+	(void)state;
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = ble nfc\n"
+			      "[nfc]\ndevice = pn532_uart:/dev/ttyUSB0\n", SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(cfg.n_channels, 2);
+	assert_ptr_equal(cfg.channels[0], &radio_ble_driver);
+	assert_ptr_equal(cfg.channels[1], &radio_nfc_driver);
+	assert_true(srup_config_lists(&cfg, &radio_nfc_driver));
+	assert_false(srup_config_lists(&cfg, &radio_sim_driver));
+	assert_string_equal(srup_config_channel_list(&cfg, ", ", list, sizeof(list)), "ble, nfc");
+
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel =  nfc\t sim   ble \n"
+			      "[nfc]\ndevice = pn532_uart:/dev/ttyUSB0\n[sim]\nsocket = /s\n",
+			      SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(cfg.n_channels, 3);
+	assert_ptr_equal(cfg.channels[0], &radio_nfc_driver);
+	assert_ptr_equal(cfg.channels[1], &radio_sim_driver);
+	assert_ptr_equal(cfg.channels[2], &radio_ble_driver);
+
+	expect_bad_value("[observation]\nchannel = ble ble\n", 12, "[observation] channel",
+			 "'ble' is listed twice (each channel at most once)");
+	expect_bad_value("[observation]\nchannel = sim nfc sim\n", 12, "[observation] channel",
+			 "'sim' is listed twice");
+	expect_bad_value("[observation]\nchannel = ble wifi\n", 12, "[observation] channel",
+			 "'wifi' is not a channel (sim, ble, nfc)");
+	expect_bad_value("[observation]\nchannel = ble,nfc\n", 12, "[observation] channel",
+			 "'ble,nfc' is not a channel");
+	expect_bad_value("[observation]\nchannel =\n", 12, "[observation] channel",
+			 "empty; name one or more channels (sim, ble, nfc), blanks between");
+
+	/* Every listed channel's required key, each reported. */
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = ble nfc sim\n",
+			      SRUP_CONFIG_OBSERVER), -1);
+	print_message("    %s\n", err);
+	snprintf(list, sizeof(list), "%s:12: [nfc] device: ", conf_path);
+	assert_int_equal(strncmp(err, list, strlen(list)), 0);
+	assert_non_null(strstr(err, "[nfc] device: missing; channel = ble nfc sim (line 12) "
+				    "lists nfc, which needs it\n"));
+	assert_non_null(strstr(err, ":12: [sim] socket: missing; channel = ble nfc sim (line 12) "
+				    "lists sim, which needs it"));
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = ble sim\n[sim]\nsocket = /s\n",
+			      SRUP_CONFIG_OBSERVER), 0);
 }
 
 /* ---- Structure ------------------------------------------------------------------- */
@@ -355,7 +413,7 @@ static void test_indented_continuation(void **state)
 	assert_int_equal(load(OBSERVER_HEAD "[observation]\n  channel = sim\n[sim]\n\tsocket = /s\n",
 			      SRUP_CONFIG_OBSERVER),
 			 0);
-	assert_string_equal(cfg.sim.socket_path, "/s");
+	assert_string_equal(cfg.radio.sim.socket_path, "/s");
 }
 
 static void test_syntax_error_line(void **state)
@@ -1108,7 +1166,7 @@ static void test_dropins_in_byte_order_later_wins(void **state)
 	assert_int_equal(cfg.window_seconds, 50);
 	assert_int_equal(cfg.max_attempts, 7);
 	/* The main file's sim socket stays: a drop-in replaces what it sets only. */
-	assert_string_equal(cfg.sim.socket_path, "/run/srup/observer.sock");
+	assert_string_equal(cfg.radio.sim.socket_path, "/run/srup/observer.sock");
 	assert_int_equal(cfg.n_actions, 2);
 	assert_int_equal(cfg.actions[0].action_id, 1);
 	assert_string_equal(cfg.actions[0].command, "/bin/nine");
@@ -1441,6 +1499,21 @@ static void test_ble_needs_bluez_on_the_system_bus(void **state)
 	/* sim needs no BlueZ. */
 	assert_int_equal(load(OBSERVER_HEAD OBSERVATION_SIM, SRUP_CONFIG_OBSERVER), 0);
 	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
+	/* A list: every listed channel is checked, each problem on its line. */
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = sim ble nfc\n[sim]\n"
+			      "socket = /s\n[nfc]\ndevice = pn532_uart:/nonexistent/ttyUSB3\n",
+			      SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 2);
+	snprintf(prefix, sizeof(prefix), "%s:12: [observation] channel: ble cannot work on this "
+		 "machine", conf_path);
+	assert_int_equal(strncmp(err, prefix, strlen(prefix)), 0);
+	snprintf(prefix, sizeof(prefix), "\n%s:16: [nfc] device: 'pn532_uart:/nonexistent/ttyUSB3'",
+		 conf_path);
+	assert_non_null(strstr(err, prefix));
+	assert_int_equal(load(OBSERVER_HEAD "[observation]\nchannel = sim nfc\n[sim]\n"
+			      "socket = /s\n[nfc]\ndevice = pn532_uart:/dev/null\n",
+			      SRUP_CONFIG_OBSERVER), 0);
+	assert_int_equal(channel_problems(SRUP_CONFIG_OBSERVER), 0);
 	bus_stop();
 
 	/* No system bus to ask (a chroot): the service file the bluez package
@@ -1530,6 +1603,7 @@ int main(void)
 		cmocka_unit_test(test_crlf_and_bom),
 		cmocka_unit_test(test_booleans),
 		cmocka_unit_test(test_channel_names),
+		cmocka_unit_test(test_channel_list),
 		cmocka_unit_test(test_unknown_section),
 		cmocka_unit_test(test_unknown_key),
 		cmocka_unit_test(test_duplicate_key),

@@ -63,9 +63,10 @@ static void test_merge_keeps_restart_only_and_names_them(void **state)
 	(void)state;
 	memset(&running, 0, sizeof(running));
 	running.window_seconds = 120;
-	running.channel = SRUP_CHANNEL_BLE;
+	running.channels[0] = &radio_ble_driver;
+	running.n_channels = 1;
 	snprintf(running.mqtt_broker, sizeof(running.mqtt_broker), "mqtt://a:1883");
-	snprintf(running.sim.socket_path, sizeof(running.sim.socket_path), "/run/a");
+	snprintf(running.radio.sim.socket_path, sizeof(running.radio.sim.socket_path), "/run/a");
 	running.identity_id = 0x10;
 	next = running;
 
@@ -77,17 +78,21 @@ static void test_merge_keeps_restart_only_and_names_them(void **state)
 	next.n_actions = 1;
 	next.actions[0].action_id = 4;
 	snprintf(next.actions[0].command, sizeof(next.actions[0].command), "/bin/true");
-	next.channel = SRUP_CHANNEL_SIM;
+	/* ble -> ble nfc */
+	next.channels[1] = &radio_nfc_driver;
+	next.n_channels = 2;
 	snprintf(next.mqtt_broker, sizeof(next.mqtt_broker), "mqtt://b:1883");
-	snprintf(next.sim.socket_path, sizeof(next.sim.socket_path), "/run/b");
+	snprintf(next.radio.sim.socket_path, sizeof(next.radio.sim.socket_path), "/run/b");
 	srup_config_reload_merge(&running, &next, restart, sizeof(restart));
 	assert_string_equal(restart, "[mqtt] broker, [observation] channel, [sim] socket");
 	assert_int_equal(next.window_seconds, 30);
 	assert_int_equal(next.n_actions, 1);
 	assert_string_equal(next.actions[0].command, "/bin/true");
 	assert_string_equal(next.mqtt_broker, "mqtt://a:1883");
-	assert_int_equal(next.channel, SRUP_CHANNEL_BLE);
-	assert_string_equal(next.sim.socket_path, "/run/a");
+	assert_int_equal(next.n_channels, 1);
+	assert_ptr_equal(next.channels[0], &radio_ble_driver);
+	assert_null(next.channels[1]);
+	assert_string_equal(next.radio.sim.socket_path, "/run/a");
 	assert_int_equal(next.identity_id, 0x10);
 
 	/* A list longer than the buffer is cut, not overrun. */

@@ -58,6 +58,21 @@ static void check_command(const char *command)
 			__builtin_trap();
 }
 
+/* Every listed channel is a registry driver, listed once, with what it
+ * needs set. */
+static int listed_configured(const struct srup_config *c)
+{
+	for (size_t i = 0; i < c->n_channels; i++) {
+		if (!c->channels[i] || radio_channel_find(c->channels[i]->name) != c->channels[i] ||
+		    !c->channels[i]->configured(&c->radio))
+			return 0;
+		for (size_t j = 0; j < i; j++)
+			if (c->channels[j] == c->channels[i])
+				return 0;
+	}
+	return 1;
+}
+
 static void check_hooks(const struct srup_config *cfg)
 {
 	if (cfg->n_actions > SRUP_CONFIG_HOOKS_MAX || cfg->n_data > SRUP_CONFIG_HOOKS_MAX)
@@ -113,21 +128,20 @@ static void check_load(enum srup_config_kind kind)
 	check_text(cfg.mqtt_ca_file, sizeof(cfg.mqtt_ca_file));
 	check_text(cfg.mqtt_cert_file, sizeof(cfg.mqtt_cert_file));
 	check_text(cfg.mqtt_key_file, sizeof(cfg.mqtt_key_file));
-	check_text(cfg.sim.socket_path, sizeof(cfg.sim.socket_path));
-	check_text(cfg.ble.adapter, sizeof(cfg.ble.adapter));
-	check_text(cfg.nfc.device, sizeof(cfg.nfc.device));
+	check_text(cfg.radio.sim.socket_path, sizeof(cfg.radio.sim.socket_path));
+	check_text(cfg.radio.ble.adapter, sizeof(cfg.radio.ble.adapter));
+	check_text(cfg.radio.nfc.device, sizeof(cfg.radio.nfc.device));
 	check_text(cfg.state_dir, sizeof(cfg.state_dir));
-	if (!srup_channel_name(cfg.channel) || cfg.ble.observer_id != cfg.identity_id)
+	if (cfg.n_channels > RADIO_CHANNELS_MAX || cfg.radio.ble.observer_id != cfg.identity_id)
 		__builtin_trap();
 	if (strncmp(cfg.mqtt_broker, "mqtt://", 7) != 0 && strncmp(cfg.mqtt_broker, "mqtts://", 8) != 0 &&
 	    strncmp(cfg.mqtt_broker, "tcp://", 6) != 0)
 		__builtin_trap();
-	if (cfg.nfc.poll_ms < 10 || cfg.nfc.poll_ms > 60000)
+	if (cfg.radio.nfc.poll_ms < 10 || cfg.radio.nfc.poll_ms > 60000)
 		__builtin_trap();
 	check_hooks(&cfg);
 	if (kind == SRUP_CONFIG_OBSERVER &&
-	    ((cfg.channel == SRUP_CHANNEL_SIM && !cfg.sim.socket_path[0]) ||
-	     (cfg.channel == SRUP_CHANNEL_NFC && !cfg.nfc.device[0]) ||
+	    (cfg.n_channels == 0 || !listed_configured(&cfg) ||
 	     cfg.window_seconds < 1 || cfg.window_seconds > 86400 || cfg.max_attempts < 1 ||
 	     cfg.max_attempts > 100 || cfg.max_pending < 1 || cfg.max_pending > 100000))
 		__builtin_trap();

@@ -42,7 +42,8 @@ def metrics_of(path):
         if line.startswith("#"):
             check(re.match(r"^# (HELP|TYPE) srup_observer_\w+ .+$", line), "bad line %r" % line)
             continue
-        m = re.match(r'^(srup_observer_\w+(?:\{\w+="[^"]*"\})?) ([0-9.e+]+)$', line)
+        m = re.match(r'^(srup_observer_\w+(?:\{\w+="[^"]*"(?:,\w+="[^"]*")*\})?) ([0-9.e+]+)$',
+                     line)
         check(m, "bad sample line %r" % line)
         values[m.group(1)] = float(m.group(2))
     return values

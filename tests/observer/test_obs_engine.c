@@ -65,7 +65,13 @@ static void request(struct fixture *f, uint64_t dev, const char *token, uint64_t
 static uint8_t frame(struct fixture *f, uint64_t dev, const uint8_t *value, size_t len,
 		     uint64_t now)
 {
-	return obs_engine_frame(f->e, dev, value, len, now, &f->ev);
+	return obs_engine_frame(f->e, 0, dev, value, len, now, &f->ev);
+}
+
+static uint8_t frame_on(struct fixture *f, int channel, uint64_t dev, const uint8_t *value,
+			size_t len, uint64_t now)
+{
+	return obs_engine_frame(f->e, channel, dev, value, len, now, &f->ev);
 }
 
 static void assert_respond(const struct obs_event *ev, uint64_t dev, uint8_t status,
@@ -190,6 +196,49 @@ static void test_one_wrong_then_right_is_valid(void **state)
 	assert_int_equal(frame(f, 0x1234, WRONG_A, WRONG_LEN, T0 + 1), 0x6E);
 	assert_int_equal(frame(f, 0x1234, RIGHT, RIGHT_LEN, T0 + 2), 0x60);
 	assert_respond(&f->ev.ev[0], 0x1234, 0x60, OBS_OUTCOME_VALID, "tok", 1, 2);
+}
+
+/* ---- Several channels ------------------------------------------------------ */
+
+/* A frame counts the same whichever channel brought it: distinct wrong
+ * values are counted over all channels, the same wrong value on two
+ * channels is one attempt, and the outcome names the channel that decided. */
+static void test_wrong_values_counted_over_all_channels(void **state)
+{
+	struct fixture *f = *state;
+
+	request(f, 0x1234, "tok", T0);
+	obs_events_clear(&f->ev);
+	assert_int_equal(frame_on(f, 1, 0x1234, WRONG_A, WRONG_LEN, T0 + 1), 0x6E);
+	assert_int_equal(frame_on(f, 2, 0x1234, WRONG_A, WRONG_LEN, T0 + 2), 0x6E);
+	assert_int_equal(frame_on(f, 2, 0x1234, WRONG_B, WRONG_LEN, T0 + 3), 0x6E);
+	assert_int_equal(f->ev.len, 0);
+	assert_int_equal(obs_engine_list(f->e, &(struct obs_pending_info){0}, 1), 1);
+	assert_int_equal(frame_on(f, 1, 0x1234, WRONG_C, WRONG_LEN, T0 + 4), 0x6E);
+	assert_int_equal(f->ev.len, 2);
+	assert_respond(&f->ev.ev[0], 0x1234, 0x6E, OBS_OUTCOME_INVALID, "tok", 3, 4);
+	assert_int_equal(f->ev.ev[0].channel, 1);
+}
+
+static void test_first_match_on_any_channel_decides(void **state)
+{
+	struct fixture *f = *state;
+
+	request(f, 0x1234, "tok", T0);
+	request(f, 0x99, "other", T0);
+	obs_events_clear(&f->ev);
+	assert_int_equal(frame_on(f, 0, 0x1234, WRONG_A, WRONG_LEN, T0 + 1), 0x6E);
+	assert_int_equal(frame_on(f, 1, 0x1234, WRONG_B, WRONG_LEN, T0 + 2), 0x6E);
+	assert_int_equal(frame_on(f, 2, 0x1234, RIGHT, RIGHT_LEN, T0 + 3), 0x60);
+	assert_respond(&f->ev.ev[0], 0x1234, 0x60, OBS_OUTCOME_VALID, "tok", 2, 3);
+	assert_int_equal(f->ev.ev[0].channel, 2);
+	obs_events_clear(&f->ev);
+	/* Ended on every channel: the same frame on another is not compared. */
+	assert_int_equal(frame_on(f, 0, 0x1234, RIGHT, RIGHT_LEN, T0 + 4), 0x00);
+	/* No frame decides a deadline. */
+	obs_engine_tick(f->e, T0 + WINDOW_S * 1000, &f->ev);
+	assert_respond(&f->ev.ev[0], 0x99, 0x6F, OBS_OUTCOME_EXPIRED, "other", 0, WINDOW_S * 1000);
+	assert_int_equal(f->ev.ev[0].channel, OBS_CHANNEL_NONE);
 }
 
 static void test_max_attempts_one(void **state)
@@ -751,6 +800,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_distinct_wrong_values_counted_once_aba, setup_default, teardown),
 		cmocka_unit_test_setup_teardown(test_tag_left_on_reader_is_one_attempt, setup_default, teardown),
 		cmocka_unit_test_setup_teardown(test_one_wrong_then_right_is_valid, setup_default, teardown),
+		cmocka_unit_test_setup_teardown(test_wrong_values_counted_over_all_channels, setup_default, teardown),
+		cmocka_unit_test_setup_teardown(test_first_match_on_any_channel_decides, setup_default, teardown),
 		cmocka_unit_test(test_max_attempts_one),
 		cmocka_unit_test_setup_teardown(test_deadline_without_mismatch_fails, setup_default, teardown),
 		cmocka_unit_test_setup_teardown(test_deadline_after_mismatch_invalid, setup_default, teardown),

@@ -227,6 +227,42 @@ static void test_format_time(void **state)
 
 /* ---- metrics ------------------------------------------------------------------ */
 
+/* Frames and frame-decided outcomes per channel, beside the totals; each
+ * channel's state as labelled gauges. */
+static void test_metrics_per_channel(void **state)
+{
+	static const char *const names[] = {"ble", "nfc", "sim"};
+	const struct obs_metrics_channel_state states[] = {
+		{"ble", "unavailable"}, {"nfc", "listening"}, {"sim", "listening"}};
+	struct obs_metrics m = {0};
+	struct obs_metrics_gauges g = {.channels = states, .n_channels = 3};
+	char *text;
+
+	(void)state;
+	obs_metrics_channels(&m, names, 3);
+	obs_metrics_frame(&m, 0, 0x6E);
+	obs_metrics_frame(&m, 1, 0x6E);
+	obs_metrics_frame(&m, 1, 0x00);
+	obs_metrics_frame(&m, 2, 0x60);
+	obs_metrics_outcome(&m, OBS_OUTCOME_VALID, 40);
+	obs_metrics_channel_outcome(&m, 2, OBS_OUTCOME_VALID);
+	text = obs_metrics_render(&m, &g);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "srup_observer_frames_total{result=\"mismatch\"} 2\n"));
+	assert_non_null(strstr(text, "srup_observer_frames_total{result=\"match\"} 1\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_frames_total{channel=\"ble\",result=\"mismatch\"} 1\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_frames_total{channel=\"nfc\",result=\"mismatch\"} 1\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_frames_total{channel=\"nfc\",result=\"not_compared\"} 1\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_frames_total{channel=\"sim\",result=\"match\"} 1\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_outcomes_total{channel=\"sim\",outcome=\"valid\"} 1\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_outcomes_total{channel=\"ble\",outcome=\"valid\"} 0\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_listening{channel=\"ble\"} 0\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_listening{channel=\"nfc\"} 1\n"));
+	assert_non_null(strstr(text, "srup_observer_channel_unavailable{channel=\"ble\"} 1\n"));
+	assert_null(strstr(text, "srup_observer_channel_listening 0\n"));
+	free(text);
+}
+
 static void test_metrics_render_and_write(void **state)
 {
 	struct obs_metrics m = {0};
@@ -277,6 +313,7 @@ int main(void)
 		cmocka_unit_test(test_audit_record_and_rotation),
 		cmocka_unit_test(test_audit_open_errors),
 		cmocka_unit_test(test_format_time),
+		cmocka_unit_test(test_metrics_per_channel),
 		cmocka_unit_test(test_metrics_render_and_write),
 	};
 

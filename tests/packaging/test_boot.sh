@@ -14,6 +14,8 @@
 #   - kill -9 is followed by a restart; a bad config fails `systemctl
 #     reload` and leaves the daemon running; `systemctl restart` with it
 #     exits 78 and stays stopped (12.4);
+#   - with channel = ble nfc sim the sandboxed unit takes one join over each
+#     channel, and its STATUS= and journal name them;
 #   - `systemctl reload` (check, then SIGHUP) applies a new window to the
 #     next observation in the same process; a bad file, by reload or by
 #     `systemctl kill -s HUP`, is refused and the old window stays;
@@ -395,6 +397,57 @@ inside systemctl stop srup-observerd.service
 rm "$root/etc/systemd/system/srup-observerd.service.d/nfc-emulator.conf"
 inside systemctl daemon-reload
 sed -i 's/^channel = nfc/channel = sim/' "$conf"
+
+# ---- one unit on ble nfc sim: one observed join over each channel ----------------------------
+
+# The stand-ins of the two blocks above at once: the BLE stand-in owning
+# org.bluez (a fresh one, in a directory of its own), the NFC field emulator
+# still running, and the sim socket; the unit's own sandbox throughout.
+mkdir -p "$root/root/ble-multi"
+cp "$top/tests/ble/bluez_standin.py" "$top/tests/packaging/boot_ble.py" "$root/root/ble-multi/"
+inside python3 /root/ble-multi/boot_ble.py "$device_id" /root/ble-multi/value \
+	>"$work/ble-multi.log" 2>&1 &
+multi_ble_pid=$!
+for _ in $(seq 60); do grep -q '^OWNED' "$work/ble-multi.log" && break; sleep 1; done
+printf '[Service]\nDeviceAllow=char-pts rw\n' >"$root/etc/systemd/system/srup-observerd.service.d/nfc-emulator.conf"
+inside systemctl daemon-reload
+sed -i 's/^channel = sim/channel = ble nfc sim/' "$conf"
+reset_failed
+check "with channel = ble nfc sim the unit starts" inside systemctl start srup-observerd.service
+multi_pid=$(prop MainPID)
+check "  the daemon registered its GATT application with org.bluez" \
+	bash -c "for _ in \$(seq 60); do grep -q '^REGISTERED' '$work/ble-multi.log' && exit 0; sleep 1; done; exit 1"
+check "  STATUS= names every channel" \
+	bash -c "for _ in \$(seq 30); do inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected; channels ble idle, nfc idle, sim idle; 0 pending\"' && exit 0; sleep 1; done; exit 1"
+check "a join over sim through the three-channel unit is accepted" \
+	inside timeout 120 srup-device --config /root/device.conf join --observer "$observer_id" \
+	--channel sim --timeout 90
+check "a join over nfc through the three-channel unit is accepted" \
+	inside timeout 120 srup-device --config /root/device.conf join --observer "$observer_id" \
+	--channel nfc --timeout 90
+inside timeout 120 srup-device --config /root/device.conf join --observer "$observer_id" \
+	--channel ble --timeout 90 --print-value >"$work/ble-multi-device.log" 2>&1 &
+device_pid=$!
+for _ in $(seq 60); do
+	value=$(sed -n 's/.*confirmation value: \([0-9a-f]*\)$/\1/p' "$work/ble-multi-device.log")
+	[ -n "$value" ] && break
+	sleep 1
+done
+echo "$value" >"$root/root/ble-multi/value"
+check "a join over ble through the three-channel unit is accepted" wait "$device_pid"
+check "  the frame was written over BLE" grep -q '^WRITE ok' "$work/ble-multi.log"
+check "  the observer answered 0x60 to all three" \
+	bash -c "[ \$(grep -c '^OUTCOME device=$device_id observer=$observer_id observer_status=0x60' '$work/peer.log') = 6 ]"
+for channel in sim nfc ble; do
+	check "  the journal names $channel as the channel that decided one" \
+		bash -c "inside journalctl -b _PID=$multi_pid --no-pager -o cat | grep -q 'observation device=$device_id outcome=valid status=0x60 .* channel=$channel\$'"
+done
+inside systemctl stop srup-observerd.service
+touch "$root/root/ble-multi/stop"
+wait "$multi_ble_pid" || true
+rm "$root/etc/systemd/system/srup-observerd.service.d/nfc-emulator.conf"
+inside systemctl daemon-reload
+sed -i 's/^channel = ble nfc sim/channel = sim/' "$conf"
 
 # ---- update activation through systemd: hook -> path unit -> root installer -> result --------
 

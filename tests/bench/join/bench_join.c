@@ -134,7 +134,7 @@ static void on_join_response(struct srup_node *node, const struct srup_msg *msg,
 	srup_bytes_clear(&value);
 	/* The OBSERVE_REQ left the server first but may still be on its way. */
 	for (int i = 0; i < 5000; i++) {
-		enum radio_err err = radio_sim_present(&b->cfg.sim, &frame, 2000, &result, detail,
+		enum radio_err err = radio_sim_present(&b->cfg.radio.sim, &frame, 2000, &result, detail,
 						       sizeof(detail));
 
 		if (err == RADIO_OK && result != RADIO_RESULT_NOT_COMPARED)
