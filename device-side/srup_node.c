@@ -22,6 +22,7 @@
 #include <MQTTAsync.h>
 
 #include "paho_waker.h"
+#include "srup_inbound.h"
 #include "srup_log.h"
 #include "srup_seqstore.h"
 
@@ -31,8 +32,9 @@
 /* Bytes the queued messages may hold: without it, 4096 payloads of the
  * largest size would be 512 MiB, for anyone allowed to publish to us. */
 #define NODE_QUEUE_MAX_BYTES (8u * 1024u * 1024u)
-#define NODE_PAYLOAD_MAX (128u * 1024u)
-#define NODE_TOPIC_LEN_MAX 65535u     /* MQTT topic names are u16-length strings */
+#define NODE_PAYLOAD_MAX SRUP_INBOUND_PAYLOAD_MAX
+_Static_assert(SRUP_NODE_NOTE_MAX <= SRUP_INBOUND_NOTE_MAX, "a note fits its record");
+#define NODE_TOPIC_LEN_MAX SRUP_INBOUND_TOPIC_MAX
 #define NODE_BUFFERED_MAX 10000       /* Paho's queue of publishes while offline */
 #define NODE_CONNECT_TIMEOUT_S 10
 #define NODE_DISCONNECT_WAIT_MS 2000u
@@ -55,12 +57,7 @@ enum node_event_kind {
 	NODE_EV_PUBLISHED,       /* publish (tracked sends only) */
 };
 
-/* A send whose outcome the caller wants to hear of. */
-struct node_publish {
-	struct node_inbox *inbox;
-	srup_node_sent_fn done;
-	void *user;
-};
+struct node_event;
 
 struct node_event {
 	struct node_event *next;
@@ -80,6 +77,21 @@ struct node_event {
 	bool recovered_accepted;
 	bool held;
 	bool keep_record;
+	/* What a handler recorded for it before a restart (srup_node_hold_note). */
+	uint8_t note[SRUP_NODE_NOTE_MAX];
+	size_t note_len;
+	/* The key its signature verified with on Paho's thread (a reference):
+	 * the loop does not verify it again if the key store still gives it. */
+	EVP_PKEY *verified_with;
+};
+
+/* A send whose outcome the caller wants to hear of. Its event is made with
+ * it: the outcome always reaches the loop, whatever else is queued. */
+struct node_publish {
+	struct node_inbox *inbox;
+	srup_node_sent_fn done;
+	void *user;
+	struct node_event ev;
 };
 
 /* The only state that Paho's threads touch. Everything else in struct
@@ -87,6 +99,30 @@ struct node_event {
 struct node_inbox {
 	pthread_mutex_t lock;
 	pthread_cond_t changed;  /* publishes_pending or disconnected changed */
+	/* Room in the receive queue, or a reason to stop waiting for it:
+	 * the loop calls into Paho (which waits for the thread that waits
+	 * here) or the node stops. */
+	pthread_cond_t room;
+	unsigned loop_in_paho;
+	bool stopping;
+	uint64_t waited_for_room;    /* acknowledgements held back, for the stats log */
+
+	/* What Paho's thread may know of senders, to write no record for a
+	 * message the loop will certainly drop (sender_worth_a_record): the
+	 * loop notes each sender's key as it looks it up (a reference of
+	 * its own), or its absence. Own lock: Paho's thread verifies with a
+	 * key outside it. */
+	uint64_t own_id;
+	pthread_mutex_t senders_lock;
+	struct node_sender {
+		uint64_t id;
+		EVP_PKEY *key;      /* NULL: no key for it when last looked up */
+		uint64_t noted_ms;  /* CLOCK_MONOTONIC */
+		/* Last accepted sequence ID on disk (committed: it never goes
+		 * back, unlike one only staged); 0: none known. */
+		uint64_t committed_seq;
+	} senders[64];
+	uint64_t refused_unrecorded; /* messages given no record: certain drops */
 	struct node_event *head, *tail;
 	size_t queued_messages;
 	size_t queued_control;
@@ -100,8 +136,7 @@ struct node_inbox {
 	int efd;
 
 	/* Inbound records (see inbound_put). */
-	int records_dir;             /* <state_dir>/inbound */
-	uint64_t next_record;
+	struct srup_inbound *records; /* <state_dir>/inbound */
 	bool records_unusable;       /* Paho's layout is not the one we know */
 	/* Message IDs recorded by inbound_put that Paho will offer to
 	 * messageArrived once more from its queue (a ring, in Paho's order). */
@@ -167,7 +202,32 @@ struct srup_node {
 	size_t n_watched, cap_watched;
 
 	bool connect_requested;
+	bool connect_deferred; /* asked for while records from before a start were queued */
 	bool connected;  /* session up and subscriptions acknowledged */
+
+	/* Records from before this start, queued a queue's worth at a time
+	 * before anything new is received (records_recover_some). */
+	bool recovering;
+	struct srup_inbound_record recover_next; /* read, not yet queued (id 0: none) */
+	size_t recovered;
+
+	/* Holds whose note is written but not yet synced: synced together
+	 * before anything is published (srup_node_hold_note). */
+	uint64_t *notes_unsynced;
+	size_t n_notes_unsynced, cap_notes_unsynced;
+	/* Sends made by the handlers of a batch while notes wait for their
+	 * sync: published in order once the batch is done, after one sync. */
+	bool in_batch;
+	struct node_deferred {
+		char *topic;
+		uint8_t *wire;
+		size_t len;
+		srup_node_sent_fn done;
+		void *user;
+		const char *type_name;
+		uint64_t seq;
+	} *deferred;
+	size_t n_deferred, cap_deferred;
 	/* The current round of subscriptions (one per topic filter, sorted
 	 * by token): connected once every one was granted. */
 	struct node_subscription {
@@ -300,14 +360,78 @@ static void post_control(struct node_inbox *in, enum node_event_kind kind, int t
 	inbox_post(in, ev);
 }
 
-/* Queue one message for the loop (copying topic and payload), within the
- * bounds of the receive queue. topic holds copy_len bytes; topic_len is
- * the length Paho reported (longer if the topic held a NUL byte). record
- * is the message's inbound record (0: none), removed if it is dropped
- * here. Any Paho thread, or the loop at start. */
+/* Queue one message for the loop (copying topic and payload). topic holds
+ * copy_len bytes; topic_len is the length Paho reported (longer if the
+ * topic held a NUL byte). record is the message's inbound record (0:
+ * none). reserved: the caller took its room with inbox_reserve (a message
+ * that was or will be acknowledged: never dropped for want of room);
+ * otherwise it is dropped, and counted, if the queue is full. Any Paho
+ * thread, or the loop at start. */
 static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
 		       size_t topic_len, const void *payload, size_t plen, uint64_t record,
-		       bool recovered_accepted);
+		       bool recovered_accepted, bool reserved, const uint8_t *note,
+		       size_t note_len, EVP_PKEY *verified_with);
+
+/* What a queued message counts against NODE_QUEUE_MAX_BYTES; oversized
+ * payloads are not copied, so they cost only their event. */
+static size_t message_cost(size_t tlen, size_t plen)
+{
+	return sizeof(struct node_event) + tlen + 1 + (plen <= NODE_PAYLOAD_MAX ? plen : 0);
+}
+
+/* Under in->lock. */
+static bool room_for(const struct node_inbox *in, size_t cost)
+{
+	return in->queued_messages < NODE_QUEUE_MAX_MESSAGES && in->queued_bytes <= NODE_QUEUE_MAX_BYTES &&
+	       cost <= NODE_QUEUE_MAX_BYTES - in->queued_bytes;
+}
+
+/* Take room in the receive queue for a message about to be acknowledged,
+ * waiting for it: Paho's thread, before the PUBACK, so while it waits the
+ * broker keeps the rest (it sends no more than its in-flight window to an
+ * unacknowledging client) instead of this process dropping them. The loop
+ * makes room each time it takes the queue. The wait ends without room only
+ * while the loop calls into Paho, which would wait for this thread, or the
+ * node stops: then the message goes over the bound, never lost. */
+static void inbox_reserve(struct node_inbox *in, size_t cost)
+{
+	bool waited = false;
+
+	pthread_mutex_lock(&in->lock);
+	while (!room_for(in, cost) && in->loop_in_paho == 0 && !in->stopping) {
+		waited = true;
+		pthread_cond_wait(&in->room, &in->lock);
+	}
+	in->waited_for_room += waited;
+	in->queued_messages++;
+	in->queued_bytes += cost;
+	pthread_mutex_unlock(&in->lock);
+}
+
+/* Around every call the loop makes into Paho (or wait on it): Paho's
+ * thread may be waiting in inbox_reserve with Paho's lock held. */
+static void paho_enter(struct node_inbox *in)
+{
+	pthread_mutex_lock(&in->lock);
+	in->loop_in_paho++;
+	pthread_cond_broadcast(&in->room);
+	pthread_mutex_unlock(&in->lock);
+}
+
+static void paho_leave(struct node_inbox *in)
+{
+	pthread_mutex_lock(&in->lock);
+	in->loop_in_paho--;
+	pthread_mutex_unlock(&in->lock);
+}
+
+#define PAHO(n, call)                            \
+	({                                       \
+		paho_enter(&(n)->inbox);         \
+		__typeof__(call) paho_rc_ = call; \
+		paho_leave(&(n)->inbox);         \
+		paho_rc_;                        \
+	})
 
 /* ---- inbound records ---------------------------------------------------
  *
@@ -319,7 +443,7 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
  * Instead it returns 0 the first time it is offered a QoS 1 message: Paho
  * then queues the message and hands it to its client persistence before it
  * writes the PUBACK. That persistence is ours: inbound_put writes the
- * message to <state_dir>/inbound/<id>.msg with fdatasync and queues it for
+ * message to the inbound record store (srup_inbound.h) and queues it for
  * the loop. When Paho offers the message again from its queue the callback
  * returns 1 (already taken). The loop removes the record once it dropped
  * the message for a stated reason, or accepted it, committed its sequence
@@ -329,10 +453,6 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
  * committed, so they go to their handler again without the replay rule.
  * Nothing but the queue entries ("q-" keys) is kept: Paho's own records of
  * outgoing messages and commands are ignored, as without persistence. */
-
-#define RECORD_MAGIC "SRUPIN1"
-#define RECORD_HEADER (8u + 4u + 4u)
-#define RECORD_TRAILER 8u
 
 static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
 {
@@ -347,78 +467,9 @@ static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
 
-static void record_name(uint64_t id, bool accepted, char out[32])
-{
-	snprintf(out, 32, "%016" PRIx64 ".%s", id, accepted ? "acc" : "msg");
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Durable before it returns: Paho writes the PUBACK right after. */
-static int record_write(struct node_inbox *in, uint64_t id, const char *topic, size_t tlen,
-			const void *payload, size_t plen)
-{
-	uint8_t head[RECORD_HEADER], tail[RECORD_TRAILER];
-	struct iovec iov[4];
-	char name[32];
-	uint64_t sum;
-	ssize_t want = (ssize_t)(sizeof(head) + tlen + plen + sizeof(tail)), got;
-	int fd, rc = -1;
-
-	memcpy(head, RECORD_MAGIC, 8);
-	put_u32(head + 8, (uint32_t)tlen);
-	put_u32(head + 12, (uint32_t)plen);
-	sum = fnv1a(payload, plen, fnv1a(topic, tlen, fnv1a(head, sizeof(head), FNV_OFFSET)));
-	for (int i = 0; i < 8; i++)
-		tail[i] = (uint8_t)(sum >> (56 - 8 * i));
-	iov[0] = (struct iovec){head, sizeof(head)};
-	iov[1] = (struct iovec){(void *)topic, tlen};
-	iov[2] = (struct iovec){(void *)payload, plen};
-	iov[3] = (struct iovec){tail, sizeof(tail)};
-	record_name(id, false, name);
-	fd = openat(in->records_dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -1;
-	got = writev(fd, iov, 4);
-	if (got == want && fdatasync(fd) == 0)
-		rc = 0;
-	close(fd);
-	if (rc != 0)
-		unlinkat(in->records_dir, name, 0);
-	return rc;
-}
-
 static void record_remove(struct node_inbox *in, uint64_t id)
 {
-	char name[32];
-
-	record_name(id, false, name);
-	if (unlinkat(in->records_dir, name, 0) != 0 && errno == ENOENT) {
-		record_name(id, true, name);
-		unlinkat(in->records_dir, name, 0);
-	}
-}
-
-static void record_mark_accepted(struct node_inbox *in, uint64_t id)
-{
-	char from[32], to[32];
-
-	record_name(id, false, from);
-	record_name(id, true, to);
-	if (renameat(in->records_dir, from, in->records_dir, to) != 0)
-		srup_log(LOG_ERR, "inbound record %s: cannot mark it accepted: %s", from,
-			 strerror(errno));
+	srup_inbound_remove(in->records, id);
 }
 
 static bool recorded_push(struct node_inbox *in, int msgid)
@@ -441,6 +492,108 @@ static bool recorded_push(struct node_inbox *in, int msgid)
 	return true;
 }
 
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* An absent key is believed for this long: a key file may be added while a
+ * daemon runs. */
+#define SENDER_ABSENT_MS 2000u
+
+static struct node_sender *sender_slot(struct node_inbox *in, uint64_t id)
+{
+	return &in->senders[(id ^ (id >> 17) ^ (id >> 41)) % 64];
+}
+
+/* The loop: sender's key as the key store gave it now (NULL: none). */
+static void sender_note(struct node_inbox *in, uint64_t id, EVP_PKEY *key)
+{
+	struct node_sender *e;
+	EVP_PKEY *old = NULL;
+
+	pthread_mutex_lock(&in->senders_lock);
+	e = sender_slot(in, id);
+	if (e->id != id || e->key != key) {
+		old = e->key;
+		if (key)
+			EVP_PKEY_up_ref(key);
+		e->key = key;
+		if (e->id != id)
+			e->committed_seq = 0;
+		e->id = id;
+	}
+	e->noted_ms = monotonic_ms();
+	pthread_mutex_unlock(&in->senders_lock);
+	EVP_PKEY_free(old);
+}
+
+/* The loop, after a commit: seq from sender is on disk as accepted. */
+static void sender_note_committed(struct node_inbox *in, uint64_t id, uint64_t seq)
+{
+	struct node_sender *e;
+
+	pthread_mutex_lock(&in->senders_lock);
+	e = sender_slot(in, id);
+	if (e->id == id && seq > e->committed_seq)
+		e->committed_seq = seq;
+	pthread_mutex_unlock(&in->senders_lock);
+}
+
+/* Paho's thread, before the PUBACK: false only for a message the receive
+ * pipeline is certain to drop, which then gets no record (no write and no
+ * fdatasync for junk, nor for our own messages coming back): not a SRUP
+ * message, a type that carries no signature, our own, from a sender the
+ * loop found no key for just now, a sequence ID not above one committed as
+ * accepted from that sender, or whose signature does not verify with the
+ * key the loop found. Anything it cannot tell is recorded. The loop
+ * still checks every message in full, so a message given no record here
+ * by a stale view of the keys is handled all the same, only not kept
+ * across a crash. */
+static bool worth_a_record(struct node_inbox *in, const void *payload, size_t plen,
+			   EVP_PKEY **verified_with)
+{
+	struct srup_msg *msg = NULL;
+	struct srup_decode_error derr = {0};
+	const struct srup_type_desc *desc;
+	struct node_sender *e;
+	EVP_PKEY *key = NULL;
+	bool worth = true, certain_drop = false;
+
+	if (srup_msg_decode(payload, plen, &msg, &derr) != SRUP_OK)
+		return false;
+	desc = srup_type_by_code(msg->type);
+	if (!desc || !desc->is_signed || msg->sender_id == in->own_id) {
+		srup_msg_free(msg);
+		return false;
+	}
+	pthread_mutex_lock(&in->senders_lock);
+	e = sender_slot(in, msg->sender_id);
+	if (e->id == msg->sender_id && e->noted_ms) {
+		if (msg->sequence_id <= e->committed_seq)
+			certain_drop = true; /* a replay */
+		else if (e->key) {
+			key = e->key;
+			EVP_PKEY_up_ref(key);
+		} else
+			certain_drop = monotonic_ms() - e->noted_ms < SENDER_ABSENT_MS;
+	}
+	pthread_mutex_unlock(&in->senders_lock);
+	if (certain_drop)
+		worth = false;
+	else if (key)
+		worth = srup_msg_verify(msg, key) == SRUP_OK;
+	if (worth && key)
+		*verified_with = key; /* the reference goes with the message */
+	else
+		EVP_PKEY_free(key);
+	srup_msg_free(msg);
+	return worth;
+}
+
 /* Paho's queue entry (MQTTPersistence_persistQueueEntry, MQTT 3.1.1): 8
  * buffers: payloadlen, payload, qos, retained, dup, msgid, topic with its
  * NUL, topicLen. */
@@ -448,6 +601,7 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 {
 	int payloadlen, msgid, topic_len;
 	size_t copy_len, tlen;
+	EVP_PKEY *verified_with = NULL;
 	uint64_t id = 0;
 	bool usable = count == 8 && lens[0] == (int)sizeof(int) && lens[5] == (int)sizeof(int) &&
 		      lens[6] >= 1 && lens[7] == (int)sizeof(int);
@@ -472,22 +626,29 @@ static int inbound_put(struct node_inbox *in, int count, char *bufs[], int lens[
 		pthread_mutex_unlock(&in->lock);
 		return 0;
 	}
-	id = in->next_record++;
 	pthread_mutex_unlock(&in->lock);
 
 	copy_len = strlen(bufs[6]);
 	tlen = topic_len > 0 ? (size_t)topic_len : copy_len;
+	inbox_reserve(in, message_cost(tlen, (size_t)payloadlen));
 	/* An oversized message is dropped (and said so) without a record:
 	 * nobody may make us write more than a message can hold. */
-	if ((size_t)payloadlen > NODE_PAYLOAD_MAX || tlen > NODE_TOPIC_LEN_MAX)
-		id = 0;
-	else if (record_write(in, id, bufs[6], copy_len, bufs[1], (size_t)payloadlen) != 0) {
-		srup_log(LOG_ERR, "cannot write inbound record for a message on %.*s: %s; it is "
-			 "lost if the process dies before handling it",
-			 (int)(copy_len > 200 ? 200 : copy_len), bufs[6], strerror(errno));
-		id = 0;
+	if ((size_t)payloadlen <= NODE_PAYLOAD_MAX && tlen <= NODE_TOPIC_LEN_MAX &&
+	    !worth_a_record(in, bufs[1], (size_t)payloadlen, &verified_with)) {
+		pthread_mutex_lock(&in->lock);
+		in->refused_unrecorded++;
+		pthread_mutex_unlock(&in->lock);
+	} else if ((size_t)payloadlen <= NODE_PAYLOAD_MAX && tlen <= NODE_TOPIC_LEN_MAX) {
+		enum srup_inbound_err e = srup_inbound_write(in->records, bufs[6], copy_len, bufs[1],
+							    (size_t)payloadlen, &id);
+		if (e != SRUP_INBOUND_OK)
+			srup_log(LOG_ERR, "cannot write inbound record for a message on %.*s: %s: "
+				 "%s; it is lost if the process dies before handling it",
+				 (int)(copy_len > 200 ? 200 : copy_len), bufs[6],
+				 srup_inbound_strerror(e), strerror(errno));
 	}
-	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false);
+	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false, true, NULL, 0,
+		   verified_with);
 	return 0;
 }
 
@@ -661,17 +822,19 @@ static int persist_containskey(void *handle, char *key)
 
 static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len,
 		       size_t tlen, const void *payload, size_t plen, uint64_t record,
-		       bool recovered_accepted)
+		       bool recovered_accepted, bool reserved, const uint8_t *note,
+		       size_t note_len, EVP_PKEY *verified_with)
 {
 	struct node_event *ev = NULL;
-	/* Oversized payloads are not copied, so they cost only their event. */
-	size_t cost = sizeof(*ev) + tlen + 1 + (plen <= NODE_PAYLOAD_MAX ? plen : 0);
-	bool full, full_bytes;
+	size_t cost = message_cost(tlen, plen);
+	bool full = false, full_bytes = false;
 
 	pthread_mutex_lock(&in->lock);
 	in->received++;
-	full = in->queued_messages >= NODE_QUEUE_MAX_MESSAGES;
-	full_bytes = !full && cost > NODE_QUEUE_MAX_BYTES - in->queued_bytes;
+	if (!reserved) {
+		full = in->queued_messages >= NODE_QUEUE_MAX_MESSAGES;
+		full_bytes = !full && !room_for(in, cost);
+	}
 	if (full || full_bytes) {
 		full = true;
 		in->queue_full++;
@@ -682,14 +845,18 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 				 (int)(copy_len > 200 ? 200 : copy_len), topic,
 				 full_bytes ? NODE_QUEUE_MAX_BYTES : NODE_QUEUE_MAX_MESSAGES,
 				 full_bytes ? "bytes" : "messages");
-	} else {
+	} else if (!reserved) {
 		/* Reserve the slot before copying. */
 		in->queued_messages++;
 		in->queued_bytes += cost;
 	}
 	pthread_mutex_unlock(&in->lock);
+	if (full) {
+		EVP_PKEY_free(verified_with);
+		return; /* never one with a record: those were reserved */
+	}
 
-	if (!full && tlen <= NODE_TOPIC_LEN_MAX) {
+	if (tlen <= NODE_TOPIC_LEN_MAX) {
 		ev = calloc(1, sizeof(*ev));
 		if (ev) {
 			ev->kind = NODE_EV_MESSAGE;
@@ -698,6 +865,12 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 			ev->topic_len = tlen;
 			ev->record = record;
 			ev->recovered_accepted = recovered_accepted;
+			ev->verified_with = verified_with;
+			verified_with = NULL;
+			if (note && note_len <= sizeof(ev->note)) {
+				memcpy(ev->note, note, note_len);
+				ev->note_len = note_len;
+			}
 			/* Copied whole: strndup would stop at an embedded NUL
 			 * and pass off the part before it as the topic. */
 			ev->topic = calloc(1, tlen + 1);
@@ -711,6 +884,7 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 					memcpy(ev->payload, payload, plen);
 			}
 			if (!ev->topic || (plen <= NODE_PAYLOAD_MAX && !ev->payload)) {
+				EVP_PKEY_free(ev->verified_with);
 				free(ev->topic);
 				free(ev->payload);
 				free(ev);
@@ -718,24 +892,33 @@ static void inbox_take(struct node_inbox *in, const char *topic, size_t copy_len
 			}
 		}
 	}
+	EVP_PKEY_free(verified_with); /* not taken by an event */
 	if (!ev && record)
-		record_remove(in, record); /* dropped, and said so */
-	if (!full) {
-		pthread_mutex_lock(&in->lock);
-		if (ev) {
-			if (in->tail)
-				in->tail->next = ev;
-			else
-				in->head = ev;
-			in->tail = ev;
-		} else {
-			in->queued_messages--;
-			in->queued_bytes -= cost;
+		/* Its record stays: the next start hands it over. */
+		srup_log(LOG_ERR, "out of memory for a message on %.*s; it is handled at the "
+			 "next start", (int)(copy_len > 200 ? 200 : copy_len), topic);
+	bool first = false;
+
+	pthread_mutex_lock(&in->lock);
+	if (ev) {
+		/* The loop takes the whole queue each time it wakes: only the
+		 * first of a run needs to wake it (a message per wake-up costs
+		 * a context switch each under a flood). */
+		first = !in->head;
+		if (in->tail)
+			in->tail->next = ev;
+		else
+			in->head = ev;
+		in->tail = ev;
+	} else {
+		in->queued_messages--;
+		in->queued_bytes -= cost;
+		if (!record)
 			in->queue_full++; /* lost for want of memory: count it */
-		}
-		pthread_mutex_unlock(&in->lock);
-		inbox_wake(in);
 	}
+	pthread_mutex_unlock(&in->lock);
+	if (first)
+		inbox_wake(in);
 }
 
 static int paho_message_arrived(void *context, char *topic_name, int topic_len,
@@ -757,8 +940,13 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 	pthread_mutex_unlock(&in->lock);
 	if (!direct && !recorded)
 		return 0; /* Paho queues it, we record it (inbound_put), then the PUBACK */
-	if (!recorded)
-		inbox_take(in, topic_name, tlen, tlen, message->payload, plen, 0, false);
+	if (!recorded) {
+		/* Acknowledged once this returns: never dropped for want of room. */
+		if (message->qos > 0)
+			inbox_reserve(in, message_cost(tlen, plen));
+		inbox_take(in, topic_name, tlen, tlen, message->payload, plen, 0, false,
+			   message->qos > 0, NULL, 0, NULL);
+	}
 	MQTTAsync_freeMessage(&message);
 	MQTTAsync_free(topic_name);
 	return 1; /* taken: Paho drops its copy */
@@ -829,25 +1017,30 @@ static void paho_publish_failed(void *context, MQTTAsync_failureData *data)
 					   : MQTTAsync_strerror(data ? data->code : -1));
 }
 
-/* Tracked sends: the outcome goes to the loop with the caller's callback.
- * If the control queue is full the callback never runs (counted there). */
+/* Tracked sends: the outcome goes to the loop with the caller's callback. */
 static void post_publish(struct node_publish *p, enum node_event_kind kind, int token, int code,
 			 const char *text)
 {
 	struct node_inbox *in = p->inbox;
-	struct node_event *ev = calloc(1, sizeof(*ev));
+	struct node_event *ev = &p->ev;
 
-	if (ev) {
-		ev->kind = kind;
-		ev->token = token;
-		ev->code = code;
-		ev->publish = p;
-		if (text)
-			snprintf(ev->text, sizeof(ev->text), "%s", text);
-		inbox_post(in, ev); /* before a flush can see the publish settled */
-	} else {
-		free(p);
-	}
+	ev->kind = kind;
+	ev->token = token;
+	ev->code = code;
+	ev->publish = p;
+	if (text)
+		snprintf(ev->text, sizeof(ev->text), "%s", text);
+	/* Not bounded: there is one per tracked send, made with it. Queued
+	 * before a flush can see the publish settled. */
+	pthread_mutex_lock(&in->lock);
+	in->queued_control++;
+	if (in->tail)
+		in->tail->next = ev;
+	else
+		in->head = ev;
+	in->tail = ev;
+	pthread_mutex_unlock(&in->lock);
+	inbox_wake(in);
 	publish_settled(in);
 }
 
@@ -1022,11 +1215,14 @@ static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct no
 		goto out;
 	}
 	key = srup_keystore_lookup(n->peers, msg->sender_id);
+	sender_note(&n->inbox, msg->sender_id, key);
 	if (!key) {
 		DROP(n, UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)", sender, desc->name);
 		goto out;
 	}
-	err = srup_msg_verify(msg, key);
+	/* Verified already on Paho's thread with this very key (still alive:
+	 * the event holds a reference), over these bytes. */
+	err = ev->verified_with == key ? SRUP_OK : srup_msg_verify(msg, key);
 	if (err != SRUP_OK) {
 		DROP(n, SIGNATURE, topic, "bad signature on %s from %s: %s", desc->name, sender,
 		     srup_strerror(err));
@@ -1088,8 +1284,13 @@ out:
  * its handler holds it or it must be tried again after a restart. */
 static void event_free(struct node_inbox *in, struct node_event *ev)
 {
+	if (ev->publish && &ev->publish->ev == ev) {
+		free(ev->publish); /* a tracked send's outcome, made with it */
+		return;
+	}
 	if (ev->record && !ev->held && !ev->keep_record)
 		record_remove(in, ev->record);
+	EVP_PKEY_free(ev->verified_with);
 	free(ev->publish);
 	free(ev->topic);
 	free(ev->payload);
@@ -1101,6 +1302,8 @@ static void event_free(struct node_inbox *in, struct node_event *ev)
  * not let the same message be accepted again, so if the commit fails no
  * handler runs and every message of the batch is dropped (their IDs are
  * unstaged: a retransmission can still be accepted). */
+static void deferred_publish(struct srup_node *n);
+
 static void batch_run(struct srup_node *n, struct node_batch *batch)
 {
 	char detail[512] = "";
@@ -1114,15 +1317,17 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 	 * handlers run again. */
 	for (size_t i = 0; i < batch->count; i++)
 		if (batch->items[i].ev->record && !batch->items[i].ev->recovered_accepted)
-			record_mark_accepted(&n->inbox, batch->items[i].ev->record);
+			srup_inbound_mark_accepted(n->inbox.records, batch->items[i].ev->record);
 	serr = srup_seqstore_commit(n->seq, detail, sizeof(detail));
 	if (serr != SRUP_SEQ_OK)
 		srup_log(LOG_ERR, "cannot persist %zu accepted sequence id(s): %s: %s",
 			 batch->count, srup_seqstore_strerror(serr), detail);
+	n->in_batch = true;
 	for (size_t i = 0; i < batch->count; i++) {
 		struct node_batch_item *it = &batch->items[i];
 
 		if (serr == SRUP_SEQ_OK) {
+			sender_note_committed(&n->inbox, it->msg->sender_id, it->msg->sequence_id);
 			n->stats.accepted++;
 			n->handling = it->ev;
 			it->handler.fn(n, it->msg, it->ev->topic, it->handler.user);
@@ -1139,6 +1344,9 @@ static void batch_run(struct srup_node *n, struct node_batch *batch)
 		event_free(&n->inbox, it->ev);
 	}
 	batch->count = 0;
+	n->in_batch = false;
+	if (n->n_deferred)
+		deferred_publish(n);
 }
 
 /* ---- connection handling (loop thread) --------------------------------- */
@@ -1176,7 +1384,7 @@ static int subscribe_all(struct srup_node *n)
 			eo.onSuccess = paho_subscribed_one;
 			eo.onFailure = paho_subscribe_failed;
 			eo.context = &n->inbox;
-			rc = MQTTAsync_subscribe(n->client, n->extra[i - 1], 1, &eo);
+			rc = PAHO(n, MQTTAsync_subscribe(n->client, n->extra[i - 1], 1, &eo));
 			if (rc != MQTTASYNC_SUCCESS) {
 				srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", n->extra[i - 1],
 					 n->cfg.broker, MQTTAsync_strerror(rc));
@@ -1198,7 +1406,7 @@ static int subscribe_all(struct srup_node *n)
 		opts.onSuccess = paho_subscribed_one;
 		opts.onFailure = paho_subscribe_failed;
 		opts.context = &n->inbox;
-		rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+		rc = PAHO(n, MQTTAsync_subscribe(n->client, topic, 1, &opts));
 		if (rc != MQTTASYNC_SUCCESS) {
 			srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", topic, n->cfg.broker,
 				 MQTTAsync_strerror(rc));
@@ -1238,7 +1446,7 @@ static int resubscribe_timer_fired(sd_event_source *s, uint64_t usec, void *user
 
 	(void)s;
 	(void)usec;
-	if (MQTTAsync_isConnected(n->client) && subscribe_all(n) != 0)
+	if (PAHO(n, MQTTAsync_isConnected(n->client)) && subscribe_all(n) != 0)
 		schedule_resubscribe(n);
 	return 0;
 }
@@ -1365,7 +1573,7 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 			return SRUP_NODE_E_NOMEM;
 		n->extra[n->n_extra++] = copy;
 	}
-	if (!n->connect_requested || !MQTTAsync_isConnected(n->client)) {
+	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client))) {
 		if (done)
 			done(n, topic, true, user);
 		return SRUP_NODE_OK;
@@ -1382,7 +1590,7 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 	opts.onSuccess = paho_subscribed_one;
 	opts.onFailure = paho_subscribe_failed;
 	opts.context = &n->inbox;
-	rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+	rc = PAHO(n, MQTTAsync_subscribe(n->client, topic, 1, &opts));
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot subscribe to %s: %s", topic, MQTTAsync_strerror(rc));
 		free(op_topic);
@@ -1404,9 +1612,9 @@ enum srup_node_err srup_node_remove_topic(struct srup_node *n, const char *topic
 	if (!n || !topic || !extra_find(n, topic, &pos))
 		return SRUP_NODE_E_ARG;
 	extra_drop(n, topic);
-	if (!n->connect_requested || !MQTTAsync_isConnected(n->client))
+	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client)))
 		return SRUP_NODE_OK; /* not subscribed again at the next connect */
-	rc = MQTTAsync_unsubscribe(n->client, topic, NULL);
+	rc = PAHO(n, MQTTAsync_unsubscribe(n->client, topic, NULL));
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot unsubscribe from %s: %s", topic, MQTTAsync_strerror(rc));
 		return SRUP_NODE_E_MQTT;
@@ -1480,6 +1688,8 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 	}
 }
 
+static void records_recover_some(struct srup_node *n);
+
 /* Everything queued so far: messages through the pipeline, connection
  * and publish events in order. */
 static void inbox_drain(struct srup_node *n)
@@ -1502,6 +1712,7 @@ static void inbox_drain(struct srup_node *n)
 		} else
 			in->queued_control--;
 	}
+	pthread_cond_broadcast(&in->room);
 	if (in->queue_full > in->queue_full_reported) {
 		newly_full = in->queue_full - in->queue_full_reported;
 		in->queue_full_reported = in->queue_full;
@@ -1537,6 +1748,8 @@ static void inbox_drain(struct srup_node *n)
 	}
 	batch_run(n, &batch);
 	n->dispatching = false;
+	if (n->recovering)
+		records_recover_some(n);
 }
 
 static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *user)
@@ -1707,123 +1920,65 @@ static enum srup_node_err create_client(struct srup_node *n, char *detail, size_
 	return SRUP_NODE_OK;
 }
 
-static int record_id_cmp(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+static enum srup_node_err start_connect(struct srup_node *n);
 
-	return (x > y) - (x < y);
-}
-
-/* One record back into the inbox; false if it is unreadable (removed). */
-static bool record_recover(struct srup_node *n, uint64_t id, bool accepted)
+/* Queue records left by a previous run, in arrival order, as many as the
+ * receive queue has room for; the rest follow each time the loop has taken
+ * the queue. Until the last is queued the node does not connect: what the
+ * broker sends then comes after them, as it did. */
+static void records_recover_some(struct srup_node *n)
 {
 	struct node_inbox *in = &n->inbox;
-	uint8_t *buf = NULL;
-	char name[32];
-	struct stat st;
-	size_t len;
-	uint32_t tlen, plen;
-	uint64_t sum = 0;
-	bool ok = false;
-	int fd;
+	struct srup_inbound_record *rec = &n->recover_next;
+	enum srup_inbound_err e;
+	bool room;
 
-	record_name(id, accepted, name);
-	fd = openat(in->records_dir, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-	    st.st_size < (off_t)(RECORD_HEADER + RECORD_TRAILER) ||
-	    st.st_size > (off_t)(RECORD_HEADER + NODE_TOPIC_LEN_MAX + NODE_PAYLOAD_MAX +
-				 RECORD_TRAILER))
-		goto out;
-	len = (size_t)st.st_size;
-	buf = malloc(len);
-	if (!buf || read(fd, buf, len) != (ssize_t)len || memcmp(buf, RECORD_MAGIC, 8) != 0)
-		goto out;
-	tlen = get_u32(buf + 8);
-	plen = get_u32(buf + 12);
-	if ((uint64_t)RECORD_HEADER + tlen + plen + RECORD_TRAILER != len)
-		goto out;
-	for (int i = 0; i < 8; i++)
-		sum = sum << 8 | buf[len - RECORD_TRAILER + (size_t)i];
-	if (sum != fnv1a(buf, len - RECORD_TRAILER, FNV_OFFSET))
-		goto out;
-	inbox_take(in, (const char *)buf + RECORD_HEADER, tlen, tlen,
-		   buf + RECORD_HEADER + tlen, plen, id, accepted);
-	ok = true;
-out:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	if (!ok) {
-		/* Torn or damaged: written by a process that died before the
-		 * PUBACK, so the broker still has the message. */
-		srup_log(LOG_WARNING, "inbound record %s is damaged; removed", name);
-		unlinkat(in->records_dir, name, 0);
+	while (n->recovering) {
+		if (!rec->id) {
+			e = srup_inbound_next(in->records, rec);
+			if (e != SRUP_INBOUND_OK) {
+				srup_log(LOG_ERR, "cannot read inbound records: %s; the rest are "
+					 "handled at the next start", srup_inbound_strerror(e));
+				rec->id = 0;
+			}
+			if (!rec->id) {
+				n->recovering = false;
+				if (n->recovered)
+					srup_log(LOG_NOTICE, "%zu received message(s) from before a "
+						 "restart to handle", n->recovered);
+				if (n->connect_deferred)
+					start_connect(n);
+				break;
+			}
+		}
+		pthread_mutex_lock(&in->lock);
+		room = room_for(in, message_cost(rec->topic_len, rec->payload_len));
+		if (room) {
+			in->queued_messages++;
+			in->queued_bytes += message_cost(rec->topic_len, rec->payload_len);
+		}
+		pthread_mutex_unlock(&in->lock);
+		if (!room)
+			break;
+		inbox_take(in, rec->topic, rec->topic_len, rec->topic_len, rec->payload,
+			   rec->payload_len, rec->id, rec->accepted, true, rec->note, rec->note_len,
+			   NULL);
+		srup_inbound_record_clear(rec);
+		n->recovered++;
 	}
-	return ok;
 }
 
-/* Open <state_dir>/inbound and queue what a previous run left there, in
- * arrival order. */
+/* Open <state_dir>/inbound and start queueing what a previous run left
+ * there. */
 static enum srup_node_err records_recover(struct srup_node *n, char *detail, size_t detail_len)
 {
-	struct node_inbox *in = &n->inbox;
-	char path[sizeof(n->cfg.state_dir) + 16];
-	struct {
-		uint64_t id;
-		bool accepted;
-	} *found = NULL;
-	size_t count = 0, cap = 0;
-	uint64_t max = 0;
-	size_t recovered = 0;
-	struct dirent *de;
-	DIR *d;
+	enum srup_inbound_err e;
 
-	snprintf(path, sizeof(path), "%s/inbound", n->cfg.state_dir);
-	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-		set_detail(detail, detail_len, "cannot create %s: %s", path, strerror(errno));
-		return SRUP_NODE_E_STATE;
-	}
-	in->records_dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	d = in->records_dir >= 0 ? fdopendir(dup(in->records_dir)) : NULL;
-	if (!d) {
-		set_detail(detail, detail_len, "cannot open %s: %s", path, strerror(errno));
-		return SRUP_NODE_E_STATE;
-	}
-	while ((de = readdir(d))) {
-		char *end;
-		uint64_t id;
-
-		if (strlen(de->d_name) != 20 || de->d_name[16] != '.')
-			continue;
-		id = strtoull(de->d_name, &end, 16);
-		if (end != de->d_name + 16 ||
-		    (strcmp(end, ".msg") != 0 && strcmp(end, ".acc") != 0))
-			continue;
-		if (count == cap) {
-			void *grown = realloc(found, (cap ? cap * 2 : 64) * sizeof(*found));
-			if (!grown) {
-				closedir(d);
-				free(found);
-				return SRUP_NODE_E_NOMEM;
-			}
-			found = grown;
-			cap = cap ? cap * 2 : 64;
-		}
-		found[count].id = id;
-		found[count].accepted = strcmp(end, ".acc") == 0;
-		count++;
-		if (id > max)
-			max = id;
-	}
-	closedir(d);
-	if (count > 1)
-		qsort(found, count, sizeof(*found), record_id_cmp); /* id first in each entry */
-	for (size_t i = 0; i < count; i++)
-		recovered += record_recover(n, found[i].id, found[i].accepted);
-	free(found);
-	in->next_record = max + 1;
-	if (recovered)
-		srup_log(LOG_NOTICE, "%zu received message(s) from before a restart to handle", recovered);
+	e = srup_inbound_new(n->cfg.state_dir, &n->inbox.records, detail, detail_len);
+	if (e != SRUP_INBOUND_OK)
+		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
+	n->recovering = true;
+	records_recover_some(n);
 	return SRUP_NODE_OK;
 }
 
@@ -1852,16 +2007,26 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 	if (!n)
 		return SRUP_NODE_E_NOMEM;
 	n->inbox.efd = -1;
-	n->inbox.records_dir = -1;
 	if (pthread_mutex_init(&n->inbox.lock, NULL) != 0) {
 		free(n);
 		return SRUP_NODE_E_NOMEM;
 	}
+	if (pthread_mutex_init(&n->inbox.senders_lock, NULL) != 0) {
+		pthread_mutex_destroy(&n->inbox.lock);
+		free(n);
+		return SRUP_NODE_E_NOMEM;
+	}
+	n->inbox.own_id = cfg ? cfg->id : 0;
 	pthread_condattr_init(&cattr);
 	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
 	r = pthread_cond_init(&n->inbox.changed, &cattr);
 	pthread_condattr_destroy(&cattr);
+	if (r == 0 && pthread_cond_init(&n->inbox.room, NULL) != 0) {
+		pthread_cond_destroy(&n->inbox.changed);
+		r = -1;
+	}
 	if (r != 0) {
+		pthread_mutex_destroy(&n->inbox.senders_lock);
 		pthread_mutex_destroy(&n->inbox.lock);
 		free(n);
 		return SRUP_NODE_E_NOMEM;
@@ -1915,13 +2080,13 @@ static void disconnect_client(struct srup_node *n)
 	MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
 	struct timespec deadline;
 
-	if (!n->connect_requested || !MQTTAsync_isConnected(n->client))
+	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client)))
 		return;
 	opts.timeout = 0; /* in-flight QoS 1 messages were settled by flush, if wanted */
 	opts.onSuccess = paho_disconnect_done;
 	opts.onFailure = paho_disconnect_failed;
 	opts.context = &n->inbox;
-	if (MQTTAsync_disconnect(n->client, &opts) != MQTTASYNC_SUCCESS)
+	if (PAHO(n, MQTTAsync_disconnect(n->client, &opts)) != MQTTASYNC_SUCCESS)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += NODE_DISCONNECT_WAIT_MS / 1000;
@@ -1939,6 +2104,11 @@ void srup_node_free(struct srup_node *n)
 
 	if (!n)
 		return;
+	/* Paho's thread no longer waits for room: nothing takes the queue. */
+	pthread_mutex_lock(&n->inbox.lock);
+	n->inbox.stopping = true;
+	pthread_cond_broadcast(&n->inbox.room);
+	pthread_mutex_unlock(&n->inbox.lock);
 	paho_waker_free(n->waker);
 	if (n->client_created) {
 		disconnect_client(n);
@@ -1953,6 +2123,11 @@ void srup_node_free(struct srup_node *n)
 		next = ev->next;
 		if (ev->publish && ev->publish->done)
 			ev->publish->done(n, ev->kind == NODE_EV_PUBLISHED, ev->publish->user);
+		if (ev->publish && &ev->publish->ev == ev) {
+			free(ev->publish);
+			continue;
+		}
+		EVP_PKEY_free(ev->verified_with);
 		free(ev->publish);
 		free(ev->topic);
 		free(ev->payload);
@@ -1960,12 +2135,18 @@ void srup_node_free(struct srup_node *n)
 	}
 	if (n->inbox.efd >= 0)
 		close(n->inbox.efd);
-	if (n->inbox.records_dir >= 0)
-		close(n->inbox.records_dir);
+	srup_inbound_free(n->inbox.records);
 	free(n->inbox.recorded_ids);
 	kept_clear(&n->inbox);
 	pthread_cond_destroy(&n->inbox.changed);
+	pthread_cond_destroy(&n->inbox.room);
 	pthread_mutex_destroy(&n->inbox.lock);
+	for (size_t i = 0; i < 64; i++)
+		EVP_PKEY_free(n->inbox.senders[i].key);
+	pthread_mutex_destroy(&n->inbox.senders_lock);
+	srup_inbound_record_clear(&n->recover_next);
+	free(n->notes_unsynced);
+	free(n->deferred);
 	srup_seqstore_free(n->seq);
 	EVP_PKEY_free(n->identity);
 	free(n->watched);
@@ -2014,7 +2195,7 @@ enum srup_node_err srup_node_watch_device(struct srup_node *n, uint64_t device)
 
 	/* Subscribed now if the session is up; every reconnect subscribes
 	 * the whole list again. */
-	if (n->connect_requested && MQTTAsync_isConnected(n->client)) {
+	if (n->connect_requested && PAHO(n, MQTTAsync_isConnected(n->client))) {
 		MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 		char topic[SRUP_TOPIC_MAX + 2], dev[SRUP_TOPIC_MAX];
 		int rc;
@@ -2024,7 +2205,7 @@ enum srup_node_err srup_node_watch_device(struct srup_node *n, uint64_t device)
 		opts.onSuccess = paho_subscribed_one;
 		opts.onFailure = paho_subscribe_failed;
 		opts.context = &n->inbox;
-		rc = MQTTAsync_subscribe(n->client, topic, 1, &opts);
+		rc = PAHO(n, MQTTAsync_subscribe(n->client, topic, 1, &opts));
 		if (rc != MQTTASYNC_SUCCESS) {
 			srup_log(LOG_ERR, "cannot subscribe to %s: %s", topic,
 				 MQTTAsync_strerror(rc));
@@ -2038,16 +2219,26 @@ enum srup_node_err srup_node_connect(struct srup_node *n,
 				     void (*on_connected)(struct srup_node *node, void *user),
 				     void *user)
 {
+	if (!n)
+		return SRUP_NODE_E_ARG;
+	if (n->connect_requested || n->connect_deferred)
+		return SRUP_NODE_OK;
+	n->on_connected = on_connected;
+	n->on_connected_user = user;
+	if (n->recovering) {
+		n->connect_deferred = true; /* once every record is queued */
+		return SRUP_NODE_OK;
+	}
+	return start_connect(n);
+}
+
+static enum srup_node_err start_connect(struct srup_node *n)
+{
 	MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
 	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
 	int rc;
 
-	if (!n)
-		return SRUP_NODE_E_ARG;
-	if (n->connect_requested)
-		return SRUP_NODE_OK;
-	n->on_connected = on_connected;
-	n->on_connected_user = user;
+	n->connect_deferred = false;
 	opts.keepAliveInterval = (int)n->cfg.keepalive_seconds;
 	opts.cleansession = 0; /* the broker keeps our subscriptions and QoS 1 messages */
 	opts.MQTTVersion = MQTTVERSION_3_1_1;
@@ -2065,7 +2256,7 @@ enum srup_node_err srup_node_connect(struct srup_node *n,
 		ssl.verify = 1; /* the certificate must name the host we dialled */
 		opts.ssl = &ssl;
 	}
-	rc = MQTTAsync_connect(n->client, &opts);
+	rc = PAHO(n, MQTTAsync_connect(n->client, &opts));
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot start connecting to %s: %s", n->cfg.broker,
 			 MQTTAsync_strerror(rc));
@@ -2093,13 +2284,15 @@ enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uin
 	return srup_node_send_tracked(n, msg, peer, topic, NULL, NULL);
 }
 
+static void notes_sync(struct srup_node *n);
+static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, uint8_t *wire,
+				       size_t wire_len, srup_node_sent_fn done, void *user,
+				       const char *type_name, uint64_t seq);
+
 enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *msg,
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user)
 {
-	struct node_publish *tracked = NULL;
-	MQTTAsync_message pub = MQTTAsync_message_initializer;
-	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 	const struct srup_type_desc *desc;
 	char detail[512] = "";
 	uint8_t *wire = NULL;
@@ -2107,7 +2300,6 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	uint64_t seq;
 	enum srup_seq_err serr;
 	enum srup_err err;
-	int rc;
 
 	if (!n || !msg || !topic || topic[0] == '\0' || strlen(topic) >= NODE_TOPIC_LEN_MAX)
 		return SRUP_NODE_E_ARG;
@@ -2138,6 +2330,46 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 		free(wire);
 		return SRUP_NODE_E_PROTOCOL;
 	}
+	if (n->in_batch && (n->n_notes_unsynced || n->n_deferred)) {
+		struct node_deferred *dp;
+
+		if (n->n_deferred == n->cap_deferred) {
+			size_t cap = n->cap_deferred ? n->cap_deferred * 2 : 16;
+			struct node_deferred *grown = realloc(n->deferred, cap * sizeof(*grown));
+
+			if (!grown) {
+				free(wire);
+				return SRUP_NODE_E_NOMEM;
+			}
+			n->deferred = grown;
+			n->cap_deferred = cap;
+		}
+		dp = &n->deferred[n->n_deferred];
+		*dp = (struct node_deferred){.topic = strdup(topic), .wire = wire, .len = wire_len,
+					     .done = done, .user = user, .type_name = desc->name,
+					     .seq = seq};
+		if (!dp->topic) {
+			free(wire);
+			return SRUP_NODE_E_NOMEM;
+		}
+		n->n_deferred++;
+		return SRUP_NODE_OK;
+	}
+	if (n->n_notes_unsynced)
+		notes_sync(n);
+	return publish_wire(n, topic, wire, wire_len, done, user, desc->name, seq);
+}
+
+/* Hand an encoded message to Paho (takes wire). */
+static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, uint8_t *wire,
+				       size_t wire_len, srup_node_sent_fn done, void *user,
+				       const char *type_name, uint64_t seq)
+{
+	struct node_publish *tracked = NULL;
+	MQTTAsync_message pub = MQTTAsync_message_initializer;
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	int rc;
+
 	pub.payload = wire;
 	pub.payloadlen = (int)wire_len;
 	pub.qos = 1;
@@ -2161,18 +2393,37 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	pthread_mutex_lock(&n->inbox.lock);
 	n->inbox.publishes_pending++;
 	pthread_mutex_unlock(&n->inbox.lock);
-	rc = MQTTAsync_sendMessage(n->client, topic, &pub, &opts);
+	rc = PAHO(n, MQTTAsync_sendMessage(n->client, topic, &pub, &opts));
 	free(wire);
 	if (rc != MQTTASYNC_SUCCESS) {
 		free(tracked);
 		publish_settled(&n->inbox);
-		srup_log(LOG_ERR, "cannot publish %s on %s: %s", desc->name, topic,
+		srup_log(LOG_ERR, "cannot publish %s on %s: %s", type_name, topic,
 			 MQTTAsync_strerror(rc));
 		return SRUP_NODE_E_MQTT;
 	}
 	n->stats.sent++;
-	srup_log(LOG_DEBUG, "sent %s seq %" PRIu64 " on %s", desc->name, seq, topic);
+	srup_log(LOG_DEBUG, "sent %s seq %" PRIu64 " on %s", type_name, seq, topic);
 	return SRUP_NODE_OK;
+}
+
+/* The sends deferred by a batch's handlers: the notes first, with one
+ * sync, then each publish in the order made. */
+static void deferred_publish(struct srup_node *n)
+{
+	if (n->n_notes_unsynced)
+		notes_sync(n);
+	for (size_t i = 0; i < n->n_deferred; i++) {
+		struct node_deferred *dp = &n->deferred[i];
+
+		/* done runs once per send that returned OK: here if it fails. */
+		if (publish_wire(n, dp->topic, dp->wire, dp->len, dp->done, dp->user,
+				 dp->type_name, dp->seq) != SRUP_NODE_OK &&
+		    dp->done)
+			dp->done(n, false, dp->user);
+		free(dp->topic);
+	}
+	n->n_deferred = 0;
 }
 
 enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
@@ -2189,12 +2440,17 @@ enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000L;
 	}
+	/* Waiting on Paho as in a call to it: its thread must not wait for
+	 * room meanwhile, or the acknowledgements would not be read. */
 	pthread_mutex_lock(&n->inbox.lock);
+	n->inbox.loop_in_paho++;
+	pthread_cond_broadcast(&n->inbox.room);
 	while (n->inbox.publishes_pending > 0)
 		if (pthread_cond_timedwait(&n->inbox.changed, &n->inbox.lock, &deadline) ==
 		    ETIMEDOUT)
 			break;
 	left = n->inbox.publishes_pending;
+	n->inbox.loop_in_paho--;
 	pthread_mutex_unlock(&n->inbox.lock);
 	/* The outcomes of tracked sends reach their callers (and what
 	 * arrived meanwhile is handled) before the caller stops the loop. */
@@ -2214,6 +2470,58 @@ uint64_t srup_node_hold(struct srup_node *n)
 		return 0;
 	n->handling->held = true;
 	return n->handling->record;
+}
+
+enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const void *note,
+				       size_t len)
+{
+	enum srup_inbound_err e;
+
+	if (!n || !hold || len > SRUP_NODE_NOTE_MAX || (len && !note))
+		return SRUP_NODE_E_ARG;
+	if (n->n_notes_unsynced == n->cap_notes_unsynced) {
+		size_t cap = n->cap_notes_unsynced ? n->cap_notes_unsynced * 2 : 64;
+		uint64_t *grown = realloc(n->notes_unsynced, cap * sizeof(*grown));
+
+		if (!grown)
+			return SRUP_NODE_E_NOMEM;
+		n->notes_unsynced = grown;
+		n->cap_notes_unsynced = cap;
+	}
+	/* Synced with the others before the next publish: the first flush
+	 * takes the rest with it, so a run of decisions costs about one. */
+	e = srup_inbound_note(n->inbox.records, hold, note, len, false);
+	if (e == SRUP_INBOUND_OK)
+		n->notes_unsynced[n->n_notes_unsynced++] = hold;
+	if (e != SRUP_INBOUND_OK) {
+		srup_log(LOG_ERR, "cannot record what was decided for inbound record %016" PRIx64
+			 ": %s: %s", hold, srup_inbound_strerror(e), strerror(errno));
+		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
+	}
+	return SRUP_NODE_OK;
+}
+
+/* Every note written since the last publish is on disk before the next. */
+static void notes_sync(struct srup_node *n)
+{
+	for (size_t i = 0; i < n->n_notes_unsynced; i++) {
+		enum srup_inbound_err e = srup_inbound_note_sync(n->inbox.records,
+								 n->notes_unsynced[i]);
+
+		/* ENOENT: released meanwhile, nothing to keep. */
+		if (e != SRUP_INBOUND_OK && errno != ENOENT)
+			srup_log(LOG_ERR, "cannot sync what was decided for inbound record %016"
+				 PRIx64 ": %s", n->notes_unsynced[i], strerror(errno));
+	}
+	n->n_notes_unsynced = 0;
+}
+
+size_t srup_node_held_note(const struct srup_node *n, void *out, size_t cap)
+{
+	if (!n || !n->handling || !n->handling->note_len || !out || cap < n->handling->note_len)
+		return 0;
+	memcpy(out, n->handling->note, n->handling->note_len);
+	return n->handling->note_len;
 }
 
 void srup_node_release(struct srup_node *n, uint64_t hold)

@@ -143,8 +143,9 @@ typedef void (*srup_node_sent_fn)(struct srup_node *node, bool acknowledged, voi
 /* As srup_node_send; done then runs on the loop once the broker
  * acknowledged the publish (true) or the MQTT client gave it up (false),
  * or at the latest from srup_node_free (which tells what it knows): it runs
- * once per send that returned SRUP_NODE_OK (unless over 1024 connection
- * and publish events piled up unread, which is logged). */
+ * once per send that returned SRUP_NODE_OK. From a handler, while notes
+ * (srup_node_hold_note) wait for their sync, the publish itself happens
+ * when the handlers of the batch are done (in order, after one sync). */
 enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_msg *msg,
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user);
@@ -157,6 +158,20 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_ms
  * (QoS 0, or the record could not be written). */
 uint64_t srup_node_hold(struct srup_node *node);
 void srup_node_release(struct srup_node *node, uint64_t hold);
+
+/* What was decided for a held message (up to SRUP_NODE_NOTE_MAX bytes;
+ * replaces an earlier note), recorded before acting on it: it is on disk
+ * before this node publishes anything (notes written one after another are
+ * synced together, at the next srup_node_send*). Every later start hands the
+ * message over with its note (srup_node_held_note from its handler), so
+ * that what was decided is repeated, never decided again. Goes with the
+ * hold's release. */
+#define SRUP_NODE_NOTE_MAX 64
+enum srup_node_err srup_node_hold_note(struct srup_node *node, uint64_t hold, const void *note,
+				       size_t len);
+/* From a handler: the note recorded for the message being handled before a
+ * restart, copied to out; its length, or 0 if none (or cap is too small). */
+size_t srup_node_held_note(const struct srup_node *node, void *out, size_t cap);
 
 /* Wait (running nothing else) until every published message was
  * acknowledged by the broker, or timeout_ms, then handle what the loop has
@@ -178,7 +193,7 @@ enum srup_node_drop {
 	SRUP_NODE_DROP_SENDER_NOT_ALLOWED, /* that sender may not send that type */
 	SRUP_NODE_DROP_REPLAY,             /* sequence ID not above the last accepted */
 	SRUP_NODE_DROP_PERSIST,            /* its sequence ID could not be stored */
-	SRUP_NODE_DROP_QUEUE_FULL,         /* the receive queue was full */
+	SRUP_NODE_DROP_QUEUE_FULL,         /* the receive queue was full (QoS 0 only) */
 	SRUP_NODE_DROP__COUNT
 };
 /* A short name for metrics and status ("signature", "replay", ...). */

@@ -177,9 +177,10 @@ static uint64_t now_ms(struct observerd *d)
 	return usec / 1000;
 }
 
-/* hold: the request answered (released once the broker has the RESPONSE). */
-static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
-			  size_t token_len, uint64_t hold)
+/* hold: the request answered (released once the broker has the RESPONSE);
+ * noted: its status is recorded already (apply_events). */
+static void send_response_noted(struct observerd *d, uint8_t status, const uint8_t *token,
+				size_t token_len, uint64_t hold, bool noted)
 {
 	struct srup_msg *msg = srup_msg_new(SRUP_TYPE_RESPONSE);
 	uint64_t *settle = hold ? malloc(sizeof(*settle)) : NULL;
@@ -197,7 +198,12 @@ static void send_response(struct observerd *d, uint8_t status, const uint8_t *to
 		free(settle);
 		return;
 	}
-	/* The observer is a device of its server: it answers on its own topic. */
+	/* The observer is a device of its server: it answers on its own topic.
+	 * What it answers is on disk first: a restart before the broker has
+	 * the RESPONSE sends the same one again, never another. */
+	if (hold && !noted && srup_node_hold_note(d->node, hold, &status, 1) != SRUP_NODE_OK)
+		srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart before "
+			 "the broker has it decides that request again", status);
 	if (settle)
 		*settle = hold;
 	err = srup_node_send_tracked(d->node, msg, d->cfg.server_id, d->own_topic,
@@ -208,6 +214,12 @@ static void send_response(struct observerd *d, uint8_t status, const uint8_t *to
 		free(settle);
 	}
 	srup_msg_free(msg);
+}
+
+static void send_response(struct observerd *d, uint8_t status, const uint8_t *token,
+			  size_t token_len, uint64_t hold)
+{
+	send_response_noted(d, status, token, token_len, hold, false);
 }
 
 static void rearm_deadline(struct observerd *d)
@@ -222,9 +234,24 @@ static void rearm_deadline(struct observerd *d)
 	sd_event_source_set_enabled(d->deadline_timer, SD_EVENT_ONESHOT);
 }
 
-/* Carry out what the engine decided, then forget it. */
+/* Carry out what the engine decided, then forget it. Every outcome is
+ * recorded first, then the RESPONSEs go: the records of a run of decisions
+ * (expiries at one deadline, say) reach the disk together. */
 static void apply_events(struct observerd *d)
 {
+	uint64_t *holds = d->events.len ? calloc(d->events.len, sizeof(*holds)) : NULL;
+
+	for (size_t i = 0; holds && i < d->events.len; i++) {
+		const struct obs_event *ev = &d->events.ev[i];
+
+		if (ev->kind != OBS_EVENT_RESPOND)
+			continue;
+		holds[i] = held_take(&d->held, ev->device_id, ev->token, ev->token_len);
+		if (holds[i] && srup_node_hold_note(d->node, holds[i], &ev->status, 1) !=
+				     SRUP_NODE_OK)
+			srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart "
+				 "before the broker has it decides that request again", ev->status);
+	}
 	for (size_t i = 0; i < d->events.len; i++) {
 		const struct obs_event *ev = &d->events.ev[i];
 		char id[17];
@@ -239,8 +266,13 @@ static void apply_events(struct observerd *d)
 				 "duration_ms=%" PRIu64,
 				 id, obs_outcome_name(ev->outcome), ev->status, ev->attempts,
 				 ev->duration_ms);
-			send_response(d, ev->status, ev->token, ev->token_len,
-				      held_take(&d->held, ev->device_id, ev->token, ev->token_len));
+			if (holds)
+				send_response_noted(d, ev->status, ev->token, ev->token_len,
+						    holds[i], true);
+			else
+				send_response(d, ev->status, ev->token, ev->token_len,
+					      held_take(&d->held, ev->device_id, ev->token,
+							ev->token_len));
 			operator_outcome(d, ev);
 			break;
 		case OBS_EVENT_LISTEN_START:
@@ -260,6 +292,7 @@ static void apply_events(struct observerd *d)
 			break;
 		}
 	}
+	free(holds);
 	obs_events_clear(&d->events);
 	rearm_deadline(d);
 	notify_status(d);
@@ -282,6 +315,7 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	struct observerd *d = user;
 	struct srup_bytes value = {0};
 	uint64_t hold;
+	uint8_t decided;
 	enum srup_err err;
 	char id[17];
 
@@ -293,6 +327,12 @@ static void on_observe_request(struct srup_node *node, const struct srup_msg *ms
 	}
 	/* From here every path answers the request, so it is held until then. */
 	hold = srup_node_hold(node);
+	if (srup_node_held_note(node, &decided, 1) == 1) {
+		srup_log(LOG_NOTICE, "OBSERVE_REQ for device %s accepted before a restart and "
+			 "answered 0x%02x then: that RESPONSE is sent again", id, decided);
+		send_response(d, decided, msg->token.data, msg->token.len, hold);
+		return;
+	}
 	if (msg->token.len > OBS_TOKEN_MAX) {
 		srup_log(LOG_WARNING, "OBSERVE_REQ for device %s: token of %zu bytes is over %u; "
 			 "answered 0x6F", id, msg->token.len, OBS_TOKEN_MAX);

@@ -2,7 +2,9 @@
 # Builds the Debian source and binary packages (dpkg-buildpackage -us -uc)
 # from this checkout's files (tracked and new, not ignored ones, so the
 # build dirs stay out) into OUTDIR (default: a new temporary directory);
-# prints the path of the .changes file.
+# prints the path of the .changes file. PREPARE, if given, is a program run
+# in the copied tree first (the install test makes a next version with it).
+# Usage: build-deb.sh [OUTDIR [PREPARE]]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$(mktemp -d)}
@@ -15,6 +17,10 @@ mkdir "$src"
 (cd "$top" && git ls-files -z --cached --others --exclude-standard |
 	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
 	tar --null -T - -cf -) | tar -xf - -C "$src"
+if [ -n "${2:-}" ]; then
+	(cd "$src" && "$2") >&2
+	version=$(dpkg-parsechangelog -l "$src/debian/changelog" -S Version)
+fi
 (cd "$src" && dpkg-buildpackage -us -uc -j"$(nproc)" >"$work/build.log" 2>&1) || {
 	tail -n 60 "$work/build.log" >&2
 	exit 1

@@ -1174,8 +1174,9 @@ static void test_queue_overflow_dropped_and_counted(void **state)
 		fprintf(f, "flood %u\n", i);
 	assert_int_equal(fclose(f), 0);
 	/* The loop does not run while the flood arrives: Paho's thread fills
-	 * the queue up to its bound and drops the rest. */
-	snprintf(cmd, sizeof(cmd), "mosquitto_pub -h 127.0.0.1 -p %u -q 1 -t %s -l < %s",
+	 * the queue up to its bound and drops the rest (QoS 0: nothing was
+	 * acknowledged; QoS 1 waits instead, below). */
+	snprintf(cmd, sizeof(cmd), "mosquitto_pub -h 127.0.0.1 -p %u -q 0 -t %s -l < %s",
 		 (unsigned)test_broker_port(w->broker), topic, file);
 	char *argv[] = {"sh", "-c", cmd, NULL};
 	assert_int_equal(test_run(argv, 60000), 0);
@@ -1221,7 +1222,7 @@ static void test_queue_bounded_in_bytes(void **state)
 		fputc('\n', f);
 	}
 	assert_int_equal(fclose(f), 0);
-	snprintf(cmd, sizeof(cmd), "mosquitto_pub -h 127.0.0.1 -p %u -q 1 -t %s -l < %s",
+	snprintf(cmd, sizeof(cmd), "mosquitto_pub -h 127.0.0.1 -p %u -q 0 -t %s -l < %s",
 		 (unsigned)test_broker_port(w->broker), topic, file);
 	char *argv[] = {"sh", "-c", cmd, NULL};
 	assert_int_equal(test_run(argv, 60000), 0);
@@ -1241,6 +1242,72 @@ static void test_queue_bounded_in_bytes(void **state)
 	assert_true(log_contains(w, "receive queue full ("));
 	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-after");
 	wait_device_counts(w, BIG_MESSAGES, 1, 0);
+}
+
+/* QoS 1 floods while the loop is busy: what Paho acknowledges is bounded by
+ * the receive queue (in messages and in bytes) instead of dropped: the
+ * broker keeps the rest until the loop has made room, and none is lost. */
+static void acknowledged_flood(struct world *w, unsigned count, unsigned payload_len,
+			       unsigned most_received)
+{
+	char topic[SRUP_TOPIC_MAX], file[4300], cmd[9000];
+	struct srup_node_stats s;
+	uint64_t deadline;
+	FILE *f;
+
+	make_device(w);
+	connect_all(w);
+	srup_topic_device(DEVICE_ID, topic);
+	snprintf(file, sizeof(file), "%s/acked-flood.txt", w->dir);
+	f = fopen(file, "w");
+	assert_non_null(f);
+	for (unsigned i = 0; i < count; i++) {
+		fprintf(f, "%08u", i);
+		for (unsigned k = 8; k < payload_len; k++)
+			fputc('a' + (int)(k % 26), f);
+		fputc('\n', f);
+	}
+	assert_int_equal(fclose(f), 0);
+	snprintf(cmd, sizeof(cmd), "mosquitto_pub -h 127.0.0.1 -p %u -q 1 -t %s -l < %s",
+		 (unsigned)test_broker_port(w->broker), topic, file);
+	char *argv[] = {"sh", "-c", cmd, NULL};
+	assert_int_equal(test_run(argv, 60000), 0);
+	/* The loop does not run: Paho's thread takes what the queue holds,
+	 * then waits with the next message unacknowledged. */
+	deadline = test_now_ms() + 30000;
+	do {
+		srup_node_get_stats(w->device, &s);
+		if (s.received >= most_received)
+			break;
+		usleep(10000);
+	} while (test_now_ms() < deadline);
+	usleep(300000); /* a negative check: more would have arrived by now */
+	srup_node_get_stats(w->device, &s);
+	if (s.received > most_received || s.received == 0)
+		fail_msg("%" PRIu64 " of %u taken while the loop was busy (at most %u fit)",
+			 s.received, count, most_received);
+	assert_int_equal(s.dropped, 0);
+	/* The loop runs: every one arrives (and fails to decode), none for
+	 * want of room. */
+	wait_device_counts(w, count, 0, 0);
+	s = stats_of(w->device);
+	assert_int_equal(s.received, count);
+	assert_int_equal(s.dropped_by[SRUP_NODE_DROP_QUEUE_FULL], 0);
+	assert_int_equal(s.dropped_by[SRUP_NODE_DROP_DECODE], count);
+	assert_false(log_contains(w, "receive queue full"));
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 1, server_key, "tok-after");
+	wait_device_counts(w, count, 1, 0);
+}
+
+static void test_acknowledged_flood_held_back_not_dropped(void **state)
+{
+	acknowledged_flood(*state, FLOOD_MESSAGES, 10, 4096);
+}
+
+static void test_acknowledged_big_flood_held_back_not_dropped(void **state)
+{
+	/* 8 MiB of queue: 83 of these. */
+	acknowledged_flood(*state, BIG_MESSAGES, BIG_PAYLOAD, 84);
 }
 
 /* ---- a broker that sends what Mosquitto would refuse --------------------- */
@@ -1595,6 +1662,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_overflow_dropped_and_counted, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_queue_bounded_in_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_acknowledged_flood_held_back_not_dropped, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_acknowledged_big_flood_held_back_not_dropped,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_topic_with_nul_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_subscription_refused_in_part, setup, teardown),
 	};

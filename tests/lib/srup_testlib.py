@@ -105,6 +105,10 @@ class Broker:
             # Without it the broker's small writes wait for delayed ACKs
             # (about 40 ms per hop), which a deployment must avoid as well.
             "set_tcp_nodelay true",
+            # Paho reads a packet whole before anything can refuse it: the
+            # broker bounds what a publisher can make a node hold (1 MiB,
+            # room for the nodes' own 128 KiB payload check).
+            "max_packet_size 1048576",
             "log_dest file %s" % self.log,
             "log_type error",
             "log_type warning",

@@ -173,6 +173,10 @@ static int write_config(struct test_broker *b)
 	/* Without it the broker's small writes wait for delayed ACKs (about
 	 * 40 ms per hop), which is what a deployment must avoid as well. */
 	fprintf(f, "set_tcp_nodelay true\n");
+	/* Paho reads a packet whole before anything can refuse it: the broker
+	 * bounds what a publisher can make a node hold (1 MiB, room for the
+	 * node's own 128 KiB payload check). */
+	fprintf(f, "max_packet_size 1048576\n");
 	fprintf(f, "log_dest file %s\n", b->log);
 	fprintf(f, "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n");
 	/* As root, mosquitto would switch to its own user, which cannot write

@@ -92,7 +92,9 @@ done
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 log "installing: $(cd "$root/var/tmp/debs" && echo *.deb)"
 chroot_run() { systemd-nspawn -q --register=no --keep-unit -D "$root" --pipe "$@"; }
-chroot_run sh -c 'apt-get install -y -q /var/tmp/debs/*.deb' >"$work/apt.log" 2>&1 || {
+# --no-install-recommends: srup-observer recommends bluez (the example's
+# channel is ble); this root checks the observer without it.
+chroot_run sh -c 'apt-get install -y -q --no-install-recommends /var/tmp/debs/*.deb' >"$work/apt.log" 2>&1 || {
 	tail -n 30 "$work/apt.log" >&2
 	exit 1
 }
@@ -107,6 +109,7 @@ cat >"$root/etc/mosquitto/conf.d/srup-test.conf" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
 set_tcp_nodelay true
+max_packet_size 1048576
 EOF
 
 # The server and the device: keys made on the host.
@@ -454,6 +457,43 @@ exposure=$(inside systemd-analyze security --offline=true /lib/systemd/system/sr
 	sed -n 's/.*Overall exposure level for srup-observerd.service: \([0-9.]*\).*/\1/p')
 log "exposure of srup-observerd.service: $exposure"
 check "  its exposure is 2.0 or less" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }'
+# ---- srup-device.service: the agent's unit, as the observer's (packaging) -----
+device_unit=/lib/systemd/system/srup-device.service
+check "systemd-analyze verify passes on $device_unit" inside systemd-analyze verify --man=no "$device_unit"
+check "  the man page it names first is installed" inside test -e /usr/share/man/man1/srup-device.1.gz
+device_exposure=$(inside systemd-analyze security --offline=true "$device_unit" |
+	sed -n 's/.*Overall exposure level for srup-device.service: \([0-9.]*\).*/\1/p')
+log "exposure of srup-device.service: $device_exposure"
+check "  its exposure is 2.5 or less" awk -v e="$device_exposure" 'BEGIN { exit !(e != "" && e <= 2.5) }'
+check "  it runs as srup-device, a system user the package made" bash -c '
+	[ "$(inside systemctl show -P User srup-device.service)" = srup-device ] &&
+	inside getent passwd srup-device >/dev/null'
+check "  Type=notify with a watchdog" bash -c '
+	[ "$(inside systemctl show -P Type srup-device.service)" = notify ] &&
+	[ "$(inside systemctl show -P WatchdogUSec srup-device.service)" != 0 ]'
+# Configured as its README.Debian says (key for the service user, settings
+# in a drop-in), it starts: active only once READY=1, as srup-device, and a
+# reload keeps its PID.
+device_id_svc=$(inside srup-keygen --owner srup-device --out /etc/srup/device 2>/dev/null || true)
+mkdir -p "$root/etc/srup/device.conf.d"
+printf '[identity]\nid = %s\n\n[server]\nid = %s\n\n[mqtt]\nbroker = tcp://127.0.0.1:%s\n' \
+	"$device_id_svc" "$server_id" "$port" >"$root/etc/srup/device.conf.d/50-site.conf"
+check "  --check-config of device.conf and its drop-in passes as srup-device" \
+	inside runuser -u srup-device -- srup-device --config /etc/srup/device.conf --check-config
+check "  systemctl start srup-device returns once the agent is ready" inside timeout 120 systemctl start srup-device.service
+device_prop() { inside systemctl show -P "$1" srup-device.service; }
+device_pid=$(device_prop MainPID)
+check "  it is active (running) as srup-device" bash -c "
+	[ \"\$(inside systemctl show -P SubState srup-device.service)\" = running ] &&
+	[ \"\$(inside stat -c %U /proc/$device_pid)\" = srup-device ]"
+check "  systemctl reload srup-device succeeds and keeps the PID" bash -c "
+	inside systemctl reload srup-device.service &&
+	[ \"\$(inside systemctl show -P MainPID srup-device.service)\" = '$device_pid' ] &&
+	[ \"\$(inside systemctl show -P SubState srup-device.service)\" = running ]"
+((fail == 0)) || inside journalctl -b -u srup-device.service --no-pager -o cat | tail -n 20
+inside systemctl stop srup-device.service || true
+# ---- end of srup-device.service ------------------------------------------------
+
 reset_failed
 inside systemctl start srup-observerd.service
 check "the daemon runs before removal" wait_prop SubState running 60

@@ -92,6 +92,16 @@ for script in postinst prerm postrm preinst; do
 		sh -c "! dpkg-deb -I '$(deb srup-observer)' $script 2>/dev/null | grep -q 'srup-observer-activate.service'"
 done
 check "postrm removes /var/lib/srup-observer on purge" script_has srup-observer postrm 'rm -rf /var/lib/srup-observer'
+check "srup-device's postinst makes its service user" script_has srup-device postinst 'adduser --system'
+check "srup-device's postrm removes /var/lib/srup-device on purge" script_has srup-device postrm 'rm -rf /var/lib/srup-device'
+# The operator's settings go in drop-ins, so the examples stay as shipped.
+for d in srup-observer:/etc/srup/observer.conf.d srup-device:/etc/srup/device.conf.d \
+	srup-observer:/usr/share/doc/srup-observer/README.Debian \
+	srup-device:/usr/share/doc/srup-device/README.Debian; do
+	check "${d%%:*} holds ${d#*:}" has "${d%%:*}" "${d#*:}"
+done
+check "srup-observer recommends bluez (the example's channel is ble)" \
+	sh -c "dpkg-deb -f '$(deb srup-observer)' Recommends | grep -qw bluez"
 
 # The library: its SONAME, and exports equal to the version script.
 dpkg-deb -x "$(deb libsrup1)" "$work/root"

@@ -1,30 +1,32 @@
 #!/usr/bin/env bash
 # The packages installed as a site operator would: in a clean Debian 12
 # minbase root, with apt resolving their dependencies from the archive the
-# host's apt sources name; then configured, removed and purged.
-#   - the service user, the modes of the state directory and the key, the
-#     conffile, the unit where Debian 12's systemd and dh_installsystemd
-#     look, the maintainer scripts' service snippets;
-#   - the unit is not enabled by the install (not started before it is
+# host's apt sources name; then configured, upgraded, removed and purged.
+#   - the service users, the modes of the state directories and the key,
+#     the conffiles and the drop-in directories, the units where Debian
+#     12's systemd and dh_installsystemd look, the maintainer scripts'
+#     service snippets;
+#   - the units are not enabled by the install (not started before they are
 #     configured); an enabled unit stays enabled over a reinstall;
 #   - --check-config of the shipped example, as the service user, names
-#     what is left to fill in; filled in with srup-keygen --owner it passes;
-#   - a purge leaves no wants link and no
-#     /var/lib/srup-observer, and nothing of the packages
-#     but what Debian policy keeps: the system user and group, and the files
-#     the operator made.
-# The minbase root is made once by debootstrap and cached in
-# /var/cache/srup-tests/install-base-<key>, key = a hash of what goes into
-# it (suite, variant, architecture, mirror, debootstrap version, this
-# recipe); rm -rf /var/cache/srup-tests/install-base-* clears it. Each run
-# works on a copy.
+#     what is left to fill in; with the key made by srup-keygen --owner and
+#     the operator's settings in a drop-in (observer.conf.d/50-site.conf) it
+#     passes, observer.conf itself untouched;
+#   - an upgrade as unattended-upgrades runs it (standard input closed,
+#     DEBIAN_FRONTEND=noninteractive, no --force-conf*) to packages whose
+#     example configurations changed (a second build in this test, version
+#     bumped) asks nothing and exits 0: the examples are replaced by the
+#     new ones, the drop-ins kept, the check passes with the operator's
+#     settings, the enabled unit stays enabled;
+#   - a purge leaves no wants link, no /var/lib/srup-observer or
+#     /var/lib/srup-device, and nothing of the packages but what Debian
+#     policy keeps: the system users and groups, and the files the operator
+#     made (keys, drop-ins).
+# The clean root comes from tests/packaging/clean_root.sh (cached).
 # Usage: test_install.sh [BUILD_DIR]. SRUP_DEBS_DIR: use the .debs there
 # instead of building them; SRUP_INSTALL_PACKAGES: the packages to install.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-cache=/var/cache/srup-tests
-suite=bookworm
-arch=$(dpkg --print-architecture)
 work=$(mktemp -d /var/tmp/srup-install.XXXXXX)
 root=$work/root
 fail=0 passed=0
@@ -41,12 +43,12 @@ check() { # description, then a command that must succeed
 		log "FAIL: $what"
 	fi
 }
-in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 \
-	DEBIAN_FRONTEND=noninteractive "$@"; }
+# shellcheck source=clean_root.sh
+. "$top/tests/packaging/clean_root.sh"
 as_service_user() { in_root setpriv --reuid=srup-observer --regid=srup-observer --init-groups "$@"; }
 cleanup() {
 	set +e
-	mountpoint -q "$root/proc" && umount "$root/proc"
+	clean_root_umount
 	if ((fail)) || [ -n "${SRUP_KEEP_WORKDIR:-}" ]; then
 		log "work directory kept: $work"
 	else
@@ -56,90 +58,8 @@ cleanup() {
 trap cleanup EXIT
 
 [ "$(id -u)" = 0 ] || { log "test_install.sh must run as root (chroot, debootstrap)"; exit 1; }
-"$top/packaging/install-deps.sh" debootstrap >/dev/null
 
-# ---- the archive: the first source of the host naming $suite main -------
-# One-line (sources.list, *.list) and deb822 (*.sources) formats.
-mirror=$(python3 - "$suite" <<'EOF'
-import glob, sys
-suite = sys.argv[1]
-entries = []
-for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
-        continue
-    for line in lines:
-        words = line.split("#")[0].split()
-        if words[:1] != ["deb"]:
-            continue
-        words = words[1:]
-        if words and words[0].startswith("["):
-            while words and not words[0].endswith("]"):
-                words.pop(0)
-            words.pop(0)
-        if len(words) >= 3:
-            entries.append((words[0], [words[1]], words[2:]))
-for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-    for stanza in open(path).read().split("\n\n"):
-        fields = {}
-        for line in stanza.splitlines():
-            if ":" in line and not line.startswith((" ", "#")):
-                key, value = line.split(":", 1)
-                fields[key.strip().lower()] = value.split()
-        if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
-            for uri in fields.get("uris", []):
-                entries.append((uri, fields.get("suites", []), fields.get("components", [])))
-for uri, suites, components in entries:
-    if suite in suites and "main" in components:
-        print(uri)
-        break
-EOF
-)
-[ -n "$mirror" ] || { log "no apt source of the host names $suite main"; exit 1; }
-
-# ---- the clean root, cached ----------------------------------------------
-make_base() { # DIR: Debian $suite minbase, nothing else
-	debootstrap --variant=minbase --arch="$arch" "$suite" "$1" "$mirror"
-}
-key=$( {
-	echo "$suite minbase $arch $mirror"
-	dpkg-query -W -f='${Version}\n' debootstrap
-	declare -f make_base
-} | sha256sum | cut -c1-16)
-base=$cache/install-base-$key
-mkdir -p "$cache"
-# One run makes the root; another run waiting here then finds it made.
-exec 9>"$cache/install-base.lock"
-flock 9
-if [ ! -d "$base" ]; then
-	log "clean root: debootstrap $suite minbase from $mirror (cached in $base)"
-	rm -rf "$base.tmp"
-	make_base "$base.tmp" >"$work/debootstrap.log" 2>&1 || {
-		tail -n 30 "$work/debootstrap.log"
-		rm -rf "$base.tmp"
-		exit 1
-	}
-	mv "$base.tmp" "$base"
-fi
-flock -u 9
-cp -a "$base" "$root"
-mount -t proc proc "$root/proc"
-
-# The host's apt sources (and the keyrings they name) and resolver.
-rm -f "$root/etc/apt/sources.list" "$root"/etc/apt/sources.list.d/*
-for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-	[ -f "$f" ] && cp "$f" "$root$f"
-	[ -f "$f" ] && grep -ohiE '(signed-by[=:] *)/[^] ]+' "$f" | sed -E 's/^signed-by[=:] *//I' |
-		while read -r ring; do
-			[ -f "$ring" ] && mkdir -p "$root$(dirname "$ring")" && cp "$ring" "$root$ring"
-		done
-done
-cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-in_root apt-get update -qq >"$work/apt-update.log" 2>&1 || {
-	cat "$work/apt-update.log"
-	exit 1
-}
+clean_root || { fail=1; exit 1; }
 
 # ---- the packages ----------------------------------------------------------
 if [ -n "${SRUP_DEBS_DIR:-}" ]; then
@@ -179,21 +99,37 @@ done
 check "programs find their libraries" sh -c "! chroot '$root' ldd /usr/sbin/srup-observerd /usr/bin/srup-device \
 	/usr/bin/srup-msg /usr/bin/srup-keygen | grep -q 'not found'"
 
-# The service user and its directories.
-pw=$(in_root getent passwd srup-observer || true)
-IFS=: read -r _ _ uid gid _ home shell <<<"$pw"
-check "user srup-observer exists" test -n "$pw"
-check "srup-observer is a system user (uid $uid < 1000)" test "${uid:-1000}" -lt 1000
-check "its group is srup-observer" sh -c "chroot '$root' getent group srup-observer | cut -d: -f3 | grep -qx '$gid'"
-check "its home is /var/lib/srup-observer" test "$home" = /var/lib/srup-observer
-check "it has no login shell ($shell)" test "$shell" = /usr/sbin/nologin
+# The service users and their directories.
 mode() { in_root stat -c '%a %U:%G' "$1"; }
-check "/var/lib/srup-observer is 700 srup-observer:srup-observer" \
-	test "$(mode /var/lib/srup-observer)" = "700 srup-observer:srup-observer"
+service_user() { # user, its package, its state directory
+	local pw uid gid home shell
+	pw=$(in_root getent passwd "$1" || true)
+	IFS=: read -r _ _ uid gid _ home shell <<<"$pw"
+	check "user $1 exists" test -n "$pw"
+	check "$1 is a system user (uid $uid < 1000)" test "${uid:-1000}" -lt 1000
+	check "its group is $1" sh -c "chroot '$root' getent group $1 | cut -d: -f3 | grep -qx '$gid'"
+	check "its home is $3" test "$home" = "$3"
+	check "it has no login shell ($shell)" test "$shell" = /usr/sbin/nologin
+	check "$3 is 700 $1:$1" test "$(mode "$3")" = "700 $1:$1"
+}
+with_device=
+[[ " ${packages[*]} " == *" srup-device "* ]] && with_device=1
+service_user srup-observer srup-observer /var/lib/srup-observer
+[ -z "$with_device" ] || service_user srup-device srup-device /var/lib/srup-device
 check "/etc/srup/observer.conf is 644 root:root" test "$(mode /etc/srup/observer.conf)" = "644 root:root"
 check "/usr/sbin/srup-observerd is 755 root:root" test "$(mode /usr/sbin/srup-observerd)" = "755 root:root"
-check "/etc/srup/observer.conf is a conffile of srup-observer" \
-	sh -c "chroot '$root' dpkg-query -W -f='\${Conffiles}' srup-observer | grep -q '^ /etc/srup/observer.conf '"
+conffile_md5() { # package, conffile: the md5sum dpkg recorded for it
+	chroot "$root" dpkg-query -W -f='${Conffiles}\n' "$1" | awk -v f="$2" '$1 == f {print $2}'
+}
+check "/etc/srup/observer.conf is a conffile of srup-observer" test -n "$(conffile_md5 srup-observer /etc/srup/observer.conf)"
+# The operator's settings go in drop-ins beside the examples.
+check "/etc/srup/observer.conf.d/ is shipped, 755 root:root" \
+	test "$(mode /etc/srup/observer.conf.d)" = "755 root:root"
+if [ -n "$with_device" ]; then
+	check "/etc/srup/device.conf is a conffile of srup-device" test -n "$(conffile_md5 srup-device /etc/srup/device.conf)"
+	check "/etc/srup/device.conf.d/ is shipped, 755 root:root" \
+		test "$(mode /etc/srup/device.conf.d)" = "755 root:root"
+fi
 
 # The unit and the maintainer scripts.
 unit=/lib/systemd/system/srup-observerd.service
@@ -204,6 +140,13 @@ check "postinst has the unit's systemd snippet" grep -q "deb-systemd-helper upda
 check "prerm stops the unit" grep -q "deb-systemd-invoke stop 'srup-observerd.service'" "$info.prerm"
 check "postrm purges the unit's links" grep -q "deb-systemd-helper purge 'srup-observerd.service'" "$info.postrm"
 check "the install did not enable the unit (it is not configured yet)" test ! -e "$root$wants" -a ! -L "$root$wants"
+if [ -n "$with_device" ]; then
+	check "srup-device.service is installed in /lib/systemd/system" test -f "$root/lib/systemd/system/srup-device.service"
+	check "the install did not enable srup-device.service" \
+		test ! -e "$root/etc/systemd/system/multi-user.target.wants/srup-device.service"
+	check "srup-device's postrm purges the unit's links" \
+		grep -q "deb-systemd-helper purge 'srup-device.service'" "$root/var/lib/dpkg/info/srup-device.postrm"
+fi
 
 # The shipped example, checked as the service user, names what is left.
 as_service_user srup-observerd --config /etc/srup/observer.conf --check-config >"$work/check.txt" 2>&1 && rc=0 || rc=$?
@@ -215,7 +158,10 @@ for k in "\[identity\] id" "\[server\] id" "\[mqtt\] broker"; do
 		grep -Eq "/etc/srup/observer.conf:[0-9]+: .*$k" "$work/check.txt"
 done
 
-# Filled in as the README says: the key made for the service user.
+# Configured as README.Debian says: the keys made for the service users,
+# the operator's settings in a drop-in, the shipped examples untouched.
+# (Packages without the drop-in directories leave the operator only the
+# example itself to edit; that is what made upgrades ask.)
 id=$(in_root srup-keygen --owner srup-observer --out /etc/srup/observer) || id=
 server_id=$(in_root srup-keygen --out /root/server) || server_id=
 check "srup-keygen --owner srup-observer made the observer's key" test -n "$id"
@@ -224,16 +170,51 @@ check "the observer's key is 600 srup-observer:srup-observer" \
 	test "$(mode /etc/srup/observer/private.pem)" = "600 srup-observer:srup-observer"
 check "its directory is 700 srup-observer:srup-observer" \
 	test "$(mode /etc/srup/observer)" = "700 srup-observer:srup-observer"
-sed -i -e "/^\[identity\]/,/^\[/ s/^id = .*/id = $id/" -e "/^\[server\]/,/^\[/ s/^id = .*/id = $server_id/" \
-	-e "s|^broker = .*|broker = tcp://127.0.0.1:1883|" "$root/etc/srup/observer.conf"
+site_settings() { # name (observer, device), ID: the operator's settings
+	printf '[identity]\nid = %s\n\n[server]\nid = %s\n\n[mqtt]\nbroker = tcp://127.0.0.1:1883\n' "$2" "$server_id"
+	# The chroot has no system bus, so --check-config rightly says ble (the
+	# example's channel) cannot work here; sim needs nothing.
+	[ "$1" = device ] || printf '\n[observation]\nchannel = sim\n'
+}
+configure() { # name (observer, device)
+	if [ -d "$root/etc/srup/$1.conf.d" ]; then
+		site_settings "$1" "$2" >"$root/etc/srup/$1.conf.d/50-site.conf"
+	else
+		log "no /etc/srup/$1.conf.d: configuring in /etc/srup/$1.conf itself"
+		sed -i -e "/^\[identity\]/,/^\[/ s/^id = .*/id = $2/" -e "/^\[server\]/,/^\[/ s/^id = .*/id = $server_id/" \
+			-e "s|^broker = .*|broker = tcp://127.0.0.1:1883|" -e "s|^channel = .*|channel = sim|" "$root/etc/srup/$1.conf"
+	fi
+}
+configure observer "$id"
 as_service_user srup-observerd --config /etc/srup/observer.conf --check-config >"$work/check2.txt" 2>&1 && rc=0 || rc=$?
-check "filled in, --check-config passes as the service user (exit $rc)" test "$rc" = 0
-[ "$rc" = 0 ] || sed 's/^/    /' "$work/check2.txt"
+check "with the drop-in, --check-config passes as the service user (exit $rc)" test "$rc" = 0
+sed 's/^/    /' "$work/check2.txt"
+check "--check-config names the drop-in it read" grep -q '/etc/srup/observer.conf.d/50-site.conf' "$work/check2.txt"
+check "--check-config reports the operator's observer ID $id" grep -qi "$id" "$work/check2.txt"
+example_kept() { # package, conffile
+	test "$(in_root md5sum "$2" | cut -d' ' -f1)" = "$(conffile_md5 "$1" "$2")"
+}
+check "/etc/srup/observer.conf is as shipped" example_kept srup-observer /etc/srup/observer.conf
+as_device_user() { in_root setpriv --reuid=srup-device --regid=srup-device --init-groups "$@"; }
+if [ -n "$with_device" ]; then
+	device_id=$(in_root srup-keygen --owner srup-device --out /etc/srup/device) || device_id=
+	check "srup-keygen --owner srup-device made the device's key" test -n "$device_id"
+	check "the device's key is 600 srup-device:srup-device" \
+		test "$(mode /etc/srup/device/private.pem)" = "600 srup-device:srup-device"
+	configure device "$device_id"
+	as_device_user srup-device --config /etc/srup/device.conf --check-config >"$work/check-device.txt" 2>&1 && rc=0 || rc=$?
+	check "with the drop-in, srup-device --check-config passes as srup-device (exit $rc)" test "$rc" = 0
+	sed 's/^/    /' "$work/check-device.txt"
+	check "/etc/srup/device.conf is as shipped" example_kept srup-device /etc/srup/device.conf
+fi
 
-# The operator enables the unit (as systemctl enable does, without a
-# running systemd) and the daemon keeps state; a reinstall keeps both.
+# The operator enables the units (as systemctl enable does, without a
+# running systemd) and the daemons keep state; a reinstall keeps all.
+device_unit=/lib/systemd/system/srup-device.service
+device_wants=/etc/systemd/system/multi-user.target.wants/srup-device.service
 mkdir -p "$(dirname "$root$wants")"
 ln -s "$unit" "$root$wants"
+[ -z "$with_device" ] || ln -s "$device_unit" "$root$device_wants"
 # (StateDirectory= makes the directory at the first start if it is missing.)
 [ -d "$root/var/lib/srup-observer" ] || in_root install -d -m 700 -o srup-observer -g srup-observer /var/lib/srup-observer
 as_service_user sh -c 'echo state >/var/lib/srup-observer/seq' || true
@@ -241,9 +222,83 @@ in_root apt-get install -y -q --reinstall "$(printf '%s\n' "${debs[@]}" | grep /
 	tail -n 20 "$work/apt-reinstall.log"
 check "a reinstall keeps the unit enabled" test -L "$root$wants"
 check "a reinstall keeps the state" test -f "$root/var/lib/srup-observer/seq"
-check "a reinstall keeps the edited configuration" grep -q "^id = $id" "$root/etc/srup/observer.conf"
+check "a reinstall keeps the operator's settings" sh -c "grep -qs '^id = $id' '$root/etc/srup/observer.conf.d/50-site.conf' '$root/etc/srup/observer.conf'"
 
-# Remove, then purge.
+# ---- the upgrade, as unattended-upgrades runs it ---------------------------
+# The next version's packages: this tree with its changelog bumped and both
+# example configurations changed (a conffile the package changes is the
+# case dpkg asks about when the operator has changed it too). nocheck: the
+# unit tests ran in the first build.
+version=$(chroot "$root" dpkg-query -W -f='${Version}' srup-observer)
+next=$version+upgrade1
+cat >"$work/next-version.sh" <<EOS
+#!/bin/sh
+set -e
+{
+	printf 'srup (%s) bookworm; urgency=medium\n\n  * The upgrade test: example configurations changed.\n\n' '$next'
+	printf ' -- SRUP maintainers <maintainers@srup.invalid>  %s\n\n' "\$(date -R)"
+	cat debian/changelog
+} >debian/changelog.new
+mv debian/changelog.new debian/changelog
+for f in packaging/observer.conf packaging/device.conf; do
+	printf '\n# An example changed in %s.\n' '$next' >>"\$f"
+done
+EOS
+chmod +x "$work/next-version.sh"
+log "building $next"
+DEB_BUILD_OPTIONS=nocheck "$top/packaging/build-deb.sh" "$work/debs-next" "$work/next-version.sh" >"$work/build-next.log" 2>&1 || {
+	tail -n 40 "$work/build-next.log"
+	fail=$((fail + 1))
+	exit 1
+}
+mkdir -p "$root/var/tmp/debs-next"
+next_debs=()
+for p in "${packages[@]}"; do
+	f=$(ls "$work/debs-next/${p}_${next}_"*.deb)
+	cp "$f" "$root/var/tmp/debs-next/"
+	next_debs+=("/var/tmp/debs-next/$(basename "$f")")
+done
+# Standard input closed, no terminal, no --force-conf* option: any
+# question dpkg asks ends the upgrade ("end of file on stdin at conffile
+# prompt").
+log "upgrading to $next with standard input closed"
+in_root apt-get install -y -q "${next_debs[@]}" </dev/null >"$work/apt-upgrade.log" 2>&1 && rc=0 || rc=$?
+check "the upgrade exits 0 (exit $rc)" test "$rc" = 0
+check "the upgrade asked nothing" sh -c "! grep -Eiq 'conffile prompt|Configuration file .* modified' '$work/apt-upgrade.log'"
+((rc == 0)) || grep -Ei -B2 -A10 'conffile|error' "$work/apt-upgrade.log" | tail -n 40 | sed 's/^/    /'
+for p in "${packages[@]}"; do
+	check "$p is at $next" sh -c "chroot '$root' dpkg-query -W -f='\${Version} \${Status}' $p | grep -qx '$next install ok installed'"
+done
+check "/etc/srup/observer.conf is the new example" grep -q "^# An example changed in $next" "$root/etc/srup/observer.conf"
+site_settings observer "$id" >"$work/site.conf"
+check "the operator's drop-in is kept as written" cmp -s "$work/site.conf" "$root/etc/srup/observer.conf.d/50-site.conf"
+check "no .dpkg-dist, .dpkg-old or .dpkg-new is left in /etc/srup" \
+	sh -c "! find '$root/etc/srup' -name '*.dpkg-*' | grep -q ."
+as_service_user srup-observerd --config /etc/srup/observer.conf --check-config >"$work/check3.txt" 2>&1 && rc=0 || rc=$?
+check "after the upgrade, --check-config passes as the service user with the operator's settings (exit $rc)" \
+	sh -c "test '$rc' = 0 && grep -qi '$id' '$work/check3.txt'"
+[ "$rc" = 0 ] || sed 's/^/    /' "$work/check3.txt"
+check "the upgrade keeps the unit enabled (so its postinst restarts it)" test -L "$root$wants"
+check "the upgrade's postinst restarts an enabled unit (deb-systemd-invoke restart)" \
+	grep -q "deb-systemd-invoke \$_dh_action 'srup-observerd.service'" "$info.postinst"
+if [ -n "$with_device" ]; then
+	check "/etc/srup/device.conf is the new example" grep -q "^# An example changed in $next" "$root/etc/srup/device.conf"
+	check "the device's drop-in is kept" grep -q "^id = $device_id" "$root/etc/srup/device.conf.d/50-site.conf"
+	as_device_user srup-device --config /etc/srup/device.conf --check-config >"$work/check-device2.txt" 2>&1 && rc=0 || rc=$?
+	check "after the upgrade, srup-device --check-config passes as srup-device (exit $rc)" test "$rc" = 0
+	check "the upgrade keeps srup-device.service enabled" test -L "$root$device_wants"
+fi
+
+# ---- remove, then purge -----------------------------------------------------
+if [ -n "$with_device" ]; then
+	# The agent's state, as its unit leaves it (StateDirectory= makes the
+	# directory at the first start, owned by User=, if the package did not).
+	owner=root
+	in_root getent passwd srup-device >/dev/null && owner=srup-device
+	[ -d "$root/var/lib/srup-device" ] || in_root install -d -m 700 -o "$owner" -g "$owner" /var/lib/srup-device
+	in_root setpriv --reuid="$owner" --regid="$owner" --init-groups sh -c 'echo state >/var/lib/srup-device/seq'
+	check "the agent has state in /var/lib/srup-device before the purge" test -f "$root/var/lib/srup-device/seq"
+fi
 in_root apt-get remove -y -q srup-observer >"$work/apt-remove.log" 2>&1 || tail -n 20 "$work/apt-remove.log"
 check "remove keeps the configuration" test -f "$root/etc/srup/observer.conf"
 check "remove keeps the state" test -d "$root/var/lib/srup-observer"
@@ -255,12 +310,18 @@ check "purge removes the wants link" test ! -e "$root$wants" -a ! -L "$root$want
 check "purge removes /var/lib/srup-observer" test ! -e "$root/var/lib/srup-observer"
 check "purge removes the conffile" test ! -e "$root/etc/srup/observer.conf"
 check "the system user stays (Debian keeps it: files may still be its)" sh -c "chroot '$root' getent passwd srup-observer >/dev/null"
+if [ -n "$with_device" ]; then
+	check "purge removes srup-device.service's wants link" test ! -e "$root$device_wants" -a ! -L "$root$device_wants"
+	check "purge removes /var/lib/srup-device" test ! -e "$root/var/lib/srup-device"
+	check "purge removes /etc/srup/device.conf" test ! -e "$root/etc/srup/device.conf"
+	check "the system user srup-device stays" sh -c "chroot '$root' getent passwd srup-device >/dev/null"
+fi
 
-# Nothing else is left: only what the operator made (keys, and /etc/srup
-# holding them) and the user's entries in the account files.
+# Nothing else is left: only what the operator made (keys, drop-ins, and
+# the directories holding them) and the users' entries in the account files.
 snapshot | grep -vxE '\./etc/(passwd|group|shadow|gshadow)-?' >"$work/after.txt"
 grep -vxE '\./etc/(passwd|group|shadow|gshadow)-?' "$work/before.txt" >"$work/before-clean.txt"
-kept='\./etc/srup|\./etc/srup/observer(/.*)?|\./etc/srup/server-public\.pem|\./root/server(/.*)?'
+kept='\./etc/srup|\./etc/srup/(observer|device)(/.*)?|\./etc/srup/(observer|device)\.conf\.d(/50-site\.conf)?|\./etc/srup/server-public\.pem|\./root/server(/.*)?'
 comm -13 "$work/before-clean.txt" "$work/after.txt" | grep -vxE "$kept" >"$work/left.txt" || true
 comm -23 "$work/before-clean.txt" "$work/after.txt" >"$work/gone.txt" || true
 check "purge leaves nothing but the operator's files" test ! -s "$work/left.txt"

@@ -40,6 +40,9 @@ class TlsBroker(Broker):
             "require_certificate true", "use_identity_as_username true",
             "allow_anonymous false",
             "set_tcp_nodelay true",
+            # As every test broker: bounds what a publisher can make a node
+            # hold, since Paho reads a packet whole.
+            "max_packet_size 1048576",
             "log_dest file %s" % self.log,
             "log_type error", "log_type warning", "log_type notice", "log_type information",
         ]
