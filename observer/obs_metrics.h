@@ -39,6 +39,8 @@ void obs_metrics_outcome(struct obs_metrics *m, enum obs_outcome outcome, uint64
 struct obs_metrics_gauges {
 	size_t pending;
 	int broker_connected;
+	const char *brokers;         /* the configured list, blank-separated (may be NULL) */
+	const char *broker_current;  /* the entry the session is on (NULL: none) */
 	int channel_listening;
 	uint64_t uptime_seconds;
 	const struct srup_node_stats *node;

@@ -32,7 +32,8 @@
 #include "srup_role.h"
 
 #define SHUTDOWN_FLUSH_MS 5000
-/* The node reports connections but not losses: STATUS= polls for those. */
+/* The node reports connections and losses (STATUS= changes at once); the
+ * poll only catches what else may change unreported. */
 #define STATUS_POLL_USEC (2u * 1000000u)
 
 /* Every OBSERVE_REQ taken is held by the node (its record kept on disk)
@@ -146,8 +147,12 @@ static void notify_status(struct observerd *d)
 {
 	char text[sizeof(d->status)];
 
-	snprintf(text, sizeof(text), "broker %s; %s channel %s; %zu pending",
-		 d->node && srup_node_is_connected(d->node) ? "connected" : "disconnected",
+	const char *broker = d->node ? srup_node_broker(d->node) : NULL;
+
+	snprintf(text, sizeof(text), "broker %s%s; %s channel %s; %zu pending",
+		 d->node && srup_node_is_connected(d->node) && broker ? "connected to "
+								      : "disconnected",
+		 d->node && srup_node_is_connected(d->node) && broker ? broker : "",
 		 srup_channel_name(d->cfg.channel),
 		 d->channel_state ? d->channel_state : "idle",
 		 d->engine ? obs_engine_pending(d->engine) : (size_t)0);
@@ -532,12 +537,26 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
 	return 0;
 }
 
-static void on_connected(struct srup_node *node, void *user)
+static void metrics_changed(struct observerd *d);
+
+/* The operator sees the loss at once: STATUS= and the metrics file. */
+static void on_disconnected(struct srup_node *node, void *user)
 {
 	struct observerd *d = user;
 
 	(void)node;
-	srup_log(LOG_INFO, "connected to the broker; listening on its topic");
+	notify_status(d);
+	metrics_changed(d);
+}
+
+static void on_connected(struct srup_node *node, void *user)
+{
+	struct observerd *d = user;
+
+	srup_log(LOG_INFO, "connected to the broker %s; listening on its topic",
+		 srup_node_broker(node) ? srup_node_broker(node) : "");
+	notify_status(d);
+	metrics_changed(d);
 	/* Ready means OBSERVE_REQs can arrive: the session is up and
 	 * subscribed (the node calls this only then). */
 	if (!d->ready) {
@@ -687,6 +706,7 @@ static void control_status(struct obs_control_status *out, void *user)
 	out->server_id = d->cfg.server_id;
 	out->broker = d->cfg.mqtt_broker;
 	out->broker_connected = srup_node_is_connected(d->node);
+	out->broker_current = out->broker_connected ? srup_node_broker(d->node) : NULL;
 	out->channel = srup_channel_name(d->cfg.channel);
 	out->channel_state = d->channel_state;
 	out->pending = obs_engine_pending(d->engine);
@@ -725,6 +745,8 @@ static void metrics_write(struct observerd *d)
 	struct obs_metrics_gauges g = {
 		.pending = obs_engine_pending(d->engine),
 		.broker_connected = srup_node_is_connected(d->node),
+		.brokers = d->cfg.mqtt_broker,
+		.broker_current = srup_node_is_connected(d->node) ? srup_node_broker(d->node) : NULL,
 		.channel_listening = strcmp(d->channel_state, "listening") == 0,
 		.uptime_seconds = (now_ms(d) - d->started_ms) / 1000u,
 		.node = &node,
@@ -903,6 +925,7 @@ static int start(struct observerd *d)
 			 radio_strerror(rerr));
 		return -1;
 	}
+	srup_node_on_disconnected(d->node, on_disconnected, d);
 	nerr = srup_node_connect(d->node, on_connected, d);
 	if (nerr != SRUP_NODE_OK) {
 		srup_log(LOG_ERR, "cannot connect to %s: %s", d->cfg.mqtt_broker,

@@ -226,7 +226,7 @@ check "  (not before READY=1: still activating)" wait_prop ActiveState activatin
 inside systemctl start mosquitto.service
 check "with the broker up it becomes active (running)" wait_prop SubState running 90
 check "systemctl status shows the STATUS= text" \
-	bash -c "inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected; sim channel idle; 0 pending\"'"
+	bash -c "inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected to [^;]*; sim channel idle; 0 pending\"'"
 inside systemctl status --no-pager srup-observerd.service | sed -n '1,12p'
 check "no group that may not exist (12.2): SupplementaryGroups are all real" bash -c '
 	for g in $(inside systemctl show -P SupplementaryGroups srup-observerd.service); do
