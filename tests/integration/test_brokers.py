@@ -177,6 +177,16 @@ def two_mosquittos(build):
         b.close()
 
 
+def rabbit_client_port(cluster, via, ident):
+    """The MQTT port of the cluster node holding node ident's connection
+    (asked of node via), or None."""
+    out = cluster.ctl(via, "list_mqtt_connections", "client_id", "conn_name", "--formatter",
+                      "json", check=False, timeout=60)
+    m = re.search(r'"client_id":"SRUP Client: %s","conn_name":"[^"]* -> [^"]*:(\d+)"'
+                  % topic_id(ident), out.stdout)
+    return int(m.group(1)) if m else None
+
+
 def inbound_records(state_dir):
     d = os.path.join(state_dir, "inbound")
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
@@ -214,6 +224,16 @@ def rabbitmq_cluster(build):
                   "the observer decided a join twice", bed)
             check(dev.count(r"JOIN_SUCCESS") == 1, "the device acted on JOIN_SUCCESS twice", bed)
             observed_join(bed, "after node 1's loss")
+            # Node 1 back and node 2 (where the observer went) killed: the
+            # observer tries its list from the first entry again, so it
+            # is on node 1, not stuck further down its list; the server
+            # and the device go to node 3, and joins go on.
+            cluster.restart_node(0)
+            cluster.kill_node(1)
+            wait_for("the observer's session on node 1",
+                     lambda: rabbit_client_port(cluster, 2, bed.observer_id) ==
+                     cluster.node(0)["mqtt"], MOVE_TIMEOUT + 40, bed)
+            observed_join(bed, "after node 2's loss")
             bed.stop_observer()
             left = inbound_records(bed.path("observer-state"))
             check(left == [], "observer inbound records left: %r" % left, bed)
@@ -221,7 +241,8 @@ def rabbitmq_cluster(build):
         if own:
             cluster.stop()
         else:
-            cluster.restart_node(0)  # the next user of the fixture finds three nodes
+            for i in range(3):  # the next user of the fixture finds three nodes
+                cluster.restart_node(i)
             cluster.save(state)
 
 
@@ -264,6 +285,15 @@ def bridge(build):
             site.kill()
             wait_client_on(central, bed.observer_id, central_mark, bed)
             observed_join(bed, "with the site broker gone")
+            # The site broker back and the central one killed: the observer
+            # goes back to the first entry of its list, not stuck on the
+            # last; with the central broker back, joins cross the bridge.
+            site.restart()
+            site_mark = log_size(site)
+            central.kill()
+            wait_client_on(site, bed.observer_id, site_mark, bed)
+            central.restart()
+            observed_join(bed, "through the bridge again")
     finally:
         central.close()
         if site:
