@@ -17,6 +17,7 @@
  *
  * Sections and keys are one table: a key is one line in it. */
 #include "srup_config.h"
+#include "srup_broker_list.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -115,7 +116,8 @@ static const struct key_spec base_keys[] = {
 	 true},
 	{SEC_SERVER, "id", KEY_ID, CFG_FIELD(server_id), 0, 0, NULL, true},
 	{SEC_SERVER, "public_key", KEY_PATH, CFG_FIELD(server_public_key), 0, 0, "a path", true},
-	{SEC_MQTT, "broker", KEY_BROKER, CFG_FIELD(mqtt_broker), 0, 0, "a broker URL", true},
+	{SEC_MQTT, "broker", KEY_BROKER, CFG_FIELD(mqtt_broker), 0, 0, "one or more broker URLs",
+	 true},
 	{SEC_MQTT, "ca_file", KEY_PATH, CFG_FIELD(mqtt_ca_file), 0, 0, "a path", false},
 	{SEC_MQTT, "cert_file", KEY_PATH, CFG_FIELD(mqtt_cert_file), 0, 0, "a path", false},
 	{SEC_MQTT, "key_file", KEY_PATH, CFG_FIELD(mqtt_key_file), 0, 0, "a path", false},
@@ -724,19 +726,41 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 		if (set_text(p, k, value) < 0)
 			return -1;
 	{
-		char why[96];
-		const char *problem = broker_url_problem(value, why, sizeof(why));
+		struct srup_broker_list list;
+		char why[160];
+		const char *problem;
 
-		if (!problem)
-			return 0;
-		if (problem != why)
-			config_error(p, p->lineno, sec, k->name,
-				     "'%s' is %s (mqtt://HOST:PORT, mqtts://HOST:PORT or tcp://HOST:PORT)",
-				     shown(value, show, sizeof(show)), problem);
-		else
+		if (srup_broker_list_split(value, &list, why, sizeof(why)) < 0) {
 			config_error(p, p->lineno, sec, k->name, "'%s': %s",
-				     shown(value, show, sizeof(show)), problem);
-		return -1;
+				     shown(value, show, sizeof(show)), why);
+			return -1;
+		}
+		for (size_t i = 0; i < list.count; i++) {
+			char entry[40] = "";
+
+			if (list.count > 1)
+				snprintf(entry, sizeof(entry), "entry %zu ", i + 1);
+			problem = broker_url_problem(list.url[i], why, sizeof(why));
+			if (!problem && srup_broker_url_is_tls(list.url[i]) !=
+						srup_broker_url_is_tls(list.url[0])) {
+				config_error(p, p->lineno, sec, k->name,
+					     "%s'%s' mixes TLS and plain brokers; list only mqtts:// "
+					     "or only tcp:// and mqtt:// URLs",
+					     entry, shown(list.url[i], show, sizeof(show)));
+				return -1;
+			}
+			if (!problem)
+				continue;
+			if (problem != why)
+				config_error(p, p->lineno, sec, k->name,
+					     "%s'%s' is %s (mqtt://HOST:PORT, mqtts://HOST:PORT or tcp://HOST:PORT)",
+					     entry, shown(list.url[i], show, sizeof(show)), problem);
+			else
+				config_error(p, p->lineno, sec, k->name, "%s'%s': %s", entry,
+					     shown(list.url[i], show, sizeof(show)), problem);
+			return -1;
+		}
+		return 0;
 	}
 	case KEY_UINT:
 		if (parse_uint(value, &num) < 0) {
@@ -1133,7 +1157,8 @@ static void config_check_usable(struct config_parse *p)
 {
 	const struct srup_config *cfg = p->cfg;
 	const char *node = p->kind == SRUP_CONFIG_OBSERVER ? "observer" : "device";
-	char host[128];
+	struct srup_broker_list brokers;
+	char host[128], why[160];
 
 	p->collect = true;
 	if (cfg->identity_id == 0)
@@ -1145,11 +1170,16 @@ static void config_check_usable(struct config_parse *p)
 				node);
 	check_key_file(p, SEC_IDENTITY, "private_key", cfg->identity_private_key);
 	check_key_file(p, SEC_SERVER, "public_key", cfg->server_public_key);
-	broker_host(cfg->mqtt_broker, host, sizeof(host));
-	if (host_is_placeholder(host))
-		config_error_at(p, key_origin_of(p, SEC_MQTT, "broker"), "mqtt", "broker",
-				"'%s' is a placeholder host name; set the site's broker", host);
-	if (strncmp(cfg->mqtt_broker, "mqtts://", 8) == 0) {
+	if (srup_broker_list_split(cfg->mqtt_broker, &brokers, why, sizeof(why)) < 0)
+		brokers.count = 0; /* reported when the key was read */
+	for (size_t i = 0; i < brokers.count; i++) {
+		broker_host(brokers.url[i], host, sizeof(host));
+		if (host_is_placeholder(host))
+			config_error_at(p, key_origin_of(p, SEC_MQTT, "broker"), "mqtt", "broker",
+					"'%s' is a placeholder host name; set the site's broker",
+					host);
+	}
+	if (brokers.count && srup_broker_url_is_tls(brokers.url[0])) {
 		if (!cfg->mqtt_ca_file[0])
 			config_error_at(p, key_origin_of(p, SEC_MQTT, "broker"), "mqtt", "ca_file",
 					"missing; broker %s uses TLS and needs a CA file",

@@ -3,7 +3,8 @@
  *
  *   [identity]    id = <hex>, private_key = <path>
  *   [server]      id = <hex>, public_key = <path>
- *   [mqtt]        broker = <url>, ca_file, cert_file, key_file (optional)
+ *   [mqtt]        broker = <url> [<url> ...] (tried in order), ca_file, cert_file,
+ *                 key_file (optional; the same files for every URL)
  *   [observation] channel = one or more of sim ble nfc (blanks between, each
  *                 at most once), window_seconds = 120,
  *                 max_attempts = 3, max_pending = 1000   (observer only)

@@ -22,6 +22,7 @@
 #include <MQTTAsync.h>
 
 #include "paho_waker.h"
+#include "srup_broker_list.h"
 #include "srup_inbound.h"
 #include "srup_log.h"
 #include "srup_seqstore.h"
@@ -48,7 +49,7 @@ _Static_assert(SRUP_NODE_NOTE_MAX <= SRUP_INBOUND_NOTE_MAX, "a note fits its rec
 
 enum node_event_kind {
 	NODE_EV_MESSAGE,         /* topic, payload (NULL when oversized), len */
-	NODE_EV_CONNECTED,       /* text: Paho's cause */
+	NODE_EV_CONNECTED,       /* text: the Paho URI reached; code: session present */
 	NODE_EV_CONNECTION_LOST, /* text: cause */
 	NODE_EV_CONNECT_FAILED,  /* code, text */
 	NODE_EV_SUBSCRIBED,      /* token */
@@ -91,8 +92,27 @@ struct node_publish {
 	struct node_inbox *inbox;
 	srup_node_sent_fn done;
 	void *user;
+	/* A copy of what was published: a broker that holds no session for
+	 * us makes Paho drop what was in flight (MQTTASYNC_OPERATION_INCOMPLETE),
+	 * and the node publishes it again there. */
+	char *topic;
+	uint8_t *payload;
+	int len;
+	unsigned resent;
 	struct node_event ev;
 };
+
+struct srup_node;
+static const char *broker_name(const struct srup_node *n);
+
+static void publish_free(struct node_publish *p)
+{
+	if (!p)
+		return;
+	free(p->topic);
+	free(p->payload);
+	free(p);
+}
 
 /* The only state that Paho's threads touch. Everything else in struct
  * srup_node belongs to the loop thread. */
@@ -184,9 +204,28 @@ struct srup_node {
 	struct node_event *handling;        /* the message whose handler runs */
 
 	struct srup_node_config cfg;
-	char paho_uri[272];
+	/* The brokers, in the configured order: URL as written, Paho's URI
+	 * (ssl:// for mqtts://) and port. */
+	struct srup_broker_list brokers;
+	char paho_uri[SRUP_BROKER_LIST_MAX][SRUP_BROKER_URL_MAX + 8];
+	char *paho_uris[SRUP_BROKER_LIST_MAX];
+	uint16_t broker_port[SRUP_BROKER_LIST_MAX];
 	bool tls;
-	uint16_t broker_port;
+	/* The broker of the session (index in brokers), -1 while there is
+	 * none; the one before, for the log at a change. */
+	int current;
+	int previous;
+	/* The entry the connect under way dials: one at a time, so that the
+	 * node knows which one answered. */
+	size_t trying;
+	/* The node's own reconnect (Paho's automatic one stays on the URI it
+	 * last reached): every attempt walks the list from the first entry,
+	 * after a bounded, jittered backoff that doubles while attempts fail. */
+	sd_event_source *reconnect_timer;
+	unsigned backoff_ms;
+	bool freeing;
+	void (*on_disconnected)(struct srup_node *node, void *user);
+	void *on_disconnected_user;
 	char own_topic[SRUP_TOPIC_MAX];      /* SRUP/<id> */
 	char server_prefix[SRUP_TOPIC_MAX];  /* SRUP/servers/<id>/ */
 	char id_text[17];
@@ -331,7 +370,7 @@ static void inbox_post(struct node_inbox *in, struct node_event *ev)
 	if (in->queued_control >= NODE_QUEUE_MAX_CONTROL) {
 		in->control_lost++;
 		pthread_mutex_unlock(&in->lock);
-		free(ev->publish);
+		publish_free(ev->publish);
 		free(ev);
 		return;
 	}
@@ -952,9 +991,11 @@ static int paho_message_arrived(void *context, char *topic_name, int topic_len,
 	return 1; /* taken: Paho drops its copy */
 }
 
-static void paho_connected(void *context, char *cause)
+static void paho_connect_succeeded(void *context, MQTTAsync_successData *data)
 {
-	post_control(context, NODE_EV_CONNECTED, 0, 0, cause ? cause : "connected");
+	post_control(context, NODE_EV_CONNECTED, 0,
+		     data ? data->alt.connect.sessionPresent : 0,
+		     data && data->alt.connect.serverURI ? data->alt.connect.serverURI : "");
 }
 
 static void paho_connection_lost(void *context, char *cause)
@@ -1000,21 +1041,6 @@ static void publish_settled(struct node_inbox *in)
 		in->publishes_pending--;
 	pthread_cond_broadcast(&in->changed);
 	pthread_mutex_unlock(&in->lock);
-}
-
-static void paho_published(void *context, MQTTAsync_successData *data)
-{
-	(void)data;
-	publish_settled(context);
-}
-
-static void paho_publish_failed(void *context, MQTTAsync_failureData *data)
-{
-	publish_settled(context);
-	post_control(context, NODE_EV_PUBLISH_FAILED, data ? data->token : 0,
-		     data ? data->code : 0,
-		     data && data->message ? data->message
-					   : MQTTAsync_strerror(data ? data->code : -1));
 }
 
 /* Tracked sends: the outcome goes to the loop with the caller's callback. */
@@ -1285,13 +1311,13 @@ out:
 static void event_free(struct node_inbox *in, struct node_event *ev)
 {
 	if (ev->publish && &ev->publish->ev == ev) {
-		free(ev->publish); /* a tracked send's outcome, made with it */
+		publish_free(ev->publish); /* a tracked send's outcome, made with it */
 		return;
 	}
 	if (ev->record && !ev->held && !ev->keep_record)
 		record_remove(in, ev->record);
 	EVP_PKEY_free(ev->verified_with);
-	free(ev->publish);
+	publish_free(ev->publish);
 	free(ev->topic);
 	free(ev->payload);
 	free(ev);
@@ -1370,7 +1396,7 @@ static int subscribe_all(struct srup_node *n)
 	n->round = NULL;
 	n->round_count = n->round_pending = 0;
 	if (!round) {
-		srup_log(LOG_ERR, "cannot subscribe on %s: out of memory", n->cfg.broker);
+		srup_log(LOG_ERR, "cannot subscribe on %s: out of memory", broker_name(n));
 		return -1;
 	}
 	for (size_t i = 0; i < count; i++) {
@@ -1387,7 +1413,7 @@ static int subscribe_all(struct srup_node *n)
 			rc = PAHO(n, MQTTAsync_subscribe(n->client, n->extra[i - 1], 1, &eo));
 			if (rc != MQTTASYNC_SUCCESS) {
 				srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", n->extra[i - 1],
-					 n->cfg.broker, MQTTAsync_strerror(rc));
+					 broker_name(n), MQTTAsync_strerror(rc));
 				free(round);
 				return -1;
 			}
@@ -1408,7 +1434,7 @@ static int subscribe_all(struct srup_node *n)
 		opts.context = &n->inbox;
 		rc = PAHO(n, MQTTAsync_subscribe(n->client, topic, 1, &opts));
 		if (rc != MQTTASYNC_SUCCESS) {
-			srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", topic, n->cfg.broker,
+			srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", topic, broker_name(n),
 				 MQTTAsync_strerror(rc));
 			free(round);
 			return -1;
@@ -1622,15 +1648,120 @@ enum srup_node_err srup_node_remove_topic(struct srup_node *n, const char *topic
 	return SRUP_NODE_OK;
 }
 
+/* ---- the list of brokers: which one, and reconnecting through it ------- */
+
+#define NODE_RESEND_MAX 8 /* a message dropped by that many session losses is given up */
+
+/* Doubling from reconnect_min_seconds up to reconnect_max_seconds, with
+ * +-20% jitter so that many nodes do not retry in step. */
+static unsigned next_backoff_ms(const struct srup_node *n)
+{
+	unsigned min_ms = n->cfg.reconnect_min_seconds * 1000u;
+	unsigned max_ms = n->cfg.reconnect_max_seconds * 1000u;
+	unsigned base = n->backoff_ms ? n->backoff_ms : min_ms / 2;
+	unsigned next = base >= max_ms / 2 ? max_ms : base * 2;
+	unsigned span = next / 5;
+	unsigned r = 0;
+
+	if (next < min_ms)
+		next = min_ms;
+	if (span)
+		r = (unsigned)(random() % (2 * span + 1));
+	next = next - span + r;
+	return next > max_ms + max_ms / 5 ? max_ms : next;
+}
+
+static void connect_attempt(struct srup_node *n);
+
+static int reconnect_timer_fired(sd_event_source *s, uint64_t usec, void *user)
+{
+	(void)s;
+	(void)usec;
+	connect_attempt(user);
+	return 0;
+}
+
+static void schedule_reconnect(struct srup_node *n, unsigned delay_ms)
+{
+	uint64_t now;
+
+	if (n->freeing || sd_event_now(n->loop, CLOCK_MONOTONIC, &now) < 0)
+		return;
+	if (n->reconnect_timer) {
+		sd_event_source_set_time(n->reconnect_timer, now + (uint64_t)delay_ms * 1000u);
+		sd_event_source_set_enabled(n->reconnect_timer, SD_EVENT_ONESHOT);
+		return;
+	}
+	if (sd_event_add_time(n->loop, &n->reconnect_timer, CLOCK_MONOTONIC,
+			      now + (uint64_t)delay_ms * 1000u, 0, reconnect_timer_fired, n) < 0)
+		srup_log(LOG_ERR, "cannot schedule reconnecting: out of memory");
+}
+
+static void paho_published_tracked(void *context, MQTTAsync_successData *data);
+static void paho_publish_failed_tracked(void *context, MQTTAsync_failureData *data);
+
+/* Publish p's copy again, on whichever broker the node reaches next (Paho
+ * keeps it while disconnected). The new publish takes over p's caller
+ * and copy; p is left empty, to be freed with its event. */
+static int publish_again(struct srup_node *n, struct node_publish *p)
+{
+	MQTTAsync_message pub = MQTTAsync_message_initializer;
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	struct node_publish *q;
+	int rc;
+
+	if (!p->topic || !p->payload || p->resent >= NODE_RESEND_MAX)
+		return -1;
+	q = malloc(sizeof(*q));
+	if (!q)
+		return -1;
+	*q = (struct node_publish){.inbox = p->inbox, .done = p->done, .user = p->user,
+				   .topic = p->topic, .payload = p->payload, .len = p->len,
+				   .resent = p->resent + 1};
+	pub.payload = q->payload;
+	pub.payloadlen = q->len;
+	pub.qos = 1;
+	pub.retained = 0;
+	opts.onSuccess = paho_published_tracked;
+	opts.onFailure = paho_publish_failed_tracked;
+	opts.context = q;
+	pthread_mutex_lock(&n->inbox.lock);
+	n->inbox.publishes_pending++;
+	pthread_mutex_unlock(&n->inbox.lock);
+	rc = PAHO(n, MQTTAsync_sendMessage(n->client, q->topic, &pub, &opts));
+	if (rc != MQTTASYNC_SUCCESS) {
+		free(q);
+		publish_settled(&n->inbox);
+		return -1;
+	}
+	srup_log(LOG_NOTICE, "publish on %s dropped with the last broker's session; sent again",
+		 p->topic);
+	p->topic = NULL;
+	p->payload = NULL;
+	p->done = NULL;
+	return 0;
+}
+
 static void handle_control(struct srup_node *n, const struct node_event *ev)
 {
 	switch (ev->kind) {
 	case NODE_EV_CONNECTED:
 		n->connected = false; /* until the subscriptions are acknowledged */
-		srup_log(LOG_INFO, "connected to %s", n->cfg.broker);
-		disable_nagle_towards(n->broker_port);
-		/* The broker may have lost our session (restart without
-		 * persistence): subscribe again every time. */
+		n->backoff_ms = 0;
+		n->current = (int)n->trying;
+		if (n->previous >= 0 && n->previous != n->current)
+			srup_log(LOG_NOTICE, "connected to %s (broker %d of %zu), no longer to %s%s",
+				 broker_name(n), n->current + 1, n->brokers.count,
+				 n->brokers.url[n->previous],
+				 ev->code ? "" : "; the broker holds no session for us");
+		else
+			srup_log(LOG_INFO, "connected to %s (broker %d of %zu)", broker_name(n),
+				 n->current + 1, n->brokers.count);
+		n->previous = n->current;
+		for (size_t i = 0; i < n->brokers.count; i++)
+			disable_nagle_towards(n->broker_port[i]);
+		/* A different broker, or one restarted without persistence,
+		 * holds no session: subscribe again every time. */
 		if (subscribe_all(n) != 0)
 			schedule_resubscribe(n);
 		break;
@@ -1640,12 +1771,30 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 		 * connect's round. */
 		while (n->n_topic_ops > 0)
 			topic_op_settled(n, n->topic_ops[0].token, true);
-		srup_log(LOG_WARNING, "connection to %s lost (%s); reconnecting", n->cfg.broker,
-			 ev->text);
+		srup_log(LOG_WARNING, "connection to %s lost (%s); trying %s", broker_name(n),
+			 ev->text, n->brokers.count > 1 ? "the list from its first broker" : "again");
+		n->current = -1;
+		n->trying = 0;
+		/* At once: another broker of the list may well answer. */
+		schedule_reconnect(n, 0);
+		if (n->on_disconnected)
+			n->on_disconnected(n, n->on_disconnected_user);
 		break;
 	case NODE_EV_CONNECT_FAILED:
-		srup_log(LOG_WARNING, "cannot connect to %s: %s (code %d); retrying",
-			 n->cfg.broker, ev->text, ev->code);
+		if (n->trying + 1 < n->brokers.count) {
+			srup_log(LOG_WARNING, "cannot connect to %s: %s (code %d); trying %s",
+				 n->brokers.url[n->trying], ev->text, ev->code,
+				 n->brokers.url[n->trying + 1]);
+			n->trying++;
+			schedule_reconnect(n, 0);
+			break;
+		}
+		n->backoff_ms = next_backoff_ms(n);
+		srup_log(LOG_WARNING, "cannot connect to %s: %s (code %d); trying %s again in %u ms",
+			 n->brokers.url[n->trying], ev->text, ev->code,
+			 n->brokers.count > 1 ? "the list" : "it", n->backoff_ms);
+		n->trying = 0;
+		schedule_reconnect(n, n->backoff_ms);
 		break;
 	case NODE_EV_SUBSCRIBED:
 		if (topic_op_settled(n, ev->token, true))
@@ -1656,7 +1805,7 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 			break;
 		if (!n->connected) {
 			n->connected = true;
-			srup_log(LOG_INFO, "subscribed on %s as %s", n->cfg.broker, n->own_topic);
+			srup_log(LOG_INFO, "subscribed on %s as %s", broker_name(n), n->own_topic);
 			if (n->on_connected)
 				n->on_connected(n, n->on_connected_user);
 		}
@@ -1664,18 +1813,21 @@ static void handle_control(struct srup_node *n, const struct node_event *ev)
 	case NODE_EV_SUBSCRIBE_FAILED:
 		if (topic_op_settled(n, ev->token, false)) {
 			srup_log(LOG_ERR, "broker %s refused a group subscription: %s (code %d)",
-				 n->cfg.broker, ev->text, ev->code);
+				 broker_name(n), ev->text, ev->code);
 			break;
 		}
-		srup_log(LOG_ERR, "broker %s refused a subscription: %s (code %d)", n->cfg.broker,
+		srup_log(LOG_ERR, "broker %s refused a subscription: %s (code %d)", broker_name(n),
 			 ev->text, ev->code);
 		/* Any filter, of the round or a single watch_device one: all
 		 * are subscribed again. */
 		schedule_resubscribe(n);
 		break;
 	case NODE_EV_PUBLISH_FAILED:
+		if (ev->code == MQTTASYNC_OPERATION_INCOMPLETE && ev->publish && !n->freeing &&
+		    publish_again(n, ev->publish) == 0)
+			break;
 		srup_log(LOG_ERR, "publish (token %d) to %s failed: %s (code %d)", ev->token,
-			 n->cfg.broker, ev->text, ev->code);
+			 broker_name(n), ev->text, ev->code);
 		if (ev->publish && ev->publish->done)
 			ev->publish->done(n, false, ev->publish->user);
 		break;
@@ -1768,29 +1920,44 @@ static int inbox_readable(sd_event_source *s, int fd, uint32_t revents, void *us
 /* ---- construction ----------------------------------------------------- */
 
 /* The port of "host", "host:port" or "[v6]:port" (default 1883, 8883 with
- * TLS). */
-static enum srup_node_err parse_port(struct srup_node *n, const char *hostport, char *detail,
-				     size_t detail_len)
+ * TLS); url names the entry in errors. */
+static enum srup_node_err parse_port(const char *url, const char *hostport, bool tls,
+				     uint16_t *out, char *detail, size_t detail_len)
 {
-	const char *colon = strrchr(hostport, ':');
-	const char *bracket = strrchr(hostport, ']');
+	const char *end = hostport + strcspn(hostport, "/");
+	const char *colon = NULL, *bracket = NULL;
+	char digits[8];
+	size_t n;
 	unsigned long port = 0;
 
-	n->broker_port = n->tls ? 8883 : 1883;
+	for (const char *c = hostport; c < end; c++) {
+		if (*c == ':')
+			colon = c;
+		else if (*c == ']')
+			bracket = c;
+	}
+	*out = tls ? 8883 : 1883;
 	if (!colon || (bracket && bracket > colon))
 		return SRUP_NODE_OK;
-	if (colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
-	    strlen(colon + 1) > 5 || (port = strtoul(colon + 1, NULL, 10)) == 0 || port > 65535) {
-		set_detail(detail, detail_len, "broker URL \"%s\": bad port", n->cfg.broker);
+	n = (size_t)(end - colon - 1);
+	if (n == 0 || n > 5 || strspn(colon + 1, "0123456789") < n) {
+		set_detail(detail, detail_len, "broker URL \"%s\": bad port", url);
 		return SRUP_NODE_E_ARG;
 	}
-	n->broker_port = (uint16_t)port;
+	memcpy(digits, colon + 1, n);
+	digits[n] = '\0';
+	port = strtoul(digits, NULL, 10);
+	if (port == 0 || port > 65535) {
+		set_detail(detail, detail_len, "broker URL \"%s\": bad port", url);
+		return SRUP_NODE_E_ARG;
+	}
+	*out = (uint16_t)port;
 	return SRUP_NODE_OK;
 }
 
-/* Paho URI from the configured URL: tcp:// and mqtt:// are plain,
- * mqtts:// is TLS (Paho's ssl://). */
-static enum srup_node_err translate_url(struct srup_node *n, char *detail, size_t detail_len)
+/* Paho URIs from the configured list: tcp:// and mqtt:// are plain,
+ * mqtts:// is TLS (Paho's ssl://); every entry the same. */
+static enum srup_node_err translate_urls(struct srup_node *n, char *detail, size_t detail_len)
 {
 	static const struct {
 		const char *scheme;
@@ -1801,24 +1968,55 @@ static enum srup_node_err translate_url(struct srup_node *n, char *detail, size_
 		{"mqtt://", "tcp://", false},
 		{"mqtts://", "ssl://", true},
 	};
-	const char *url = n->cfg.broker;
+	char why[160];
 
-	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-		size_t len = strlen(schemes[i].scheme);
-		if (strncmp(url, schemes[i].scheme, len) != 0)
-			continue;
-		const char *rest = url + len;
-		if (*rest == '\0' || *rest == ':' || *rest == '/' || strchr(rest, ' ')) {
-			set_detail(detail, detail_len, "broker URL \"%s\" has no host", url);
+	if (srup_broker_list_split(n->cfg.broker, &n->brokers, why, sizeof(why)) < 0) {
+		set_detail(detail, detail_len, "broker list \"%s\": %s", n->cfg.broker, why);
+		return SRUP_NODE_E_ARG;
+	}
+	for (size_t e = 0; e < n->brokers.count; e++) {
+		const char *url = n->brokers.url[e];
+		bool known = false;
+
+		for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]) && !known; i++) {
+			size_t len = strlen(schemes[i].scheme);
+			const char *rest = url + len;
+
+			if (strncmp(url, schemes[i].scheme, len) != 0)
+				continue;
+			known = true;
+			if (*rest == '\0' || *rest == ':' || *rest == '/') {
+				set_detail(detail, detail_len, "broker URL \"%s\" has no host", url);
+				return SRUP_NODE_E_ARG;
+			}
+			if (e > 0 && schemes[i].tls != n->tls) {
+				set_detail(detail, detail_len,
+					   "broker URL \"%s\": the list mixes TLS and plain brokers",
+					   url);
+				return SRUP_NODE_E_ARG;
+			}
+			n->tls = schemes[i].tls;
+			snprintf(n->paho_uri[e], sizeof(n->paho_uri[e]), "%s%.*s", schemes[i].paho,
+				 SRUP_BROKER_URL_MAX, rest);
+			n->paho_uris[e] = n->paho_uri[e];
+			if (parse_port(url, rest, n->tls, &n->broker_port[e], detail, detail_len) !=
+			    SRUP_NODE_OK)
+				return SRUP_NODE_E_ARG;
+		}
+		if (!known) {
+			set_detail(detail, detail_len,
+				   "broker URL \"%s\": scheme must be tcp://, mqtt:// or mqtts://",
+				   url);
 			return SRUP_NODE_E_ARG;
 		}
-		snprintf(n->paho_uri, sizeof(n->paho_uri), "%s%s", schemes[i].paho, rest);
-		n->tls = schemes[i].tls;
-		return parse_port(n, rest, detail, detail_len);
 	}
-	set_detail(detail, detail_len,
-		   "broker URL \"%s\": scheme must be tcp://, mqtt:// or mqtts://", url);
-	return SRUP_NODE_E_ARG;
+	return SRUP_NODE_OK;
+}
+
+/* The broker of the session, or the whole list while there is none. */
+static const char *broker_name(const struct srup_node *n)
+{
+	return n->current >= 0 ? n->brokers.url[n->current] : n->cfg.broker;
 }
 
 static enum srup_node_err check_config(struct srup_node *n, char *detail, size_t detail_len)
@@ -1860,7 +2058,7 @@ static enum srup_node_err check_config(struct srup_node *n, char *detail, size_t
 			   c->keepalive_seconds);
 		return SRUP_NODE_E_ARG;
 	}
-	enum srup_node_err e = translate_url(n, detail, detail_len);
+	enum srup_node_err e = translate_urls(n, detail, detail_len);
 	if (e != SRUP_NODE_OK)
 		return e;
 	if (n->tls) {
@@ -1901,7 +2099,9 @@ static enum srup_node_err create_client(struct srup_node *n, char *detail, size_
 		.pclear = persist_clear,
 		.pcontainskey = persist_containskey,
 	};
-	rc = MQTTAsync_createWithOptions(&n->client, n->paho_uri, client_id,
+	/* The URI given here is only Paho's default: every connect names
+	 * the whole list (start_connect). */
+	rc = MQTTAsync_createWithOptions(&n->client, n->paho_uri[0], client_id,
 					 MQTTCLIENT_PERSISTENCE_USER, &n->persistence, &co);
 	if (rc != MQTTASYNC_SUCCESS) {
 		set_detail(detail, detail_len, "MQTT client for %s: %s", n->cfg.broker,
@@ -1911,8 +2111,6 @@ static enum srup_node_err create_client(struct srup_node *n, char *detail, size_
 	n->client_created = true;
 	rc = MQTTAsync_setCallbacks(n->client, &n->inbox, paho_connection_lost,
 				    paho_message_arrived, NULL);
-	if (rc == MQTTASYNC_SUCCESS)
-		rc = MQTTAsync_setConnected(n->client, &n->inbox, paho_connected);
 	if (rc != MQTTASYNC_SUCCESS) {
 		set_detail(detail, detail_len, "MQTT callbacks: %s", MQTTAsync_strerror(rc));
 		return SRUP_NODE_E_MQTT;
@@ -2007,6 +2205,8 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 	if (!n)
 		return SRUP_NODE_E_NOMEM;
 	n->inbox.efd = -1;
+	n->current = -1;
+	n->previous = -1;
 	if (pthread_mutex_init(&n->inbox.lock, NULL) != 0) {
 		free(n);
 		return SRUP_NODE_E_NOMEM;
@@ -2104,6 +2304,7 @@ void srup_node_free(struct srup_node *n)
 
 	if (!n)
 		return;
+	n->freeing = true; /* no reconnect, no publish again from here on */
 	/* Paho's thread no longer waits for room: nothing takes the queue. */
 	pthread_mutex_lock(&n->inbox.lock);
 	n->inbox.stopping = true;
@@ -2116,6 +2317,7 @@ void srup_node_free(struct srup_node *n)
 	}
 	sd_event_source_disable_unref(n->inbox_source);
 	sd_event_source_disable_unref(n->resubscribe_timer);
+	sd_event_source_disable_unref(n->reconnect_timer);
 	/* Messages not handled keep their records for the next start;
 	 * tracked sends not yet settled are, as far as the caller knows, not
 	 * acknowledged. */
@@ -2124,11 +2326,11 @@ void srup_node_free(struct srup_node *n)
 		if (ev->publish && ev->publish->done)
 			ev->publish->done(n, ev->kind == NODE_EV_PUBLISHED, ev->publish->user);
 		if (ev->publish && &ev->publish->ev == ev) {
-			free(ev->publish);
+			publish_free(ev->publish);
 			continue;
 		}
 		EVP_PKEY_free(ev->verified_with);
-		free(ev->publish);
+		publish_free(ev->publish);
 		free(ev->topic);
 		free(ev->payload);
 		free(ev);
@@ -2232,20 +2434,23 @@ enum srup_node_err srup_node_connect(struct srup_node *n,
 	return start_connect(n);
 }
 
-static enum srup_node_err start_connect(struct srup_node *n)
+/* One connect, to the entry n->trying (Paho's own walk through a list
+ * reports the entry it reached wrongly in 1.3.12); its failure brings
+ * the next entry, a failure of the last the backoff, and a later loss the
+ * list again from its first entry (handle_control). */
+static int connect_request(struct srup_node *n)
 {
 	MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
 	MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
-	int rc;
 
-	n->connect_deferred = false;
 	opts.keepAliveInterval = (int)n->cfg.keepalive_seconds;
 	opts.cleansession = 0; /* the broker keeps our subscriptions and QoS 1 messages */
 	opts.MQTTVersion = MQTTVERSION_3_1_1;
-	opts.automaticReconnect = 1;
-	opts.minRetryInterval = (int)n->cfg.reconnect_min_seconds;
-	opts.maxRetryInterval = (int)n->cfg.reconnect_max_seconds;
+	opts.automaticReconnect = 0; /* it would stay on the URI last reached */
+	opts.serverURIs = &n->paho_uris[n->trying];
+	opts.serverURIcount = 1;
 	opts.connectTimeout = NODE_CONNECT_TIMEOUT_S;
+	opts.onSuccess = paho_connect_succeeded;
 	opts.onFailure = paho_connect_failed;
 	opts.context = &n->inbox;
 	if (n->tls) {
@@ -2256,7 +2461,30 @@ static enum srup_node_err start_connect(struct srup_node *n)
 		ssl.verify = 1; /* the certificate must name the host we dialled */
 		opts.ssl = &ssl;
 	}
-	rc = PAHO(n, MQTTAsync_connect(n->client, &opts));
+	return PAHO(n, MQTTAsync_connect(n->client, &opts));
+}
+
+static void connect_attempt(struct srup_node *n)
+{
+	int rc;
+
+	if (n->freeing || PAHO(n, MQTTAsync_isConnected(n->client)))
+		return;
+	rc = connect_request(n);
+	if (rc != MQTTASYNC_SUCCESS) {
+		n->backoff_ms = next_backoff_ms(n);
+		srup_log(LOG_WARNING, "cannot start connecting to %s: %s; trying again in %u ms",
+			 n->cfg.broker, MQTTAsync_strerror(rc), n->backoff_ms);
+		schedule_reconnect(n, n->backoff_ms);
+	}
+}
+
+static enum srup_node_err start_connect(struct srup_node *n)
+{
+	int rc;
+
+	n->connect_deferred = false;
+	rc = connect_request(n);
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot start connecting to %s: %s", n->cfg.broker,
 			 MQTTAsync_strerror(rc));
@@ -2271,6 +2499,20 @@ static enum srup_node_err start_connect(struct srup_node *n)
 			srup_log(LOG_WARNING, "MQTT receive waker not started: %s", detail);
 	}
 	return SRUP_NODE_OK;
+}
+
+const char *srup_node_broker(const struct srup_node *n)
+{
+	return n && n->current >= 0 ? n->brokers.url[n->current] : NULL;
+}
+
+void srup_node_on_disconnected(struct srup_node *n,
+			       void (*fn)(struct srup_node *node, void *user), void *user)
+{
+	if (!n)
+		return;
+	n->on_disconnected = fn;
+	n->on_disconnected_user = user;
 }
 
 bool srup_node_is_connected(const struct srup_node *n)
@@ -2366,6 +2608,7 @@ static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, u
 				       const char *type_name, uint64_t seq)
 {
 	struct node_publish *tracked = NULL;
+	char *topic_copy;
 	MQTTAsync_message pub = MQTTAsync_message_initializer;
 	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 	int rc;
@@ -2374,29 +2617,31 @@ static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, u
 	pub.payloadlen = (int)wire_len;
 	pub.qos = 1;
 	pub.retained = 0;
-	opts.onSuccess = paho_published;
-	opts.onFailure = paho_publish_failed;
-	opts.context = &n->inbox;
-	if (done) {
-		tracked = malloc(sizeof(*tracked));
-		if (!tracked) {
-			free(wire);
-			return SRUP_NODE_E_NOMEM;
-		}
-		*tracked = (struct node_publish){.inbox = &n->inbox, .done = done, .user = user};
-		opts.onSuccess = paho_published_tracked;
-		opts.onFailure = paho_publish_failed_tracked;
-		opts.context = tracked;
+	/* Every publish is tracked with a copy until the broker has it: it
+	 * is published again if a change of broker drops it (publish_again). */
+	topic_copy = strdup(topic);
+	tracked = topic_copy ? malloc(sizeof(*tracked)) : NULL;
+	if (!tracked) {
+		free(topic_copy);
+		free(wire);
+		return SRUP_NODE_E_NOMEM;
 	}
+	*tracked = (struct node_publish){
+		.inbox = &n->inbox, .done = done, .user = user, .topic = topic_copy,
+		.payload = wire, /* Paho copies what it sends; the node keeps this */
+		.len = (int)wire_len,
+	};
+	opts.onSuccess = paho_published_tracked;
+	opts.onFailure = paho_publish_failed_tracked;
+	opts.context = tracked;
 
 	/* Counted before Paho can call back. */
 	pthread_mutex_lock(&n->inbox.lock);
 	n->inbox.publishes_pending++;
 	pthread_mutex_unlock(&n->inbox.lock);
 	rc = PAHO(n, MQTTAsync_sendMessage(n->client, topic, &pub, &opts));
-	free(wire);
 	if (rc != MQTTASYNC_SUCCESS) {
-		free(tracked);
+		publish_free(tracked);
 		publish_settled(&n->inbox);
 		srup_log(LOG_ERR, "cannot publish %s on %s: %s", type_name, topic,
 			 MQTTAsync_strerror(rc));
@@ -2458,7 +2703,7 @@ enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
 		inbox_drain(n);
 	if (left > 0) {
 		srup_log(LOG_WARNING, "%" PRIu64 " message(s) not acknowledged by %s after %u ms",
-			 left, n->cfg.broker, timeout_ms);
+			 left, broker_name(n), timeout_ms);
 		return SRUP_NODE_E_TIMEOUT;
 	}
 	return SRUP_NODE_OK;

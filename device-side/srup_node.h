@@ -62,8 +62,11 @@ enum srup_node_role {
 struct srup_node_config {
 	enum srup_node_role role;
 	uint64_t id;
-	/* "tcp://127.0.0.1:1883", "mqtt://host:port", or "mqtts://host:port"
-	 * (then TLS with the files below; ca_file required). */
+	/* One broker URL or several separated by blanks (srup_broker_list.h):
+	 * "tcp://127.0.0.1:1883", "mqtt://host:port", or "mqtts://host:port"
+	 * (then TLS with the files below, the same for every entry; ca_file
+	 * required). The node connects to the first that answers, trying
+	 * the list from its first entry after every loss (srup_node_connect). */
 	char broker[256];
 	char ca_file[256];
 	char cert_file[256];
@@ -123,13 +126,28 @@ enum srup_node_err srup_node_add_topic(struct srup_node *node, const char *topic
 				       srup_node_topic_done done, void *user);
 enum srup_node_err srup_node_remove_topic(struct srup_node *node, const char *topic);
 
-/* Connect (asynchronously; reconnects by itself with backoff). on_connected
- * (may be NULL) runs on the loop each time the session is (re)established
- * and subscriptions are in place. */
+/* Connect (asynchronously). Every attempt walks the broker list from its
+ * first entry and takes the first that answers; after a failed attempt
+ * the next comes after a bounded, jittered backoff (reconnect_min_seconds
+ * doubling up to reconnect_max_seconds), after a lost connection at once.
+ * A session that is up is kept, whichever entry it is on. Every connect
+ * subscribes everything again (another broker holds no session), and a
+ * publish the last broker never acknowledged is sent on the next one.
+ * on_connected (may be NULL) runs on the loop each time the session is
+ * (re)established and subscriptions are in place. */
 enum srup_node_err srup_node_connect(struct srup_node *node,
 				     void (*on_connected)(struct srup_node *node, void *user),
 				     void *user);
 bool srup_node_is_connected(const struct srup_node *node);
+
+/* The URL (as configured) of the broker the session is up with, or NULL
+ * while there is none. */
+const char *srup_node_broker(const struct srup_node *node);
+
+/* fn (may be NULL) runs on the loop each time an established connection
+ * is lost, before the node tries the list again. */
+void srup_node_on_disconnected(struct srup_node *node,
+			       void (*fn)(struct srup_node *node, void *user), void *user);
 
 /* Send msg to peer on topic: the node sets sender ID and version, takes the
  * next sequence ID for that peer (max(last sent, last accepted) + 1,

@@ -121,6 +121,10 @@ static cJSON *answer_status(struct obs_control *c)
 		cJSON_AddStringToObject(broker, "url", st.broker ? st.broker : "");
 		cJSON_AddStringToObject(broker, "state",
 					st.broker_connected ? "connected" : "disconnected");
+		if (st.broker_current)
+			cJSON_AddStringToObject(broker, "connected_to", st.broker_current);
+		else
+			cJSON_AddNullToObject(broker, "connected_to");
 	}
 	channel = cJSON_AddObjectToObject(o, "channel");
 	if (channel) {

@@ -33,8 +33,9 @@
 /* What "status" shows; filled by the daemon on each request. */
 struct obs_control_status {
 	uint64_t identity_id, server_id;
-	const char *broker;
+	const char *broker;          /* the configured list */
 	bool broker_connected;
+	const char *broker_current;  /* the entry the session is on (NULL: none) */
 	const char *channel;        /* the channels listed, "ble nfc" */
 	const char *channel_state;  /* over all: listening (one listens), unavailable
 				     * (none can), else idle */

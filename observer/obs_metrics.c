@@ -192,6 +192,30 @@ char *obs_metrics_render(const struct obs_metrics *m, const struct obs_metrics_g
 	metric(&t, "srup_observer_pending", "gauge", "Observations pending now.", g->pending);
 	metric(&t, "srup_observer_broker_connected", "gauge",
 	       "1 while the MQTT session is up.", (unsigned long long)(g->broker_connected != 0));
+	if (g->brokers && g->brokers[0]) {
+		const char *b = g->brokers;
+
+		head(&t, "srup_observer_broker", "gauge",
+		     "Each configured broker: 1 for the one the session is on.");
+		while (*(b += strspn(b, " \t"))) {
+			size_t n = strcspn(b, " \t");
+			bool on = g->broker_current && strlen(g->broker_current) == n &&
+				  strncmp(g->broker_current, b, n) == 0;
+
+			char label[512];
+			size_t at = 0;
+
+			/* A label value escapes '\\' and '"'. */
+			for (size_t i = 0; i < n && at + 3 < sizeof(label); i++) {
+				if (b[i] == '\\' || b[i] == '"')
+					label[at++] = '\\';
+				label[at++] = b[i];
+			}
+			label[at] = '\0';
+			put(&t, "srup_observer_broker{url=\"%s\"} %d\n", label, on ? 1 : 0);
+			b += n;
+		}
+	}
 	if (g->n_channels) {
 		head(&t, "srup_observer_channel_listening", "gauge",
 		     "1 while the channel listens for frames.");

@@ -66,6 +66,8 @@ struct obs_metrics_channel_state {
 struct obs_metrics_gauges {
 	size_t pending;
 	int broker_connected;
+	const char *brokers;         /* the configured list, blank-separated (may be NULL) */
+	const char *broker_current;  /* the entry the session is on (NULL: none) */
 	int channel_listening;             /* without channels[]: the one channel */
 	const struct obs_metrics_channel_state *channels; /* per channel, labelled */
 	size_t n_channels;

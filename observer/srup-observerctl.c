@@ -293,7 +293,13 @@ static void render_status(const cJSON *a)
 
 	duration(num(a, "uptime_seconds") * 1000, up, sizeof(up));
 	printf("observer %s  (server %s)\n", str(a, "observer"), str(a, "server"));
-	printf("  %-18s%s (%s)\n", "broker", str(broker, "url"), str(broker, "state"));
+	/* With a list, the entry the session is on, then the list. */
+	if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(broker, "connected_to")) &&
+	    strcmp(str(broker, "connected_to"), str(broker, "url")) != 0)
+		printf("  %-18s%s (connected; list: %s)\n", "broker", str(broker, "connected_to"),
+		       str(broker, "url"));
+	else
+		printf("  %-18s%s (%s)\n", "broker", str(broker, "url"), str(broker, "state"));
 	/* One line per channel; a daemon without "channels" has one. */
 	if (cJSON_IsArray(channels) && cJSON_GetArraySize(channels) > 0) {
 		cJSON_ArrayForEach(each, channels)

@@ -38,7 +38,8 @@
 #include "srup_role.h"
 
 #define SHUTDOWN_FLUSH_MS 5000
-/* The node reports connections but not losses: STATUS= polls for those. */
+/* The node reports connections and losses (STATUS= changes at once); the
+ * poll only catches what else may change unreported. */
 #define STATUS_POLL_USEC (2u * 1000000u)
 
 /* Every OBSERVE_REQ taken is held by the node (its record kept on disk)
@@ -165,6 +166,8 @@ static void notify_status(struct observerd *d)
 {
 	char text[sizeof(d->status)], channels[128] = "";
 	size_t used = 0;
+	const char *broker = d->node ? srup_node_broker(d->node) : NULL;
+	bool connected = d->node && srup_node_is_connected(d->node) && broker;
 
 	/* One channel: "sim channel idle"; several: "channels ble idle, nfc
 	 * listening". */
@@ -178,8 +181,8 @@ static void notify_status(struct observerd *d)
 			break;
 		used += (size_t)n;
 	}
-	snprintf(text, sizeof(text), "broker %s; %s%s%s; %zu pending",
-		 d->node && srup_node_is_connected(d->node) ? "connected" : "disconnected",
+	snprintf(text, sizeof(text), "broker %s%s; %s%s%s; %zu pending",
+		 connected ? "connected to " : "disconnected", connected ? broker : "",
 		 channels, d->n_channels == 1 ? " " : "",
 		 d->n_channels == 1 ? d->channels[0].state : "",
 		 d->engine ? obs_engine_pending(d->engine) : (size_t)0);
@@ -665,19 +668,32 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
 	return 0;
 }
 
-static void on_connected(struct srup_node *node, void *user)
+static void metrics_changed(struct observerd *d);
+
+/* The operator sees the loss at once: STATUS= and the metrics file. */
+static void on_disconnected(struct srup_node *node, void *user)
 {
 	struct observerd *d = user;
 
 	(void)node;
-	srup_log(LOG_INFO, "connected to the broker; listening on its topic");
+	notify_status(d);
+	metrics_changed(d);
+}
+
+static void on_connected(struct srup_node *node, void *user)
+{
+	struct observerd *d = user;
+
+	srup_log(LOG_INFO, "connected to the broker %s; listening on its topic",
+		 srup_node_broker(node) ? srup_node_broker(node) : "");
+	notify_status(d);
+	metrics_changed(d);
 	/* Ready means OBSERVE_REQs can arrive: the session is up and
 	 * subscribed (the node calls this only then). */
 	if (!d->ready) {
 		d->ready = true;
 		sd_notify(0, "READY=1");
 	}
-	notify_status(d);
 	srup_role_connected(d->role);
 }
 
@@ -837,6 +853,7 @@ static void control_status(struct obs_control_status *out, void *user)
 	out->server_id = d->cfg.server_id;
 	out->broker = d->cfg.mqtt_broker;
 	out->broker_connected = srup_node_is_connected(d->node);
+	out->broker_current = out->broker_connected ? srup_node_broker(d->node) : NULL;
 	out->channel = d->channel_list;
 	out->channel_state = channels_state(d);
 	for (size_t i = 0; i < d->n_channels && i < OBS_METRICS_CHANNELS_MAX; i++)
@@ -880,6 +897,8 @@ static void metrics_write(struct observerd *d)
 	struct obs_metrics_gauges g = {
 		.pending = obs_engine_pending(d->engine),
 		.broker_connected = srup_node_is_connected(d->node),
+		.brokers = d->cfg.mqtt_broker,
+		.broker_current = srup_node_is_connected(d->node) ? srup_node_broker(d->node) : NULL,
 		.channel_listening = strcmp(channels_state(d), "listening") == 0,
 		.channels = channels,
 		.n_channels = d->n_channels,
@@ -1058,6 +1077,7 @@ static int start(struct observerd *d)
 
 	if (open_channels(d) != 0)
 		return -1;
+	srup_node_on_disconnected(d->node, on_disconnected, d);
 	nerr = srup_node_connect(d->node, on_connected, d);
 	if (nerr != SRUP_NODE_OK) {
 		srup_log(LOG_ERR, "cannot connect to %s: %s", d->cfg.mqtt_broker,

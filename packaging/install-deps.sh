@@ -8,6 +8,7 @@ packages=(
 	libssl-dev libpaho-mqtt-dev libcjson-dev libcmocka-dev libinih-dev
 	libsystemd-dev libnfc-dev libnfc-bin libcurl4-openssl-dev
 	mosquitto mosquitto-clients
+	rabbitmq-server
 	dbus python3 python3-dbus python3-gi python3-cryptography
 	"$@"
 )

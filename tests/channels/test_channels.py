@@ -253,8 +253,9 @@ def nfc_join_while_ble_pending(build):
         check(re.findall(r"^  channel +(\w+) \((\w+)\)$", text, re.M) ==
               [("ble", "listening"), ("nfc", "listening"), ("sim", "listening")],
               "srup-observerctl status:\n" + text, bed.jb)
-        bed.wait(lambda: bed.notify.status() == "broker connected; channels ble listening, "
-                 "nfc listening, sim listening; 1 pending", 10, "STATUS= naming each channel")
+        bed.wait(lambda: bed.notify.status() == "broker connected to %s; channels ble listening, "
+                 "nfc listening, sim listening; 1 pending" % bed.jb.broker_url, 10,
+                 "STATUS= naming each channel")
 
         bed.observe(0xB2, b_value, "tok-B")
         bed.nfc_present(0xB2, b_value, "value matches")
@@ -357,8 +358,9 @@ def bluez_lost_nfc_decides(build):
         states = bed.channel_states()
         check(states == {"ble": "unavailable", "nfc": "listening", "sim": "listening"},
               "states %r" % states, bed.jb)
-        bed.wait(lambda: bed.notify.status() == "broker connected; channels ble unavailable, "
-                 "nfc listening, sim listening; 1 pending", 10, "STATUS= with BLE unavailable")
+        bed.wait(lambda: bed.notify.status() == "broker connected to %s; channels ble unavailable, "
+                 "nfc listening, sim listening; 1 pending" % bed.jb.broker_url, 10,
+                 "STATUS= with BLE unavailable")
         bed.wait_metric('srup_observer_channel_unavailable{channel="ble"}', 1)
 
         bed.nfc_present(0xE5, value, "value matches")

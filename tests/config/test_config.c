@@ -921,7 +921,7 @@ static void test_broker_ports(void **state)
 		{"mqtts://host:", "the port after ':' is empty"},
 		{"mqtt://host:/", "the port after ':' is empty"},
 		{"mqtt://host:+1883", "not a number"},
-		{"mqtt://host:18 83", "not a number"},
+		{"mqtt://host:18 83", "entry 2 '83' is not a broker URL"}, /* blanks split a list */
 		{"mqtt://host:1883x", "not a number"},
 		{"mqtt://[::1]:http", "not a number"},
 		{"mqtt://[::1", "IPv6"},
@@ -945,6 +945,62 @@ static void test_broker_ports(void **state)
 		if (load(text, SRUP_CONFIG_DEVICE) != 0)
 			fail_msg("%s refused: %s", good[i], err);
 	}
+}
+
+/* "[mqtt] broker" is a blank-separated list: each entry checked as one
+ * URL is, other separators, empty entries and duplicates refused with
+ * FILE:LINE, and the list kept as written for the node to split. */
+static void test_broker_list(void **state)
+{
+	static const struct {
+		const char *list, *what;
+	} bad[] = {
+		{"tcp://a:1883,tcp://b:1883", "',' in entry 1: separate broker URLs with blanks only"},
+		{"tcp://a:1883, tcp://b:1883", "',' in entry 1"},
+		{"tcp://a:1883; tcp://b:1883", "';' in entry 1"},
+		{"tcp://a:1883 tcp://b:1883|tcp://c:1", "'|' in entry 2"},
+		{"tcp://a:1883 , tcp://b:1883", "entry 2 is empty (',' alone)"},
+		{"tcp://a:1883 tcp://a:1883", "entries 1 and 2 name the same broker"},
+		{"tcp://a:1883 mqtt://A:1883", "entries 1 and 2 name the same broker"},
+		{"tcp://b:1 tcp://a tcp://a:1883", "entries 2 and 3 name the same broker"},
+		{"tcp://a:1883 mqtt://b:99999", "entry 2 'mqtt://b:99999': port 99999 is out of range"},
+		{"tcp://a:1883 b:1883", "entry 2 'b:1883' is not a broker URL"},
+		{"mqtts://a:8883 tcp://b:1883", "entry 2 'tcp://b:1883' mixes TLS and plain"},
+		{"t:1 t:2 t:3 t:4 t:5 t:6 t:7 t:8 t:9", "more than 8 broker URLs"},
+	};
+	static const char *const good[] = {
+		"tcp://127.0.0.1:1883 tcp://127.0.0.1:1884",
+		"  mqtt://a:1\ttcp://b:1   mqtt://[::1]:1883  ",
+		"tcp://a:1883 tcp://a:1884 tcp://b:1883",
+	};
+	char text[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[mqtt]\nbroker = %s\n", bad[i].list);
+		expect_error(text, SRUP_CONFIG_OBSERVER, 2, "[mqtt] broker", bad[i].what);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text),
+			 "[identity]\nid = 1\nprivate_key = k\n[server]\nid = 2\npublic_key = p\n"
+			 "[mqtt]\nbroker = %s\n[state]\ndir = d\n",
+			 good[i]);
+		if (load(text, SRUP_CONFIG_DEVICE) != 0)
+			fail_msg("%s refused: %s", good[i], err);
+	}
+	assert_string_equal(cfg.mqtt_broker, "tcp://a:1883 tcp://a:1884 tcp://b:1883");
+	/* A placeholder anywhere in the list is named. */
+	assert_int_equal(load(HEAD_WITH_IDS("a1", "5eed", "tcp://10.0.0.1:1883 tcp://c2.example.net:1883")
+				      OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 -1);
+	expect_line(1, 8, "[mqtt] broker", "'c2.example.net' is a placeholder");
+	/* mqtts:// in a list needs the CA file as a single mqtts:// URL does. */
+	assert_int_equal(load(HEAD_WITH_IDS("a1", "5eed", "mqtts://h1:8883 mqtts://h2:8883")
+				      OBSERVATION_SIM,
+			      SRUP_CONFIG_OBSERVER),
+			 -1);
+	expect_line(1, 8, "[mqtt] ca_file", "needs a CA file");
 }
 
 /* ---- The device role's sections ------------------------------------------------------- */
@@ -1618,6 +1674,7 @@ int main(void)
 		cmocka_unit_test(test_missing_identity_keys),
 		cmocka_unit_test(test_missing_server_keys),
 		cmocka_unit_test(test_missing_mqtt_broker),
+		cmocka_unit_test(test_broker_list),
 		cmocka_unit_test(test_missing_state_dir),
 		cmocka_unit_test(test_missing_observation_channel),
 		cmocka_unit_test(test_missing_sim_socket),

@@ -155,7 +155,7 @@ class JoinBed:
     def __init__(self, build_dir, channel="sim", window_seconds=120, max_attempts=3,
                  max_pending=1000, peer_timeout=None, observer_sections=None,
                  device_sections=None, verbose=False, workdir=None, key_bits=2048,
-                 broker_debug=False):
+                 broker_debug=False, brokers=None):
         self.build = os.path.abspath(build_dir)
         self.channel = channel
         self.window_seconds = window_seconds
@@ -167,6 +167,10 @@ class JoinBed:
         self.verbose = verbose
         self.key_bits = key_bits
         self.broker_debug = broker_debug
+        # Brokers the test runs itself, as the [mqtt] broker value of each
+        # party: {"observer": ..., "peer": ..., "device": ...}. Without it
+        # the bed starts one private Mosquitto for all.
+        self.brokers = brokers
         self.own_workdir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="srup-joinbed-")
         os.makedirs(self.dir, exist_ok=True)
@@ -222,9 +226,12 @@ class JoinBed:
         for pub, ident in ((self.observer_pub, self.observer_id), (self.device_pub, self.device_id)):
             shutil.copy(pub, self.path("server-peers", id16(ident) + ".pem"))
         self.sim_socket = self.path("sim.sock")
-        self.broker = Broker(debug=self.broker_debug)
-        self.broker.start()
-        self.broker_url = "tcp://127.0.0.1:%d" % self.broker.port
+        if self.brokers:
+            self.broker_url = self.brokers["peer"]
+        else:
+            self.broker = Broker(debug=self.broker_debug)
+            self.broker.start()
+            self.broker_url = "tcp://127.0.0.1:%d" % self.broker.port
         self.write_observer_config()
         self.device_config = self.write_device_config("device", self.device_id, self.device_priv)
         return self
@@ -244,7 +251,7 @@ class JoinBed:
         sections = {
             "identity": {"id": topic_id(self.observer_id), "private_key": self.observer_priv},
             "server": {"id": topic_id(self.server_id), "public_key": self.server_pub},
-            "mqtt": {"broker": self.broker_url},
+            "mqtt": {"broker": self.brokers["observer"] if self.brokers else self.broker_url},
             "observation": {"channel": self.channel, "window_seconds": self.window_seconds,
                             "max_attempts": self.max_attempts, "max_pending": self.max_pending},
             "state": {"dir": self.path("observer-state")},
@@ -264,7 +271,7 @@ class JoinBed:
         sections = {
             "identity": {"id": topic_id(ident), "private_key": priv},
             "server": {"id": topic_id(self.server_id), "public_key": self.server_pub},
-            "mqtt": {"broker": self.broker_url},
+            "mqtt": {"broker": self.brokers["device"] if self.brokers else self.broker_url},
             "sim": {"socket": self.sim_socket},
             "state": {"dir": self.path("%s-state" % name)},
         }

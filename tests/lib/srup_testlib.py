@@ -72,8 +72,9 @@ def _mosquitto_binary():
 class Broker:
     """A private Mosquitto: start(), stop(), restart() on the same port."""
 
-    def __init__(self, debug=False):
+    def __init__(self, debug=False, extra=None):
         self.debug = debug  # also log every packet (PUBLISH sent, PUBACK received)
+        self.extra = extra or []  # further mosquitto.conf lines (a bridge's, ...)
         self.dir = tempfile.mkdtemp(prefix="srup-broker.")
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         self.log = os.path.join(self.dir, "mosquitto.log")
@@ -118,6 +119,8 @@ class Broker:
         # write this directory.
         if os.geteuid() == 0:
             lines.append("user root")
+        # Global options first: a bridge's lines belong to its "connection".
+        lines += list(self.extra)
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -190,6 +193,10 @@ class Broker:
 
     def stop(self):
         self._terminate()
+
+    def kill(self):
+        """SIGKILL: the broker saves nothing more."""
+        self._terminate(force=True)
 
     def restart(self):
         """Stop, then start on the same port with the same persistence."""

@@ -228,7 +228,7 @@ check "  (not before READY=1: still activating)" wait_prop ActiveState activatin
 inside systemctl start mosquitto.service
 check "with the broker up it becomes active (running)" wait_prop SubState running 90
 check "systemctl status shows the STATUS= text" \
-	bash -c "inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected; sim channel idle; 0 pending\"'"
+	bash -c "inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected to [^;]*; sim channel idle; 0 pending\"'"
 inside systemctl status --no-pager srup-observerd.service | sed -n '1,12p'
 check "no group that may not exist (12.2): SupplementaryGroups are all real" bash -c '
 	for g in $(inside systemctl show -P SupplementaryGroups srup-observerd.service); do
@@ -418,7 +418,7 @@ multi_pid=$(prop MainPID)
 check "  the daemon registered its GATT application with org.bluez" \
 	bash -c "for _ in \$(seq 60); do grep -q '^REGISTERED' '$work/ble-multi.log' && exit 0; sleep 1; done; exit 1"
 check "  STATUS= names every channel" \
-	bash -c "for _ in \$(seq 30); do inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected; channels ble idle, nfc idle, sim idle; 0 pending\"' && exit 0; sleep 1; done; exit 1"
+	bash -c "for _ in \$(seq 30); do inside systemctl status srup-observerd.service | grep -q 'Status: \"broker connected to [^;]*; channels ble idle, nfc idle, sim idle; 0 pending\"' && exit 0; sleep 1; done; exit 1"
 check "a join over sim through the three-channel unit is accepted" \
 	inside timeout 120 srup-device --config /root/device.conf join --observer "$observer_id" \
 	--channel sim --timeout 90
