@@ -120,6 +120,8 @@ struct agent {
 	char request_token[SRUP_UUID_TEXT_LEN + 1];
 	struct srup_bytes response_token; /* OBS_JOIN_RESP's / HM_JOIN_RESP's token */
 	struct timespec started;
+	struct timespec armed;  /* when --timeout started counting */
+	double timeout_ms;
 	int exit_status;
 };
 
@@ -131,17 +133,22 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* Present until the observer compared the frame, or PRESENT_ATTEMPT_MS. */
+/* Present until the observer compared the frame, for PRESENT_ATTEMPT_MS
+ * but not past --timeout (this blocks the loop, so its timer cannot fire):
+ * RADIO_E_TIMEOUT when --timeout ran out first. */
 static enum radio_err present_until_compared(struct agent *a, const struct srup_frame *frame,
 					     uint8_t *result)
 {
 	struct timespec t0;
 	char detail[256] = "";
 	enum radio_err err;
+	double limit = a->timeout_ms - ms_since(&a->armed);
 
+	if (limit > PRESENT_ATTEMPT_MS)
+		limit = PRESENT_ATTEMPT_MS;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
-		double left = PRESENT_ATTEMPT_MS - ms_since(&t0);
+		double left = limit - ms_since(&t0);
 
 		*result = RADIO_RESULT_NOT_COMPARED;
 		err = a->channel->present(&a->cfg.radio, a->observer_id, frame,
@@ -152,9 +159,14 @@ static enum radio_err present_until_compared(struct agent *a, const struct srup_
 			return RADIO_OK;
 		if (err != RADIO_OK && err != RADIO_E_REFUSED)
 			break;
-		if (ms_since(&t0) + PRESENT_RETRY_MS >= PRESENT_ATTEMPT_MS)
+		if (ms_since(&t0) + PRESENT_RETRY_MS >= limit)
 			break;
 		nanosleep(&(struct timespec){0, PRESENT_RETRY_MS * 1000000L}, NULL);
+	}
+	if (limit < PRESENT_ATTEMPT_MS && ms_since(&a->armed) + PRESENT_RETRY_MS >= a->timeout_ms) {
+		srup_log(LOG_ERR, "presenting on %s: --timeout ran out before the observer "
+			 "compared the frame%s%s", a->channel->name, detail[0] ? ": " : "", detail);
+		return RADIO_E_TIMEOUT;
 	}
 	if (err != RADIO_OK)
 		srup_log(LOG_ERR, "presenting on %s failed: %s%s%s", a->channel->name,
@@ -213,6 +225,7 @@ static void on_obs_join_response(struct srup_node *node, const struct srup_msg *
 	struct srup_bytes value = {0};
 	struct srup_frame frame = {0};
 	uint8_t result = RADIO_RESULT_NOT_COMPARED;
+	enum radio_err rerr;
 
 	(void)node;
 	(void)topic;
@@ -236,9 +249,14 @@ static void on_obs_join_response(struct srup_node *node, const struct srup_msg *
 	printf("OBS_JOIN_RESP received after %.1f ms; presenting the confirmation value on "
 	       "%s\n", ms_since(&a->started), a->channel->name);
 	fflush(stdout);
-	if (present_until_compared(a, &frame, &result) != RADIO_OK) {
+	rerr = present_until_compared(a, &frame, &result);
+	if (rerr != RADIO_OK) {
 		srup_frame_wipe(&frame);
-		finish(a, EXIT_REFUSED);
+		if (rerr == RADIO_E_TIMEOUT) {
+			printf("timeout: the observer did not compare the value\n");
+			fflush(stdout);
+		}
+		finish(a, rerr == RADIO_E_TIMEOUT ? EXIT_TIMEOUT : EXIT_REFUSED);
 		return;
 	}
 	srup_frame_wipe(&frame);
@@ -479,6 +497,8 @@ static int run_exchange(struct agent *a, unsigned timeout_s)
 	sd_event_add_signal(a->loop, NULL, SIGTERM, on_signal, a);
 	sd_event_add_signal(a->loop, NULL, SIGINT, on_signal, a);
 	sd_event_now(a->loop, CLOCK_MONOTONIC, &now);
+	clock_gettime(CLOCK_MONOTONIC, &a->armed);
+	a->timeout_ms = (double)timeout_s * 1000.0;
 	if (sd_event_add_time(a->loop, NULL, CLOCK_MONOTONIC, now + (uint64_t)timeout_s * 1000000,
 			      0, on_timeout, a) < 0)
 		return EXIT_SETUP;

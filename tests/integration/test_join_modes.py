@@ -14,6 +14,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from joinbed import Cases, JoinBed, RawServer, check, id16, topic_id  # noqa: E402
+from srup_testlib import Broker, free_port  # noqa: E402
 
 JOIN_SUCCESS, JOIN_REFUSED, JOIN_FAIL = 0x50, 0x5E, 0x5F
 RESIGN_SUCCESS, RESIGN_FAIL = 0x70, 0x7F
@@ -213,6 +214,33 @@ def observed_mode_explicit(build):
         check(o["observer_status"] == "0x60" and o["status"] == "0x50", "peer %r" % o, bed)
         rc, out = bed.device_command(["join", "--mode", "observed"])
         check(rc == 2 and "--observer" in out, "observed without observer: rc=%d" % rc, bed)
+
+
+@case
+def observed_timeout_while_presenting(build):
+    """--timeout bounds the whole join, presenting included. The observer
+    listens on sim but its broker is away, so it never gets the OBSERVE_REQ
+    and answers every frame "not compared": the join ends at its --timeout
+    with exit 4, not after the 30 s of presenting again (that loop blocked
+    the timer)."""
+    broker = Broker()
+    broker.start()
+    url = "tcp://127.0.0.1:%d" % broker.port
+    try:
+        with JoinBed(build, brokers={"observer": "tcp://127.0.0.1:%d" % free_port(),
+                                     "peer": url, "device": url}) as bed:
+            bed.setup()
+            bed.start_peer()
+            bed.start_observer(wait=False)
+            bed.observer.wait_line(r"cannot connect to", 20)
+            started = time.monotonic()
+            rc, out = bed.join(timeout=3)
+            took = time.monotonic() - started
+            check(rc == 4 and "timeout: the observer did not compare the value" in out and
+                  "--timeout ran out" in out,
+                  "rc=%d after %.1f s\n%s" % (rc, took, out), bed)
+    finally:
+        broker.close()
 
 
 @case
