@@ -20,9 +20,7 @@ Cases:
 """
 import os
 import re
-import socket
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,6 +29,7 @@ for sub in ("../ble", "../nfc", "../lib"):
 from bluez_standin import FakeBluez, PrivateBus, frame, pump  # noqa: E402
 import pn532_emu as emu  # noqa: E402
 from joinbed import Cases, JoinBed, RawServer, check, id16  # noqa: E402
+from notify_socket import NotifySocket  # noqa: E402
 from obs_ops import ctl, ctl_json, responses  # noqa: E402
 
 VALID, INVALID, FAIL = 0x60, 0x6E, 0x6F
@@ -38,41 +37,6 @@ GRACE_SECONDS = 10  # the BLE channel's default bluez_grace_seconds
 POLL_MS = 200
 
 cases = Cases()
-
-
-class Notify:
-    """A NOTIFY_SOCKET of the test's own: the daemon's sd_notify messages."""
-
-    def __init__(self, path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.2)
-        self.messages = []
-        self.done = False
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        while not self.done:
-            try:
-                self.messages.append(self.sock.recv(4096).decode(errors="replace"))
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-
-    def status(self):
-        """The last STATUS= sent."""
-        last = None
-        for m in list(self.messages):
-            for a in m.split("\n"):
-                if a.startswith("STATUS="):
-                    last = a[len("STATUS="):]
-        return last
-
-    def close(self):
-        self.done = True
-        self.sock.close()
 
 
 class Bed:
@@ -102,7 +66,7 @@ class Bed:
                 sections["sim"] = {"socket": self.jb.sim_socket}
             self.jb.observer_sections = sections
             self.jb.write_observer_config()
-            self.notify = Notify(self.jb.path("notify.sock"))
+            self.notify = NotifySocket(self.jb.path("notify.sock"))
             env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address,
                        NOTIFY_SOCKET=self.notify.path)
             self.obs = self.jb.spawn("observer", [self.jb.bin("srup-observerd"), "--config",

@@ -15,14 +15,12 @@ Each case is one ctest test: test_reload.py BUILD_DIR CASE.
 import os
 import re
 import signal
-import socket
 import sys
-import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from joinbed import Cases, JoinBed, RawServer, check, id16  # noqa: E402
+from notify_socket import NotifySocket  # noqa: E402
 from obs_ops import ctl, ctl_json, responses, wait_for  # noqa: E402
 import test_device_role as role  # noqa: E402
 
@@ -255,45 +253,6 @@ def device_bad_config_refused(build):
 
 
 # ---- systemd's notify protocol (Type=notify) ----------------------------------
-
-class NotifySocket:
-    """The datagram socket systemd gives a Type=notify service
-    (NOTIFY_SOCKET): every message received, in order."""
-
-    def __init__(self, path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.2)
-        self.messages = []
-        self.done = False
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        while not self.done:
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.messages.append((time.monotonic(), data.decode(errors="replace")))
-
-    def env(self, watchdog_usec=1000000):
-        env = dict(os.environ)
-        env["NOTIFY_SOCKET"] = self.path
-        env["WATCHDOG_USEC"] = str(watchdog_usec)
-        return env
-
-    def assignments(self, start=0):
-        """Each NAME=value of the messages from index start, in order."""
-        return [a for _, m in self.messages[start:] for a in m.split("\n") if a]
-
-    def close(self):
-        self.done = True
-        self.sock.close()
-
 
 def notify_case(bed, proc_factory, connected_line):
     notify = NotifySocket(bed.path("notify.sock"))

@@ -23,7 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
-from joinbed import JoinBed, id16, topic_id  # noqa: E402
+from joinbed import JoinBed, id16  # noqa: E402
 from rabbit_cluster import RabbitCluster  # noqa: E402
 from srup_testlib import Broker  # noqa: E402
 
