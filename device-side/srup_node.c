@@ -25,6 +25,7 @@
 #include "srup_broker_list.h"
 #include "srup_inbound.h"
 #include "srup_log.h"
+#include "srup_receive.h"
 #include "srup_seqstore.h"
 
 /* Bounds on what the Paho threads may pile up for the loop. */
@@ -35,13 +36,19 @@
 #define NODE_QUEUE_MAX_BYTES (8u * 1024u * 1024u)
 #define NODE_PAYLOAD_MAX SRUP_INBOUND_PAYLOAD_MAX
 _Static_assert(SRUP_NODE_NOTE_MAX <= SRUP_INBOUND_NOTE_MAX, "a note fits its record");
+/* The pipeline's reasons are the node's, in the same order. */
+_Static_assert(SRUP_RECEIVE_DROP_TOPIC == (int)SRUP_NODE_DROP_TOPIC &&
+		       SRUP_RECEIVE_DROP_SIGNATURE == (int)SRUP_NODE_DROP_SIGNATURE &&
+		       SRUP_RECEIVE_DROP_REPLAY == (int)SRUP_NODE_DROP_REPLAY &&
+		       SRUP_RECEIVE_DROP_PERSIST == (int)SRUP_NODE_DROP_PERSIST &&
+		       SRUP_RECEIVE_DROP__COUNT == (int)SRUP_NODE_DROP_QUEUE_FULL,
+	       "drop reasons match");
+_Static_assert(SRUP_RECEIVE_TOPIC_MAX == SRUP_TOPIC_MAX, "topic sizes match");
+_Static_assert(SRUP_RECEIVE_ANY_SENDER == SRUP_NODE_ANY_SENDER, "any sender matches");
 #define NODE_TOPIC_LEN_MAX SRUP_INBOUND_TOPIC_MAX
 #define NODE_BUFFERED_MAX 10000       /* Paho's queue of publishes while offline */
 #define NODE_CONNECT_TIMEOUT_S 10
 #define NODE_DISCONNECT_WAIT_MS 2000u
-/* Messages whose accepted IDs are persisted by one commit (group commit);
- * also bounds how long the first handler of a drained burst waits. */
-#define NODE_BATCH_MAX 64u
 
 #define NODE_DEFAULT_KEEPALIVE 20u
 #define NODE_DEFAULT_RECONNECT_MIN 1u
@@ -173,24 +180,6 @@ struct node_inbox {
 	} *kept[256];
 };
 
-struct node_handler {
-	srup_node_handler fn;
-	void *user;
-	uint64_t allowed_sender;
-};
-
-/* Messages of one drained burst that passed every check, their accepted
- * IDs staged in the sequence store. Their handlers run, in arrival order,
- * only once one commit has put those IDs on disk. */
-struct node_batch {
-	size_t count;
-	struct node_batch_item {
-		struct node_event *ev; /* owns the topic */
-		struct srup_msg *msg;
-		struct node_handler handler; /* as checked */
-	} items[NODE_BATCH_MAX];
-};
-
 struct srup_node {
 	sd_event *loop;
 	sd_event_source *inbox_source;
@@ -234,11 +223,9 @@ struct srup_node {
 	struct srup_keystore *peers;
 	struct srup_seqstore *seq;
 
-	struct node_handler handlers[256];
-
-	/* Server role: devices whose topics we handle, sorted. */
-	uint64_t *watched;
-	size_t n_watched, cap_watched;
+	/* Topic rules, checks, handlers and the batch (srup_receive.h); it
+	 * also holds the watched devices and extra topics subscribed. */
+	struct srup_receive *rx;
 
 	bool connect_requested;
 	bool connect_deferred; /* asked for while records from before a start were queued */
@@ -277,10 +264,8 @@ struct srup_node {
 	void (*on_connected)(struct srup_node *node, void *user);
 	void *on_connected_user;
 
-	/* Device role: extra topics (groups), and their subscriptions that
-	 * are waiting for the broker's answer. */
-	char **extra;
-	size_t n_extra;
+	/* Device role: subscriptions of extra topics (groups) that are
+	 * waiting for the broker's answer. */
 	struct node_topic_op {
 		int token;
 		char *topic;
@@ -343,13 +328,6 @@ void srup_topic_server_join(uint64_t server, uint64_t device, char out[SRUP_TOPI
 	srup_id_format_topic(server, s);
 	srup_id_format_topic(device, d);
 	snprintf(out, SRUP_TOPIC_MAX, "SRUP/servers/%s/%s", s, d);
-}
-
-static const char *type_name(uint8_t type)
-{
-	const struct srup_type_desc *t = srup_type_by_code(type);
-
-	return t ? t->name : "unknown";
 }
 
 /* ---- the Paho side: only the inbox ------------------------------------ */
@@ -1100,211 +1078,90 @@ static void paho_disconnect_failed(void *context, MQTTAsync_failureData *data)
 	paho_disconnect_done(context, NULL);
 }
 
-/* ---- topic rules ------------------------------------------------------ */
+/* ---- the receive pipeline (srup_receive.h), wired to the node --------- */
 
-static bool is_word_char(char c)
+static EVP_PKEY *rx_key_lookup(void *ctx, uint64_t sender)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '_';
+	struct srup_node *n = ctx;
+
+	return srup_keystore_lookup(n->peers, sender);
 }
 
-static bool watched_find(const struct srup_node *n, uint64_t dev, size_t *pos)
+/* What Paho's thread may know of senders (worth_a_record). */
+static void rx_key_noted(void *ctx, uint64_t sender, EVP_PKEY *key)
 {
-	size_t lo = 0, hi = n->n_watched;
+	struct srup_node *n = ctx;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (n->watched[mid] == dev) {
-			*pos = mid;
-			return true;
-		}
-		if (n->watched[mid] < dev)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*pos = lo;
-	return false;
+	sender_note(&n->inbox, sender, key);
 }
 
-/* NULL if the topic is one this role handles, else why not. */
-static bool extra_find(const struct srup_node *n, const char *topic, size_t *pos);
-
-static const char *topic_rejected(const struct srup_node *n, const char *topic)
+static bool rx_seq_is_fresh(void *ctx, uint64_t sender, uint64_t seq)
 {
-	size_t extra_pos;
+	struct srup_node *n = ctx;
 
-	if (n->cfg.role == SRUP_NODE_ROLE_DEVICE)
-		return strcmp(topic, n->own_topic) == 0 || extra_find(n, topic, &extra_pos)
-			       ? NULL
-			       : "topic is not this device's own nor one of its groups";
-
-	/* Server: SRUP/servers/<own>/<\w+> */
-	size_t plen = strlen(n->server_prefix);
-	if (strncmp(topic, n->server_prefix, plen) == 0) {
-		const char *rest = topic + plen;
-		if (*rest == '\0')
-			return "server topic has no sender segment";
-		for (const char *p = rest; *p; p++)
-			if (!is_word_char(*p))
-				return "server topic segment is not a word (\\w+)";
-		return NULL;
-	}
-	/* SRUP/<dev> or SRUP/<dev>/... for a watched device, the ID in its
-	 * canonical topic form. */
-	if (strncmp(topic, "SRUP/", 5) == 0) {
-		const char *seg = topic + 5;
-		size_t len = strcspn(seg, "/");
-		char text[17], canon[17];
-		uint64_t dev;
-		size_t pos;
-
-		if (len == 0 || len > 16)
-			return "topic is not a watched device's";
-		memcpy(text, seg, len);
-		text[len] = '\0';
-		if (srup_id_parse(text, &dev) != 0)
-			return "topic is not a watched device's";
-		srup_id_format_topic(dev, canon);
-		if (strcmp(canon, text) != 0 || !watched_find(n, dev, &pos))
-			return "topic is not a watched device's";
-		return NULL;
-	}
-	return "topic is not one this server handles";
+	return srup_seqstore_is_fresh(n->seq, sender, seq);
 }
 
-/* ---- the receive pipeline (loop thread) -------------------------------- */
-
-#define DROP(n, reason, topic, ...)                                                             \
-	do {                                                                                    \
-		char reason_[400];                                                              \
-		snprintf(reason_, sizeof(reason_), __VA_ARGS__);                                \
-		srup_log(LOG_WARNING, "dropped message on %s: %s", (topic), reason_);           \
-		(n)->stats.dropped++;                                                           \
-		(n)->stats.dropped_by[SRUP_NODE_DROP_##reason]++;                               \
-	} while (0)
-
-/* Every check of the receive pipeline for one message, up to and including
- * the sequence ID against the in-memory values (which include the earlier
- * messages of this batch); a message that passes has its ID staged and is
- * added to the batch (true: the batch owns ev). */
-static bool pipeline_check(struct srup_node *n, struct node_event *ev, struct node_batch *batch)
+static uint64_t rx_seq_last_accepted(void *ctx, uint64_t sender)
 {
-	const char *topic = ev->topic;
-	const uint8_t *payload = ev->payload;
-	size_t len = ev->len;
-	struct srup_msg *msg = NULL;
-	struct srup_decode_error derr = {0};
-	const struct srup_type_desc *desc;
-	const struct node_handler *h;
-	char sender[17], allowed[17];
-	char detail[512] = "";
-	EVP_PKEY *key;
-	enum srup_err err;
-	enum srup_seq_err serr;
+	struct srup_node *n = ctx;
 
-	const char *why = strlen(topic) != ev->topic_len ? "topic contains a NUL byte"
-							 : topic_rejected(n, topic);
-	if (why) {
-		DROP(n, TOPIC, topic, "%s", why);
-		return false;
-	}
-	if (!payload) {
-		DROP(n, SIZE, topic, "payload of %zu bytes exceeds the limit of %u bytes", len,
-		     NODE_PAYLOAD_MAX);
-		return false;
-	}
-	err = srup_msg_decode(payload, len, &msg, &derr);
-	if (err != SRUP_OK) {
-		if (err == SRUP_E_TRUNCATED || err == SRUP_E_FIELD_BOUND)
-			DROP(n, DECODE, topic,
-			     "decode error: %s in field %s at offset %zu (needs %zu bytes, %zu "
-			     "there)",
-			     srup_strerror(err), derr.field ? derr.field : "?", derr.offset,
-			     derr.need, derr.have);
-		else
-			DROP(n, DECODE, topic, "decode error: %s in field %s at offset %zu",
-			     srup_strerror(err), derr.field ? derr.field : "?", derr.offset);
-		return false;
-	}
-	desc = srup_type_by_code(msg->type);
-	srup_id_format16(msg->sender_id, sender);
-	if (!desc || !desc->is_signed) {
-		DROP(n, UNSIGNED, topic, "type %s (0x%02x) carries no signature", type_name(msg->type),
-		     msg->type);
-		goto out;
-	}
-	if (msg->sender_id == n->cfg.id) {
-		/* Both directions share SRUP/<dev>: our own messages come back. */
-		srup_log(LOG_DEBUG, "ignored our own %s on %s", desc->name, topic);
-		n->stats.ignored_own++;
-		goto out;
-	}
-	key = srup_keystore_lookup(n->peers, msg->sender_id);
-	sender_note(&n->inbox, msg->sender_id, key);
-	if (!key) {
-		DROP(n, UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)", sender, desc->name);
-		goto out;
-	}
-	/* Verified already on Paho's thread with this very key (still alive:
-	 * the event holds a reference), over these bytes. */
-	err = ev->verified_with == key ? SRUP_OK : srup_msg_verify(msg, key);
-	if (err != SRUP_OK) {
-		DROP(n, SIGNATURE, topic, "bad signature on %s from %s: %s", desc->name, sender,
-		     srup_strerror(err));
-		goto out;
-	}
-	h = &n->handlers[msg->type];
-	if (!h->fn) {
-		DROP(n, NO_HANDLER, topic, "no handler for type %s (0x%02x) from %s", desc->name, msg->type,
-		     sender);
-		goto out;
-	}
-	if (h->allowed_sender != SRUP_NODE_ANY_SENDER && h->allowed_sender != msg->sender_id) {
-		srup_id_format16(h->allowed_sender, allowed);
-		DROP(n, SENDER_NOT_ALLOWED, topic, "sender %s not allowed to send %s (only %s)", sender, desc->name,
-		     allowed);
-		goto out;
-	}
-	if (ev->recovered_accepted) {
-		/* Accepted and committed before a restart; its handler may not
-		 * have finished: it runs again (handlers are idempotent). */
-		srup_log(LOG_INFO, "%s seq %" PRIu64 " from %s on %s: accepted before a restart, "
-			 "handled again", desc->name, msg->sequence_id, sender, topic);
-		/* Marked, but the crash may have come before the commit. */
-		if (srup_seqstore_is_fresh(n->seq, msg->sender_id, msg->sequence_id) &&
-		    srup_seqstore_stage_accept(n->seq, msg->sender_id, msg->sequence_id, detail,
-					       sizeof(detail)) != SRUP_SEQ_OK)
-			srup_log(LOG_ERR, "cannot record sequence id from %s: %s", sender, detail);
-		batch->items[batch->count++] =
-			(struct node_batch_item){.ev = ev, .msg = msg, .handler = *h};
-		return true;
-	}
-	if (!srup_seqstore_is_fresh(n->seq, msg->sender_id, msg->sequence_id)) {
-		DROP(n, REPLAY, topic, "replayed sequence id %" PRIu64 " <= last accepted %" PRIu64
-			       " from %s (%s)",
-		     msg->sequence_id, srup_seqstore_last_accepted(n->seq, msg->sender_id), sender,
-		     desc->name);
-		goto out;
-	}
-	/* Last accepted moves only here, after the signature and the sender
-	 * were checked; it reaches the disk with the batch's commit. */
-	serr = srup_seqstore_stage_accept(n->seq, msg->sender_id, msg->sequence_id, detail,
-					  sizeof(detail));
-	if (serr != SRUP_SEQ_OK) {
-		srup_log(LOG_ERR, "cannot record sequence id from %s: %s: %s", sender,
-			 srup_seqstore_strerror(serr), detail);
-		DROP(n, PERSIST, topic, "sequence id %" PRIu64 " from %s could not be recorded",
-		     msg->sequence_id, sender);
-		goto out;
-	}
-	batch->items[batch->count++] =
-		(struct node_batch_item){.ev = ev, .msg = msg, .handler = *h};
-	return true;
-out:
-	srup_msg_free(msg);
-	return false;
+	return srup_seqstore_last_accepted(n->seq, sender);
 }
+
+static enum srup_seq_err rx_seq_stage_accept(void *ctx, uint64_t sender, uint64_t seq,
+					     char *detail, size_t detail_len)
+{
+	struct srup_node *n = ctx;
+
+	return srup_seqstore_stage_accept(n->seq, sender, seq, detail, detail_len);
+}
+
+static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_len)
+{
+	struct srup_node *n = ctx;
+
+	return srup_seqstore_commit(n->seq, detail, detail_len);
+}
+
+/* Their records say "accepted" before the IDs are committed: once
+ * committed, the replay rule would drop them at the next start, so a
+ * crash before a handler is done must find them marked, and their
+ * handlers run again. */
+static void rx_accepting(void *ctx, void *owner)
+{
+	struct srup_node *n = ctx;
+	struct node_event *ev = owner;
+
+	if (ev->record && !ev->recovered_accepted)
+		srup_inbound_mark_accepted(n->inbox.records, ev->record);
+}
+
+static void rx_committed(void *ctx, uint64_t sender, uint64_t seq)
+{
+	struct srup_node *n = ctx;
+
+	sender_note_committed(&n->inbox, sender, seq);
+}
+
+static void rx_deliver(void *ctx, const struct srup_receive_handler *h,
+		       const struct srup_msg *msg, const char *topic, void *owner)
+{
+	struct srup_node *n = ctx;
+
+	n->handling = owner;
+	((srup_node_handler)h->fn)(n, msg, topic, h->user);
+	n->handling = NULL;
+}
+
+static void rx_not_committed(void *ctx, void *owner)
+{
+	struct node_event *ev = owner;
+
+	(void)ctx;
+	ev->keep_record = true; /* tried again at the next start */
+}
+
 
 /* The end of an event: a message's inbound record goes with it, unless
  * its handler holds it or it must be tried again after a restart. */
@@ -1323,57 +1180,63 @@ static void event_free(struct node_inbox *in, struct node_event *ev)
 	free(ev);
 }
 
-/* Persist the batch's accepted IDs with one write, then run its handlers
- * in arrival order. Persisted before acting: a crash after a handler must
- * not let the same message be accepted again, so if the commit fails no
- * handler runs and every message of the batch is dropped (their IDs are
- * unstaged: a retransmission can still be accepted). */
+
+static void rx_release(void *ctx, void *owner)
+{
+	struct srup_node *n = ctx;
+
+	event_free(&n->inbox, owner);
+}
+
 static void deferred_publish(struct srup_node *n);
 
-static void batch_run(struct srup_node *n, struct node_batch *batch)
+static void rx_batch_begin(void *ctx)
 {
-	char detail[512] = "";
-	enum srup_seq_err serr;
+	struct srup_node *n = ctx;
 
-	if (batch->count == 0)
-		return;
-	/* Their records say "accepted" before the IDs are committed: once
-	 * committed, the replay rule would drop them at the next start, so a
-	 * crash before a handler is done must find them marked, and their
-	 * handlers run again. */
-	for (size_t i = 0; i < batch->count; i++)
-		if (batch->items[i].ev->record && !batch->items[i].ev->recovered_accepted)
-			srup_inbound_mark_accepted(n->inbox.records, batch->items[i].ev->record);
-	serr = srup_seqstore_commit(n->seq, detail, sizeof(detail));
-	if (serr != SRUP_SEQ_OK)
-		srup_log(LOG_ERR, "cannot persist %zu accepted sequence id(s): %s: %s",
-			 batch->count, srup_seqstore_strerror(serr), detail);
 	n->in_batch = true;
-	for (size_t i = 0; i < batch->count; i++) {
-		struct node_batch_item *it = &batch->items[i];
+}
 
-		if (serr == SRUP_SEQ_OK) {
-			sender_note_committed(&n->inbox, it->msg->sender_id, it->msg->sequence_id);
-			n->stats.accepted++;
-			n->handling = it->ev;
-			it->handler.fn(n, it->msg, it->ev->topic, it->handler.user);
-			n->handling = NULL;
-		} else {
-			it->ev->keep_record = true; /* tried again at the next start */
-			char sender[17];
+static void rx_batch_end(void *ctx)
+{
+	struct srup_node *n = ctx;
 
-			srup_id_format16(it->msg->sender_id, sender);
-			DROP(n, PERSIST, it->ev->topic, "sequence id %" PRIu64 " from %s could not be persisted",
-			     it->msg->sequence_id, sender);
-		}
-		srup_msg_free(it->msg);
-		event_free(&n->inbox, it->ev);
-	}
-	batch->count = 0;
 	n->in_batch = false;
 	if (n->n_deferred)
 		deferred_publish(n);
 }
+
+static void rx_dropped(void *ctx, enum srup_receive_drop reason, const char *topic,
+		       const char *why)
+{
+	(void)ctx;
+	(void)reason;
+	srup_log(LOG_WARNING, "dropped message on %s: %s", topic, why);
+}
+
+static void rx_log(void *ctx, int priority, const char *text)
+{
+	(void)ctx;
+	srup_log(priority, "%s", text);
+}
+
+static const struct srup_receive_ops node_receive_ops = {
+	.key_lookup = rx_key_lookup,
+	.key_noted = rx_key_noted,
+	.seq_is_fresh = rx_seq_is_fresh,
+	.seq_last_accepted = rx_seq_last_accepted,
+	.seq_stage_accept = rx_seq_stage_accept,
+	.seq_commit = rx_seq_commit,
+	.accepting = rx_accepting,
+	.committed = rx_committed,
+	.deliver = rx_deliver,
+	.not_committed = rx_not_committed,
+	.release = rx_release,
+	.batch_begin = rx_batch_begin,
+	.batch_end = rx_batch_end,
+	.dropped = rx_dropped,
+	.log = rx_log,
+};
 
 /* ---- connection handling (loop thread) --------------------------------- */
 
@@ -1389,7 +1252,11 @@ static int subscription_cmp(const void *a, const void *b)
  * round (an earlier round's acknowledgements no longer count). */
 static int subscribe_all(struct srup_node *n)
 {
-	size_t count = n->cfg.role == SRUP_NODE_ROLE_DEVICE ? 1 + n->n_extra : 1 + n->n_watched;
+	const char *const *extra;
+	const uint64_t *watched;
+	size_t n_extra = srup_receive_extra(n->rx, &extra);
+	size_t n_watched = srup_receive_watched(n->rx, &watched);
+	size_t count = n->cfg.role == SRUP_NODE_ROLE_DEVICE ? 1 + n_extra : 1 + n_watched;
 	struct node_subscription *round = calloc(count, sizeof(*round));
 
 	free(n->round);
@@ -1410,9 +1277,9 @@ static int subscribe_all(struct srup_node *n)
 			eo.onSuccess = paho_subscribed_one;
 			eo.onFailure = paho_subscribe_failed;
 			eo.context = &n->inbox;
-			rc = PAHO(n, MQTTAsync_subscribe(n->client, n->extra[i - 1], 1, &eo));
+			rc = PAHO(n, MQTTAsync_subscribe(n->client, extra[i - 1], 1, &eo));
 			if (rc != MQTTASYNC_SUCCESS) {
-				srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", n->extra[i - 1],
+				srup_log(LOG_ERR, "cannot subscribe to %s on %s: %s", extra[i - 1],
 					 broker_name(n), MQTTAsync_strerror(rc));
 				free(round);
 				return -1;
@@ -1426,7 +1293,7 @@ static int subscribe_all(struct srup_node *n)
 			snprintf(topic, sizeof(topic), "%s#", n->server_prefix);
 		} else {
 			char t[SRUP_TOPIC_MAX];
-			srup_topic_device(n->watched[i - 1], t);
+			srup_topic_device(watched[i - 1], t);
 			snprintf(topic, sizeof(topic), "%s/#", t);
 		}
 		opts.onSuccess = paho_subscribed_one;
@@ -1537,27 +1404,6 @@ static void disable_nagle_towards(uint16_t port)
 
 /* ---- extra topics (device role: groups) ------------------------------- */
 
-static bool extra_find(const struct srup_node *n, const char *topic, size_t *pos)
-{
-	for (size_t i = 0; i < n->n_extra; i++) {
-		if (strcmp(n->extra[i], topic) == 0) {
-			*pos = i;
-			return true;
-		}
-	}
-	return false;
-}
-
-static void extra_drop(struct srup_node *n, const char *topic)
-{
-	size_t pos;
-
-	if (!extra_find(n, topic, &pos))
-		return;
-	free(n->extra[pos]);
-	n->extra[pos] = n->extra[--n->n_extra];
-}
-
 /* The answer to an add_topic subscription, if token is one. */
 static bool topic_op_settled(struct srup_node *n, int token, bool ok)
 {
@@ -1568,7 +1414,7 @@ static bool topic_op_settled(struct srup_node *n, int token, bool ok)
 			continue;
 		n->topic_ops[i] = n->topic_ops[--n->n_topic_ops];
 		if (!ok)
-			extra_drop(n, op.topic);
+			srup_receive_extra_remove(n->rx, op.topic);
 		if (op.done)
 			op.done(n, op.topic, ok, op.user);
 		free(op.topic);
@@ -1582,23 +1428,14 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 {
 	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 	struct node_topic_op *ops;
-	char **extra, *copy, *op_topic;
-	size_t pos;
+	char *op_topic;
 	int rc;
 
 	if (!n || n->cfg.role != SRUP_NODE_ROLE_DEVICE || !topic || !*topic ||
 	    strlen(topic) >= SRUP_NODE_EXTRA_TOPIC_MAX || strpbrk(topic, "#+"))
 		return SRUP_NODE_E_ARG;
-	if (!extra_find(n, topic, &pos)) {
-		extra = realloc(n->extra, (n->n_extra + 1) * sizeof(*extra));
-		if (!extra)
-			return SRUP_NODE_E_NOMEM;
-		n->extra = extra;
-		copy = strdup(topic);
-		if (!copy)
-			return SRUP_NODE_E_NOMEM;
-		n->extra[n->n_extra++] = copy;
-	}
+	if (srup_receive_extra_add(n->rx, topic) < 0)
+		return SRUP_NODE_E_NOMEM;
 	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client))) {
 		if (done)
 			done(n, topic, true, user);
@@ -1610,7 +1447,7 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 		n->topic_ops = ops;
 	if (!ops || !op_topic) {
 		free(op_topic);
-		extra_drop(n, topic);
+		srup_receive_extra_remove(n->rx, topic);
 		return SRUP_NODE_E_NOMEM;
 	}
 	opts.onSuccess = paho_subscribed_one;
@@ -1620,7 +1457,7 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 	if (rc != MQTTASYNC_SUCCESS) {
 		srup_log(LOG_ERR, "cannot subscribe to %s: %s", topic, MQTTAsync_strerror(rc));
 		free(op_topic);
-		extra_drop(n, topic);
+		srup_receive_extra_remove(n->rx, topic);
 		return SRUP_NODE_E_MQTT;
 	}
 	/* The answer is handled on this thread, after this returns. */
@@ -1632,12 +1469,10 @@ enum srup_node_err srup_node_add_topic(struct srup_node *n, const char *topic,
 
 enum srup_node_err srup_node_remove_topic(struct srup_node *n, const char *topic)
 {
-	size_t pos;
 	int rc;
 
-	if (!n || !topic || !extra_find(n, topic, &pos))
+	if (!n || !topic || srup_receive_extra_remove(n->rx, topic) != 0)
 		return SRUP_NODE_E_ARG;
-	extra_drop(n, topic);
 	if (!n->connect_requested || !PAHO(n, MQTTAsync_isConnected(n->client)))
 		return SRUP_NODE_OK; /* not subscribed again at the next connect */
 	rc = PAHO(n, MQTTAsync_unsubscribe(n->client, topic, NULL));
@@ -1848,10 +1683,8 @@ static void inbox_drain(struct srup_node *n)
 {
 	struct node_inbox *in = &n->inbox;
 	struct node_event *ev, *next;
-	struct node_batch batch;
 	uint64_t newly_full = 0, lost_control;
 
-	batch.count = 0;
 	n->dispatching = true;
 	pthread_mutex_lock(&in->lock);
 	ev = in->head;
@@ -1887,18 +1720,23 @@ static void inbox_drain(struct srup_node *n)
 	for (; ev; ev = next) {
 		next = ev->next;
 		if (ev->kind == NODE_EV_MESSAGE) {
-			if (pipeline_check(n, ev, &batch)) {
-				if (batch.count == NODE_BATCH_MAX)
-					batch_run(n, &batch);
-				continue;
-			}
+			struct srup_receive_input msg = {
+				.topic = ev->topic, .topic_len = ev->topic_len,
+				.payload = ev->payload, .len = ev->len,
+				.payload_limit = NODE_PAYLOAD_MAX,
+				.recovered_accepted = ev->recovered_accepted,
+				.verified_with = ev->verified_with, .owner = ev,
+			};
+
+			if (srup_receive_check(n->rx, &msg))
+				continue; /* the batch has it */
 		} else {
-			batch_run(n, &batch);
+			srup_receive_run(n->rx);
 			handle_control(n, ev);
 		}
 		event_free(in, ev);
 	}
-	batch_run(n, &batch);
+	srup_receive_run(n->rx);
 	n->dispatching = false;
 	if (n->recovering)
 		records_recover_some(n);
@@ -2243,6 +2081,13 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 	e = check_config(n, detail, detail_len);
 	if (e != SRUP_NODE_OK)
 		goto fail;
+	n->rx = srup_receive_new(n->cfg.role == SRUP_NODE_ROLE_DEVICE ? SRUP_RECEIVE_ROLE_DEVICE
+								      : SRUP_RECEIVE_ROLE_SERVER,
+				 n->cfg.id, &node_receive_ops, n);
+	if (!n->rx) {
+		e = SRUP_NODE_E_NOMEM;
+		goto fail;
+	}
 	serr = srup_seqstore_new(n->cfg.state_dir, 0, &n->seq, seq_detail, sizeof(seq_detail));
 	if (serr != SRUP_SEQ_OK) {
 		set_detail(detail, detail_len, "%s: %s", srup_seqstore_strerror(serr), seq_detail);
@@ -2318,6 +2163,7 @@ void srup_node_free(struct srup_node *n)
 	sd_event_source_disable_unref(n->inbox_source);
 	sd_event_source_disable_unref(n->resubscribe_timer);
 	sd_event_source_disable_unref(n->reconnect_timer);
+	srup_receive_free(n->rx); /* its batch is empty outside inbox_drain */
 	/* Messages not handled keep their records for the next start;
 	 * tracked sends not yet settled are, as far as the caller knows, not
 	 * acknowledged. */
@@ -2351,11 +2197,7 @@ void srup_node_free(struct srup_node *n)
 	free(n->deferred);
 	srup_seqstore_free(n->seq);
 	EVP_PKEY_free(n->identity);
-	free(n->watched);
 	free(n->round);
-	for (size_t i = 0; i < n->n_extra; i++)
-		free(n->extra[i]);
-	free(n->extra);
 	for (size_t i = 0; i < n->n_topic_ops; i++)
 		free(n->topic_ops[i].topic);
 	free(n->topic_ops);
@@ -2370,30 +2212,24 @@ enum srup_node_err srup_node_on(struct srup_node *n, uint8_t type, uint64_t allo
 
 	if (!n || !handler || !desc || !desc->is_signed)
 		return SRUP_NODE_E_ARG;
-	n->handlers[type] = (struct node_handler){
-		.fn = handler, .user = user, .allowed_sender = allowed_sender};
+	/* Cast back to srup_node_handler in rx_deliver. */
+	srup_receive_on(n->rx, type,
+			&(struct srup_receive_handler){.fn = (void (*)(void))handler, .user = user,
+						       .allowed_sender = allowed_sender});
 	return SRUP_NODE_OK;
 }
 
 enum srup_node_err srup_node_watch_device(struct srup_node *n, uint64_t device)
 {
-	size_t pos;
+	int added;
 
 	if (!n || n->cfg.role != SRUP_NODE_ROLE_SERVER)
 		return SRUP_NODE_E_ARG;
-	if (watched_find(n, device, &pos))
+	added = srup_receive_watch(n->rx, device);
+	if (added < 0)
+		return SRUP_NODE_E_NOMEM;
+	if (added == 0)
 		return SRUP_NODE_OK;
-	if (n->n_watched == n->cap_watched) {
-		size_t cap = n->cap_watched ? n->cap_watched * 2 : 16;
-		uint64_t *w = realloc(n->watched, cap * sizeof(*w));
-		if (!w)
-			return SRUP_NODE_E_NOMEM;
-		n->watched = w;
-		n->cap_watched = cap;
-	}
-	memmove(&n->watched[pos + 1], &n->watched[pos], (n->n_watched - pos) * sizeof(*n->watched));
-	n->watched[pos] = device;
-	n->n_watched++;
 
 	/* Subscribed now if the session is up; every reconnect subscribes
 	 * the whole list again. */
@@ -2788,6 +2624,16 @@ void srup_node_get_stats(const struct srup_node *n, struct srup_node_stats *out)
 	if (!n)
 		return;
 	*out = n->stats;
+	if (n->rx) {
+		struct srup_receive_stats rs;
+
+		srup_receive_get_stats(n->rx, &rs);
+		out->accepted += rs.accepted;
+		out->dropped += rs.dropped;
+		out->ignored_own += rs.ignored_own;
+		for (size_t i = 0; i < SRUP_RECEIVE_DROP__COUNT; i++)
+			out->dropped_by[i] += rs.dropped_by[i];
+	}
 	/* Messages that arrived or were dropped since the loop last drained
 	 * are known only to the inbox. */
 	pthread_mutex_lock((pthread_mutex_t *)&n->inbox.lock);
