@@ -788,6 +788,29 @@ bool srup_role_obeys(const struct srup_role *r, const struct srup_msg *msg)
 	return !r->deregistered && (!r->terminated || msg->type == SRUP_TYPE_JOIN_COMMAND);
 }
 
+/* What the role answers: each server command and its handler. The node
+ * hears each type from the configured server only; a RESPONSE (to the
+ * role's own JOIN_REQ) is heard only with [server] join = auto. Adding a
+ * command is one handler and one row. */
+static const struct role_command {
+	uint8_t type;
+	void (*handle)(struct srup_role *r, const struct srup_msg *msg);
+	bool with_auto_join_only;
+} role_commands[] = {
+	{SRUP_TYPE_ID_REQUEST, on_id_request, false},
+	{SRUP_TYPE_INITIATE, on_initiate, false},
+	{SRUP_TYPE_ACTIVATE, on_activate, false},
+	{SRUP_TYPE_ACTION, on_action, false},
+	{SRUP_TYPE_DATA, on_data, false},
+	{SRUP_TYPE_GROUP_ADD, on_group_add, false},
+	{SRUP_TYPE_GROUP_DELETE, on_group_leave, false},
+	{SRUP_TYPE_GROUP_DESTROY, on_group_leave, false},
+	{SRUP_TYPE_JOIN_COMMAND, on_join_command, false},
+	{SRUP_TYPE_TERMINATE_COMMAND, on_terminate, false},
+	{SRUP_TYPE_DEREGISTER_COMMAND, on_deregister, false},
+	{SRUP_TYPE_RESPONSE, on_join_response, true},
+};
+
 static void dispatch(struct srup_node *node, const struct srup_msg *msg, const char *topic,
 		     void *user)
 {
@@ -802,21 +825,11 @@ static void dispatch(struct srup_node *node, const struct srup_msg *msg, const c
 		return;
 	}
 	srup_log(LOG_INFO, "%s from server %s on %s", type_name(msg->type), r->server_text, topic);
-	switch (msg->type) {
-	case SRUP_TYPE_ID_REQUEST: on_id_request(r, msg); break;
-	case SRUP_TYPE_INITIATE: on_initiate(r, msg); break;
-	case SRUP_TYPE_ACTIVATE: on_activate(r, msg); break;
-	case SRUP_TYPE_ACTION: on_action(r, msg); break;
-	case SRUP_TYPE_DATA: on_data(r, msg); break;
-	case SRUP_TYPE_GROUP_ADD: on_group_add(r, msg); break;
-	case SRUP_TYPE_GROUP_DELETE:
-	case SRUP_TYPE_GROUP_DESTROY: on_group_leave(r, msg); break;
-	case SRUP_TYPE_JOIN_COMMAND: on_join_command(r, msg); break;
-	case SRUP_TYPE_TERMINATE_COMMAND: on_terminate(r, msg); break;
-	case SRUP_TYPE_DEREGISTER_COMMAND: on_deregister(r, msg); break;
-	case SRUP_TYPE_RESPONSE: on_join_response(r, msg); break;
-	default: break;
-	}
+	for (size_t i = 0; i < sizeof(role_commands) / sizeof(role_commands[0]); i++)
+		if (role_commands[i].type == msg->type) {
+			role_commands[i].handle(r, msg);
+			return;
+		}
 }
 
 /* ---- construction ------------------------------------------------------------------ */
@@ -899,12 +912,6 @@ static int groups_restore(struct srup_role *r, char *err, size_t err_len)
 int srup_role_new(sd_event *loop, struct srup_node *node, const struct srup_role_params *params,
 		  struct srup_role **out, char *err, size_t err_len)
 {
-	static const uint8_t types[] = {
-		SRUP_TYPE_ID_REQUEST, SRUP_TYPE_INITIATE, SRUP_TYPE_ACTIVATE,
-		SRUP_TYPE_ACTION, SRUP_TYPE_DATA, SRUP_TYPE_GROUP_ADD,
-		SRUP_TYPE_GROUP_DELETE, SRUP_TYPE_GROUP_DESTROY, SRUP_TYPE_JOIN_COMMAND,
-		SRUP_TYPE_TERMINATE_COMMAND, SRUP_TYPE_DEREGISTER_COMMAND,
-	};
 	struct srup_role *r;
 	char text[64];
 
@@ -939,15 +946,16 @@ int srup_role_new(sd_event *loop, struct srup_node *node, const struct srup_role
 		goto fail;
 	/* Only the configured server commands this device (the node drops
 	 * the same types from anyone else, logged). */
-	for (size_t i = 0; i < sizeof(types); i++)
-		if (srup_node_on(node, types[i], r->cfg->server_id, dispatch, r) != SRUP_NODE_OK) {
-			set_detail(err, err_len, "cannot register the %s handler", type_name(types[i]));
+	for (size_t i = 0; i < sizeof(role_commands) / sizeof(role_commands[0]); i++) {
+		const struct role_command *c = &role_commands[i];
+
+		if (c->with_auto_join_only && r->cfg->server_join != SRUP_CONFIG_JOIN_AUTO)
+			continue;
+		if (srup_node_on(node, c->type, r->cfg->server_id, dispatch, r) != SRUP_NODE_OK) {
+			set_detail(err, err_len, "cannot register the %s handler",
+				   type_name(c->type));
 			goto fail;
 		}
-	if (r->cfg->server_join == SRUP_CONFIG_JOIN_AUTO &&
-	    srup_node_on(node, SRUP_TYPE_RESPONSE, r->cfg->server_id, dispatch, r) != SRUP_NODE_OK) {
-		set_detail(err, err_len, "cannot register the RESPONSE handler");
-		goto fail;
 	}
 	*out = r;
 	return 0;
