@@ -296,11 +296,13 @@ static uint64_t tp_record(void *ctx, const char *topic, size_t tlen, const void 
 
 /* ---- the receive pipeline (srup_receive.h), wired to the node --------- */
 
-static EVP_PKEY *rx_key_lookup(void *ctx, uint64_t sender)
+static EVP_PKEY *rx_key_lookup(void *ctx, uint64_t sender, char *why, size_t why_len)
 {
 	struct srup_node *n = ctx;
+	EVP_PKEY *key = NULL;
 
-	return srup_keystore_lookup(n->peers, sender);
+	return srup_keystore_find(n->peers, sender, &key, why, why_len) == SRUP_KEYS_OK ? key
+											: NULL;
 }
 
 /* What the transport's thread may know of senders (worth_a_record). */

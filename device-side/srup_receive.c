@@ -296,7 +296,7 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 	const struct srup_type_desc *desc;
 	const struct srup_receive_handler *h;
 	char sender[17], allowed[17];
-	char detail[512] = "";
+	char detail[512] = "", key_why[320] = "";
 	EVP_PKEY *key;
 	enum srup_err err;
 	enum srup_seq_err serr;
@@ -340,12 +340,12 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 		rx->stats.ignored_own++;
 		goto out;
 	}
-	key = rx->ops->key_lookup(rx->ctx, msg->sender_id);
+	key = rx->ops->key_lookup(rx->ctx, msg->sender_id, key_why, sizeof(key_why));
 	if (rx->ops->key_noted)
 		rx->ops->key_noted(rx->ctx, msg->sender_id, key);
 	if (!key) {
-		drop(rx, SRUP_RECEIVE_DROP_UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)",
-		     sender, desc->name);
+		drop(rx, SRUP_RECEIVE_DROP_UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)%s%s",
+		     sender, desc->name, key_why[0] ? ": " : "", key_why);
 		goto out;
 	}
 	/* Verified already (before the record was written) with this very

@@ -90,8 +90,10 @@ struct srup_receive_input {
 /* What the pipeline is given. ctx is passed to every call. Optional
  * operations may be NULL. */
 struct srup_receive_ops {
-	/* The sender's public key, borrowed (NULL: none known). Required. */
-	EVP_PKEY *(*key_lookup)(void *ctx, uint64_t sender);
+	/* The sender's public key, borrowed; NULL when none is known, then
+	 * with why in why (a missing, unreadable or corrupt key file...).
+	 * Required. */
+	EVP_PKEY *(*key_lookup)(void *ctx, uint64_t sender, char *why, size_t why_len);
 	/* Told the key (or NULL) each lookup gave. Optional. */
 	void (*key_noted)(void *ctx, uint64_t sender, EVP_PKEY *key);
 

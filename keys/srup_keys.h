@@ -66,6 +66,13 @@ enum srup_keys_err srup_keystore_add(struct srup_keystore *ks, uint64_t id, EVP_
 /* Borrowed pointer, valid until the store is freed; NULL if unknown. Keys in
  * the directory are loaded lazily and cached. */
 EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id);
+/* The same, saying why there is no key: SRUP_KEYS_E_NOT_FOUND (no key file,
+ * none added, or removed), or the error of the ID's key file in the store's
+ * directory (SRUP_KEYS_E_OPEN unreadable, _FORMAT not a PEM public key,
+ * _NOT_RSA, _SIZE), with the file and the reason in detail. *key is set
+ * (borrowed, as from lookup) only on SRUP_KEYS_OK. */
+enum srup_keys_err srup_keystore_find(struct srup_keystore *ks, uint64_t id, EVP_PKEY **key,
+				      char *detail, size_t detail_len);
 /* A resolver asked for the key of an ID the store does not hold (neither
  * added nor a file of its directory), as a server asks its key service:
  * it returns a new reference (the store keeps it, if it is an RSA key of

@@ -6,6 +6,7 @@
 #include "srup.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,34 +180,87 @@ static EVP_PKEY *resolve(struct srup_keystore *ks, uint64_t id)
 	return key;
 }
 
-EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
+static void keystore_detail(char *detail, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void keystore_detail(char *detail, size_t len, const char *fmt, ...)
 {
-	if (ks == NULL)
-		return NULL;
+	va_list ap;
+
+	if (!detail || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(detail, len, fmt, ap);
+	va_end(ap);
+}
+
+enum srup_keys_err srup_keystore_find(struct srup_keystore *ks, uint64_t id, EVP_PKEY **key,
+				      char *detail, size_t detail_len)
+{
+	char name[17], why[256] = "";
+	enum srup_keys_err rc = SRUP_KEYS_E_NOT_FOUND;
+	struct stat st;
+
+	keystore_detail(detail, detail_len, "%s", "");
+	if (ks == NULL || key == NULL)
+		return SRUP_KEYS_E_ARG;
+	*key = NULL;
+	srup_id_format16(id, name);
 	bool found;
 	size_t at = keystore_find(ks, id, &found);
-	if (found)
-		return ks->entries[at].key; /* NULL once removed */
-	if (ks->dir == NULL)
-		return resolve(ks, id);
-	/* Misses are not cached: a key file may be added while a daemon runs. */
-	char name[17];
-	srup_id_format16(id, name);
-	size_t len = strlen(ks->dir) + 1 + 16 + sizeof(".pem");
-	char *path = malloc(len);
-	if (path == NULL)
-		return NULL;
-	snprintf(path, len, "%s/%s.pem", ks->dir, name);
-	EVP_PKEY *key = NULL;
-	enum srup_keys_err rc = srup_key_load_public(path, &key, NULL, 0);
-	free(path);
-	if (rc != SRUP_KEYS_OK)
-		return resolve(ks, id);
-	if (keystore_put(ks, id, key) != SRUP_KEYS_OK) {
-		EVP_PKEY_free(key);
-		return NULL;
+	if (found) {
+		*key = ks->entries[at].key;
+		if (*key)
+			return SRUP_KEYS_OK;
+		keystore_detail(detail, detail_len, "the key of %s was removed", name);
+		return SRUP_KEYS_E_NOT_FOUND;
 	}
-	return key;
+	if (ks->dir) {
+		/* Misses are not cached: a key file may be added while a daemon runs. */
+		size_t len = strlen(ks->dir) + 1 + 16 + sizeof(".pem");
+		char *path = malloc(len);
+
+		if (path == NULL)
+			return SRUP_KEYS_E_NOMEM;
+		snprintf(path, len, "%s/%s.pem", ks->dir, name);
+		if (stat(path, &st) != 0 && errno == ENOENT) {
+			snprintf(why, sizeof(why), "no key file %s", path);
+		} else {
+			EVP_PKEY *loaded = NULL;
+			char load_why[200] = "";
+
+			rc = srup_key_load_public(path, &loaded, load_why, sizeof(load_why));
+			if (rc == SRUP_KEYS_OK) {
+				free(path);
+				rc = keystore_put(ks, id, loaded);
+				if (rc != SRUP_KEYS_OK) {
+					EVP_PKEY_free(loaded);
+					return rc;
+				}
+				*key = loaded;
+				return SRUP_KEYS_OK;
+			}
+			/* Unreadable or not a key: that is why, unless a
+			 * resolver knows the ID after all. */
+			snprintf(why, sizeof(why), "key file %s: %s", path,
+				 load_why[0] ? load_why : srup_keys_strerror(rc));
+		}
+		free(path);
+	} else {
+		snprintf(why, sizeof(why), "no key added for %s", name);
+	}
+	*key = resolve(ks, id);
+	if (*key)
+		return SRUP_KEYS_OK;
+	keystore_detail(detail, detail_len, "%s%s", why,
+			ks->resolver ? "; the resolver has none either" : "");
+	return rc;
+}
+
+EVP_PKEY *srup_keystore_lookup(struct srup_keystore *ks, uint64_t id)
+{
+	EVP_PKEY *key = NULL;
+
+	return srup_keystore_find(ks, id, &key, NULL, 0) == SRUP_KEYS_OK ? key : NULL;
 }
 
 /* A removed ID keeps its entry with no key, so that a file of the store's

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,13 +69,14 @@ static void trail(struct fake *f, char what, unsigned n)
 	snprintf(f->trail + at, sizeof(f->trail) - at, "%c%u ", what, n);
 }
 
-static EVP_PKEY *key_lookup(void *ctx, uint64_t sender)
+static EVP_PKEY *key_lookup(void *ctx, uint64_t sender, char *why, size_t why_len)
 {
 	(void)ctx;
 	if (sender == SERVER_ID)
 		return server_key;
 	if (sender == OTHER_ID)
 		return other_key;
+	snprintf(why, why_len, "no key for %016" PRIx64, sender);
 	return NULL;
 }
 
@@ -399,6 +401,9 @@ static void test_foreign_sender_refused(void **state)
 		       SRUP_RECEIVE_DROP_UNKNOWN_SENDER);
 	assert_int_equal(f->noted_sender, STRANGER_ID);
 	assert_false(f->noted_key);
+	/* The key store's reason is in the drop's words. */
+	assert_non_null(strstr(f->last_why, "unknown sender key for "));
+	assert_non_null(strstr(f->last_why, ": no key for "));
 	/* A key, good signature, but only the server may send actions. */
 	assert_refused(f, make(OWN_TOPIC, SRUP_TYPE_ACTION, OTHER_ID, 1, other_key),
 		       SRUP_RECEIVE_DROP_SENDER_NOT_ALLOWED);

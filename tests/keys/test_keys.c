@@ -528,6 +528,57 @@ static EVP_PKEY *count_resolver(uint64_t id, void *user)
 	return c->give;
 }
 
+/* srup_keystore_find says why an ID has no key: no file, a file that is
+ * no key, one that cannot be read, a removed key; and the file's name. */
+static void test_keystore_find_says_why(void **state)
+{
+	(void)state;
+	char dir[4200], p[4300], detail[512];
+	struct srup_keystore *ks = NULL;
+	EVP_PKEY *key = (EVP_PKEY *)1;
+
+	snprintf(dir, sizeof(dir), "%s/peers-why", tmpdir);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	snprintf(p, sizeof(p), "%s/0000000000000010.pem", dir);
+	assert_int_equal(srup_key_write_public(p, rsa2048, NULL, 0), SRUP_KEYS_OK);
+	snprintf(p, sizeof(p), "%s/0000000000000011.pem", dir);
+	write_file(p, "junk\n", 5, 0644);
+	/* Cannot be read as a file, even by root. */
+	snprintf(p, sizeof(p), "%s/0000000000000012.pem", dir);
+	assert_int_equal(mkdir(p, 0755), 0);
+	assert_int_equal(srup_keystore_open(dir, &ks, NULL, 0), SRUP_KEYS_OK);
+
+	assert_int_equal(srup_keystore_find(ks, 0x10, &key, detail, sizeof(detail)),
+			 SRUP_KEYS_OK);
+	assert_ptr_equal(key, srup_keystore_lookup(ks, 0x10));
+
+	assert_int_equal(srup_keystore_find(ks, 0x13, &key, detail, sizeof(detail)),
+			 SRUP_KEYS_E_NOT_FOUND);
+	assert_null(key);
+	assert_non_null(strstr(detail, "no key file "));
+	assert_non_null(strstr(detail, "/0000000000000013.pem"));
+
+	assert_int_equal(srup_keystore_find(ks, 0x11, &key, detail, sizeof(detail)),
+			 SRUP_KEYS_E_FORMAT);
+	assert_null(key);
+	assert_non_null(strstr(detail, "/0000000000000011.pem: "));
+
+	enum srup_keys_err rc = srup_keystore_find(ks, 0x12, &key, detail, sizeof(detail));
+	assert_true(rc != SRUP_KEYS_OK && rc != SRUP_KEYS_E_NOT_FOUND);
+	assert_null(key);
+	assert_non_null(strstr(detail, "/0000000000000012.pem: "));
+
+	assert_int_equal(srup_keystore_remove(ks, 0x10), SRUP_KEYS_OK);
+	assert_int_equal(srup_keystore_find(ks, 0x10, &key, detail, sizeof(detail)),
+			 SRUP_KEYS_E_NOT_FOUND);
+	assert_non_null(strstr(detail, "removed"));
+	/* detail may be left out; the arguments are checked. */
+	assert_int_equal(srup_keystore_find(ks, 0x13, &key, NULL, 0), SRUP_KEYS_E_NOT_FOUND);
+	assert_int_equal(srup_keystore_find(NULL, 0x13, &key, NULL, 0), SRUP_KEYS_E_ARG);
+	assert_int_equal(srup_keystore_find(ks, 0x13, NULL, NULL, 0), SRUP_KEYS_E_ARG);
+	srup_keystore_free(ks);
+}
+
 static void test_keystore_resolver(void **state)
 {
 	(void)state;
@@ -656,6 +707,7 @@ int main(void)
 		cmocka_unit_test(test_encrypted_private_refused),
 		cmocka_unit_test(test_args_and_strerror),
 		cmocka_unit_test(test_keystore),
+		cmocka_unit_test(test_keystore_find_says_why),
 		cmocka_unit_test(test_keystore_resolver),
 		cmocka_unit_test(test_id_format),
 		cmocka_unit_test(test_id_parse),
