@@ -265,7 +265,7 @@ observe_request() { # device ID (16 hex digits), token
 	printf '{"type":"observe_request","version":5,"sequence_id":"%016x","sender_id":"%s","token":"%s","joining_device_id":"%s","plaintext":"%s"}\n' \
 		"$raw_seq" "$server_id" "$(printf %s "$2" | od -An -tx1 | tr -d ' \n')" "$1" \
 		"$(printf 'value-%s' "$1" | od -An -tx1 | tr -d ' \n')" >"$work/req.json"
-	"$build/protocol/srup-msg" encode --sign "$work/server/private.pem" \
+	"$build/keys/srup-msg" encode --sign "$work/server/private.pem" \
 		--encrypt-for "$root/etc/srup/observer/$observer_id.pem" "$work/req.json" >"$work/req.bin"
 	mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t "SRUP/$(printf %x "0x$observer_id")" -f "$work/req.bin"
 }
