@@ -34,7 +34,7 @@
 #define SLOT_OFF_STATE 32u
 #define SLOT_OFF_NOTE 40u
 #define SLOT_NOTE_AREA (8u + SRUP_INBOUND_NOTE_MAX + 8u)
-#define SLOTS_INITIAL 64u /* 256 KiB */
+#define SLOTS_INITIAL 8u /* 32 KiB: state directories may be small */
 #define NO_SLOT SIZE_MAX
 
 struct listed {
@@ -47,6 +47,8 @@ struct srup_inbound {
 	int dir;
 	int slots;            /* the slot file, -1 until made (or if unusable) */
 	bool slots_unusable;  /* every record a file */
+	bool create_failed;   /* making the slot file failed (said once) */
+	bool grow_failed;     /* growing it failed (said once until it grows) */
 	size_t max_slots;
 	pthread_mutex_t lock; /* next_id, the slot table and its sync counts */
 	uint64_t next_id;
@@ -291,10 +293,21 @@ static bool slots_grow(struct srup_inbound *in, size_t n)
 		at += (off_t)len;
 	}
 	if (at < end || fdatasync(in->slots) != 0) {
-		srup_log(LOG_ERR, "inbound slot file: cannot grow it to %zu slots: %s; records "
-			 "that find no slot are files of their own", n, strerror(errno));
+		int saved = errno;
+
+		/* The space given back (a full disk is the usual cause). */
+		if (ftruncate(in->slots, (off_t)in->n_slots * SLOT_SIZE) != 0 && !in->grow_failed)
+			srup_log(LOG_WARNING, "inbound slot file: cannot give back the space of a "
+				 "failed growth: %s", strerror(errno));
+		errno = saved;
+		if (!in->grow_failed)
+			srup_log(LOG_ERR, "inbound slot file: cannot grow it to %zu slots: %s; "
+				 "records that find no slot are files of their own", n,
+				 strerror(errno));
+		in->grow_failed = true;
 		return false;
 	}
+	in->grow_failed = false;
 	memset(in->slot_id + in->n_slots, 0, (n - in->n_slots) * sizeof(*grown));
 	in->n_slots = n;
 	return true;
@@ -308,17 +321,22 @@ static void slots_create(struct srup_inbound *in)
 
 	in->slots = openat(in->dir, SLOTS_FILE, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 			   0600);
-	if (in->slots >= 0 && slots_grow(in, first) && fsync(in->dir) == 0)
+	if (in->slots >= 0 && slots_grow(in, first) && fsync(in->dir) == 0) {
+		in->create_failed = false;
 		return;
-	srup_log(LOG_ERR, "inbound slot file: cannot make it: %s; every record is a file of "
-		 "its own", strerror(errno));
+	}
+	/* Tried again at the next record (the disk may have room again);
+	 * said once. */
+	if (!in->create_failed)
+		srup_log(LOG_ERR, "inbound slot file: cannot make it: %s; records are files of "
+			 "their own until it can be made", strerror(errno));
+	in->create_failed = true;
 	if (in->slots >= 0) {
 		close(in->slots);
 		unlinkat(in->dir, SLOTS_FILE, 0);
 	}
 	in->slots = -1;
 	in->n_slots = 0;
-	in->slots_unusable = true;
 }
 
 /* A free slot taken for id, the file made or grown if need be; NO_SLOT if
@@ -927,6 +945,30 @@ static bool listed_push(struct srup_inbound *in, size_t *cap, struct listed l)
 	return true;
 }
 
+/* At start, the free slots at the end of a file a burst grew are given
+ * back (synced: slots past the end must not come back with their old
+ * bytes); it grows again when needed. */
+static void slots_trim(struct srup_inbound *in)
+{
+	size_t keep = SLOTS_INITIAL;
+
+	if (in->slots_unusable)
+		return;
+	for (size_t i = in->n_slots; i > keep; i--)
+		if (in->slot_id[i - 1]) {
+			keep = i;
+			break;
+		}
+	if (keep >= in->n_slots)
+		return;
+	if (ftruncate(in->slots, (off_t)keep * SLOT_SIZE) != 0 || fdatasync(in->slots) != 0) {
+		srup_log(LOG_WARNING, "inbound slot file: cannot shrink it to %zu slots: %s", keep,
+			 strerror(errno));
+		return;
+	}
+	in->n_slots = keep;
+}
+
 /* Open the slot file, if there is one, and list the records in it. A slot
  * that does not parse is reported and freed, never trusted: it was being
  * written by a process that died before the PUBACK, so the broker still has
@@ -1019,6 +1061,7 @@ static enum srup_inbound_err slots_list(struct srup_inbound *in, uint64_t *max, 
 		}
 	}
 	free(buf);
+	slots_trim(in);
 	return SRUP_INBOUND_OK;
 }
 

@@ -592,6 +592,17 @@ static void test_full_slots_fall_back_to_files(void **state)
 	srup_inbound_free(in);
 	in = open_ok(f);
 	assert_int_equal(srup_inbound_left(in), 9);
+	for (uint64_t id = 1; id <= 9; id++)
+		srup_inbound_remove(in, id);
+	srup_inbound_free(in);
+	/* A start gives back the free slots at the end, down to the first
+	 * size (8 slots), and the file grows again from there. */
+	in = open_ok(f);
+	assert_int_equal(srup_inbound_left(in), 0);
+	assert_int_equal(size_of(path), 8 * SRUP_INBOUND_SLOT_SIZE);
+	for (int i = 0; i < 9; i++)
+		write_ok(in, "SRUP/g", "again");
+	assert_int_equal(size_of(path), 16 * SRUP_INBOUND_SLOT_SIZE);
 	srup_inbound_free(in);
 }
 
