@@ -449,7 +449,7 @@ static void paho_leave(struct node_inbox *in)
  * the message for a stated reason, or accepted it, committed its sequence
  * ID and ran its handler (or, if the handler holds it, once released).
  * Records left at start are read back and run through the pipeline:
- * records renamed <id>.acc had passed every check and had their ID
+ * records marked accepted had passed every check and had their ID
  * committed, so they go to their handler again without the replay rule.
  * Nothing but the queue entries ("q-" keys) is kept: Paho's own records of
  * outgoing messages and commands are ignored, as without persistence. */
