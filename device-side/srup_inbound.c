@@ -350,11 +350,9 @@ static size_t slot_take(struct srup_inbound *in, uint64_t id)
 	if (in->slots < 0)
 		return NO_SLOT;
 	if (in->n_used == in->n_slots) {
-		size_t n = in->n_slots == 0		    ? SLOTS_INITIAL
-			   : in->n_slots < in->max_slots / 2 ? in->n_slots * 2
-							     : in->max_slots;
+		size_t n = in->n_slots ? in->n_slots * 2 : SLOTS_INITIAL;
 
-		if (n > in->max_slots)
+		if (n < in->n_slots || n > in->max_slots) /* the bound, or overflow */
 			n = in->max_slots;
 		if (n <= in->n_slots || !slots_grow(in, n))
 			return NO_SLOT;
