@@ -26,15 +26,37 @@
 #define NOTE_FILE_MAX (NOTE_HEADER_LEN + SRUP_INBOUND_NOTE_MAX + TRAILER_LEN)
 #define FNV_OFFSET 0xcbf29ce484222325ull
 
+/* The slot file (layout in srup_inbound.h). */
+#define SLOTS_FILE "slots"
+#define SLOT_MAGIC "SRUPSL1"
+#define SLOT_SIZE SRUP_INBOUND_SLOT_SIZE
+#define SLOT_OFF_SUM 24u
+#define SLOT_OFF_STATE 32u
+#define SLOT_OFF_NOTE 40u
+#define SLOT_NOTE_AREA (8u + SRUP_INBOUND_NOTE_MAX + 8u)
+#define SLOTS_INITIAL 8u /* 32 KiB: state directories may be small */
+#define NO_SLOT SIZE_MAX
+
 struct listed {
 	uint64_t id;
-	bool accepted;
+	bool accepted; /* files only: a slot's state is read with it */
+	size_t slot;   /* NO_SLOT: a file */
 };
 
 struct srup_inbound {
 	int dir;
-	pthread_mutex_t lock; /* next_id */
+	int slots;            /* the slot file, -1 until made (or if unusable) */
+	bool slots_unusable;  /* every record a file */
+	bool create_failed;   /* making the slot file failed (said once) */
+	bool grow_failed;     /* growing it failed (said once until it grows) */
+	size_t max_slots;
+	pthread_mutex_t lock; /* next_id, the slot table and its sync counts */
 	uint64_t next_id;
+	uint64_t *slot_id;    /* per slot: its record's ID, 0 if free */
+	size_t n_slots, n_used, next_free;
+	/* Notes written into slots, and how many of them a finished
+	 * fdatasync covered: a sync with nothing new is skipped. */
+	uint64_t notes_written, notes_synced;
 	struct listed *listed; /* found at open, sorted by ID */
 	size_t n_listed, next_listed;
 };
@@ -143,6 +165,228 @@ enum srup_inbound_err srup_inbound_parse_note(const uint8_t *buf, size_t len, co
 	return SRUP_INBOUND_OK;
 }
 
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* The state word of an accepted record: derived from its ID so that a
+ * stray value is not taken for it; never 0, "received". */
+static uint64_t accepted_word(uint64_t id)
+{
+	uint8_t b[16];
+
+	memcpy(b, "SRUPACC", 8);
+	put_u64(b + 8, id);
+	return fnv1a(b, sizeof(b), FNV_OFFSET) | 1;
+}
+
+/* The checksum of a slot's note area (its first 72 bytes) for record id. */
+static uint64_t note_area_sum(uint64_t id, const uint8_t *area)
+{
+	uint8_t b[16];
+
+	memcpy(b, NOTE_MAGIC, 8);
+	put_u64(b + 8, id);
+	return fnv1a(area, SLOT_NOTE_AREA - 8, fnv1a(b, sizeof(b), FNV_OFFSET));
+}
+
+enum srup_inbound_err srup_inbound_parse_slot(const uint8_t *buf, size_t len,
+					      struct srup_inbound_slot *out)
+{
+	const uint8_t *area;
+	uint64_t id, state;
+	uint32_t t, p, n;
+
+	memset(out, 0, sizeof(*out));
+	if (!buf || len != SLOT_SIZE)
+		return SRUP_INBOUND_E_DAMAGED;
+	if (all_zero(buf, 8))
+		return SRUP_INBOUND_OK;
+	if (memcmp(buf, SLOT_MAGIC, 8) != 0)
+		return SRUP_INBOUND_E_DAMAGED;
+	id = get_u64(buf + 8);
+	t = get_u32(buf + 16);
+	p = get_u32(buf + 20);
+	/* Each bounded first: their sum cannot overflow. */
+	if (id == 0 || id > SRUP_INBOUND_ID_MAX || t > SRUP_INBOUND_SLOT_CAPACITY ||
+	    p > SRUP_INBOUND_SLOT_CAPACITY || t + p > SRUP_INBOUND_SLOT_CAPACITY)
+		return SRUP_INBOUND_E_DAMAGED;
+	if (get_u64(buf + SLOT_OFF_SUM) !=
+	    fnv1a(buf + SRUP_INBOUND_SLOT_HEADER, (size_t)t + p, fnv1a(buf, 24, FNV_OFFSET)))
+		return SRUP_INBOUND_E_DAMAGED;
+	state = get_u64(buf + SLOT_OFF_STATE);
+	if (state != 0 && state != accepted_word(id))
+		return SRUP_INBOUND_E_DAMAGED;
+	out->id = id;
+	out->accepted = state != 0;
+	out->topic = buf + SRUP_INBOUND_SLOT_HEADER;
+	out->topic_len = t;
+	out->payload = buf + SRUP_INBOUND_SLOT_HEADER + t;
+	out->payload_len = p;
+	area = buf + SLOT_OFF_NOTE;
+	if (all_zero(area, SLOT_NOTE_AREA))
+		return SRUP_INBOUND_OK;
+	n = get_u32(area);
+	if (n > SRUP_INBOUND_NOTE_MAX || get_u32(area + 4) != 0 ||
+	    !all_zero(area + 8 + n, SRUP_INBOUND_NOTE_MAX - n) ||
+	    get_u64(area + SLOT_NOTE_AREA - 8) != note_area_sum(id, area)) {
+		out->note_damaged = true;
+		return SRUP_INBOUND_OK;
+	}
+	out->note = area + 8;
+	out->note_len = n;
+	return SRUP_INBOUND_OK;
+}
+
+/* ---- the slot table (in->lock held) ------------------------------------ */
+
+static size_t slot_find(const struct srup_inbound *in, uint64_t id)
+{
+	for (size_t i = 0; i < in->n_slots; i++)
+		if (in->slot_id[i] == id)
+			return i;
+	return NO_SLOT;
+}
+
+static int pwrite_all(int fd, const void *buf, size_t len, off_t at)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t got = pwrite(fd, p, len, at);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			if (got == 0)
+				errno = ENOSPC;
+			return -1;
+		}
+		p += got;
+		len -= (size_t)got;
+		at += got;
+	}
+	return 0;
+}
+
+/* Extend the slot file to n slots, written with zeros (blocks the file
+ * owns, so a record later costs no allocation) and synced with its size. */
+static bool slots_grow(struct srup_inbound *in, size_t n)
+{
+	static const uint8_t zeros[16 * SLOT_SIZE];
+	uint64_t *grown;
+	off_t at = (off_t)in->n_slots * SLOT_SIZE, end = (off_t)n * SLOT_SIZE;
+
+	grown = realloc(in->slot_id, n * sizeof(*grown));
+	if (!grown)
+		return false;
+	in->slot_id = grown;
+	while (at < end) {
+		size_t len = end - at < (off_t)sizeof(zeros) ? (size_t)(end - at) : sizeof(zeros);
+
+		if (pwrite_all(in->slots, zeros, len, at) != 0)
+			break;
+		at += (off_t)len;
+	}
+	if (at < end || fdatasync(in->slots) != 0) {
+		int saved = errno;
+
+		/* The space given back (a full disk is the usual cause). */
+		if (ftruncate(in->slots, (off_t)in->n_slots * SLOT_SIZE) != 0 && !in->grow_failed)
+			srup_log(LOG_WARNING, "inbound slot file: cannot give back the space of a "
+				 "failed growth: %s", strerror(errno));
+		errno = saved;
+		if (!in->grow_failed)
+			srup_log(LOG_ERR, "inbound slot file: cannot grow it to %zu slots: %s; "
+				 "records that find no slot are files of their own", n,
+				 strerror(errno));
+		in->grow_failed = true;
+		return false;
+	}
+	in->grow_failed = false;
+	memset(in->slot_id + in->n_slots, 0, (n - in->n_slots) * sizeof(*grown));
+	in->n_slots = n;
+	return true;
+}
+
+/* Make the slot file: created, grown to its first size, and its directory
+ * entry synced, before any record is written into it. */
+static void slots_create(struct srup_inbound *in)
+{
+	size_t first = in->max_slots < SLOTS_INITIAL ? in->max_slots : SLOTS_INITIAL;
+
+	in->slots = openat(in->dir, SLOTS_FILE, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			   0600);
+	if (in->slots >= 0 && slots_grow(in, first) && fsync(in->dir) == 0) {
+		in->create_failed = false;
+		return;
+	}
+	/* Tried again at the next record (the disk may have room again);
+	 * said once. */
+	if (!in->create_failed)
+		srup_log(LOG_ERR, "inbound slot file: cannot make it: %s; records are files of "
+			 "their own until it can be made", strerror(errno));
+	in->create_failed = true;
+	if (in->slots >= 0) {
+		close(in->slots);
+		unlinkat(in->dir, SLOTS_FILE, 0);
+	}
+	in->slots = -1;
+	in->n_slots = 0;
+}
+
+/* A free slot taken for id, the file made or grown if need be; NO_SLOT if
+ * none can be had. */
+static size_t slot_take(struct srup_inbound *in, uint64_t id)
+{
+	if (in->slots_unusable || in->max_slots == 0)
+		return NO_SLOT;
+	if (in->slots < 0)
+		slots_create(in);
+	if (in->slots < 0)
+		return NO_SLOT;
+	if (in->n_used == in->n_slots) {
+		size_t n = in->n_slots ? in->n_slots * 2 : SLOTS_INITIAL;
+
+		if (n < in->n_slots || n > in->max_slots) /* the bound, or overflow */
+			n = in->max_slots;
+		if (n <= in->n_slots || !slots_grow(in, n))
+			return NO_SLOT;
+	}
+	/* Round the ring from where the last search ended. */
+	for (size_t k = 0; k < in->n_slots; k++) {
+		size_t i = (in->next_free + k) % in->n_slots;
+
+		if (in->slot_id[i] == 0) {
+			in->slot_id[i] = id;
+			in->n_used++;
+			in->next_free = (i + 1) % in->n_slots;
+			return i;
+		}
+	}
+	return NO_SLOT;
+}
+
+/* The slot marked free on disk (its magic zeroed, not synced), then in the
+ * table: in that order, or a record written into it meanwhile would lose
+ * its magic. */
+static void slot_release(struct srup_inbound *in, size_t slot)
+{
+	static const uint8_t zero[8];
+
+	if (pwrite_all(in->slots, zero, sizeof(zero), (off_t)slot * SLOT_SIZE) != 0)
+		srup_log(LOG_WARNING, "inbound slot %zu: cannot mark it free: %s", slot,
+			 strerror(errno));
+	if (in->slot_id[slot]) {
+		in->slot_id[slot] = 0;
+		in->n_used--;
+	}
+}
+
 /* ---- writing ---------------------------------------------------------- */
 
 /* iov written to name (created or truncated), fdatasync'd if sync; removed
@@ -170,6 +414,59 @@ static enum srup_inbound_err write_durable(struct srup_inbound *in, const char *
 	return SRUP_INBOUND_E_IO;
 }
 
+/* Flush the slot file; notes written before the call are durable after. */
+static enum srup_inbound_err slots_sync(struct srup_inbound *in)
+{
+	uint64_t upto;
+
+	pthread_mutex_lock(&in->lock);
+	upto = in->notes_written;
+	pthread_mutex_unlock(&in->lock);
+	if (fdatasync(in->slots) != 0)
+		return SRUP_INBOUND_E_IO;
+	pthread_mutex_lock(&in->lock);
+	if (in->notes_synced < upto)
+		in->notes_synced = upto;
+	pthread_mutex_unlock(&in->lock);
+	return SRUP_INBOUND_OK;
+}
+
+/* The whole slot in one write (no byte of an earlier record left in it),
+ * then one fdatasync: the file's blocks and size are already on disk. */
+static enum srup_inbound_err slot_write(struct srup_inbound *in, size_t slot, uint64_t id,
+					const char *topic, size_t tlen, const void *payload,
+					size_t plen)
+{
+	static const uint8_t zeros[SLOT_SIZE];
+	uint8_t head[SRUP_INBOUND_SLOT_HEADER] = {0};
+	struct iovec iov[4] = {
+		{head, sizeof(head)},
+		{(void *)topic, tlen},
+		{(void *)payload, plen},
+		{(void *)zeros, SRUP_INBOUND_SLOT_CAPACITY - tlen - plen},
+	};
+	ssize_t got;
+	int saved;
+
+	memcpy(head, SLOT_MAGIC, 8);
+	put_u64(head + 8, id);
+	put_u32(head + 16, (uint32_t)tlen);
+	put_u32(head + 20, (uint32_t)plen);
+	put_u64(head + SLOT_OFF_SUM,
+		fnv1a(payload, plen, fnv1a(topic, tlen, fnv1a(head, 24, FNV_OFFSET))));
+	do
+		got = pwritev(in->slots, iov, 4, (off_t)slot * SLOT_SIZE);
+	while (got < 0 && errno == EINTR);
+	if (got == (ssize_t)SLOT_SIZE && slots_sync(in) == SRUP_INBOUND_OK)
+		return SRUP_INBOUND_OK;
+	saved = got >= 0 && got != (ssize_t)SLOT_SIZE ? ENOSPC : errno;
+	pthread_mutex_lock(&in->lock);
+	slot_release(in, slot);
+	pthread_mutex_unlock(&in->lock);
+	errno = saved;
+	return SRUP_INBOUND_E_IO;
+}
+
 enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *topic, size_t tlen,
 					 const void *payload, size_t plen, uint64_t *id)
 {
@@ -177,6 +474,7 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 	struct iovec iov[4];
 	char name[32];
 	uint64_t new_id;
+	size_t slot = NO_SLOT;
 	enum srup_inbound_err e;
 
 	*id = 0;
@@ -184,11 +482,20 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 		return SRUP_INBOUND_E_ARG;
 	pthread_mutex_lock(&in->lock);
 	new_id = in->next_id;
-	if (new_id <= SRUP_INBOUND_ID_MAX)
+	if (new_id <= SRUP_INBOUND_ID_MAX) {
 		in->next_id++;
+		if (tlen + plen <= SRUP_INBOUND_SLOT_CAPACITY)
+			slot = slot_take(in, new_id);
+	}
 	pthread_mutex_unlock(&in->lock);
 	if (new_id > SRUP_INBOUND_ID_MAX)
 		return SRUP_INBOUND_E_IDS;
+	if (slot != NO_SLOT) {
+		e = slot_write(in, slot, new_id, topic, tlen, payload, plen);
+		if (e == SRUP_INBOUND_OK)
+			*id = new_id;
+		return e;
+	}
 
 	memcpy(head, RECORD_MAGIC, 8);
 	put_u32(head + 8, (uint32_t)tlen);
@@ -205,16 +512,43 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 	return e;
 }
 
+/* The note area of slot for record id, written in place (in->lock held). */
+static enum srup_inbound_err slot_note(struct srup_inbound *in, size_t slot, uint64_t id,
+				       const void *note, size_t len)
+{
+	uint8_t area[SLOT_NOTE_AREA] = {0};
+
+	put_u32(area, (uint32_t)len);
+	if (len)
+		memcpy(area + 8, note, len);
+	put_u64(area + SLOT_NOTE_AREA - 8, note_area_sum(id, area));
+	if (pwrite_all(in->slots, area, sizeof(area), (off_t)slot * SLOT_SIZE + SLOT_OFF_NOTE) != 0)
+		return SRUP_INBOUND_E_IO;
+	in->notes_written++;
+	return SRUP_INBOUND_OK;
+}
+
 enum srup_inbound_err srup_inbound_note(struct srup_inbound *in, uint64_t id, const void *note,
 					size_t len, bool sync)
 {
 	uint8_t head[NOTE_HEADER_LEN], tail[TRAILER_LEN];
 	struct iovec iov[3];
 	char name[32];
+	size_t slot;
+	enum srup_inbound_err e;
 
 	if (!in || id == 0 || id > SRUP_INBOUND_ID_MAX || len > SRUP_INBOUND_NOTE_MAX ||
 	    (len && !note))
 		return SRUP_INBOUND_E_ARG;
+	/* Under the lock: the slot cannot be freed and taken by another
+	 * record meanwhile. */
+	pthread_mutex_lock(&in->lock);
+	slot = slot_find(in, id);
+	e = slot != NO_SLOT ? slot_note(in, slot, id, note, len) : SRUP_INBOUND_OK;
+	pthread_mutex_unlock(&in->lock);
+	if (slot != NO_SLOT)
+		return e == SRUP_INBOUND_OK && sync ? slots_sync(in) : e;
+
 	memcpy(head, NOTE_MAGIC, 8);
 	put_u32(head + 8, (uint32_t)len);
 	put_u64(tail, fnv1a(note, len, fnv1a(head, sizeof(head), FNV_OFFSET)));
@@ -229,6 +563,16 @@ enum srup_inbound_err srup_inbound_note_sync(struct srup_inbound *in, uint64_t i
 {
 	char name[32];
 	int fd, rc;
+	bool in_slot, synced;
+
+	if (!in || id == 0)
+		return SRUP_INBOUND_E_ARG;
+	pthread_mutex_lock(&in->lock);
+	in_slot = slot_find(in, id) != NO_SLOT;
+	synced = in->notes_synced == in->notes_written;
+	pthread_mutex_unlock(&in->lock);
+	if (in_slot)
+		return synced ? SRUP_INBOUND_OK : slots_sync(in);
 
 	file_name(id, KIND_OUT, name);
 	fd = openat(in->dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -242,8 +586,16 @@ enum srup_inbound_err srup_inbound_note_sync(struct srup_inbound *in, uint64_t i
 void srup_inbound_remove(struct srup_inbound *in, uint64_t id)
 {
 	char name[32];
+	size_t slot;
 
 	if (!in || id == 0)
+		return;
+	pthread_mutex_lock(&in->lock);
+	slot = slot_find(in, id);
+	if (slot != NO_SLOT)
+		slot_release(in, slot);
+	pthread_mutex_unlock(&in->lock);
+	if (slot != NO_SLOT)
 		return;
 	/* The record first: a note left alone is removed at the next start,
 	 * while a record left without its note would be decided again. */
@@ -259,6 +611,25 @@ void srup_inbound_remove(struct srup_inbound *in, uint64_t id)
 enum srup_inbound_err srup_inbound_mark_accepted(struct srup_inbound *in, uint64_t id)
 {
 	char from[32], to[32];
+	uint8_t word[8];
+	size_t slot;
+	int rc = 0;
+
+	if (!in || id == 0)
+		return SRUP_INBOUND_E_ARG;
+	put_u64(word, accepted_word(id));
+	pthread_mutex_lock(&in->lock);
+	slot = slot_find(in, id);
+	if (slot != NO_SLOT)
+		rc = pwrite_all(in->slots, word, sizeof(word), (off_t)slot * SLOT_SIZE + SLOT_OFF_STATE);
+	pthread_mutex_unlock(&in->lock);
+	if (slot != NO_SLOT) {
+		if (rc == 0)
+			return SRUP_INBOUND_OK;
+		srup_log(LOG_ERR, "inbound record %016" PRIx64 " (slot %zu): cannot mark it "
+			 "accepted: %s", id, slot, strerror(errno));
+		return SRUP_INBOUND_E_IO;
+	}
 
 	file_name(id, KIND_MSG, from);
 	file_name(id, KIND_ACC, to);
@@ -356,6 +727,67 @@ static void read_note(struct srup_inbound *in, struct srup_inbound_record *rec)
 	free(buf);
 }
 
+/* The record in l's slot, read again (it was parsed when listed): rec->id
+ * stays 0 if it cannot be used, its slot then freed. */
+static enum srup_inbound_err slot_next(struct srup_inbound *in, const struct listed *l,
+				       struct srup_inbound_record *rec)
+{
+	static const uint8_t zero_note[SLOT_NOTE_AREA];
+	struct srup_inbound_slot v;
+	uint8_t *buf = malloc(SLOT_SIZE);
+	ssize_t got;
+	enum srup_inbound_err e;
+
+	if (!buf)
+		return SRUP_INBOUND_E_NOMEM;
+	do
+		got = pread(in->slots, buf, SLOT_SIZE, (off_t)l->slot * SLOT_SIZE);
+	while (got < 0 && errno == EINTR);
+	e = got == (ssize_t)SLOT_SIZE ? srup_inbound_parse_slot(buf, SLOT_SIZE, &v)
+				      : got < 0 ? SRUP_INBOUND_E_IO : SRUP_INBOUND_E_DAMAGED;
+	if (e == SRUP_INBOUND_OK && v.id != l->id)
+		e = SRUP_INBOUND_E_DAMAGED;
+	if (e != SRUP_INBOUND_OK) {
+		srup_log(LOG_WARNING, "inbound record %016" PRIx64 " (slot %zu): %s (%s); freed",
+			 l->id, l->slot, srup_inbound_strerror(e),
+			 e == SRUP_INBOUND_E_IO ? strerror(errno) : "the broker still has it");
+		pthread_mutex_lock(&in->lock);
+		slot_release(in, l->slot);
+		pthread_mutex_unlock(&in->lock);
+		free(buf);
+		return SRUP_INBOUND_OK;
+	}
+	rec->topic = malloc(v.topic_len + 1);
+	rec->payload = malloc(v.payload_len ? v.payload_len : 1);
+	if (!rec->topic || !rec->payload) {
+		free(buf);
+		srup_inbound_record_clear(rec);
+		return SRUP_INBOUND_E_NOMEM;
+	}
+	memcpy(rec->topic, v.topic, v.topic_len);
+	rec->topic[v.topic_len] = '\0';
+	rec->topic_len = v.topic_len;
+	memcpy(rec->payload, v.payload, v.payload_len);
+	rec->payload_len = v.payload_len;
+	rec->accepted = v.accepted;
+	if (v.note) {
+		memcpy(rec->note, v.note, v.note_len);
+		rec->note_len = v.note_len;
+	} else if (v.note_damaged) {
+		/* Torn: the process died while writing it, so before what it
+		 * decided could be sent. */
+		srup_log(LOG_WARNING, "inbound note of record %016" PRIx64 " (slot %zu): %s; "
+			 "removed", l->id, l->slot, srup_inbound_strerror(SRUP_INBOUND_E_DAMAGED));
+		pthread_mutex_lock(&in->lock);
+		pwrite_all(in->slots, zero_note, sizeof(zero_note),
+			   (off_t)l->slot * SLOT_SIZE + SLOT_OFF_NOTE);
+		pthread_mutex_unlock(&in->lock);
+	}
+	rec->id = l->id;
+	free(buf);
+	return SRUP_INBOUND_OK;
+}
+
 enum srup_inbound_err srup_inbound_next(struct srup_inbound *in, struct srup_inbound_record *rec)
 {
 	memset(rec, 0, sizeof(*rec));
@@ -369,6 +801,15 @@ enum srup_inbound_err srup_inbound_next(struct srup_inbound *in, struct srup_inb
 
 		if (l->id == 0) {
 			in->next_listed++;
+			continue;
+		}
+		if (l->slot != NO_SLOT) {
+			e = slot_next(in, l, rec);
+			if (e == SRUP_INBOUND_E_NOMEM)
+				return e;
+			in->next_listed++;
+			if (rec->id)
+				return SRUP_INBOUND_OK;
 			continue;
 		}
 		file_name(l->id, l->accepted ? KIND_ACC : KIND_MSG, name);
@@ -416,9 +857,14 @@ enum srup_inbound_err srup_inbound_next(struct srup_inbound *in, struct srup_inb
 
 static int listed_cmp(const void *a, const void *b)
 {
-	uint64_t x = ((const struct listed *)a)->id, y = ((const struct listed *)b)->id;
+	const struct listed *p = a, *q = b;
 
-	return (x > y) - (x < y);
+	if (p->id != q->id)
+		return (p->id > q->id) - (p->id < q->id);
+	/* A file before a slot of the same ID (see slots_list). */
+	if ((p->slot == NO_SLOT) != (q->slot == NO_SLOT))
+		return p->slot == NO_SLOT ? -1 : 1;
+	return (p->slot > q->slot) - (p->slot < q->slot);
 }
 
 /* "<16 hex digits>.<ext>": the ID and kind, or false. */
@@ -482,8 +928,170 @@ static void renumber(struct srup_inbound *in, uint64_t *max)
 	}
 }
 
+static bool listed_push(struct srup_inbound *in, size_t *cap, struct listed l)
+{
+	if (in->n_listed == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		struct listed *grown = realloc(in->listed, c * sizeof(*grown));
+
+		if (!grown)
+			return false;
+		in->listed = grown;
+		*cap = c;
+	}
+	in->listed[in->n_listed++] = l;
+	return true;
+}
+
+/* At start, the free slots at the end of a file a burst grew are given
+ * back (synced: slots past the end must not come back with their old
+ * bytes); it grows again when needed. */
+static void slots_trim(struct srup_inbound *in)
+{
+	size_t keep = SLOTS_INITIAL;
+
+	if (in->slots_unusable)
+		return;
+	for (size_t i = in->n_slots; i > keep; i--)
+		if (in->slot_id[i - 1]) {
+			keep = i;
+			break;
+		}
+	if (keep >= in->n_slots)
+		return;
+	if (ftruncate(in->slots, (off_t)keep * SLOT_SIZE) != 0 || fdatasync(in->slots) != 0) {
+		srup_log(LOG_WARNING, "inbound slot file: cannot shrink it to %zu slots: %s", keep,
+			 strerror(errno));
+		return;
+	}
+	in->n_slots = keep;
+}
+
+/* Open the slot file, if there is one, and list the records in it. A slot
+ * that does not parse is reported and freed, never trusted: it was being
+ * written by a process that died before the PUBACK, so the broker still has
+ * the message. Anything but a regular file under the slot file's name is
+ * removed; a slot file that cannot be read is left alone (and no record is
+ * written into it). */
+static enum srup_inbound_err slots_list(struct srup_inbound *in, uint64_t *max, size_t *cap)
+{
+	static const uint8_t zero[8];
+	enum { CHUNK = 64 };
+	struct stat st;
+	uint8_t *buf;
+	size_t n;
+	int fd;
+
+	if (fstatat(in->dir, SLOTS_FILE, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return SRUP_INBOUND_OK; /* made at the first write */
+	if (!S_ISREG(st.st_mode)) {
+		srup_log(LOG_WARNING, "inbound slot file: not a regular file; removed");
+		if (unlinkat(in->dir, SLOTS_FILE, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0) {
+			srup_log(LOG_ERR, "inbound slot file: cannot remove it: %s; every record "
+				 "is a file of its own", strerror(errno));
+			in->slots_unusable = true;
+		}
+		return SRUP_INBOUND_OK;
+	}
+	fd = openat(in->dir, SLOTS_FILE, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		srup_log(LOG_ERR, "inbound slot file: cannot open it: %s; its records are left "
+			 "for a later start, new ones are files of their own",
+			 fd < 0 ? strerror(errno) : "not a regular file");
+		if (fd >= 0)
+			close(fd);
+		in->slots_unusable = true;
+		return SRUP_INBOUND_OK;
+	}
+	n = (size_t)st.st_size / SLOT_SIZE;
+	buf = malloc((size_t)CHUNK * SLOT_SIZE);
+	in->slot_id = calloc(n ? n : 1, sizeof(*in->slot_id));
+	if (!buf || !in->slot_id) {
+		free(buf);
+		close(fd);
+		return SRUP_INBOUND_E_NOMEM;
+	}
+	in->slots = fd;
+	in->n_slots = n;
+	for (size_t first = 0; first < n; first += CHUNK) {
+		size_t count = n - first < CHUNK ? n - first : CHUNK, have = 0;
+
+		while (have < count * SLOT_SIZE) {
+			ssize_t got = pread(fd, buf + have, count * SLOT_SIZE - have,
+					    (off_t)(first * SLOT_SIZE + have));
+
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0)
+				break;
+			have += (size_t)got;
+		}
+		if (have < count * SLOT_SIZE) {
+			/* Slots past here unknown: none may be overwritten. */
+			srup_log(LOG_ERR, "inbound slot file: cannot read slot %zu on: %s; those "
+				 "records are left for a later start, new ones are files of their "
+				 "own", first + have / SLOT_SIZE, have ? "short read" : strerror(errno));
+			in->slots_unusable = true;
+			break;
+		}
+		for (size_t i = 0; i < count; i++) {
+			struct srup_inbound_slot v;
+			size_t slot = first + i;
+
+			if (srup_inbound_parse_slot(buf + i * SLOT_SIZE, SLOT_SIZE, &v) !=
+			    SRUP_INBOUND_OK) {
+				srup_log(LOG_WARNING, "inbound slot %zu: %s (torn or not of this "
+					 "format); freed, the broker still has it", slot,
+					 srup_inbound_strerror(SRUP_INBOUND_E_DAMAGED));
+				pwrite_all(fd, zero, sizeof(zero), (off_t)slot * SLOT_SIZE);
+				continue;
+			}
+			if (!v.id)
+				continue;
+			if (!listed_push(in, cap, (struct listed){v.id, false, slot})) {
+				free(buf);
+				return SRUP_INBOUND_E_NOMEM;
+			}
+			in->slot_id[slot] = v.id;
+			in->n_used++;
+			if (v.id > *max)
+				*max = v.id;
+		}
+	}
+	free(buf);
+	slots_trim(in);
+	return SRUP_INBOUND_OK;
+}
+
+/* A slot whose record's ID another slot or a file (listed first) already
+ * has is no record of ours: freed. listed is sorted. */
+static void slots_drop_duplicates(struct srup_inbound *in)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < in->n_listed; i++) {
+		struct listed *l = &in->listed[i];
+
+		if (kept && l->slot != NO_SLOT && in_range(l->id) &&
+		    in->listed[kept - 1].id == l->id) {
+			srup_log(LOG_WARNING, "inbound slot %zu: its record ID %016" PRIx64 " is "
+				 "taken by another record; freed", l->slot, l->id);
+			slot_release(in, l->slot);
+			continue;
+		}
+		in->listed[kept++] = *l;
+	}
+	in->n_listed = kept;
+}
+
 enum srup_inbound_err srup_inbound_new(const char *state_dir, struct srup_inbound **out,
 				       char *detail, size_t detail_len)
+{
+	return srup_inbound_open(state_dir, SRUP_INBOUND_SLOTS_MAX, out, detail, detail_len);
+}
+
+enum srup_inbound_err srup_inbound_open(const char *state_dir, size_t max_slots,
+					struct srup_inbound **out, char *detail, size_t detail_len)
 {
 	struct srup_inbound *in;
 	char path[4096];
@@ -492,6 +1100,7 @@ enum srup_inbound_err srup_inbound_new(const char *state_dir, struct srup_inboun
 	struct dirent *de;
 	DIR *d;
 	int fd;
+	enum srup_inbound_err e;
 
 	*out = NULL;
 	if ((size_t)snprintf(path, sizeof(path), "%s/inbound", state_dir) >= sizeof(path)) {
@@ -505,6 +1114,8 @@ enum srup_inbound_err srup_inbound_new(const char *state_dir, struct srup_inboun
 	in = calloc(1, sizeof(*in));
 	if (!in)
 		return SRUP_INBOUND_E_NOMEM;
+	in->slots = -1;
+	in->max_slots = max_slots;
 	if (pthread_mutex_init(&in->lock, NULL) != 0) {
 		free(in);
 		return SRUP_INBOUND_E_NOMEM;
@@ -547,7 +1158,7 @@ enum srup_inbound_err srup_inbound_new(const char *state_dir, struct srup_inboun
 			in->listed = grown;
 			cap = c;
 		}
-		in->listed[in->n_listed++] = (struct listed){id, k == KIND_ACC};
+		in->listed[in->n_listed++] = (struct listed){id, k == KIND_ACC, NO_SLOT};
 		if (in_range(id) && id > max)
 			max = id;
 	}
@@ -558,7 +1169,7 @@ enum srup_inbound_err srup_inbound_new(const char *state_dir, struct srup_inboun
 	/* Notes whose record is gone: removed before the renumbering can
 	 * give their ID to another record. */
 	for (size_t i = 0; i < n_notes; i++) {
-		struct listed key = {notes[i], false};
+		struct listed key = {notes[i], false, NO_SLOT};
 		char name[32];
 
 		if (bsearch(&key, in->listed, in->n_listed, sizeof(*in->listed), listed_cmp))
@@ -568,6 +1179,14 @@ enum srup_inbound_err srup_inbound_new(const char *state_dir, struct srup_inboun
 	}
 	free(notes);
 	notes = NULL;
+	e = slots_list(in, &max, &cap);
+	if (e != SRUP_INBOUND_OK) {
+		srup_inbound_free(in);
+		return e;
+	}
+	if (in->n_listed > 1)
+		qsort(in->listed, in->n_listed, sizeof(*in->listed), listed_cmp);
+	slots_drop_duplicates(in);
 	renumber(in, &max);
 	if (in->n_listed > 1)
 		qsort(in->listed, in->n_listed, sizeof(*in->listed), listed_cmp);
@@ -587,6 +1206,9 @@ void srup_inbound_free(struct srup_inbound *in)
 		return;
 	if (in->dir >= 0)
 		close(in->dir);
+	if (in->slots >= 0)
+		close(in->slots);
+	free(in->slot_id);
 	free(in->listed);
 	pthread_mutex_destroy(&in->lock);
 	free(in);

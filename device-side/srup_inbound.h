@@ -1,18 +1,33 @@
 /* The inbound record store: messages received at QoS 1, on disk before the
  * broker gets their PUBACK, until the node is done with them.
  *
- * <state_dir>/inbound/ holds one file per message, <id>.msg (16 lowercase
- * hex digits), renamed <id>.acc once the message passed every check and its
- * sequence ID is committed; a decided outcome (a note of at most
- * SRUP_INBOUND_NOTE_MAX bytes the handler wants back after a restart) is
- * <id>.out beside it. Every file is written with fdatasync before the call
- * returns. IDs run from 1 to SRUP_INBOUND_ID_MAX and only grow, so the
- * records of one directory sort in arrival order; 0 means "no record".
+ * A record whose topic and payload fit in SRUP_INBOUND_SLOT_CAPACITY bytes
+ * (every message of a join does) takes one slot of <state_dir>/inbound/slots,
+ * a file of SRUP_INBOUND_SLOT_SIZE-byte slots written with zeros when it is
+ * made or grown, so that a record costs one pwrite into blocks the file
+ * already has and one fdatasync: no file is created, renamed or removed and
+ * no directory synced while messages arrive. A slot holds a header (magic,
+ * ID, lengths, checksum), a state word ("accepted"), a note area and the
+ * topic and payload; marking a record accepted, noting it and removing it
+ * are small writes in place (see srup_inbound_parse_slot for the layout).
+ * The file is made at the first write and grows (doubling) up to the
+ * store's slot bound; a record too large for a slot, or written while every
+ * slot is taken at that bound, is a file of the earlier format instead:
+ * <id>.msg (16 lowercase hex digits), renamed <id>.acc once accepted, with
+ * its note in <id>.out. Records of either form are read back at start, so a
+ * directory an earlier version left is taken over as it is.
  *
- * Threads: srup_inbound_write, _remove, _mark_accepted and _note may be
- * called from any thread; _new, _next and _free from one thread only, and
- * not concurrently with the others for _new and _free. Nothing here knows
- * of MQTT. */
+ * Every record is durable (fdatasync) before srup_inbound_write returns.
+ * Marking accepted and removing are not synced (as the renames and unlinks
+ * of the file form were not): they survive the process being killed, and a
+ * removed record that comes back after a power loss is one whose outcome is
+ * decided again or found in its note. IDs run from 1 to SRUP_INBOUND_ID_MAX
+ * and only grow, so records sort in arrival order; 0 means "no record".
+ *
+ * Threads: srup_inbound_write, _remove, _mark_accepted, _note and
+ * _note_sync may be called from any thread; _new, _next and _free from one
+ * thread only, and not concurrently with the others for _new and _free.
+ * Nothing here knows of MQTT. */
 #ifndef SRUP_INBOUND_H
 #define SRUP_INBOUND_H
 
@@ -38,6 +53,12 @@ const char *srup_inbound_strerror(enum srup_inbound_err err);
 #define SRUP_INBOUND_NOTE_MAX 64u
 /* Header (magic, topic length, payload length) and checksum trailer. */
 #define SRUP_INBOUND_RECORD_OVERHEAD (8u + 4u + 4u + 8u)
+/* One slot of the slot file: a 128-byte header, then topic and payload. */
+#define SRUP_INBOUND_SLOT_SIZE 4096u
+#define SRUP_INBOUND_SLOT_HEADER 128u
+#define SRUP_INBOUND_SLOT_CAPACITY (SRUP_INBOUND_SLOT_SIZE - SRUP_INBOUND_SLOT_HEADER)
+/* The slot file's bound for srup_inbound_new: 32 MiB. */
+#define SRUP_INBOUND_SLOTS_MAX 8192u
 
 struct srup_inbound;
 
@@ -48,6 +69,11 @@ struct srup_inbound;
  * are removed. */
 enum srup_inbound_err srup_inbound_new(const char *state_dir, struct srup_inbound **out,
 				       char *detail, size_t detail_len);
+/* As srup_inbound_new with the slot file bounded to max_slots slots (0: no
+ * slot file, every record a file of its own). A slot file already larger
+ * is read whole and used as it is. */
+enum srup_inbound_err srup_inbound_open(const char *state_dir, size_t max_slots,
+					struct srup_inbound **out, char *detail, size_t detail_len);
 void srup_inbound_free(struct srup_inbound *in);
 
 /* Write a new record (durable before returning) and give its ID. */
@@ -55,7 +81,7 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 					 const void *payload, size_t plen, uint64_t *id);
 /* Remove the record (either state) and its note, if any. */
 void srup_inbound_remove(struct srup_inbound *in, uint64_t id);
-/* <id>.msg becomes <id>.acc. */
+/* The record is accepted (it passed every check, its ID is committed). */
 enum srup_inbound_err srup_inbound_mark_accepted(struct srup_inbound *in, uint64_t id);
 /* Attach a note to the record (replaces an earlier one); durable before
  * returning if sync, else once srup_inbound_note_sync returned (notes
@@ -93,5 +119,34 @@ enum srup_inbound_err srup_inbound_parse(const uint8_t *buf, size_t len, const u
 /* A note file's content: the note points into buf. */
 enum srup_inbound_err srup_inbound_parse_note(const uint8_t *buf, size_t len, const uint8_t **note,
 					      size_t *note_len);
+
+/* One slot as read from the slot file; pointers into the slot's bytes.
+ * Layout (integers big-endian):
+ *     0  magic "SRUPSL1\0" (eight zero bytes: a free slot)
+ *     8  u64 ID             16  u32 topic length    20  u32 payload length
+ *    24  u64 FNV-1a of bytes 0-23, the topic and the payload
+ *    32  u64 state: 0 received, a value derived from the ID: accepted
+ *    40  note area, all zero if none: u32 length, u32 zero, 64 bytes of
+ *        note (zero padded), u64 FNV-1a of "SRUPOUT\0", the ID and the
+ *        72 bytes before it
+ *   120  zero                128  topic, then payload, then zeros */
+struct srup_inbound_slot {
+	uint64_t id; /* 0: a free slot (nothing else set) */
+	bool accepted;
+	const uint8_t *topic;
+	size_t topic_len;
+	const uint8_t *payload;
+	size_t payload_len;
+	const uint8_t *note;   /* NULL: no note (or a damaged one, below) */
+	size_t note_len;
+	bool note_damaged;     /* the note area is torn: the record stands without it */
+};
+
+/* SRUP_INBOUND_OK with out filled in (out->id 0 for a free slot), or
+ * SRUP_INBOUND_E_DAMAGED: len is not SRUP_INBOUND_SLOT_SIZE, the magic is
+ * neither ours nor zero, a length runs past the slot, the checksum or the
+ * state word does not match, or the ID is out of range. */
+enum srup_inbound_err srup_inbound_parse_slot(const uint8_t *buf, size_t len,
+					      struct srup_inbound_slot *out);
 
 #endif

@@ -28,6 +28,7 @@
 #include <systemd/sd-event.h>
 
 #include "srup.h"
+#include "srup_inbound.h"
 #include "srup_keys.h"
 #include "srup_log.h"
 #include "srup_node.h"
@@ -570,9 +571,26 @@ static bool held_once(struct world *w)
 	return g_holder->count >= 1;
 }
 
+/* Records in the slot file (slots that hold one). */
+static unsigned records_in_slots(const char *path)
+{
+	static uint8_t slot[SRUP_INBOUND_SLOT_SIZE];
+	struct srup_inbound_slot v;
+	unsigned n = 0;
+	FILE *fp = fopen(path, "rb");
+
+	assert_non_null(fp);
+	while (fread(slot, 1, sizeof(slot), fp) == sizeof(slot))
+		n += srup_inbound_parse_slot(slot, sizeof(slot), &v) == SRUP_INBOUND_OK && v.id;
+	fclose(fp);
+	return n;
+}
+
+/* The device's inbound records on disk: files of their own, and slots of
+ * inbound/slots in use. */
 static unsigned inbound_files(struct world *w)
 {
-	char path[4200];
+	char path[4200], slots[4300];
 	struct dirent *de;
 	unsigned n = 0;
 	DIR *d;
@@ -580,8 +598,14 @@ static unsigned inbound_files(struct world *w)
 	snprintf(path, sizeof(path), "%s/device/inbound", w->dir);
 	d = opendir(path);
 	assert_non_null(d);
-	while ((de = readdir(d)))
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, "slots") == 0) {
+			snprintf(slots, sizeof(slots), "%s/slots", path);
+			n += records_in_slots(slots);
+			continue;
+		}
 		n += de->d_name[0] != '.';
+	}
 	closedir(d);
 	return n;
 }

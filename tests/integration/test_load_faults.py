@@ -172,11 +172,25 @@ def inbound_dir(bed):
     return os.path.join(bed.observer_config_sections()["state"]["dir"], "inbound")
 
 
+SLOT_SIZE = 4096  # SRUP_INBOUND_SLOT_SIZE
+
+
 def records_left(bed):
+    """The inbound records on disk: one name per file of its own (<id>.msg,
+    .acc, .out) and one "slots[N]" per slot of inbound/slots in use (its
+    magic set; a removed record's is zeroed)."""
+    inbound = inbound_dir(bed)
     try:
-        return [n for n in os.listdir(inbound_dir(bed)) if not n.startswith(".")]
+        names = [n for n in os.listdir(inbound) if not n.startswith(".")]
     except FileNotFoundError:
         return []
+    if "slots" not in names:
+        return names
+    names.remove("slots")
+    with open(os.path.join(inbound, "slots"), "rb") as f:
+        data = f.read()
+    return names + ["slots[%d]" % i for i in range(len(data) // SLOT_SIZE)
+                    if data[i * SLOT_SIZE:i * SLOT_SIZE + 8] == b"SRUPSL1\0"]
 
 
 def recovered(proc):
