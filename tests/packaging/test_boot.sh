@@ -170,7 +170,18 @@ wait_prop() { # property, value, seconds
 	return 1
 }
 export -f prop
-journal_has() { inside journalctl -b -u srup-observerd.service --no-pager -o cat | grep -qF -- "$1"; }
+# journald takes the daemon's stdout through a stream of its own: a line
+# logged just before an action returned may reach the journal a little
+# later, so look for up to 15 s.
+journal_has() {
+	local _
+	for _ in $(seq 30); do
+		inside journalctl -b -u srup-observerd.service --no-pager -o cat | grep -qF -- "$1" &&
+			return 0
+		sleep 0.5
+	done
+	return 1
+}
 # A restart the unit would make comes RestartSec (5 s) after the exit: the
 # process that failed must still be the last one started, and the unit failed.
 no_restart_follows() {
