@@ -32,6 +32,7 @@ work=$(mktemp -d /var/tmp/srup-boot.XXXXXX)
 root=$work/root
 nspawn_pid=
 peer_pid=
+nfc_emu_pid=
 fail=0
 
 log() { printf '%s\n' "$*"; }
@@ -49,6 +50,13 @@ check() { # description, then a command that must succeed
 cleanup() {
 	set +e
 	[ -n "$peer_pid" ] && kill "$peer_pid" 2>/dev/null && wait "$peer_pid" 2>/dev/null
+	# The emulator runs in the container through nsenter, which does not
+	# pass signals on: its child (the emulator) first, then nsenter.
+	if [ -n "$nfc_emu_pid" ]; then
+		pkill -KILL -P "$nfc_emu_pid" 2>/dev/null
+		kill "$nfc_emu_pid" 2>/dev/null
+		wait "$nfc_emu_pid" 2>/dev/null
+	fi
 	if [ -n "$nspawn_pid" ]; then
 		# nspawn turns SIGTERM into an orderly shutdown of the container.
 		kill -TERM "$nspawn_pid" 2>/dev/null
@@ -388,6 +396,7 @@ cp "$top/tests/nfc/pn532_emu.py" "$root/root/nfc/"
 inside mkdir -p /run/srup-nfc
 inside python3 /root/nfc/pn532_emu.py field --link /run/srup-nfc/observer \
 	--link2 /run/srup-nfc/device >"$work/nfc.log" 2>&1 &
+nfc_emu_pid=$!
 for _ in $(seq 30); do inside test -L /run/srup-nfc/device && break; sleep 1; done
 pty=$(inside readlink -f /run/srup-nfc/observer)
 inside chgrp dialout "$pty"
