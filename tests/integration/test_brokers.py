@@ -33,7 +33,8 @@ from srup_testlib import Broker  # noqa: E402
 from rabbit_cluster import RabbitCluster  # noqa: E402
 from obs_ops import ctl, ctl_json, wait_for  # noqa: E402
 from test_operator import metrics_of  # noqa: E402
-from test_reload import NotifySocket  # noqa: E402
+from notify_socket import NotifySocket  # noqa: E402
+from inbound_records import inbound_records  # noqa: E402
 
 cases = Cases()
 case = cases.case
@@ -185,11 +186,6 @@ def rabbit_client_port(cluster, via, ident):
     m = re.search(r'"client_id":"SRUP Client: %s","conn_name":"[^"]* -> [^"]*:(\d+)"'
                   % topic_id(ident), out.stdout)
     return int(m.group(1)) if m else None
-
-
-def inbound_records(state_dir):
-    d = os.path.join(state_dir, "inbound")
-    return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
 @case

@@ -24,7 +24,6 @@ Each case is one ctest test: test_load_faults.py BUILD_DIR CASE.
 """
 import os
 import re
-import signal
 import stat
 import struct
 import sys
@@ -43,6 +42,7 @@ from joinbed import Cases, JoinBed, RawServer, check, id16, topic_id  # noqa: E4
 # queued messages that save would make the broker the bottleneck.
 joinbed.Broker = srup_testlib.Broker
 from mqtt_raw import MqttClient  # noqa: E402
+from inbound_records import inbound_records  # noqa: E402
 from obs_ops import wait_for  # noqa: E402
 import srup_wire  # noqa: E402
 
@@ -172,25 +172,8 @@ def inbound_dir(bed):
     return os.path.join(bed.observer_config_sections()["state"]["dir"], "inbound")
 
 
-SLOT_SIZE = 4096  # SRUP_INBOUND_SLOT_SIZE
-
-
 def records_left(bed):
-    """The inbound records on disk: one name per file of its own (<id>.msg,
-    .acc, .out) and one "slots[N]" per slot of inbound/slots in use (its
-    magic set; a removed record's is zeroed)."""
-    inbound = inbound_dir(bed)
-    try:
-        names = [n for n in os.listdir(inbound) if not n.startswith(".")]
-    except FileNotFoundError:
-        return []
-    if "slots" not in names:
-        return names
-    names.remove("slots")
-    with open(os.path.join(inbound, "slots"), "rb") as f:
-        data = f.read()
-    return names + ["slots[%d]" % i for i in range(len(data) // SLOT_SIZE)
-                    if data[i * SLOT_SIZE:i * SLOT_SIZE + 8] == b"SRUPSL1\0"]
+    return inbound_records(bed.observer_config_sections()["state"]["dir"])
 
 
 def recovered(proc):
