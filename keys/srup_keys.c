@@ -3,6 +3,7 @@
 #include "srup_keys.h"
 
 #include "srup.h"
+#include "srup_fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -473,14 +474,8 @@ static enum srup_keys_err write_file_atomic(const char *path, const unsigned cha
 	if (fchmod(fd, mode) != 0)
 		goto fail;
 	step = "write";
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, data + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto fail;
-		done += (size_t)n;
-	}
+	if (srup_write_all(fd, data, len) != 0)
+		goto fail;
 	step = "sync";
 	if (fsync(fd) != 0)
 		goto fail;
@@ -494,24 +489,8 @@ static enum srup_keys_err write_file_atomic(const char *path, const unsigned cha
 		goto fail;
 	free(tmp);
 
-	/* Make the rename itself durable. */
-	char *dir = strdup(path);
-	if (dir != NULL) {
-		char *slash = strrchr(dir, '/');
-		const char *dname = ".";
-		if (slash == dir)
-			dname = "/";
-		else if (slash != NULL) {
-			*slash = '\0';
-			dname = dir;
-		}
-		int dfd = open(dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			(void)fsync(dfd);
-			close(dfd);
-		}
-		free(dir);
-	}
+	/* Make the rename itself durable (best effort: it happened). */
+	(void)srup_sync_parent(path);
 	return SRUP_KEYS_OK;
 
 fail:
