@@ -3,6 +3,7 @@
 #include "srup_keys.h"
 
 #include "srup.h"
+#include "srup_detail.h"
 #include "srup_fileio.h"
 
 #include <errno.h>
@@ -51,17 +52,6 @@ const char *srup_keys_strerror(enum srup_keys_err err)
 		break;
 	}
 	return "unknown key error";
-}
-
-__attribute__((format(printf, 3, 4))) static void set_detail(char *detail, size_t detail_len,
-							      const char *fmt, ...)
-{
-	if (detail == NULL || detail_len == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(detail, detail_len, fmt, ap);
-	va_end(ap);
 }
 
 /* The file's bytes; private ones are wiped when freed. */
