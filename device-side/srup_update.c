@@ -105,16 +105,6 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
 	return atomic_load(&u->cancel) ? 1 : 0;
 }
 
-static void fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
-
 /* Sets the outcome from how the transfer ended. */
 static void classify(struct srup_update *u, CURLcode rc)
 {
@@ -185,7 +175,7 @@ static void finish_file(struct srup_update *u)
 				snprintf(r->detail, sizeof(r->detail), "renaming %s: %s",
 					 u->part_path, strerror(errno));
 			} else {
-				fsync_dir(u->dir);
+				(void)srup_sync_dir(u->dir);
 				snprintf(r->path, sizeof(r->path), "%s", u->final_path);
 				return;
 			}

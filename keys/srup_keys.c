@@ -3,6 +3,8 @@
 #include "srup_keys.h"
 
 #include "srup.h"
+#include "srup_detail.h"
+#include "srup_fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,17 +52,6 @@ const char *srup_keys_strerror(enum srup_keys_err err)
 		break;
 	}
 	return "unknown key error";
-}
-
-__attribute__((format(printf, 3, 4))) static void set_detail(char *detail, size_t detail_len,
-							      const char *fmt, ...)
-{
-	if (detail == NULL || detail_len == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(detail, detail_len, fmt, ap);
-	va_end(ap);
 }
 
 /* The file's bytes; private ones are wiped when freed. */
@@ -473,14 +464,8 @@ static enum srup_keys_err write_file_atomic(const char *path, const unsigned cha
 	if (fchmod(fd, mode) != 0)
 		goto fail;
 	step = "write";
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, data + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto fail;
-		done += (size_t)n;
-	}
+	if (srup_write_all(fd, data, len) != 0)
+		goto fail;
 	step = "sync";
 	if (fsync(fd) != 0)
 		goto fail;
@@ -494,24 +479,8 @@ static enum srup_keys_err write_file_atomic(const char *path, const unsigned cha
 		goto fail;
 	free(tmp);
 
-	/* Make the rename itself durable. */
-	char *dir = strdup(path);
-	if (dir != NULL) {
-		char *slash = strrchr(dir, '/');
-		const char *dname = ".";
-		if (slash == dir)
-			dname = "/";
-		else if (slash != NULL) {
-			*slash = '\0';
-			dname = dir;
-		}
-		int dfd = open(dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			(void)fsync(dfd);
-			close(dfd);
-		}
-		free(dir);
-	}
+	/* Make the rename itself durable (best effort: it happened). */
+	(void)srup_sync_parent(path);
 	return SRUP_KEYS_OK;
 
 fail:

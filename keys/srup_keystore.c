@@ -4,6 +4,7 @@
 #include "srup_keys.h"
 
 #include "srup.h"
+#include "srup_detail.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -180,19 +181,6 @@ static EVP_PKEY *resolve(struct srup_keystore *ks, uint64_t id)
 	return key;
 }
 
-static void keystore_detail(char *detail, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void keystore_detail(char *detail, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!detail || !len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(detail, len, fmt, ap);
-	va_end(ap);
-}
-
 enum srup_keys_err srup_keystore_find(struct srup_keystore *ks, uint64_t id, EVP_PKEY **key,
 				      char *detail, size_t detail_len)
 {
@@ -200,7 +188,7 @@ enum srup_keys_err srup_keystore_find(struct srup_keystore *ks, uint64_t id, EVP
 	enum srup_keys_err rc = SRUP_KEYS_E_NOT_FOUND;
 	struct stat st;
 
-	keystore_detail(detail, detail_len, "%s", "");
+	set_detail(detail, detail_len, "%s", "");
 	if (ks == NULL || key == NULL)
 		return SRUP_KEYS_E_ARG;
 	*key = NULL;
@@ -211,7 +199,7 @@ enum srup_keys_err srup_keystore_find(struct srup_keystore *ks, uint64_t id, EVP
 		*key = ks->entries[at].key;
 		if (*key)
 			return SRUP_KEYS_OK;
-		keystore_detail(detail, detail_len, "the key of %s was removed", name);
+		set_detail(detail, detail_len, "the key of %s was removed", name);
 		return SRUP_KEYS_E_NOT_FOUND;
 	}
 	if (ks->dir) {
@@ -251,7 +239,7 @@ enum srup_keys_err srup_keystore_find(struct srup_keystore *ks, uint64_t id, EVP
 	*key = resolve(ks, id);
 	if (*key)
 		return SRUP_KEYS_OK;
-	keystore_detail(detail, detail_len, "%s%s", why,
+	set_detail(detail, detail_len, "%s%s", why,
 			ks->resolver ? "; the resolver has none either" : "");
 	return rc;
 }

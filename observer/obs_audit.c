@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,8 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 #include <systemd/sd-journal.h>
+
+#include "srup_fileio.h"
 
 #define AUDIT_FIELDS_MAX 24
 #define AUDIT_JOURNAL_FIELD_MAX 600
@@ -89,21 +90,6 @@ void obs_audit_free(struct obs_audit *a)
 	free(a);
 }
 
-static void sync_dir_of(const char *path)
-{
-	char *copy = strdup(path);
-	int fd;
-
-	if (!copy)
-		return;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-	free(copy);
-}
-
 /* path -> path.1 -> ... -> path.keep (the oldest falls off), then a fresh
  * file. */
 static int audit_rotate(struct obs_audit *a, char *err, size_t err_len)
@@ -142,7 +128,7 @@ reopen:
 	if (audit_open_file(a, err, err_len) < 0)
 		rc = -1;
 	else if (a->cfg.fsync)
-		sync_dir_of(a->path);
+		(void)srup_sync_parent(a->path);
 out:
 	free(from);
 	free(to);

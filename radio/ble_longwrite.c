@@ -5,21 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* A bounded reader over the bytes held so far. */
-struct held_reader {
-	const uint8_t *buf;
-	size_t len;
-	size_t off;
-};
-
-static bool held_read(struct held_reader *r, size_t n, const uint8_t **p)
-{
-	if (n > r->len - r->off)
-		return false;
-	*p = r->buf + r->off;
-	r->off += n;
-	return true;
-}
+#include "byte_cursor.h"
 
 enum held_state {
 	HELD_PARTIAL,  /* well-formed so far, more bytes needed */
@@ -29,20 +15,24 @@ enum held_state {
 
 static enum held_state held_judge(const struct ble_longwrite *lw, char *why, size_t why_len)
 {
-	struct held_reader r = {.buf = lw->held, .len = lw->held_len};
-	const uint8_t *p;
+	struct byte_cursor r;
+	uint8_t version;
 	size_t total;
 	unsigned n;
 
-	if (!held_read(&r, 1, &p))
+	/* The bytes held so far: a header not all there yet is partial. */
+	byte_cursor_init(&r, lw->held, lw->held_len);
+	version = byte_cursor_u8(&r);
+	if (r.overrun)
 		return HELD_PARTIAL;
-	if (p[0] != SRUP_FRAME_VERSION) {
-		snprintf(why, why_len, "frame version 0x%02x is not 0x01", p[0]);
+	if (version != SRUP_FRAME_VERSION) {
+		snprintf(why, why_len, "frame version 0x%02x is not 0x01", version);
 		return HELD_BAD;
 	}
-	if (!held_read(&r, 8, &p) || !held_read(&r, 2, &p))
+	(void)byte_cursor_take(&r, 8); /* the device ID */
+	n = byte_cursor_u16be(&r);
+	if (r.overrun)
 		return HELD_PARTIAL;
-	n = (unsigned)p[0] << 8 | p[1];
 	if (n == 0 || n > SRUP_FRAME_VALUE_MAX) {
 		snprintf(why, why_len, "frame value length %u is outside 1..256", n);
 		return HELD_BAD;

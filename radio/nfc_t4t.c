@@ -9,66 +9,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "byte_cursor.h"
 #include "radio_util.h"
-
-/* ---- Bounded cursor --------------------------------------------------- */
-
-/* A read past the end sets overrun and yields nothing: callers check
- * overrun (or the take's result) before trusting what they read. */
-struct t4t_cursor {
-	const uint8_t *buf;
-	size_t len;
-	size_t off;
-	bool overrun;
-};
-
-static void cursor_init(struct t4t_cursor *c, const uint8_t *buf, size_t len)
-{
-	c->buf = buf;
-	c->len = len;
-	c->off = 0;
-	c->overrun = false;
-}
-
-static size_t cursor_left(const struct t4t_cursor *c)
-{
-	return c->overrun ? 0 : c->len - c->off;
-}
-
-static const uint8_t *cursor_take(struct t4t_cursor *c, size_t n)
-{
-	const uint8_t *p;
-
-	if (c->overrun || n > c->len - c->off) {
-		c->overrun = true;
-		return NULL;
-	}
-	p = c->buf + c->off;
-	c->off += n;
-	return p;
-}
-
-static uint8_t cursor_u8(struct t4t_cursor *c)
-{
-	const uint8_t *p = cursor_take(c, 1);
-
-	return p ? p[0] : 0;
-}
-
-static uint16_t cursor_u16(struct t4t_cursor *c)
-{
-	const uint8_t *p = cursor_take(c, 2);
-
-	return p ? (uint16_t)((unsigned)p[0] << 8 | p[1]) : 0;
-}
-
-static uint32_t cursor_u32(struct t4t_cursor *c)
-{
-	const uint8_t *p = cursor_take(c, 4);
-
-	return p ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]
-		 : 0;
-}
 
 /* Every failure of this module's parsers is a protocol error. */
 #define fail(why, why_len, ...) radio_fail(RADIO_E_PROTOCOL, (why), (why_len), __VA_ARGS__)
@@ -91,7 +33,7 @@ static bool file_id_valid(uint16_t id)
 enum radio_err nfc_t4t_cc_parse(const uint8_t *buf, size_t len, struct nfc_t4t_cc *cc,
 				char *why, size_t why_len)
 {
-	struct t4t_cursor c;
+	struct byte_cursor c;
 	uint8_t tlv_t, tlv_l;
 
 	if (!buf || !cc)
@@ -99,17 +41,17 @@ enum radio_err nfc_t4t_cc_parse(const uint8_t *buf, size_t len, struct nfc_t4t_c
 	if (len < NFC_T4T_CC_LEN)
 		return fail(why, why_len, "capability container is %zu bytes, %u needed", len,
 			    NFC_T4T_CC_LEN);
-	cursor_init(&c, buf, NFC_T4T_CC_LEN);
-	cc->cc_len = cursor_u16(&c);
-	cc->mapping_version = cursor_u8(&c);
-	cc->mle = cursor_u16(&c);
-	cc->mlc = cursor_u16(&c);
-	tlv_t = cursor_u8(&c);
-	tlv_l = cursor_u8(&c);
-	cc->ndef_file_id = cursor_u16(&c);
-	cc->ndef_max_size = cursor_u16(&c);
-	cc->read_access = cursor_u8(&c);
-	cc->write_access = cursor_u8(&c);
+	byte_cursor_init(&c, buf, NFC_T4T_CC_LEN);
+	cc->cc_len = byte_cursor_u16be(&c);
+	cc->mapping_version = byte_cursor_u8(&c);
+	cc->mle = byte_cursor_u16be(&c);
+	cc->mlc = byte_cursor_u16be(&c);
+	tlv_t = byte_cursor_u8(&c);
+	tlv_l = byte_cursor_u8(&c);
+	cc->ndef_file_id = byte_cursor_u16be(&c);
+	cc->ndef_max_size = byte_cursor_u16be(&c);
+	cc->read_access = byte_cursor_u8(&c);
+	cc->write_access = byte_cursor_u8(&c);
 	if (c.overrun)
 		return fail(why, why_len, "capability container is truncated");
 	if (cc->cc_len < NFC_T4T_CC_LEN || cc->cc_len == 0xFFFF)
@@ -174,14 +116,14 @@ enum radio_err nfc_ndef_find_confirmation(const uint8_t *msg, size_t len,
 	const size_t mime_len = sizeof(NFC_T4T_MIME) - 1;
 	const uint8_t *found = NULL;
 	size_t found_len = 0;
-	struct t4t_cursor c;
+	struct byte_cursor c;
 	unsigned n = 0;
 
 	if (!msg || !payload || !payload_len)
 		return RADIO_E_ARG;
 	if (len == 0)
 		return fail(why, why_len, "NDEF message is empty");
-	cursor_init(&c, msg, len);
+	byte_cursor_init(&c, msg, len);
 	for (;;) {
 		uint8_t hdr, tnf, type_len, id_len = 0;
 		uint32_t plen;
@@ -190,11 +132,11 @@ enum radio_err nfc_ndef_find_confirmation(const uint8_t *msg, size_t len,
 		if (n == NDEF_RECORDS_MAX)
 			return fail(why, why_len, "NDEF message has more than %u records",
 				    NDEF_RECORDS_MAX);
-		hdr = cursor_u8(&c);
-		type_len = cursor_u8(&c);
-		plen = (hdr & NDEF_SR) ? cursor_u8(&c) : cursor_u32(&c);
+		hdr = byte_cursor_u8(&c);
+		type_len = byte_cursor_u8(&c);
+		plen = (hdr & NDEF_SR) ? byte_cursor_u8(&c) : byte_cursor_u32be(&c);
 		if (hdr & NDEF_IL)
-			id_len = cursor_u8(&c);
+			id_len = byte_cursor_u8(&c);
 		if (c.overrun)
 			return fail(why, why_len, "NDEF record %u: header runs past the end of the "
 				    "message", n + 1);
@@ -215,13 +157,13 @@ enum radio_err nfc_ndef_find_confirmation(const uint8_t *msg, size_t len,
 				    "ID or payload", n + 1);
 		/* Lengths are checked before anything is taken: a long record
 		 * may claim up to 4 GiB. */
-		if ((uint64_t)type_len + id_len + plen > cursor_left(&c))
+		if ((uint64_t)type_len + id_len + plen > byte_cursor_left(&c))
 			return fail(why, why_len, "NDEF record %u: type, ID and payload (%u + %u + "
 				    "%" PRIu32 " bytes) run past the end of the message (%zu bytes "
-				    "left)", n + 1, type_len, id_len, plen, cursor_left(&c));
-		type = cursor_take(&c, type_len);
-		(void)cursor_take(&c, id_len); /* the ID names the record; not needed */
-		data = cursor_take(&c, plen);
+				    "left)", n + 1, type_len, id_len, plen, byte_cursor_left(&c));
+		type = byte_cursor_take(&c, type_len);
+		(void)byte_cursor_take(&c, id_len); /* the ID names the record; not needed */
+		data = byte_cursor_take(&c, plen);
 		n++;
 		if (!found && tnf == NDEF_TNF_MIME && type_len == mime_len &&
 		    strncasecmp((const char *)type, NFC_T4T_MIME, mime_len) == 0) {
@@ -230,13 +172,13 @@ enum radio_err nfc_ndef_find_confirmation(const uint8_t *msg, size_t len,
 		}
 		if (hdr & NDEF_ME)
 			break;
-		if (cursor_left(&c) == 0)
+		if (byte_cursor_left(&c) == 0)
 			return fail(why, why_len, "NDEF message ends without a record marked ME "
 				    "(message end)");
 	}
-	if (cursor_left(&c) != 0)
+	if (byte_cursor_left(&c) != 0)
 		return fail(why, why_len, "NDEF message has %zu bytes after its last record",
-			    cursor_left(&c));
+			    byte_cursor_left(&c));
 	if (!found)
 		return fail(why, why_len, "NDEF message (%u record%s) holds no %s record", n,
 			    n == 1 ? "" : "s", NFC_T4T_MIME);
@@ -533,7 +475,7 @@ static size_t tag_read_binary(struct nfc_t4t_tag *tag, uint8_t p1, uint8_t p2, s
 size_t nfc_t4t_tag_respond(struct nfc_t4t_tag *tag, const uint8_t *capdu, size_t clen,
 			   uint8_t *rapdu, size_t rcap)
 {
-	struct t4t_cursor c;
+	struct byte_cursor c;
 	uint8_t cla, ins, p1, p2;
 	const uint8_t *data = NULL;
 	size_t lc = 0, le = 0;
@@ -543,25 +485,25 @@ size_t nfc_t4t_tag_respond(struct nfc_t4t_tag *tag, const uint8_t *capdu, size_t
 		return 0;
 	if (!capdu || clen < 4)
 		return answer_sw(rapdu, 0, NFC_SW_WRONG_LENGTH);
-	cursor_init(&c, capdu, clen);
-	cla = cursor_u8(&c);
-	ins = cursor_u8(&c);
-	p1 = cursor_u8(&c);
-	p2 = cursor_u8(&c);
+	byte_cursor_init(&c, capdu, clen);
+	cla = byte_cursor_u8(&c);
+	ins = byte_cursor_u8(&c);
+	p1 = byte_cursor_u8(&c);
+	p2 = byte_cursor_u8(&c);
 	/* Short APDU cases: 4 bytes; Le; Lc data; Lc data Le. */
-	if (cursor_left(&c) == 1) {
-		le = cursor_u8(&c);
+	if (byte_cursor_left(&c) == 1) {
+		le = byte_cursor_u8(&c);
 		has_le = true;
-	} else if (cursor_left(&c) > 1) {
-		lc = cursor_u8(&c);
+	} else if (byte_cursor_left(&c) > 1) {
+		lc = byte_cursor_u8(&c);
 		if (lc == 0)
 			return answer_sw(rapdu, 0, NFC_SW_WRONG_LENGTH);
-		data = cursor_take(&c, lc);
-		if (cursor_left(&c) == 1) {
-			le = cursor_u8(&c);
+		data = byte_cursor_take(&c, lc);
+		if (byte_cursor_left(&c) == 1) {
+			le = byte_cursor_u8(&c);
 			has_le = true;
 		}
-		if (c.overrun || cursor_left(&c) != 0)
+		if (c.overrun || byte_cursor_left(&c) != 0)
 			return answer_sw(rapdu, 0, NFC_SW_WRONG_LENGTH);
 	}
 	if (has_le && le == 0)

@@ -29,6 +29,7 @@
 
 #include "ble_agent.h"
 #include "ble_bluez.h"
+#include "srup_detail.h"
 #include "srup_log.h"
 
 #define OBJ_PATH_MAX 192u
@@ -112,12 +113,11 @@ __attribute__((format(printf, 3, 4))) static enum radio_err fail(struct central 
 {
 	va_list ap;
 
-	if (c->detail && c->detail_len) {
-		va_start(ap, fmt);
-		vsnprintf(c->detail, c->detail_len, fmt, ap);
-		va_end(ap);
+	va_start(ap, fmt);
+	vset_detail(c->detail, c->detail_len, fmt, ap);
+	va_end(ap);
+	if (c->detail && c->detail_len)
 		srup_log(LOG_DEBUG, "BLE present: %s", c->detail);
-	}
 	return err;
 }
 

@@ -9,58 +9,7 @@
 
 #include <string.h>
 
-/* ---- Bounded cursor over the frame ---------------------------------- */
-
-struct frame_cursor {
-	const uint8_t *buf;
-	size_t len;
-	size_t off;
-	bool overrun; /* a read wanted more bytes than were left */
-};
-
-static bool cursor_take(struct frame_cursor *c, size_t n, const uint8_t **p)
-{
-	if (c->overrun || n > c->len - c->off) {
-		c->overrun = true;
-		return false;
-	}
-	*p = c->buf + c->off;
-	c->off += n;
-	return true;
-}
-
-static uint8_t cursor_u8(struct frame_cursor *c)
-{
-	const uint8_t *p;
-
-	return cursor_take(c, 1, &p) ? p[0] : 0;
-}
-
-static uint16_t cursor_u16be(struct frame_cursor *c)
-{
-	const uint8_t *p;
-
-	if (!cursor_take(c, 2, &p))
-		return 0;
-	return (uint16_t)((unsigned)p[0] << 8 | p[1]);
-}
-
-static uint64_t cursor_u64be(struct frame_cursor *c)
-{
-	const uint8_t *p;
-	uint64_t v = 0;
-
-	if (!cursor_take(c, 8, &p))
-		return 0;
-	for (size_t i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static size_t cursor_left(const struct frame_cursor *c)
-{
-	return c->overrun ? 0 : c->len - c->off;
-}
+#include "byte_cursor.h"
 
 /* ---- Writer with the same bound discipline --------------------------- */
 
@@ -106,7 +55,7 @@ static void writer_u64be(struct frame_writer *w, uint64_t v)
 
 enum radio_err srup_frame_parse(const uint8_t *buf, size_t len, struct srup_frame *out)
 {
-	struct frame_cursor c = {.buf = buf, .len = len};
+	struct byte_cursor c;
 	const uint8_t *value;
 	uint8_t version;
 	uint64_t device_id;
@@ -117,9 +66,10 @@ enum radio_err srup_frame_parse(const uint8_t *buf, size_t len, struct srup_fram
 	if (!buf)
 		return RADIO_E_FRAME_SHORT;
 
-	version = cursor_u8(&c);
-	device_id = cursor_u64be(&c);
-	value_len = cursor_u16be(&c);
+	byte_cursor_init(&c, buf, len);
+	version = byte_cursor_u8(&c);
+	device_id = byte_cursor_u64be(&c);
+	value_len = byte_cursor_u16be(&c);
 	if (c.overrun)
 		return RADIO_E_FRAME_SHORT;
 	if (version != SRUP_FRAME_VERSION)
@@ -128,7 +78,7 @@ enum radio_err srup_frame_parse(const uint8_t *buf, size_t len, struct srup_fram
 		return RADIO_E_FRAME_LENGTH;
 	/* The length field must describe the frame exactly: trailing bytes
 	 * are as malformed as missing ones. */
-	if (cursor_left(&c) != value_len || !cursor_take(&c, value_len, &value))
+	if (byte_cursor_left(&c) != value_len || !(value = byte_cursor_take(&c, value_len)))
 		return RADIO_E_FRAME_SIZE;
 
 	out->device_id = device_id;

@@ -1,6 +1,8 @@
 /* Helpers shared by the radio channels: see radio_util.h. */
 #include "radio_util.h"
 
+#include "srup_detail.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -18,10 +20,8 @@ enum radio_err radio_fail(enum radio_err err, char *detail, size_t detail_len, c
 {
 	va_list ap;
 
-	if (detail && detail_len) {
-		va_start(ap, fmt);
-		vsnprintf(detail, detail_len, fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	vset_detail(detail, detail_len, fmt, ap);
+	va_end(ap);
 	return err;
 }

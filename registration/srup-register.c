@@ -38,6 +38,7 @@
 #include "reg_answer.h"
 #include "reg_crypto.h"
 #include "reg_http.h"
+#include "srup_fileio.h"
 #include "srup_hex.h"
 #include "srup_owner.h"
 #include "srup.h"
@@ -261,8 +262,6 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
 {
 	char tmp[PATH_LEN + 8];
 	int fd;
-	const char *p = data;
-	size_t left = len;
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
 		return fail(EXIT_CONFIG, "'%s': path too long", path);
@@ -270,16 +269,8 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return fail(EXIT_CONFIG, "cannot create '%s': %s", tmp, strerror(errno));
-	while (left > 0) {
-		ssize_t w = write(fd, p, left);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			goto bad;
-		p += w;
-		left -= (size_t)w;
-	}
+	if (srup_write_all(fd, data, len) != 0)
+		goto bad;
 	if ((o->set && fchown(fd, o->uid, o->gid) != 0) || fchmod(fd, mode) != 0 ||
 	    fsync(fd) != 0)
 		goto bad;

@@ -1,7 +1,7 @@
 /* Logging for the daemons and agents: one line per call on stderr, with a
  * syslog priority prefix ("<6>") that journald turns into the priority.
- * The lowest layer that logs (radio/) owns it, so device-side/ and
- * observer/ share it. */
+ * It sits in base/, below every layer, so that each of them can log the
+ * same way. */
 #ifndef SRUP_LOG_H
 #define SRUP_LOG_H
 

@@ -28,21 +28,30 @@ int srup_write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-/* The directory holding path, fsync'd so that a rename in it is durable.
- * Best effort: the rename itself already happened. */
-static void sync_parent(const char *path)
+int srup_sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc, saved;
+
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+int srup_sync_parent(const char *path)
 {
 	char *copy = strdup(path);
-	int fd;
+	int rc;
 
 	if (!copy)
-		return;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
+		return -1;
+	rc = srup_sync_dir(dirname(copy));
 	free(copy);
+	return rc;
 }
 
 int srup_replace_file(const char *path, const void *data, size_t len, mode_t mode, bool durable,
@@ -78,8 +87,9 @@ int srup_replace_file(const char *path, const void *data, size_t len, mode_t mod
 	if (rename(tmp, path) != 0)
 		goto fail;
 	free(tmp);
+	/* Best effort: the rename itself already happened. */
 	if (durable)
-		sync_parent(path);
+		(void)srup_sync_parent(path);
 	return 0;
 fail:
 	saved = errno;

@@ -1,7 +1,7 @@
-/* Small file-writing helpers for the state the device side and the
- * observer keep on disk.
+/* Small file-writing helpers for what every layer keeps on disk: state
+ * files, key files, staged downloads, logs.
  *
- * Both return 0, or -1 with errno set; a write that makes no progress is
+ * All return 0, or -1 with errno set; a write that makes no progress is
  * EIO. Callers word their own messages. */
 #ifndef SRUP_FILEIO_H
 #define SRUP_FILEIO_H
@@ -12,6 +12,13 @@
 
 /* Write all len bytes to fd, retrying on EINTR and short writes. */
 int srup_write_all(int fd, const void *data, size_t len);
+
+/* fsync the directory dir, so that a rename or a creation in it survives a
+ * power loss. */
+int srup_sync_dir(const char *dir);
+
+/* srup_sync_dir of the directory holding path ("." for a bare name). */
+int srup_sync_parent(const char *path);
 
 /* Replace path with data: written to "<path>.tmp" (created with mode,
  * never through a symlink), then renamed over path, so a reader sees the
