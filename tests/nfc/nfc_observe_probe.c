@@ -167,7 +167,7 @@ int main(int argc, char **argv)
 	};
 	struct radio_nfc_config cfg;
 	struct probe p;
-	struct radio_channel_callbacks cb;
+	struct radio_channel_callbacks cb = {0}; /* callbacks not set stay NULL */
 	double seconds = 10;
 	bool control = false;
 	enum radio_err err;
