@@ -1,6 +1,7 @@
 /* renameat2 comes with _GNU_SOURCE, which the build defines. */
 #include "srup_inbound.h"
 #include "srup_detail.h"
+#include "srup_fnv1a.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,7 +25,6 @@
 #define RECORD_FILE_MAX \
 	(SRUP_INBOUND_RECORD_OVERHEAD + SRUP_INBOUND_TOPIC_MAX + SRUP_INBOUND_PAYLOAD_MAX)
 #define NOTE_FILE_MAX (NOTE_HEADER_LEN + SRUP_INBOUND_NOTE_MAX + TRAILER_LEN)
-#define FNV_OFFSET 0xcbf29ce484222325ull
 
 /* The slot file (layout in srup_inbound.h). */
 #define SLOTS_FILE "slots"
@@ -73,17 +73,6 @@ static const char *const err_names[SRUP_INBOUND_E__COUNT] = {
 const char *srup_inbound_strerror(enum srup_inbound_err err)
 {
 	return (unsigned)err < SRUP_INBOUND_E__COUNT ? err_names[err] : "unknown error";
-}
-
-static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
-{
-	const uint8_t *p = data;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -138,7 +127,7 @@ enum srup_inbound_err srup_inbound_parse(const uint8_t *buf, size_t len, const u
 	if (t > SRUP_INBOUND_TOPIC_MAX || p > SRUP_INBOUND_PAYLOAD_MAX ||
 	    (size_t)SRUP_INBOUND_RECORD_OVERHEAD + t + p != len)
 		return SRUP_INBOUND_E_DAMAGED;
-	if (get_u64(buf + len - TRAILER_LEN) != fnv1a(buf, len - TRAILER_LEN, FNV_OFFSET))
+	if (get_u64(buf + len - TRAILER_LEN) != srup_fnv1a(buf, len - TRAILER_LEN, SRUP_FNV1A_OFFSET))
 		return SRUP_INBOUND_E_DAMAGED;
 	*topic = buf + HEADER_LEN;
 	*tlen = t;
@@ -158,7 +147,7 @@ enum srup_inbound_err srup_inbound_parse_note(const uint8_t *buf, size_t len, co
 	n = get_u32(buf + 8);
 	if (n > SRUP_INBOUND_NOTE_MAX || (size_t)NOTE_HEADER_LEN + n + TRAILER_LEN != len)
 		return SRUP_INBOUND_E_DAMAGED;
-	if (get_u64(buf + len - TRAILER_LEN) != fnv1a(buf, len - TRAILER_LEN, FNV_OFFSET))
+	if (get_u64(buf + len - TRAILER_LEN) != srup_fnv1a(buf, len - TRAILER_LEN, SRUP_FNV1A_OFFSET))
 		return SRUP_INBOUND_E_DAMAGED;
 	*note = buf + NOTE_HEADER_LEN;
 	*note_len = n;
@@ -181,7 +170,7 @@ static uint64_t accepted_word(uint64_t id)
 
 	memcpy(b, "SRUPACC", 8);
 	put_u64(b + 8, id);
-	return fnv1a(b, sizeof(b), FNV_OFFSET) | 1;
+	return srup_fnv1a(b, sizeof(b), SRUP_FNV1A_OFFSET) | 1;
 }
 
 /* The checksum of a slot's note area (its first 72 bytes) for record id. */
@@ -191,7 +180,7 @@ static uint64_t note_area_sum(uint64_t id, const uint8_t *area)
 
 	memcpy(b, NOTE_MAGIC, 8);
 	put_u64(b + 8, id);
-	return fnv1a(area, SLOT_NOTE_AREA - 8, fnv1a(b, sizeof(b), FNV_OFFSET));
+	return srup_fnv1a(area, SLOT_NOTE_AREA - 8, srup_fnv1a(b, sizeof(b), SRUP_FNV1A_OFFSET));
 }
 
 enum srup_inbound_err srup_inbound_parse_slot(const uint8_t *buf, size_t len,
@@ -216,7 +205,8 @@ enum srup_inbound_err srup_inbound_parse_slot(const uint8_t *buf, size_t len,
 	    p > SRUP_INBOUND_SLOT_CAPACITY || t + p > SRUP_INBOUND_SLOT_CAPACITY)
 		return SRUP_INBOUND_E_DAMAGED;
 	if (get_u64(buf + SLOT_OFF_SUM) !=
-	    fnv1a(buf + SRUP_INBOUND_SLOT_HEADER, (size_t)t + p, fnv1a(buf, 24, FNV_OFFSET)))
+	    srup_fnv1a(buf + SRUP_INBOUND_SLOT_HEADER, (size_t)t + p,
+		       srup_fnv1a(buf, 24, SRUP_FNV1A_OFFSET)))
 		return SRUP_INBOUND_E_DAMAGED;
 	state = get_u64(buf + SLOT_OFF_STATE);
 	if (state != 0 && state != accepted_word(id))
@@ -453,7 +443,7 @@ static enum srup_inbound_err slot_write(struct srup_inbound *in, size_t slot, ui
 	put_u32(head + 16, (uint32_t)tlen);
 	put_u32(head + 20, (uint32_t)plen);
 	put_u64(head + SLOT_OFF_SUM,
-		fnv1a(payload, plen, fnv1a(topic, tlen, fnv1a(head, 24, FNV_OFFSET))));
+		srup_fnv1a(payload, plen, srup_fnv1a(topic, tlen, srup_fnv1a(head, 24, SRUP_FNV1A_OFFSET))));
 	do
 		got = pwritev(in->slots, iov, 4, (off_t)slot * SLOT_SIZE);
 	while (got < 0 && errno == EINTR);
@@ -500,7 +490,9 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 	memcpy(head, RECORD_MAGIC, 8);
 	put_u32(head + 8, (uint32_t)tlen);
 	put_u32(head + 12, (uint32_t)plen);
-	put_u64(tail, fnv1a(payload, plen, fnv1a(topic, tlen, fnv1a(head, sizeof(head), FNV_OFFSET))));
+	put_u64(tail, srup_fnv1a(payload, plen,
+				 srup_fnv1a(topic, tlen,
+					    srup_fnv1a(head, sizeof(head), SRUP_FNV1A_OFFSET))));
 	iov[0] = (struct iovec){head, sizeof(head)};
 	iov[1] = (struct iovec){(void *)topic, tlen};
 	iov[2] = (struct iovec){(void *)payload, plen};
@@ -551,7 +543,7 @@ enum srup_inbound_err srup_inbound_note(struct srup_inbound *in, uint64_t id, co
 
 	memcpy(head, NOTE_MAGIC, 8);
 	put_u32(head + 8, (uint32_t)len);
-	put_u64(tail, fnv1a(note, len, fnv1a(head, sizeof(head), FNV_OFFSET)));
+	put_u64(tail, srup_fnv1a(note, len, srup_fnv1a(head, sizeof(head), SRUP_FNV1A_OFFSET)));
 	iov[0] = (struct iovec){head, sizeof(head)};
 	iov[1] = (struct iovec){(void *)note, len};
 	iov[2] = (struct iovec){tail, sizeof(tail)};

@@ -9,6 +9,7 @@
  * (paho_waker.h), so that no message waits for the library. */
 #include "srup_transport.h"
 #include "srup_detail.h"
+#include "srup_fnv1a.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -231,6 +232,16 @@ static void inbox_wake(struct tp_inbox *in)
 }
 
 /* Append ev (control events only); frees it if the bound is reached. */
+/* ev at the end of the queue (in->lock held). */
+static void inbox_append_locked(struct tp_inbox *in, struct tp_event *ev)
+{
+	if (in->tail)
+		in->tail->next = ev;
+	else
+		in->head = ev;
+	in->tail = ev;
+}
+
 static void inbox_post(struct tp_inbox *in, struct tp_event *ev)
 {
 	pthread_mutex_lock(&in->lock);
@@ -242,11 +253,7 @@ static void inbox_post(struct tp_inbox *in, struct tp_event *ev)
 		return;
 	}
 	in->queued_control++;
-	if (in->tail)
-		in->tail->next = ev;
-	else
-		in->head = ev;
-	in->tail = ev;
+	inbox_append_locked(in, ev);
 	pthread_mutex_unlock(&in->lock);
 	inbox_wake(in);
 }
@@ -356,18 +363,6 @@ static void paho_leave(struct tp_inbox *in)
  * records of outgoing messages and commands are ignored, as without
  * persistence. */
 
-static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
-{
-	const uint8_t *p = data;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
-#define FNV_OFFSET 0xcbf29ce484222325ull
 
 static bool recorded_push(struct tp_inbox *in, int msgid)
 {
@@ -436,9 +431,14 @@ static int inbound_put(struct tp_inbox *in, int count, char *bufs[], int lens[])
 	return 0;
 }
 
+static struct node_kept **kept_bucket(struct tp_inbox *in, const char *key)
+{
+	return &in->kept[srup_fnv1a(key, strlen(key), SRUP_FNV1A_OFFSET) % 256];
+}
+
 static struct node_kept **kept_slot(struct tp_inbox *in, const char *key)
 {
-	struct node_kept **slot = &in->kept[fnv1a(key, strlen(key), FNV_OFFSET) % 256];
+	struct node_kept **slot = kept_bucket(in, key);
 
 	while (*slot && strcmp((*slot)->key, key) != 0)
 		slot = &(*slot)->next;
@@ -457,7 +457,7 @@ static void kept_remove(struct node_kept **slot)
 
 static int kept_put(struct tp_inbox *in, const char *key, int count, char *bufs[], int lens[])
 {
-	struct node_kept *k = calloc(1, sizeof(*k)), **slot;
+	struct node_kept *k = calloc(1, sizeof(*k)), **slot, **bucket;
 	size_t total = 0, at = 0;
 
 	for (int i = 0; i < count; i++)
@@ -479,8 +479,9 @@ static int kept_put(struct tp_inbox *in, const char *key, int count, char *bufs[
 	slot = kept_slot(in, key);
 	if (*slot)
 		kept_remove(slot);
-	k->next = in->kept[fnv1a(key, strlen(key), FNV_OFFSET) % 256];
-	in->kept[fnv1a(key, strlen(key), FNV_OFFSET) % 256] = k;
+	bucket = kept_bucket(in, key);
+	k->next = *bucket;
+	*bucket = k;
 	pthread_mutex_unlock(&in->lock);
 	return 0;
 }
@@ -691,11 +692,7 @@ static void inbox_take(struct tp_inbox *in, const char *topic, size_t copy_len,
 		 * first of a run needs to wake it (a message per wake-up costs
 		 * a context switch each under a flood). */
 		first = !in->head;
-		if (in->tail)
-			in->tail->next = ev;
-		else
-			in->head = ev;
-		in->tail = ev;
+		inbox_append_locked(in, ev);
 	} else {
 		in->queued_messages--;
 		in->queued_bytes -= cost;
@@ -807,11 +804,7 @@ static void post_publish(struct tp_publish *p, enum node_event_kind kind, int to
 	 * before a flush can see the publish settled. */
 	pthread_mutex_lock(&in->lock);
 	in->queued_control++;
-	if (in->tail)
-		in->tail->next = ev;
-	else
-		in->head = ev;
-	in->tail = ev;
+	inbox_append_locked(in, ev);
 	pthread_mutex_unlock(&in->lock);
 	inbox_wake(in);
 	publish_settled(in);
