@@ -18,6 +18,7 @@
  * Sections and keys are one table: a key is one line in it. */
 #include "srup_config.h"
 #include "srup_broker_list.h"
+#include "srup_detail.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -351,23 +352,6 @@ config_error_at(struct config_parse *p, struct srup_config_origin at, const char
 	va_end(ap);
 }
 
-/* A value as shown in a message: quoted by the caller, control bytes
- * replaced, long values cut. */
-static const char *shown(const char *value, char *buf, size_t len)
-{
-	size_t i = 0, n = strlen(value);
-
-	for (; i < n && i + 4 < len; i++)
-		buf[i] = iscntrl((unsigned char)value[i]) ? '?' : value[i];
-	if (i < n && len >= 4) {
-		i = i > len - 4 ? len - 4 : i;
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
-}
-
 static const char *known_keys(enum config_section s, char *buf, size_t len)
 {
 	size_t used = 0;
@@ -479,12 +463,12 @@ static const char *broker_url_problem(const char *url, char *why, size_t len)
 	}
 	if (strspn(port, "0123456789") < n) {
 		snprintf(why, len, "port '%s' is not a number (digits only, 1..65535)",
-			 shown(show, digits, sizeof(digits)));
+			 detail_shown(show, digits, sizeof(digits)));
 		return why;
 	}
 	if (n > 5 || (parse_uint(show, &num) == 0 && (num < 1 || num > 65535))) {
 		snprintf(why, len, "port %s is out of range (1..65535)",
-			 shown(show, digits, sizeof(digits)));
+			 detail_shown(show, digits, sizeof(digits)));
 		return why;
 	}
 	return NULL;
@@ -546,13 +530,13 @@ static int check_command(struct config_parse *p, const char *sec, const char *ke
 	if (srup_config_split_command(value, buf, sizeof(buf), argv, SRUP_CONFIG_COMMAND_WORDS + 1) < 0) {
 		config_error(p, p->lineno, sec, key,
 			     "'%s' is not a command (1 to %u words separated by blanks)",
-			     shown(value, show, sizeof(show)), SRUP_CONFIG_COMMAND_WORDS);
+			     detail_shown(value, show, sizeof(show)), SRUP_CONFIG_COMMAND_WORDS);
 		return -1;
 	}
 	if (argv[0][0] != '/') {
 		config_error(p, p->lineno, sec, key,
 			     "'%s': the program must be an absolute path (no shell runs it)",
-			     shown(argv[0], show, sizeof(show)));
+			     detail_shown(argv[0], show, sizeof(show)));
 		return -1;
 	}
 	return 0;
@@ -577,7 +561,7 @@ static int set_choice(struct config_parse *p, const struct key_spec *k, const ch
 		index++;
 	}
 	config_error(p, p->lineno, section_name(k->section), k->name, "'%s' is not one of %s",
-		     shown(value, show, sizeof(show)), k->unit);
+		     detail_shown(value, show, sizeof(show)), k->unit);
 	return -1;
 }
 
@@ -597,7 +581,7 @@ static int set_table_key(struct config_parse *p, enum config_section s, const ch
 		if (parse_uint(name, &num) < 0 || num > 255) {
 			config_error(p, p->lineno, sec, name,
 				     "'%s' is not an action ID (a whole number 0..255)",
-				     shown(name, show, sizeof(show)));
+				     detail_shown(name, show, sizeof(show)));
 			return -1;
 		}
 		entry.action_id = (unsigned)num;
@@ -669,7 +653,7 @@ static int set_channels(struct config_parse *p, const struct key_spec *k, const 
 		drv = n < 60 ? radio_channel_find(word) : NULL;
 		if (!drv) {
 			config_error(p, p->lineno, sec, k->name, "'%s' is not a channel (%s)",
-				     shown(word, show, sizeof(show)),
+				     detail_shown(word, show, sizeof(show)),
 				     radio_channel_names(names, sizeof(names)));
 			return -1;
 		}
@@ -710,15 +694,15 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 		else if (value[0] == '0' && (value[1] == 'x' || value[1] == 'X'))
 			config_error(p, p->lineno, sec, k->name,
 				     "'%s' is not a SRUP ID: write the hex digits without 0x",
-				     shown(value, show, sizeof(show)));
+				     detail_shown(value, show, sizeof(show)));
 		else if (strlen(value) > 16 && strspn(value, "0123456789abcdefABCDEF") == strlen(value))
 			config_error(p, p->lineno, sec, k->name,
 				     "'%s' has %zu hex digits; a SRUP ID has at most 16",
-				     shown(value, show, sizeof(show)), strlen(value));
+				     detail_shown(value, show, sizeof(show)), strlen(value));
 		else
 			config_error(p, p->lineno, sec, k->name,
 				     "'%s' is not a SRUP ID (1 to 16 hex digits)",
-				     shown(value, show, sizeof(show)));
+				     detail_shown(value, show, sizeof(show)));
 		return -1;
 	case KEY_PATH:
 		return set_text(p, k, value);
@@ -732,7 +716,7 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 
 		if (srup_broker_list_split(value, &list, why, sizeof(why)) < 0) {
 			config_error(p, p->lineno, sec, k->name, "'%s': %s",
-				     shown(value, show, sizeof(show)), why);
+				     detail_shown(value, show, sizeof(show)), why);
 			return -1;
 		}
 		for (size_t i = 0; i < list.count; i++) {
@@ -746,7 +730,7 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 				config_error(p, p->lineno, sec, k->name,
 					     "%s'%s' mixes TLS and plain brokers; list only mqtts:// "
 					     "or only tcp:// and mqtt:// URLs",
-					     entry, shown(list.url[i], show, sizeof(show)));
+					     entry, detail_shown(list.url[i], show, sizeof(show)));
 				return -1;
 			}
 			if (!problem)
@@ -754,10 +738,10 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 			if (problem != why)
 				config_error(p, p->lineno, sec, k->name,
 					     "%s'%s' is %s (mqtt://HOST:PORT, mqtts://HOST:PORT or tcp://HOST:PORT)",
-					     entry, shown(list.url[i], show, sizeof(show)), problem);
+					     entry, detail_shown(list.url[i], show, sizeof(show)), problem);
 			else
 				config_error(p, p->lineno, sec, k->name, "%s'%s': %s", entry,
-					     shown(list.url[i], show, sizeof(show)), problem);
+					     detail_shown(list.url[i], show, sizeof(show)), problem);
 			return -1;
 		}
 		return 0;
@@ -766,12 +750,12 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 		if (parse_uint(value, &num) < 0) {
 			config_error(p, p->lineno, sec, k->name,
 				     "'%s' is not a whole number of %s (%u..%u)",
-				     shown(value, show, sizeof(show)), k->unit, k->min, k->max);
+				     detail_shown(value, show, sizeof(show)), k->unit, k->min, k->max);
 			return -1;
 		}
 		if (num < k->min || num > k->max) {
 			config_error(p, p->lineno, sec, k->name, "'%s' is out of range (%u..%u %s)",
-				     shown(value, show, sizeof(show)), k->min, k->max, k->unit);
+				     detail_shown(value, show, sizeof(show)), k->min, k->max, k->unit);
 			return -1;
 		}
 		*(unsigned *)dst = (unsigned)num;
@@ -781,7 +765,7 @@ static int set_value(struct config_parse *p, const struct key_spec *k, const cha
 			return 0;
 		config_error(p, p->lineno, sec, k->name,
 			     "'%s' is not a boolean (true/false, yes/no, 1/0)",
-			     shown(value, show, sizeof(show)));
+			     detail_shown(value, show, sizeof(show)));
 		return -1;
 	case KEY_CHANNELS:
 		return set_channels(p, k, value);
@@ -1070,7 +1054,7 @@ static void report_syntax_error(struct config_parse *p, unsigned line)
 		len--;
 	}
 	snprintf(text, sizeof(text), "%.*s", (int)(len < 90 ? len : 90), c);
-	shown(text, shown_text, sizeof(shown_text));
+	detail_shown(text, shown_text, sizeof(shown_text));
 	if (text[0] == '[')
 		config_error(p, line, NULL, NULL, "'%s': section header without ']'", shown_text);
 	else
@@ -1133,7 +1117,7 @@ static void check_tls_file(struct config_parse *p, const char *name, const char 
 		return;
 	config_error_at(p, key_origin_of(p, SEC_MQTT, name), "mqtt", name,
 			"cannot read '%s': %s (the broker URL is mqtts://)",
-			shown(path, show, sizeof(show)), strerror(errno));
+			detail_shown(path, show, sizeof(show)), strerror(errno));
 }
 
 /* A key file of [identity] or [server]: whether it parses as a key is
@@ -1147,7 +1131,7 @@ static void check_key_file(struct config_parse *p, enum config_section s, const 
 	if (!path[0] || access(path, R_OK) == 0)
 		return;
 	config_error_at(p, key_origin_of(p, s, name), section_name(s), name,
-			"cannot read '%s': %s", shown(path, show, sizeof(show)), strerror(errno));
+			"cannot read '%s': %s", detail_shown(path, show, sizeof(show)), strerror(errno));
 }
 
 /* What complete files can still get wrong: values left as the example

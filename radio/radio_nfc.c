@@ -26,6 +26,7 @@
 
 #include "nfc_t4t.h"
 #include "radio.h"
+#include "srup_detail.h"
 #include "srup_log.h"
 
 #define NFC_POLL_MS_DEFAULT 200u
@@ -624,22 +625,6 @@ enum radio_err radio_nfc_channel_new(sd_event *loop, const struct radio_nfc_conf
 
 /* ---- Registry entry ------------------------------------------------------ */
 
-/* A connstring as shown in a message: control bytes replaced, long ones cut. */
-static const char *nfc_shown(const char *value, char *buf, size_t len)
-{
-	size_t i = 0, n = strlen(value);
-
-	for (; i < n && i + 4 < len; i++)
-		buf[i] = iscntrl((unsigned char)value[i]) ? '?' : value[i];
-	if (i < n && len >= 4) {
-		i = i > len - 4 ? len - 4 : i;
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
-}
-
 /* libnfc drivers whose connstring names a device node: "driver:/dev/x"
  * with an optional ":speed" (the USB ones name a bus and device number). */
 static int nfc_machine_problem(const struct radio_channel_configs *cfg, char *why, size_t len,
@@ -668,13 +653,13 @@ static int nfc_machine_problem(const struct radio_channel_configs *cfg, char *wh
 	n = strcspn(port, ":");
 	snprintf(node, sizeof(node), "%.*s", (int)n, port);
 	if (stat(node, &st) != 0) {
-		snprintf(why, len, "'%s': %s: %s", nfc_shown(connstring, show, sizeof(show)), node,
+		snprintf(why, len, "'%s': %s: %s", detail_shown(connstring, show, sizeof(show)), node,
 			 strerror(errno));
 		return 1;
 	}
 	if (!S_ISCHR(st.st_mode)) {
 		snprintf(why, len, "'%s': %s is not a device node",
-			 nfc_shown(connstring, show, sizeof(show)), node);
+			 detail_shown(connstring, show, sizeof(show)), node);
 		return 1;
 	}
 	return 0;
