@@ -50,6 +50,7 @@
 
 #include "radio.h"
 #include "srup.h"
+#include "srup_msg_layout.h"
 #include "srup_config.h"
 #include "srup_device_run.h"
 #include "srup_exit.h"

@@ -11,6 +11,7 @@
 
 #include "srup_inbound.h"
 #include "srup_log.h"
+#include "srup_msg_layout.h"
 #include "srup_receive.h"
 #include "srup_seqstore.h"
 #include "srup_transport.h"
@@ -233,15 +234,13 @@ static bool worth_a_record(struct node_senders *in, const void *payload, size_t 
 {
 	struct srup_msg *msg = NULL;
 	struct srup_decode_error derr = {0};
-	const struct srup_type_desc *desc;
 	struct node_sender *e;
 	EVP_PKEY *key = NULL;
 	bool worth = true, certain_drop = false;
 
 	if (srup_msg_decode(payload, plen, &msg, &derr) != SRUP_OK)
 		return false;
-	desc = srup_type_by_code(msg->type);
-	if (!desc || !desc->is_signed || msg->sender_id == in->own_id) {
+	if (!srup_type_is_signed(msg->type) || msg->sender_id == in->own_id) {
 		srup_msg_free(msg);
 		return false;
 	}
@@ -811,9 +810,7 @@ void srup_node_free(struct srup_node *n)
 enum srup_node_err srup_node_on(struct srup_node *n, uint8_t type, uint64_t allowed_sender,
 				srup_node_handler handler, void *user)
 {
-	const struct srup_type_desc *desc = srup_type_by_code(type);
-
-	if (!n || !handler || !desc || !desc->is_signed)
+	if (!n || !handler || !srup_type_is_signed(type))
 		return SRUP_NODE_E_ARG;
 	/* Cast back to srup_node_handler in rx_deliver. */
 	srup_receive_on(n->rx, type,
@@ -906,7 +903,7 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user)
 {
-	const struct srup_type_desc *desc;
+	const char *type_text;
 	char detail[512] = "";
 	uint8_t *wire = NULL;
 	size_t wire_len = 0;
@@ -916,8 +913,8 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 
 	if (!n || !msg || !topic || topic[0] == '\0' || strlen(topic) >= NODE_TOPIC_LEN_MAX)
 		return SRUP_NODE_E_ARG;
-	desc = srup_type_by_code(msg->type);
-	if (!desc || !desc->is_signed) {
+	type_text = srup_type_name(msg->type);
+	if (!srup_type_is_signed(msg->type)) {
 		srup_log(LOG_ERR, "cannot send type 0x%02x: not a signed SRUP message type",
 			 msg->type);
 		return SRUP_NODE_E_ARG;
@@ -926,7 +923,7 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	msg->sender_id = n->cfg.id;
 	serr = srup_seqstore_next(n->seq, peer, &seq, detail, sizeof(detail));
 	if (serr != SRUP_SEQ_OK) {
-		srup_log(LOG_ERR, "cannot send %s on %s: %s: %s", desc->name, topic,
+		srup_log(LOG_ERR, "cannot send %s on %s: %s: %s", type_text, topic,
 			 srup_seqstore_strerror(serr), detail);
 		return serr == SRUP_SEQ_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 	}
@@ -935,7 +932,7 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	if (err == SRUP_OK)
 		err = srup_msg_encode(msg, &wire, &wire_len);
 	if (err != SRUP_OK) {
-		srup_log(LOG_ERR, "cannot send %s on %s: %s", desc->name, topic,
+		srup_log(LOG_ERR, "cannot send %s on %s: %s", type_text, topic,
 			 srup_strerror(err));
 		return err == SRUP_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_PROTOCOL;
 	}
@@ -959,7 +956,7 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 		}
 		dp = &n->deferred[n->n_deferred];
 		*dp = (struct node_deferred){.topic = strdup(topic), .wire = wire, .len = wire_len,
-					     .done = done, .user = user, .type_name = desc->name,
+					     .done = done, .user = user, .type_name = type_text,
 					     .seq = seq};
 		if (!dp->topic) {
 			free(wire);
@@ -970,7 +967,7 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 	}
 	if (n->n_notes_unsynced)
 		notes_sync(n);
-	return publish_wire(n, topic, wire, wire_len, done, user, desc->name, seq);
+	return publish_wire(n, topic, wire, wire_len, done, user, type_text, seq);
 }
 /* Hand an encoded message to the transport (takes wire). */
 static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, uint8_t *wire,

@@ -8,6 +8,7 @@
 #include <syslog.h>
 
 #include "srup_keys.h"
+#include "srup_msg_layout.h"
 
 struct srup_receive {
 	enum srup_receive_role role;
@@ -273,9 +274,9 @@ __attribute__((format(printf, 3, 4))) static void say(struct srup_receive *rx, i
 
 static const char *type_name(uint8_t type)
 {
-	const struct srup_type_desc *t = srup_type_by_code(type);
+	const char *name = srup_type_name(type);
 
-	return t ? t->name : "unknown";
+	return name ? name : "unknown";
 }
 
 static void batch_add(struct srup_receive *rx, const struct srup_receive_input *in,
@@ -293,7 +294,7 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 	const char *topic = in->topic;
 	struct srup_msg *msg = NULL;
 	struct srup_decode_error derr = {0};
-	const struct srup_type_desc *desc;
+	const char *type_text;
 	const struct srup_receive_handler *h;
 	char sender[17], allowed[17];
 	char detail[512] = "", key_why[320] = "";
@@ -327,16 +328,16 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 			     derr.field ? derr.field : "?", derr.offset);
 		return false;
 	}
-	desc = srup_type_by_code(msg->type);
+	type_text = srup_type_name(msg->type);
 	srup_id_format16(msg->sender_id, sender);
-	if (!desc || !desc->is_signed) {
+	if (!srup_type_is_signed(msg->type)) {
 		drop(rx, SRUP_RECEIVE_DROP_UNSIGNED, topic, "type %s (0x%02x) carries no signature",
 		     type_name(msg->type), msg->type);
 		goto out;
 	}
 	if (msg->sender_id == rx->own_id) {
 		/* Both directions share SRUP/<dev>: our own messages come back. */
-		say(rx, LOG_DEBUG, "ignored our own %s on %s", desc->name, topic);
+		say(rx, LOG_DEBUG, "ignored our own %s on %s", type_text, topic);
 		rx->stats.ignored_own++;
 		goto out;
 	}
@@ -345,7 +346,7 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 		rx->ops->key_noted(rx->ctx, msg->sender_id, key);
 	if (!key) {
 		drop(rx, SRUP_RECEIVE_DROP_UNKNOWN_SENDER, topic, "unknown sender key for %s (%s)%s%s",
-		     sender, desc->name, key_why[0] ? ": " : "", key_why);
+		     sender, type_text, key_why[0] ? ": " : "", key_why);
 		goto out;
 	}
 	/* Verified already (before the record was written) with this very
@@ -353,19 +354,19 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 	err = in->verified_with == key ? SRUP_OK : srup_msg_verify(msg, key);
 	if (err != SRUP_OK) {
 		drop(rx, SRUP_RECEIVE_DROP_SIGNATURE, topic, "bad signature on %s from %s: %s",
-		     desc->name, sender, srup_strerror(err));
+		     type_text, sender, srup_strerror(err));
 		goto out;
 	}
 	h = &rx->handlers[msg->type];
 	if (!h->fn) {
 		drop(rx, SRUP_RECEIVE_DROP_NO_HANDLER, topic,
-		     "no handler for type %s (0x%02x) from %s", desc->name, msg->type, sender);
+		     "no handler for type %s (0x%02x) from %s", type_text, msg->type, sender);
 		goto out;
 	}
 	if (h->allowed_sender != SRUP_RECEIVE_ANY_SENDER && h->allowed_sender != msg->sender_id) {
 		srup_id_format16(h->allowed_sender, allowed);
 		drop(rx, SRUP_RECEIVE_DROP_SENDER_NOT_ALLOWED, topic,
-		     "sender %s not allowed to send %s (only %s)", sender, desc->name, allowed);
+		     "sender %s not allowed to send %s (only %s)", sender, type_text, allowed);
 		goto out;
 	}
 	if (in->recovered_accepted) {
@@ -373,7 +374,7 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 		 * have finished: it runs again (handlers are idempotent). */
 		say(rx, LOG_INFO,
 		    "%s seq %" PRIu64 " from %s on %s: accepted before a restart, handled again",
-		    desc->name, msg->sequence_id, sender, topic);
+		    type_text, msg->sequence_id, sender, topic);
 		/* Marked, but the crash may have come before the commit. */
 		if (rx->ops->seq_is_fresh(rx->ctx, msg->sender_id, msg->sequence_id) &&
 		    rx->ops->seq_stage_accept(rx->ctx, msg->sender_id, msg->sequence_id, detail,
@@ -386,7 +387,7 @@ bool srup_receive_check(struct srup_receive *rx, const struct srup_receive_input
 		drop(rx, SRUP_RECEIVE_DROP_REPLAY, topic,
 		     "replayed sequence id %" PRIu64 " <= last accepted %" PRIu64 " from %s (%s)",
 		     msg->sequence_id, rx->ops->seq_last_accepted(rx->ctx, msg->sender_id), sender,
-		     desc->name);
+		     type_text);
 		goto out;
 	}
 	/* Last accepted moves only here, after the signature and the sender

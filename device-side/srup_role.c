@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 #include "srup_detail.h"
 #include "srup_fileio.h"
 #include "srup_hook.h"
@@ -70,9 +71,9 @@ struct srup_role {
 
 static const char *type_name(uint8_t type)
 {
-	const struct srup_type_desc *t = srup_type_by_code(type);
+	const char *name = srup_type_name(type);
 
-	return t ? t->name : "unknown";
+	return name ? name : "unknown";
 }
 
 /* ---- state files ------------------------------------------------------------ */

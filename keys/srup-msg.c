@@ -11,8 +11,10 @@
 
 #include "srup.h"
 #include "srup_hex.h"
+#include "srup_msg_layout.h"
 #include "srup_json.h"
 #include "srup_keys.h"
+#include "srup_keys_lenient.h"
 
 #ifndef SRUP_MSG_VERSION
 #define SRUP_MSG_VERSION "0"

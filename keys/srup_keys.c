@@ -1,6 +1,7 @@
 /* Key files: loading with the checks of srup_keys.h, and writing them
  * atomically for srup-keygen. */
 #include "srup_keys.h"
+#include "srup_keys_lenient.h"
 
 #include "srup.h"
 #include "srup_detail.h"

@@ -36,12 +36,6 @@ const char *srup_keys_strerror(enum srup_keys_err err);
  * message naming the file and what was wrong. */
 enum srup_keys_err srup_key_load_private(const char *path, EVP_PKEY **out, char *detail,
 					 size_t detail_len);
-/* For srup-msg only, which must open the published test-vector keys (mode
- * 0444): a private key file readable by group or others is loaded anyway,
- * *too_open is set and detail holds the same warning. Daemons use
- * srup_key_load_private. */
-enum srup_keys_err srup_key_load_private_lenient(const char *path, EVP_PKEY **out, bool *too_open,
-						 char *detail, size_t detail_len);
 enum srup_keys_err srup_key_load_public(const char *path, EVP_PKEY **out, char *detail,
 					size_t detail_len);
 

@@ -28,6 +28,7 @@
 #include "obs_metrics.h"
 #include "radio.h"
 #include "srup.h"
+#include "srup_msg_layout.h"
 #include "srup_config.h"
 #include "srup_config_reload.h"
 #include "srup_exit.h"

@@ -1,13 +1,13 @@
 /* libsrup: SRUP messages on the wire (byte-compatible with libSRUP v5),
  * their signatures and the encrypted blob.
  *
- * The wire layout is fixed by spec/WIRE.md. Every message type is described
- * by one row of a table (srup_type_desc): the encoder, the decoder, the
- * pre-sign bytes and srup-msg's JSON all walk that table.
+ * The wire layout is fixed by spec/WIRE.md. A message (struct srup_msg) is
+ * opaque: typed getters and setters below reach its fields.
  *
  * Ownership: a struct srup_msg owns every buffer it points to; free it with
- * srup_msg_free(). Functions return enum srup_err; SRUP_OK is 0.
- * Nothing here logs, exits or aborts. */
+ * srup_msg_free(). Byte getters return a view into the message, valid
+ * until that field is set again or the message is freed. Functions return
+ * enum srup_err; SRUP_OK is 0. Nothing here logs, exits or aborts. */
 #ifndef SRUP_H
 #define SRUP_H
 
@@ -50,10 +50,15 @@ enum srup_err {
 	SRUP_E_BLOB_FORMAT,    /* blob lengths are inconsistent (WIRE.md G3) */
 	SRUP_E_DECRYPT,        /* blob did not decrypt (key unwrap or padding) */
 	SRUP_E_FIELD_VALUE,    /* a field's contents are not what it must hold */
+	SRUP_E_NO_FIELD,       /* the message's type carries no such field */
 	SRUP_E__COUNT
 };
 
 const char *srup_strerror(enum srup_err err);
+
+/* The library's version ("0.1.0"), as built: what a program actually runs
+ * against, whatever header it was compiled with. */
+const char *srup_version(void);
 
 enum srup_type {
 	SRUP_TYPE_GENERIC = 0x00,
@@ -107,65 +112,23 @@ enum srup_status {
 /* Name of a status code ("OBSERVED_JOIN_VALID"), or NULL if unknown. */
 const char *srup_status_name(uint8_t status);
 
+/* Name of a message type code as srup-msg's JSON spells it
+ * ("observe_request"), or NULL if unknown. */
+const char *srup_type_name(uint8_t type);
+/* Whether a type code is a known type that carries a signature (every
+ * known type but GENERIC). */
+bool srup_type_is_signed(uint8_t type);
+
 /* A byte string owned by the message that holds it. */
 struct srup_bytes {
 	uint8_t *data;
 	size_t len;
 };
 
-struct srup_msg {
-	uint8_t version;  /* SRUP_VERSION on everything this library makes */
-	uint8_t type;     /* enum srup_type */
-	uint64_t sequence_id;
-	uint64_t sender_id;
-	struct srup_bytes token;
-	struct srup_bytes signature;  /* empty until signed; absent on GENERIC */
-	/* Body fields; which ones a type uses is given by its srup_type_desc. */
-	uint8_t status;
-	uint8_t action_id;
-	uint64_t device_id;
-	uint64_t observer_id;
-	uint64_t joining_device_id;
-	struct srup_bytes url;
-	struct srup_bytes digest;
-	struct srup_bytes data_id;
-	struct srup_bytes data;
-	struct srup_bytes group_id;
-	struct srup_bytes encrypted;  /* the whole blob, as on the wire */
-};
-
-/* The codec table. */
-enum srup_field_kind {
-	SRUP_FIELD_U8,    /* one byte */
-	SRUP_FIELD_ID64,  /* u64, little-endian on the wire */
-	SRUP_FIELD_LV16,  /* u16 big-endian length, then the bytes */
-};
-
-struct srup_field_desc {
-	const char *name;          /* JSON key: "status", "observer_id", ... */
-	enum srup_field_kind kind;
-	size_t offset;             /* offsetof(struct srup_msg, ...) */
-	size_t max_len;            /* LV16 only: largest accepted length */
-	bool is_blob;              /* LV16 holding an encrypted blob */
-};
-
-struct srup_type_desc {
-	uint8_t code;
-	const char *name;          /* JSON "type": "observe_request", ... */
-	bool is_signed;            /* false only for GENERIC */
-	size_t n_fields;
-	const struct srup_field_desc *fields;
-};
-
-const struct srup_type_desc *srup_type_by_code(uint8_t code);
-const struct srup_type_desc *srup_type_by_name(const char *name);
-/* The blob field of a type, or NULL if it carries none. */
-const struct srup_field_desc *srup_type_blob_field(const struct srup_type_desc *t);
-
-/* Accessors used by table walkers (srup-msg, tests). */
-uint8_t *srup_field_u8(struct srup_msg *m, const struct srup_field_desc *f);
-uint64_t *srup_field_id64(struct srup_msg *m, const struct srup_field_desc *f);
-struct srup_bytes *srup_field_bytes(struct srup_msg *m, const struct srup_field_desc *f);
+/* A message. Opaque: make one with srup_msg_new (or a srup_msg_new_*
+ * constructor below) or srup_msg_decode, read and change it with the
+ * getters and setters, free it with srup_msg_free. */
+struct srup_msg;
 
 /* Where a decode failed: the field (name as in the JSON, or "version",
  * "type", "sequence_id", "sender_id", "token", "signature", "message"),
@@ -179,11 +142,82 @@ struct srup_decode_error {
 			   * the byte found; TRAILING: bytes left over) */
 };
 
-/* Allocation. srup_msg_new sets version and type; everything else zero. */
+/* Allocation. srup_msg_new sets version and type; everything else zero
+ * (NULL if out of memory). */
 struct srup_msg *srup_msg_new(uint8_t type);
 void srup_msg_free(struct srup_msg *m);
 
-/* Replace a byte field's contents with a copy of (data, len). */
+/* Constructors of the commonest messages, the given fields set (NULL if out
+ * of memory or an argument is invalid: data_id NULL, or longer than a
+ * field holds). The common fields (token, sequence and sender ID) are left
+ * to set, as after srup_msg_new. */
+struct srup_msg *srup_msg_new_response(uint8_t status);
+struct srup_msg *srup_msg_new_action(uint8_t action_id);
+/* data_id: text, sent without its terminator. */
+struct srup_msg *srup_msg_new_data(const char *data_id, const void *data, size_t len);
+
+/* Getters and setters.
+ * Getters of a NULL message, or of a field its type does not carry, return
+ * 0 (bytes: NULL with *len 0). Byte getters may return NULL for an empty
+ * field; len may be NULL.
+ * Setters return SRUP_E_ARG for a NULL message (or NULL data with a
+ * nonzero len), SRUP_E_NO_FIELD if the message's type has no such field,
+ * SRUP_E_FIELD_BOUND for bytes longer than SRUP_LV16_MAX, SRUP_E_NOMEM.
+ * Byte setters copy; setting a new value, or freeing the message, wipes the
+ * token. Setting any field of a signed message keeps its old signature:
+ * sign again (srup_msg_sign) before encoding. */
+uint8_t srup_msg_get_version(const struct srup_msg *m);
+uint8_t srup_msg_get_type(const struct srup_msg *m);
+
+/* Common to every type. */
+uint64_t srup_msg_get_sequence_id(const struct srup_msg *m);
+enum srup_err srup_msg_set_sequence_id(struct srup_msg *m, uint64_t sequence_id);
+uint64_t srup_msg_get_sender_id(const struct srup_msg *m);
+enum srup_err srup_msg_set_sender_id(struct srup_msg *m, uint64_t sender_id);
+const uint8_t *srup_msg_token(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_token(struct srup_msg *m, const void *token, size_t len);
+/* The signature, empty until signed or decoded (GENERIC has none: set
+ * gives SRUP_E_NO_FIELD). Set one made elsewhere over srup_msg_presign's
+ * bytes (an HSM, say); srup_msg_verify checks it. */
+const uint8_t *srup_msg_signature(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_signature(struct srup_msg *m, const void *signature, size_t len);
+
+/* Body fields; each belongs to the types named (WIRE.md section 3). */
+/* RESPONSE */
+uint8_t srup_msg_get_status(const struct srup_msg *m);
+enum srup_err srup_msg_set_status(struct srup_msg *m, uint8_t status);
+/* ACTION */
+uint8_t srup_msg_get_action_id(const struct srup_msg *m);
+enum srup_err srup_msg_set_action_id(struct srup_msg *m, uint8_t action_id);
+/* GROUP_ADD, GROUP_DELETE, JOIN_COMMAND */
+uint64_t srup_msg_get_device_id(const struct srup_msg *m);
+enum srup_err srup_msg_set_device_id(struct srup_msg *m, uint64_t device_id);
+/* OBS_JOIN_REQUEST */
+uint64_t srup_msg_get_observer_id(const struct srup_msg *m);
+enum srup_err srup_msg_set_observer_id(struct srup_msg *m, uint64_t observer_id);
+/* OBSERVE_REQUEST */
+uint64_t srup_msg_get_joining_device_id(const struct srup_msg *m);
+enum srup_err srup_msg_set_joining_device_id(struct srup_msg *m, uint64_t joining_device_id);
+/* INITIATE (as sent; srup_initiate_url and _digest below check and
+ * normalise them) */
+const uint8_t *srup_msg_url(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_url(struct srup_msg *m, const void *url, size_t len);
+const uint8_t *srup_msg_digest(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_digest(struct srup_msg *m, const void *digest, size_t len);
+/* DATA */
+const uint8_t *srup_msg_data_id(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_data_id(struct srup_msg *m, const void *data_id, size_t len);
+const uint8_t *srup_msg_data(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_data(struct srup_msg *m, const void *data, size_t len);
+/* GROUP_ADD, GROUP_DELETE, GROUP_DESTROY */
+const uint8_t *srup_msg_group_id(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_group_id(struct srup_msg *m, const void *group_id, size_t len);
+/* HM_JOIN_RESPONSE, OBS_JOIN_RESPONSE, OBSERVE_REQUEST: the encrypted blob
+ * as on the wire (srup_msg_seal and srup_msg_open make and read it). */
+const uint8_t *srup_msg_encrypted(const struct srup_msg *m, size_t *len);
+enum srup_err srup_msg_set_encrypted(struct srup_msg *m, const void *blob, size_t len);
+
+/* Replace a byte string's contents with a copy of (data, len). */
 enum srup_err srup_bytes_set(struct srup_bytes *b, const void *data, size_t len);
 /* Wipe and free a byte string (for secrets). */
 void srup_bytes_clear(struct srup_bytes *b);
@@ -209,7 +243,7 @@ enum srup_err srup_msg_encode(const struct srup_msg *m, uint8_t **out, size_t *o
 enum srup_err srup_msg_presign(const struct srup_msg *m, uint8_t **out, size_t *out_len);
 
 /* RSASSA-PKCS1-v1_5 / SHA-256 over the pre-sign bytes. The key must be RSA
- * with 2048..4096 bits. sign replaces m->signature; verify needs the
+ * with 2048..4096 bits. sign replaces the signature; verify needs the
  * signature length to equal the key size. */
 enum srup_err srup_msg_sign(struct srup_msg *m, EVP_PKEY *private_key);
 enum srup_err srup_msg_verify(const struct srup_msg *m, EVP_PKEY *public_key);
@@ -231,7 +265,7 @@ enum srup_err srup_msg_open(const struct srup_msg *m, EVP_PKEY *recipient_privat
 /* INITIATE's url and digest as a receiver uses them (WIRE.md Q8). pySRUP
  * sends both with their C terminator, so one trailing 00 on either field is
  * dropped; any other NUL is an error.
- * url: a view into m->url (no terminator of its own, *url_len bytes): the
+ * url: a view into the url field (no terminator of its own, *url_len bytes): the
  *   URL without one trailing 00. SRUP_E_FIELD_VALUE if that is empty or
  *   still holds a NUL byte.
  * digest: the SHA-256 of the update, from 64 hex digits (either case) or 32

@@ -20,6 +20,7 @@ static const char *const srup_err_text[SRUP_E__COUNT] = {
 	[SRUP_E_BLOB_FORMAT] = "encrypted blob lengths are inconsistent",
 	[SRUP_E_DECRYPT] = "encrypted blob does not decrypt",
 	[SRUP_E_FIELD_VALUE] = "field contents are not valid",
+	[SRUP_E_NO_FIELD] = "message type carries no such field",
 };
 
 const char *srup_strerror(enum srup_err err)

@@ -5,6 +5,7 @@
 
 #include "srup.h"
 #include "srup_hex.h"
+#include "srup_msg_layout.h"
 
 #define DIGEST_HEX_LEN (2 * SRUP_INITIATE_DIGEST_LEN)
 

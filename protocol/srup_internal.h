@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 
 /* Length of the pre-sign bytes of m, after checking every field against its
  * bound (the same checks as srup_msg_encode, minus the signature). */

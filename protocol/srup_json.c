@@ -1,6 +1,7 @@
 /* The JSON side of the codec table: see srup_json.h. */
 #include "srup_json.h"
 #include "srup_hex.h"
+#include "srup_msg_layout.h"
 
 #include <inttypes.h>
 #include <stdarg.h>

@@ -28,6 +28,7 @@
 #include <systemd/sd-event.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 #include "srup_inbound.h"
 #include "srup_keys.h"
 #include "srup_log.h"

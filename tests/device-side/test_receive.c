@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 #include "srup_keys.h"
 #include "srup_receive.h"
 

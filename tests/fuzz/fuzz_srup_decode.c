@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 
 static void check_presign(const struct srup_msg *m, const uint8_t *data, size_t size)
 {

@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 #include "srup_json.h"
 
 static void check_refusal(enum srup_err rc, const struct srup_json_error *err)

@@ -20,6 +20,7 @@
 #include <openssl/rsa.h>
 
 #include "srup_keys.h"
+#include "srup_keys_lenient.h"
 #include "test_broker.h"
 
 static char tmpdir[4096];

@@ -50,7 +50,7 @@ check "lintian: no error or warning" test ! -s "$work/lintian-ew.txt"
 
 for f in libsrup1:/usr/lib/$ma/libsrup.so.1 \
 	libsrup-dev:/usr/lib/$ma/libsrup.so libsrup-dev:/usr/include/srup/srup.h \
-	libsrup-dev:/usr/include/srup/srup_keys.h libsrup-dev:/usr/include/srup/srup_hex.h \
+	libsrup-dev:/usr/include/srup/srup_keys.h \
 	libsrup-dev:/usr/lib/$ma/pkgconfig/srup.pc libsrup-dev:/usr/lib/$ma/cmake/srup/srupConfig.cmake \
 	libsrup-dev:/usr/lib/$ma/cmake/srup/srupTargets.cmake \
 	srup-tools:/usr/bin/srup-msg srup-tools:/usr/bin/srup-keygen srup-tools:/usr/bin/srup-register \
@@ -100,6 +100,13 @@ for d in srup-observer:/etc/srup/observer.conf.d srup-device:/etc/srup/device.co
 	srup-device:/usr/share/doc/srup-device/README.Debian; do
 	check "${d%%:*} holds ${d#*:}" has "${d%%:*}" "${d#*:}"
 done
+# The installed headers are the interface: struct srup_msg's layout, the
+# codec table and the hex helpers stay in the source tree.
+dev_headers() {
+	dpkg-deb -c "$(deb libsrup-dev)" | awk '{print $6}' |
+		sed -n 's,.*/include/srup/\([^/][^/]*\)$,\1,p' | sort | tr '\n' ' '
+}
+check "libsrup-dev installs srup.h and srup_keys.h only" test "$(dev_headers)" = "srup.h srup_keys.h "
 check "srup-observer recommends bluez (the example's channel is ble)" \
 	sh -c "dpkg-deb -f '$(deb srup-observer)' Recommends | grep -qw bluez"
 

@@ -86,6 +86,7 @@
 #include "srup_hex.h"
 #include "srup_keys.h"
 #include "srup_log.h"
+#include "srup_msg_layout.h"
 #include "srup_node.h"
 
 #define MAX_JOINS 4096
@@ -176,7 +177,7 @@ static void print_text_or_hex(const uint8_t *data, size_t len)
 static void record_sent(struct peer *p, const struct srup_msg *msg, uint64_t to,
 			const char *topic)
 {
-	const struct srup_type_desc *desc = srup_type_by_code(msg->type);
+	const char *type_text = srup_type_name(msg->type);
 	struct sent *e;
 	char dev[17];
 
@@ -197,14 +198,14 @@ static void record_sent(struct peer *p, const struct srup_msg *msg, uint64_t to,
 	/* The node signed msg in place: encoding it again gives the bytes sent. */
 	if (srup_msg_encode(msg, &e->wire, &e->len) != SRUP_OK) {
 		printf("ERROR sent a %s on %s but cannot keep it for replay\n",
-		       desc ? desc->name : "?", topic);
+		       type_text ? type_text : "?", topic);
 		fflush(stdout);
 		return;
 	}
 	snprintf(e->topic, sizeof(e->topic), "%s", topic);
 	p->n_sent++;
 	srup_id_format16(to, dev);
-	printf("SENT n=%zu type=%s device=%s token=", p->n_sent, desc ? desc->name : "?", dev);
+	printf("SENT n=%zu type=%s device=%s token=", p->n_sent, type_text ? type_text : "?", dev);
 	print_text_or_hex(msg->token.data, msg->token.len);
 	printf(" seq=%016" PRIx64 " topic=%s\n", msg->sequence_id, topic);
 	fflush(stdout);
@@ -687,15 +688,39 @@ static int parse_hex_bytes(const char *text, struct srup_bytes *out)
 	return rc;
 }
 
+/* The body fields a send command sets, by their JSON names. libsrup's
+ * setters refuse a field the message's type does not carry. */
+struct peer_field {
+	const char *name;
+	enum srup_err (*set_u8)(struct srup_msg *, uint8_t);
+	enum srup_err (*set_id64)(struct srup_msg *, uint64_t);
+	enum srup_err (*set_bytes)(struct srup_msg *, const void *, size_t);
+};
+
+static const struct peer_field peer_fields[] = {
+	{ "status", .set_u8 = srup_msg_set_status },
+	{ "action_id", .set_u8 = srup_msg_set_action_id },
+	{ "device_id", .set_id64 = srup_msg_set_device_id },
+	{ "observer_id", .set_id64 = srup_msg_set_observer_id },
+	{ "joining_device_id", .set_id64 = srup_msg_set_joining_device_id },
+	{ "url", .set_bytes = srup_msg_set_url },
+	{ "digest", .set_bytes = srup_msg_set_digest },
+	{ "data_id", .set_bytes = srup_msg_set_data_id },
+	{ "data", .set_bytes = srup_msg_set_data },
+	{ "group_id", .set_bytes = srup_msg_set_group_id },
+	{ "encrypted", .set_bytes = srup_msg_set_encrypted },
+};
+
 /* One k=v of a send command into msg; plaintext is kept for sealing. */
-static int set_field(struct srup_msg *msg, const struct srup_type_desc *desc, const char *key,
-		     const char *value, const char **plaintext)
+static int set_field(struct srup_msg *msg, const char *key, const char *value,
+		     const char **plaintext)
 {
 	size_t klen = strlen(key);
 	bool hex = klen > 4 && strcmp(key + klen - 4, "_hex") == 0;
 	char name[64];
 
-	if (strcmp(key, "plaintext") == 0 && srup_type_blob_field(desc)) {
+	/* An empty blob is accepted only by a type that carries one. */
+	if (strcmp(key, "plaintext") == 0 && srup_msg_set_encrypted(msg, NULL, 0) == SRUP_OK) {
 		*plaintext = value;
 		return 0;
 	}
@@ -703,49 +728,56 @@ static int set_field(struct srup_msg *msg, const struct srup_type_desc *desc, co
 	if (strcmp(name, "token") == 0)
 		return hex ? parse_hex_bytes(value, &msg->token)
 			   : (srup_bytes_set(&msg->token, value, strlen(value)) == SRUP_OK ? 0 : -1);
-	for (size_t i = 0; i < desc->n_fields; i++) {
-		const struct srup_field_desc *f = &desc->fields[i];
+	for (size_t i = 0; i < sizeof(peer_fields) / sizeof(peer_fields[0]); i++) {
+		const struct peer_field *f = &peer_fields[i];
+		struct srup_bytes bytes = {0};
 		char *end;
 		unsigned long v;
+		uint64_t id;
+		int rc;
 
 		if (strcmp(f->name, name) != 0)
 			continue;
-		switch (f->kind) {
-		case SRUP_FIELD_U8:
+		if (f->set_u8) {
 			v = strtoul(value, &end, 0);
 			if (hex || *value == '\0' || *end != '\0' || v > 255)
 				return -1;
-			*srup_field_u8(msg, f) = (uint8_t)v;
-			return 0;
-		case SRUP_FIELD_ID64:
-			return hex ? -1 : srup_id_parse(value, srup_field_id64(msg, f));
-		case SRUP_FIELD_LV16:
-			if (hex)
-				return parse_hex_bytes(value, srup_field_bytes(msg, f));
-			return srup_bytes_set(srup_field_bytes(msg, f), value, strlen(value)) ==
-					       SRUP_OK
-				       ? 0
-				       : -1;
+			return f->set_u8(msg, (uint8_t)v) == SRUP_OK ? 0 : -1;
 		}
+		if (f->set_id64) {
+			if (hex || srup_id_parse(value, &id) != 0)
+				return -1;
+			return f->set_id64(msg, id) == SRUP_OK ? 0 : -1;
+		}
+		if (!hex)
+			return f->set_bytes(msg, value, strlen(value)) == SRUP_OK ? 0 : -1;
+		rc = parse_hex_bytes(value, &bytes) == 0 &&
+				     f->set_bytes(msg, bytes.data, bytes.len) == SRUP_OK
+			     ? 0
+			     : -1;
+		srup_bytes_clear(&bytes);
+		return rc;
 	}
 	return -1;
 }
 
-/* Has the type a field of this name? */
-static const struct srup_field_desc *type_field(const struct srup_type_desc *desc,
-						const char *name)
+/* The code of a signed type by its name, or -1. */
+static int signed_type_code(const char *name)
 {
-	for (size_t i = 0; i < desc->n_fields; i++)
-		if (strcmp(desc->fields[i].name, name) == 0)
-			return &desc->fields[i];
-	return NULL;
+	for (int code = 0; code <= 0xff; code++) {
+		const char *known = srup_type_name((uint8_t)code);
+
+		if (known && strcmp(known, name) == 0)
+			return srup_type_is_signed((uint8_t)code) ? code : -1;
+	}
+	return -1;
 }
 
 /* send DEV TYPE k=v... / send_group GROUP TYPE k=v... (args after the command word) */
 static void command_send(struct peer *p, bool to_group, char **args, size_t n_args)
 {
-	const struct srup_type_desc *desc;
-	const struct srup_field_desc *device_field;
+	const char *type_text;
+	int type_code;
 	const char *plaintext = NULL;
 	char topic[SRUP_TOPIC_MAX + 80], token[UUID_TEXT_LEN + 1];
 	struct srup_msg *msg = NULL;
@@ -757,8 +789,8 @@ static void command_send(struct peer *p, bool to_group, char **args, size_t n_ar
 			      to_group ? "GROUP" : "DEV16");
 		return;
 	}
-	desc = srup_type_by_name(args[1]);
-	if (!desc || !desc->is_signed) {
+	type_code = signed_type_code(args[1]);
+	if (type_code < 0) {
 		command_error("'%s' is no signed SRUP message type", args[1]);
 		return;
 	}
@@ -775,15 +807,16 @@ static void command_send(struct peer *p, bool to_group, char **args, size_t n_ar
 		command_error("'%s' cannot be a group topic", args[0]);
 		return;
 	}
-	msg = srup_msg_new(desc->code);
+	type_text = srup_type_name((uint8_t)type_code);
+	msg = srup_msg_new((uint8_t)type_code);
 	if (!msg || srup_uuid4_text(token) != SRUP_OK ||
 	    srup_bytes_set(&msg->token, token, UUID_TEXT_LEN) != SRUP_OK) {
 		command_error("out of memory");
 		goto out;
 	}
-	device_field = type_field(desc, "device_id");
-	if (device_field && have_dev)
-		*srup_field_id64(msg, device_field) = dev;
+	/* Types without a device_id refuse it (SRUP_E_NO_FIELD): nothing to set. */
+	if (have_dev)
+		(void)srup_msg_set_device_id(msg, dev);
 	for (size_t i = 2; i < n_args; i++) {
 		char *eq = strchr(args[i], '=');
 
@@ -798,13 +831,12 @@ static void command_send(struct peer *p, bool to_group, char **args, size_t n_ar
 				goto out;
 			}
 			have_dev = true;
-			if (device_field)
-				*srup_field_id64(msg, device_field) = dev;
+			(void)srup_msg_set_device_id(msg, dev);
 			continue;
 		}
-		if (set_field(msg, desc, args[i], eq + 1, &plaintext) != 0) {
+		if (set_field(msg, args[i], eq + 1, &plaintext) != 0) {
 			command_error("%s: '%s' is no value of a field of %s", args[i], eq + 1,
-				      desc->name);
+				      type_text);
 			goto out;
 		}
 	}
@@ -822,7 +854,7 @@ static void command_send(struct peer *p, bool to_group, char **args, size_t n_ar
 		}
 	}
 	if (send_on(p, msg, dev, topic, NULL, 0) != 0)
-		command_error("sending %s on %s failed", desc->name, topic);
+		command_error("sending %s on %s failed", type_text, topic);
 out:
 	srup_msg_free(msg);
 }

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 
 /* Whole file into a malloc'd buffer; NULL on error. */
 uint8_t *tu_read_file(const char *path, size_t *len);

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 
 #define URL "https://updates.example.com/fw/v1.2.3.bin"
 #define HEX "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"

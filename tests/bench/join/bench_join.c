@@ -27,6 +27,7 @@
 
 #include "radio.h"
 #include "srup.h"
+#include "srup_msg_layout.h"
 #include "srup_config.h"
 #include "srup_identity.h"
 #include "srup_keys.h"

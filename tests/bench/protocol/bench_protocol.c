@@ -18,6 +18,7 @@
 #include <openssl/x509.h>
 
 #include "srup.h"
+#include "srup_msg_layout.h"
 
 #define ROUNDS 5
 #define N_TYPES (SRUP_TYPE_GROUP_DESTROY + 1)

@@ -1,6 +1,8 @@
 /* Hex text for bytes and 64-bit SRUP IDs, shared by the tools, the key
- * store's ID parser and the tests (one parser, so they cannot disagree on
- * what counts as a hex digit). */
+ * store's ID parser, the configuration and the tests (one parser, so they
+ * cannot disagree on what counts as a hex digit). Not libsrup's interface:
+ * libsrup holds its own hidden copy; an application parses IDs with
+ * srup_id_parse (srup_keys.h). */
 #ifndef SRUP_HEX_H
 #define SRUP_HEX_H
 
