@@ -70,7 +70,8 @@ struct srup_flow {
 	bool sent, ended, freeing;
 	char request_token[SRUP_UUID_TEXT_LEN + 1];
 	struct srup_bytes response_token; /* OBS_JOIN_RESP's / HM_JOIN_RESP's */
-	uint64_t created_ms, sent_ms;     /* CLOCK_MONOTONIC */
+	uint64_t created_ms;              /* CLOCK_MONOTONIC */
+	double sent_at_ms;
 	sd_event_source *timeout_src, *send_src, *retry_src, *job_src;
 	struct present_job *job;
 	struct srup_frame frame;          /* the frame being presented (secret) */
@@ -173,7 +174,7 @@ double srup_flow_elapsed_ms(const struct srup_flow *flow)
 {
 	if (!flow || !flow->sent)
 		return 0;
-	return now_ms_precise() - (double)flow->sent_ms;
+	return now_ms_precise() - flow->sent_at_ms;
 }
 
 bool srup_flow_ended(const struct srup_flow *flow)
@@ -217,12 +218,18 @@ static void *present_thread(void *arg)
 {
 	struct present_job *job = arg;
 	uint64_t one = 1;
+	uint8_t result = RADIO_RESULT_NOT_COMPARED;
+	char detail[sizeof(job->detail)] = "";
+	enum radio_err err;
 
-	job->result = RADIO_RESULT_NOT_COMPARED;
-	job->detail[0] = '\0';
-	job->err = job->channel->present(&job->radio, job->observer, &job->frame, job->timeout_ms,
-					 &job->result, job->detail, sizeof(job->detail));
+	err = job->channel->present(&job->radio, job->observer, &job->frame, job->timeout_ms,
+				    &result, detail, sizeof(detail));
+	pthread_mutex_lock(&job->lock);
 	srup_frame_wipe(&job->frame);
+	job->err = err;
+	job->result = result;
+	memcpy(job->detail, detail, sizeof(detail));
+	pthread_mutex_unlock(&job->lock);
 	/* The loop reads the outcome after this write (eventfd: a barrier
 	 * through the kernel); a flow that ended no longer listens. */
 	if (write(job->done_fd, &one, sizeof(one)) != (ssize_t)sizeof(one))
@@ -313,10 +320,12 @@ static int on_attempt_done(sd_event_source *s, int fd, uint32_t revents, void *u
 		return 0;
 	f->job_src = sd_event_source_disable_unref(f->job_src);
 	f->job = NULL;
+	pthread_mutex_lock(&job->lock);
 	f->present_err = job->err;
 	memcpy(f->present_detail, job->detail, sizeof(f->present_detail));
 	f->present_detail[sizeof(f->present_detail) - 1] = '\0';
 	uint8_t result = job->result;
+	pthread_mutex_unlock(&job->lock);
 
 	job_unref(job);
 	if (f->present_err == RADIO_OK &&
@@ -531,7 +540,7 @@ static void send_request(struct srup_flow *f)
 		srup_topic_server_join(f->p.cfg->server_id, f->p.cfg->identity_id, topic);
 	else
 		srup_topic_device(f->p.cfg->identity_id, topic);
-	f->sent_ms = now_ms();
+	f->sent_at_ms = now_ms_precise();
 	err = srup_node_send(f->p.node, msg, f->p.cfg->server_id, topic);
 	srup_msg_free(msg);
 	if (err != SRUP_NODE_OK) {
