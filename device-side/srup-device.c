@@ -36,14 +36,12 @@
  * SRUP: for checking a channel at provisioning time (and for tests).
  *
  * run is the resident device agent (srup_device_run.h). */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
