@@ -36,14 +36,12 @@
  * SRUP: for checking a channel at provisioning time (and for tests).
  *
  * run is the resident device agent (srup_device_run.h). */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -54,6 +52,7 @@
 #include "srup_config.h"
 #include "srup_device_run.h"
 #include "srup_exit.h"
+#include "srup_flow.h"
 #include "srup_hex.h"
 #include "srup_identity.h"
 #include "srup_keys.h"
@@ -70,339 +69,161 @@ enum {
 };
 
 #define DEFAULT_TIMEOUT_S 150
-/* The observer may not hold the OBSERVE_REQ yet when the device presents
- * (both leave the server at once): a frame answered "not compared" is
- * presented again after this pause, for up to PRESENT_ATTEMPT_MS (one BLE
- * presentation alone, scan to disconnect, takes seconds). */
-#define PRESENT_RETRY_MS 200
-#define PRESENT_ATTEMPT_MS 30000
-
-/* One request to the server and the RESPONSE that answers it. */
-struct exchange {
-	const char *name;      /* the request, as logs name it */
-	uint8_t type;
-	bool on_server_topic;  /* SRUP/servers/<s>/<d> (joins), else SRUP/<d> */
-	uint8_t success;       /* the verdict statuses */
-	uint8_t refused;
-	uint8_t failed;
-};
-
-enum exchange_kind { EX_OBSERVED, EX_HUMAN, EX_UNMEDIATED, EX_RESIGN, EX_DEREGISTER };
-
-static const struct exchange exchanges[] = {
-	[EX_OBSERVED] = {"OBS_JOIN_REQ", SRUP_TYPE_OBS_JOIN_REQUEST, true,
-			 SRUP_STATUS_JOIN_SUCCESS, SRUP_STATUS_JOIN_REFUSED, SRUP_STATUS_JOIN_FAIL},
-	[EX_HUMAN] = {"HM_JOIN_REQ", SRUP_TYPE_HM_JOIN_REQUEST, true, SRUP_STATUS_JOIN_SUCCESS,
-		      SRUP_STATUS_JOIN_REFUSED, SRUP_STATUS_JOIN_FAIL},
-	[EX_UNMEDIATED] = {"JOIN_REQ", SRUP_TYPE_JOIN_REQUEST, true, SRUP_STATUS_JOIN_SUCCESS,
-			   SRUP_STATUS_JOIN_REFUSED, SRUP_STATUS_JOIN_FAIL},
-	[EX_RESIGN] = {"RESIGN_REQ", SRUP_TYPE_RESIGN_REQUEST, false, SRUP_STATUS_RESIGN_SUCCESS,
-		       SRUP_STATUS_RESIGN_FAIL, SRUP_STATUS_RESIGN_FAIL},
-	[EX_DEREGISTER] = {"DEREGISTER_REQ", SRUP_TYPE_DEREGISTER_REQUEST, false,
-			   SRUP_STATUS_DEREGISTER_SUCCESS, SRUP_STATUS_DEREGISTER_FAIL,
-			   SRUP_STATUS_DEREGISTER_FAIL},
-};
-
-/* Largest confirmation value shown to a person (pySRUP sends 32 bytes). */
-#define HUMAN_VALUE_MAX 128
 
 struct agent {
 	sd_event *loop;
 	struct srup_config cfg;
 	struct srup_identity id;
 	struct srup_node *node;
-	const struct exchange *ex;
+	struct srup_flow *flow;
+	bool has_flow;            /* join, resign, deregister (else present) */
+	enum srup_flow_kind kind;
 	const struct radio_channel_driver *channel;
 	uint64_t observer_id;
 	bool print_value;
-	bool request_sent;
-	bool value_received; /* OBS_JOIN_RESP / HM_JOIN_RESP handled */
-	bool deregistered;
-	char request_token[SRUP_UUID_TEXT_LEN + 1];
-	struct srup_bytes response_token; /* OBS_JOIN_RESP's / HM_JOIN_RESP's token */
-	struct timespec started;
-	struct timespec armed;  /* when --timeout started counting */
-	double timeout_ms;
+	bool finished;
 	int exit_status;
 };
 
-static double ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
-/* Present until the observer compared the frame, for PRESENT_ATTEMPT_MS
- * but not past --timeout (this blocks the loop, so its timer cannot fire):
- * RADIO_E_TIMEOUT when --timeout ran out first. */
-static enum radio_err present_until_compared(struct agent *a, const struct srup_frame *frame,
-					     uint8_t *result)
-{
-	struct timespec t0;
-	char detail[256] = "";
-	enum radio_err err;
-	double limit = a->timeout_ms - ms_since(&a->armed);
-
-	if (limit > PRESENT_ATTEMPT_MS)
-		limit = PRESENT_ATTEMPT_MS;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		double left = limit - ms_since(&t0);
-
-		*result = RADIO_RESULT_NOT_COMPARED;
-		err = a->channel->present(&a->cfg.radio, a->observer_id, frame,
-					  left > 1000 ? (unsigned)left : 1000, result, detail,
-					  sizeof(detail));
-		if (err == RADIO_OK && (*result != RADIO_RESULT_NOT_COMPARED ||
-					!a->channel->present_learns_result))
-			return RADIO_OK;
-		if (err != RADIO_OK && err != RADIO_E_REFUSED)
-			break;
-		if (ms_since(&t0) + PRESENT_RETRY_MS >= limit)
-			break;
-		nanosleep(&(struct timespec){0, PRESENT_RETRY_MS * 1000000L}, NULL);
-	}
-	if (limit < PRESENT_ATTEMPT_MS && ms_since(&a->armed) + PRESENT_RETRY_MS >= a->timeout_ms) {
-		srup_log(LOG_ERR, "presenting on %s: --timeout ran out before the observer "
-			 "compared the frame%s%s", a->channel->name, detail[0] ? ": " : "", detail);
-		return RADIO_E_TIMEOUT;
-	}
-	if (err != RADIO_OK)
-		srup_log(LOG_ERR, "presenting on %s failed: %s%s%s", a->channel->name,
-			 radio_strerror(err), detail[0] ? ": " : "", detail);
-	else
-		srup_log(LOG_ERR, "the observer did not compare the frame (no observation "
-			 "pending for this device)");
-	return err != RADIO_OK ? err : RADIO_E_REFUSED;
-}
-
 static void finish(struct agent *a, int status)
 {
+	if (a->finished)
+		return;
+	a->finished = true;
 	a->exit_status = status;
 	sd_event_exit(a->loop, 0);
 }
 
-/* Open the confirmation value of a join response (OBS_JOIN_RESP or
- * HM_JOIN_RESP) of at most max_len bytes and keep the response's token.
- * On failure the join is over. */
-static int open_join_response(struct agent *a, const struct srup_msg *msg, const char *what,
-			      size_t max_len, struct srup_bytes *value)
-{
-	enum srup_err err;
-
-	if (!a->request_sent || a->value_received) {
-		srup_log(LOG_WARNING, "unexpected %s ignored", what);
-		return -1;
-	}
-	err = srup_msg_open(msg, a->id.private_key, value);
-	if (err != SRUP_OK) {
-		srup_log(LOG_ERR, "%s: the confirmation value does not decrypt: %s", what,
-			 srup_strerror(err));
-		finish(a, EXIT_REFUSED);
-		return -1;
-	}
-	if (value->len == 0 || value->len > max_len) {
-		srup_log(LOG_ERR, "%s: confirmation value of %zu bytes cannot be shown or "
-			 "presented (1..%zu)", what, value->len, max_len);
-		srup_bytes_clear(value);
-		finish(a, EXIT_REFUSED);
-		return -1;
-	}
-	if (srup_bytes_set(&a->response_token, msg->token.data, msg->token.len) != SRUP_OK) {
-		srup_bytes_clear(value);
-		finish(a, EXIT_SETUP);
-		return -1;
-	}
-	a->value_received = true;
-	return 0;
-}
-
-static void on_obs_join_response(struct srup_node *node, const struct srup_msg *msg,
-				 const char *topic, void *user)
+static void on_flow_event(struct srup_flow *flow, const struct srup_flow_event *ev, void *user)
 {
 	struct agent *a = user;
-	struct srup_bytes value = {0};
-	struct srup_frame frame = {0};
-	uint8_t result = RADIO_RESULT_NOT_COMPARED;
-	enum radio_err rerr;
+	char observer[17];
 
-	(void)node;
-	(void)topic;
-	if (open_join_response(a, msg, "OBS_JOIN_RESP", SRUP_FRAME_VALUE_MAX, &value) != 0)
-		return;
-	if (a->print_value) {
-		printf("OBS_JOIN_RESP received after %.1f ms; confirmation value: ",
-		       ms_since(&a->started));
-		for (size_t i = 0; i < value.len; i++)
-			printf("%02x", value.data[i]);
-		printf("\nwaiting for the server's verdict\n");
-		fflush(stdout);
-		srup_bytes_clear(&value);
-		return;
-	}
-	frame.device_id = a->cfg.identity_id;
-	frame.value_len = (uint16_t)value.len;
-	memcpy(frame.value, value.data, value.len);
-	srup_bytes_clear(&value);
-
-	printf("OBS_JOIN_RESP received after %.1f ms; presenting the confirmation value on "
-	       "%s\n", ms_since(&a->started), a->channel->name);
-	fflush(stdout);
-	rerr = present_until_compared(a, &frame, &result);
-	if (rerr != RADIO_OK) {
-		srup_frame_wipe(&frame);
-		if (rerr == RADIO_E_TIMEOUT) {
-			printf("timeout: the observer did not compare the value\n");
-			fflush(stdout);
+	switch (ev->kind) {
+	case SRUP_FLOW_EVENT_SENT:
+		if (a->kind == SRUP_FLOW_OBSERVED) {
+			srup_id_format16(a->observer_id, observer);
+			printf("OBS_JOIN_REQ sent on %s naming observer %s (token %s)\n", ev->topic,
+			       observer, ev->token);
+		} else {
+			printf("%s sent on %s (token %s)\n", srup_flow_request_name(flow), ev->topic,
+			       ev->token);
 		}
-		finish(a, rerr == RADIO_E_TIMEOUT ? EXIT_TIMEOUT : EXIT_REFUSED);
+		break;
+	case SRUP_FLOW_EVENT_PRESENTING:
+		printf("OBS_JOIN_RESP received after %.1f ms; presenting the confirmation value on "
+		       "%s\n", srup_flow_elapsed_ms(flow), ev->channel);
+		break;
+	case SRUP_FLOW_EVENT_PRESENTED:
+		if (ev->result != RADIO_RESULT_NOT_COMPARED)
+			printf("observer compared the value: %s\n",
+			       ev->result == RADIO_RESULT_MATCH ? "match" : "mismatch");
+		else
+			printf("the observer read the value\n");
+		printf("waiting for the server's verdict\n");
+		break;
+	}
+	fflush(stdout);
+}
+
+/* The value: with --print-value (observed) as hex, to present by other
+ * means; for a person (human) as text when it is printable ASCII (pySRUP
+ * sends uuid4().hex, 32 hex characters), else as hex, then the same in
+ * groups of four characters, easier to compare by eye. */
+static void on_flow_show(struct srup_flow *flow, const char *value_text,
+			 const char *value_grouped, void *user)
+{
+	struct agent *a = user;
+
+	if (a->kind == SRUP_FLOW_OBSERVED) {
+		printf("OBS_JOIN_RESP received after %.1f ms; confirmation value: %s\n",
+		       srup_flow_elapsed_ms(flow), value_text);
+	} else {
+		printf("HM_JOIN_RESP received after %.1f ms; compare this value with the one the "
+		       "server shows:\n", srup_flow_elapsed_ms(flow));
+		printf("CONFIRMATION VALUE: %s\nCONFIRMATION VALUE (grouped): %s\n", value_text,
+		       value_grouped);
+	}
+	printf("waiting for the server's verdict\n");
+	fflush(stdout);
+}
+
+/* The exit status of the one-shot commands for the flow's outcome. */
+static void on_flow_done(struct srup_flow *flow, const struct srup_flow_result *r, void *user)
+{
+	struct agent *a = user;
+	const char *name = srup_status_name(r->status);
+	int status;
+
+	(void)flow;
+	if (a->finished) /* stopped by a signal: the flow was cancelled */
+		return;
+	if (r->outcome != SRUP_DEVICE_FAILED) {
+		printf("%s (0x%02x) after %.1f ms\n", name ? name : "?", r->status, r->elapsed_ms);
+		status = r->outcome == SRUP_DEVICE_ACCEPTED ? EXIT_SUCCEEDED : EXIT_REFUSED;
+		switch (r->key_file) {
+		case SRUP_FLOW_KEY_FILE_DELETED:
+			printf("deleted the server's public key %s\n", a->cfg.server_public_key);
+			break;
+		case SRUP_FLOW_KEY_FILE_ALREADY_GONE:
+			printf("the server's public key %s is already gone\n",
+			       a->cfg.server_public_key);
+			break;
+		case SRUP_FLOW_KEY_FILE_NOT_DELETED:
+			fflush(stdout);
+			srup_log(LOG_ERR, "%s", r->detail);
+			status = EXIT_SETUP;
+			break;
+		case SRUP_FLOW_KEY_FILE_UNTOUCHED:
+			break;
+		}
+		fflush(stdout);
+		finish(a, status);
 		return;
 	}
-	srup_frame_wipe(&frame);
-	if (result != RADIO_RESULT_NOT_COMPARED)
-		printf("observer compared the value: %s\n",
-		       result == RADIO_RESULT_MATCH ? "match" : "mismatch");
-	else
-		printf("the observer read the value\n");
-	printf("waiting for the server's verdict\n");
-	fflush(stdout);
-}
-
-/* The value for a person: as text when it is printable ASCII (pySRUP
- * sends uuid4().hex, 32 hex characters), else as lowercase hex; then the
- * same in groups of four characters, easier to compare by eye. */
-static void print_for_person(const struct srup_bytes *value)
-{
-	char text[2 * HUMAN_VALUE_MAX + 1];
-	size_t len = 0;
-	bool printable = true;
-
-	for (size_t i = 0; i < value->len; i++)
-		if (value->data[i] < 0x21 || value->data[i] > 0x7e)
-			printable = false;
-	for (size_t i = 0; i < value->len; i++)
-		len += (size_t)snprintf(text + len, sizeof(text) - len, printable ? "%c" : "%02x",
-					value->data[i]);
-	printf("CONFIRMATION VALUE: %s\nCONFIRMATION VALUE (grouped):", text);
-	for (size_t i = 0; i < len; i += 4)
-		printf(" %.4s", text + i);
-	printf("\n");
-	fflush(stdout);
-	OPENSSL_cleanse(text, sizeof(text));
-}
-
-static void on_hm_join_response(struct srup_node *node, const struct srup_msg *msg,
-				const char *topic, void *user)
-{
-	struct agent *a = user;
-	struct srup_bytes value = {0};
-
-	(void)node;
-	(void)topic;
-	if (open_join_response(a, msg, "HM_JOIN_RESP", HUMAN_VALUE_MAX, &value) != 0)
+	if (r->err == SRUP_DEVICE_E_TIMEOUT) {
+		if (r->stage == SRUP_FLOW_STAGE_PRESENTING) {
+			srup_log(LOG_ERR, "%s", r->detail);
+			printf("timeout: the observer did not compare the value\n");
+		} else {
+			printf("timeout: %s\n", r->detail);
+		}
+		fflush(stdout);
+		finish(a, EXIT_TIMEOUT);
 		return;
-	printf("HM_JOIN_RESP received after %.1f ms; compare this value with the one the "
-	       "server shows:\n", ms_since(&a->started));
-	print_for_person(&value);
-	srup_bytes_clear(&value);
-	printf("waiting for the server's verdict\n");
-	fflush(stdout);
+	}
+	srup_log(LOG_ERR, "%s", r->detail);
+	finish(a, r->stage == SRUP_FLOW_STAGE_SENDING || r->err == SRUP_DEVICE_E_NOMEM ||
+				  r->err == SRUP_DEVICE_E_LOOP
+			  ? EXIT_SETUP
+			  : EXIT_REFUSED);
 }
 
-static bool token_is(const struct srup_bytes *token, const void *want, size_t want_len)
-{
-	return token->len == want_len && want_len > 0 && memcmp(token->data, want, want_len) == 0;
-}
-
-static void on_response(struct srup_node *node, const struct srup_msg *msg, const char *topic,
-			void *user)
+/* What the server sends for the flow; anything it does not take is
+ * answered by no request of ours. */
+static void on_flow_message(struct srup_node *node, const struct srup_msg *msg,
+			    const char *topic, void *user)
 {
 	struct agent *a = user;
-	const struct exchange *ex = a->ex;
-	const char *name = srup_status_name(msg->status);
 
 	(void)node;
 	(void)topic;
-	/* The verdict echoes the pending token: pySRUP servers send the join
-	 * response's token, others may echo the request's. */
-	if (!a->request_sent ||
-	    (!token_is(&msg->token, a->request_token, strlen(a->request_token)) &&
-	     !token_is(&msg->token, a->response_token.data, a->response_token.len))) {
+	if (srup_flow_offer(a->flow, msg))
+		return;
+	if (msg->type == SRUP_TYPE_RESPONSE)
 		srup_log(LOG_WARNING, "RESPONSE 0x%02x with a token of no %s of ours ignored",
-			 msg->status, ex->name);
-		return;
-	}
-	if (msg->status != ex->success && msg->status != ex->refused &&
-	    msg->status != ex->failed) {
-		srup_log(LOG_WARNING, "RESPONSE with status 0x%02x (%s) is no answer to %s; ignored",
-			 msg->status, name ? name : "unknown", ex->name);
-		return;
-	}
-	printf("%s (0x%02x) after %.1f ms\n", name, msg->status, ms_since(&a->started));
-	fflush(stdout);
-	if (msg->status == ex->success && ex == &exchanges[EX_DEREGISTER]) {
-		/* Nothing from that server counts from now on (seed 9: remove
-		 * the server keys); the key file goes after the loop. */
-		srup_keystore_remove(a->id.peers, a->cfg.server_id);
-		a->deregistered = true;
-	}
-	finish(a, msg->status == ex->success ? EXIT_SUCCEEDED : EXIT_REFUSED);
+			 msg->status, srup_flow_request_name(a->flow));
+	else
+		srup_log(LOG_WARNING, "unexpected %s ignored",
+			 msg->type == SRUP_TYPE_OBS_JOIN_RESPONSE ? "OBS_JOIN_RESP" : "HM_JOIN_RESP");
 }
 
 static void on_connected(struct srup_node *node, void *user)
 {
 	struct agent *a = user;
-	const struct exchange *ex = a->ex;
-	struct srup_msg *msg;
-	char topic[SRUP_TOPIC_MAX];
-	char observer[17];
-	enum srup_node_err err;
 
-	if (a->request_sent)
-		return;
-	msg = srup_msg_new(ex->type);
-	if (!msg || srup_uuid4_text(a->request_token) != SRUP_OK ||
-	    srup_bytes_set(&msg->token, a->request_token, SRUP_UUID_TEXT_LEN) != SRUP_OK) {
-		srup_msg_free(msg);
-		finish(a, EXIT_SETUP);
-		return;
-	}
-	msg->observer_id = a->observer_id;
-	if (ex->on_server_topic)
-		srup_topic_server_join(a->cfg.server_id, a->cfg.identity_id, topic);
-	else
-		srup_topic_device(a->cfg.identity_id, topic);
-	clock_gettime(CLOCK_MONOTONIC, &a->started);
-	err = srup_node_send(node, msg, a->cfg.server_id, topic);
-	srup_msg_free(msg);
-	if (err != SRUP_NODE_OK) {
-		srup_log(LOG_ERR, "cannot send %s: %s", ex->name, srup_node_strerror(err));
-		finish(a, EXIT_SETUP);
-		return;
-	}
-	a->request_sent = true;
-	if (ex == &exchanges[EX_OBSERVED]) {
-		srup_id_format16(a->observer_id, observer);
-		printf("OBS_JOIN_REQ sent on %s naming observer %s (token %s)\n", topic, observer,
-		       a->request_token);
-	} else {
-		printf("%s sent on %s (token %s)\n", ex->name, topic, a->request_token);
-	}
-	fflush(stdout);
-}
-
-static int on_timeout(sd_event_source *s, uint64_t usec, void *user)
-{
-	struct agent *a = user;
-
-	(void)s;
-	(void)usec;
-	printf("timeout: no answer to %s from the server\n", a->ex->name);
-	fflush(stdout);
-	finish(a, EXIT_TIMEOUT);
-	return 0;
+	(void)node;
+	srup_flow_connected(a->flow);
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *user)
@@ -449,41 +270,14 @@ static int check_config(const char *path)
 	return rc;
 }
 
-/* After DEREGISTER_SUCCESS: the server's key file goes (seed 9: "Devices
- * should also remove the Server public keys that they hold"). A file that
- * cannot be unlinked is left, and said so: the deregistration itself
- * stands. */
-static int delete_server_key_file(const struct agent *a)
-{
-	const char *path = a->cfg.server_public_key;
-
-	if (unlink(path) == 0) {
-		printf("deleted the server's public key %s\n", path);
-		fflush(stdout);
-		return EXIT_SUCCEEDED;
-	}
-	if (errno == ENOENT) {
-		printf("the server's public key %s is already gone\n", path);
-		fflush(stdout);
-		return EXIT_SUCCEEDED;
-	}
-	char where[SRUP_CONFIG_PATH_MAX + 16];
-	int e = errno;
-
-	srup_log(LOG_ERR, "%s: [server] public_key: the server deregistered this device, but "
-		 "its key %s cannot be deleted (%s): delete it by hand",
-		 srup_config_where(&a->cfg, "server", "public_key", where, sizeof(where)), path,
-		 strerror(e));
-	return EXIT_SETUP;
-}
-
 static int run_exchange(struct agent *a, unsigned timeout_s)
 {
+	const struct srup_flow_exchange *ex = srup_flow_exchange(a->kind);
 	struct srup_node_config ncfg;
+	struct srup_flow_params fp;
 	char detail[768] = "";
 	enum srup_node_err nerr;
 	sigset_t mask;
-	uint64_t now;
 
 	if (srup_identity_load(&a->cfg, &a->id, detail, sizeof(detail)) != 0) {
 		srup_log_lines(LOG_ERR, detail);
@@ -497,12 +291,6 @@ static int run_exchange(struct agent *a, unsigned timeout_s)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sd_event_add_signal(a->loop, NULL, SIGTERM, on_signal, a);
 	sd_event_add_signal(a->loop, NULL, SIGINT, on_signal, a);
-	sd_event_now(a->loop, CLOCK_MONOTONIC, &now);
-	clock_gettime(CLOCK_MONOTONIC, &a->armed);
-	a->timeout_ms = (double)timeout_s * 1000.0;
-	if (sd_event_add_time(a->loop, NULL, CLOCK_MONOTONIC, now + (uint64_t)timeout_s * 1000000,
-			      0, on_timeout, a) < 0)
-		return EXIT_SETUP;
 
 	srup_node_config_from(&a->cfg, SRUP_NODE_ROLE_DEVICE, &ncfg);
 	nerr = srup_node_new(a->loop, &ncfg, a->id.private_key, a->id.peers, &a->node, detail,
@@ -511,15 +299,32 @@ static int run_exchange(struct agent *a, unsigned timeout_s)
 		srup_log(LOG_ERR, "%s: %s", srup_node_strerror(nerr), detail);
 		return EXIT_SETUP;
 	}
+	fp = (struct srup_flow_params){
+		.kind = a->kind,
+		.loop = a->loop,
+		.node = a->node,
+		.cfg = &a->cfg,
+		.private_key = a->id.private_key,
+		.peers = a->id.peers,
+		.observer = a->observer_id,
+		.channel = a->kind == SRUP_FLOW_OBSERVED && !a->print_value ? a->channel : NULL,
+		.timeout_ms = timeout_s * 1000u,
+		.timeout_name = "--timeout",
+		.show = on_flow_show,
+		.event = on_flow_event,
+		.done = on_flow_done,
+		.user = a,
+	};
+	if (srup_flow_new(&fp, &a->flow, detail, sizeof(detail)) != SRUP_DEVICE_OK) {
+		srup_log(LOG_ERR, "%s: %s", ex->name, detail);
+		return EXIT_SETUP;
+	}
 	/* Only the configured server is heard, and only the messages this
 	 * exchange expects (the pipeline drops any other type). */
-	if ((a->ex == &exchanges[EX_OBSERVED] &&
-	     srup_node_on(a->node, SRUP_TYPE_OBS_JOIN_RESPONSE, a->cfg.server_id,
-			  on_obs_join_response, a) != SRUP_NODE_OK) ||
-	    (a->ex == &exchanges[EX_HUMAN] &&
-	     srup_node_on(a->node, SRUP_TYPE_HM_JOIN_RESPONSE, a->cfg.server_id,
-			  on_hm_join_response, a) != SRUP_NODE_OK) ||
-	    srup_node_on(a->node, SRUP_TYPE_RESPONSE, a->cfg.server_id, on_response, a) !=
+	if ((ex->response_type &&
+	     srup_node_on(a->node, ex->response_type, a->cfg.server_id, on_flow_message, a) !=
+		     SRUP_NODE_OK) ||
+	    srup_node_on(a->node, SRUP_TYPE_RESPONSE, a->cfg.server_id, on_flow_message, a) !=
 		    SRUP_NODE_OK)
 		return EXIT_SETUP;
 	nerr = srup_node_connect(a->node, on_connected, a);
@@ -532,8 +337,6 @@ static int run_exchange(struct agent *a, unsigned timeout_s)
 	if (sd_event_loop(a->loop) < 0)
 		return EXIT_SETUP;
 	srup_node_flush(a->node, 2000);
-	if (a->deregistered)
-		return delete_server_key_file(a);
 	return a->exit_status;
 }
 
@@ -615,10 +418,10 @@ static void usage(FILE *out)
 
 static void agent_free(struct agent *a)
 {
+	srup_flow_free(a->flow);
 	srup_node_free(a->node);
 	srup_identity_free(&a->id);
 	sd_event_unref(a->loop);
-	srup_bytes_clear(&a->response_token);
 }
 
 int main(int argc, char **argv)
@@ -737,29 +540,31 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (strcmp(command, "join") == 0) {
+		a.has_flow = true;
 		if (!mode || strcmp(mode, "observed") == 0) {
-			a.ex = &exchanges[EX_OBSERVED];
+			a.kind = SRUP_FLOW_OBSERVED;
 		} else if (strcmp(mode, "human") == 0) {
-			a.ex = &exchanges[EX_HUMAN];
+			a.kind = SRUP_FLOW_HUMAN;
 		} else if (strcmp(mode, "unmediated") == 0) {
-			a.ex = &exchanges[EX_UNMEDIATED];
+			a.kind = SRUP_FLOW_UNMEDIATED;
 		} else {
 			fprintf(stderr, "srup-device: --mode: '%s' is not observed, human or "
 					"unmediated\n", mode);
 			return EXIT_USAGE;
 		}
-		if (a.ex == &exchanges[EX_OBSERVED] && !have_observer) {
+		if (a.kind == SRUP_FLOW_OBSERVED && !have_observer) {
 			fprintf(stderr, "srup-device: join needs --observer ID\n");
 			return EXIT_USAGE;
 		}
-		if (a.ex != &exchanges[EX_OBSERVED] &&
+		if (a.kind != SRUP_FLOW_OBSERVED &&
 		    (have_observer || have_channel || a.print_value)) {
 			fprintf(stderr, "srup-device: --observer, --channel and --print-value "
 					"belong to join --mode observed\n");
 			return EXIT_USAGE;
 		}
 	} else if (strcmp(command, "resign") == 0 || strcmp(command, "deregister") == 0) {
-		a.ex = &exchanges[command[0] == 'r' ? EX_RESIGN : EX_DEREGISTER];
+		a.has_flow = true;
+		a.kind = command[0] == 'r' ? SRUP_FLOW_RESIGN : SRUP_FLOW_DEREGISTER;
 		if (have_observer || have_channel || have_device || a.print_value || value_hex) {
 			fprintf(stderr, "srup-device: %s takes only --timeout\n", command);
 			return EXIT_USAGE;
@@ -787,14 +592,14 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	/* A device config names no channel: check the section the chosen one
 	 * needs, when one is used (--print-value presents nothing). */
-	if ((a.ex == &exchanges[EX_OBSERVED] && !a.print_value) || !a.ex) {
+	if ((a.kind == SRUP_FLOW_OBSERVED && !a.print_value) || !a.has_flow) {
 		if (!a.channel->configured(&a.cfg.radio)) {
 			srup_log(LOG_ERR, "%s: [%s] %s: needed for --channel %s", a.cfg.path,
 				 a.channel->name, a.channel->required_key, a.channel->name);
 			return EXIT_SETUP;
 		}
 	}
-	if (a.ex)
+	if (a.has_flow)
 		rc = run_exchange(&a, timeout_s);
 	else
 		rc = run_present(&a, device, value_hex, timeout_s);
