@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 
 #include "srup_log.h"
+#include "srup_msg_layout.h"
 
 /* The observer may not hold the OBSERVE_REQ yet when the device presents
  * (both leave the server at once): a frame answered "not compared" is

@@ -28,6 +28,7 @@
 #include "srup_flow.h"
 #include "srup_keys.h"
 #include "srup_log.h"
+#include "srup_msg_layout.h"
 #include "srup_node.h"
 #include "test_broker.h"
 
