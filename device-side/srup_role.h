@@ -34,6 +34,7 @@
 #include <systemd/sd-event.h>
 
 #include "srup_config.h"
+#include "srup_device.h"
 #include "srup_keys.h"
 #include "srup_node.h"
 
@@ -75,5 +76,19 @@ void srup_role_connected(struct srup_role *role);
  * deregistered it: owners with handlers of their own (OBSERVE_REQ) drop
  * the message then. */
 bool srup_role_obeys(const struct srup_role *role, const struct srup_msg *msg);
+
+/* Ask the application (cb, user: borrowed from dev) for every answer of
+ * srup_device.h's callback table; cb NULL: the role's own answers. */
+void srup_role_set_callbacks(struct srup_role *role, struct srup_device *dev,
+			     const struct srup_device_callbacks *cb, void *user);
+
+/* A DATA of the device's own, with a fresh token. -1 if not sent
+ * (deregistered, or no token). */
+int srup_role_send_data(struct srup_role *role, const char *data_id, const void *data,
+			size_t len);
+
+/* A token as a hook argument: itself if printable, else hex ("-" if empty
+ * or too long). */
+void srup_role_token_text(const uint8_t *token, size_t len, char *out, size_t out_len);
 
 #endif
