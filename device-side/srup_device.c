@@ -5,6 +5,7 @@
 #include "srup_device.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,6 +365,69 @@ enum srup_device_err srup_device_new_from_file(const char *path, struct srup_dev
 		return SRUP_DEVICE_E_NOMEM;
 	}
 	if (srup_config_load(path, SRUP_CONFIG_DEVICE, cfg, detail, detail_len) != 0) {
+		free(cfg);
+		return SRUP_DEVICE_E_CONFIG;
+	}
+	return device_from_config(cfg, out, detail, detail_len);
+}
+
+/* One value of the settings, skipped when not set. */
+static void value_add(struct srup_config_value *v, size_t *n, const char *section,
+		      const char *key, const char *value)
+{
+	if (value && value[0])
+		v[(*n)++] = (struct srup_config_value){section, key, value};
+}
+
+enum srup_device_err srup_device_new(const struct srup_device_settings *settings,
+				     struct srup_device **out, char *detail, size_t detail_len)
+{
+	struct srup_device_settings st = {0};
+	struct srup_config_value v[24];
+	char id[17], server[17], max_bytes[24], timeout[16], groups_max[16];
+	struct srup_config *cfg;
+	size_t n = 0;
+
+	if (!out)
+		return SRUP_DEVICE_E_ARG;
+	*out = NULL;
+	if (!settings || settings->size < sizeof(settings->size)) {
+		set_detail(detail, detail_len, "srup_device_new: no settings, or their size is not set");
+		return SRUP_DEVICE_E_ARG;
+	}
+	memcpy(&st, settings, settings->size < sizeof(st) ? settings->size : sizeof(st));
+	snprintf(id, sizeof(id), "%" PRIx64, st.id);
+	snprintf(server, sizeof(server), "%" PRIx64, st.server_id);
+	snprintf(max_bytes, sizeof(max_bytes), "%" PRIu64, st.update_max_bytes);
+	snprintf(timeout, sizeof(timeout), "%u", st.update_timeout_seconds);
+	snprintf(groups_max, sizeof(groups_max), "%u", st.groups_max);
+	/* 0 is "not set" for every number, as an absent key is. */
+	value_add(v, &n, "identity", "id", st.id ? id : NULL);
+	value_add(v, &n, "identity", "private_key", st.private_key);
+	value_add(v, &n, "server", "id", st.server_id ? server : NULL);
+	value_add(v, &n, "server", "public_key", st.server_public_key);
+	value_add(v, &n, "server", "join", st.join_auto ? "auto" : NULL);
+	value_add(v, &n, "mqtt", "broker", st.broker);
+	value_add(v, &n, "mqtt", "ca_file", st.mqtt_ca_file);
+	value_add(v, &n, "mqtt", "cert_file", st.mqtt_cert_file);
+	value_add(v, &n, "mqtt", "key_file", st.mqtt_key_file);
+	value_add(v, &n, "state", "dir", st.state_dir);
+	value_add(v, &n, "identification", "text", st.identification);
+	value_add(v, &n, "update", "ca_file", st.update_ca_file);
+	value_add(v, &n, "update", "max_bytes", st.update_max_bytes ? max_bytes : NULL);
+	value_add(v, &n, "update", "timeout_seconds", st.update_timeout_seconds ? timeout : NULL);
+	value_add(v, &n, "groups", "max", st.groups_max ? groups_max : NULL);
+	value_add(v, &n, "join", "command", st.join_command_refuse ? "refuse" : NULL);
+	value_add(v, &n, "sim", "socket", st.sim_socket);
+	value_add(v, &n, "ble", "adapter", st.ble_adapter);
+	value_add(v, &n, "nfc", "device", st.nfc_device);
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg) {
+		set_detail(detail, detail_len, "out of memory");
+		return SRUP_DEVICE_E_NOMEM;
+	}
+	if (srup_config_load_values("srup_device_settings", SRUP_CONFIG_DEVICE, v, n, cfg, detail,
+				    detail_len) != 0) {
 		free(cfg);
 		return SRUP_DEVICE_E_CONFIG;
 	}
