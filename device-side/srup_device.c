@@ -517,10 +517,9 @@ enum srup_device_err srup_device_start(struct srup_device *dev)
 
 int srup_device_get_fd(struct srup_device *dev)
 {
-	if (!dev)
-		return -EINVAL;
-	if (!dev->own_loop)
-		return -EBADF;
+	/* -1 without a loop of its own (not started, or attached). */
+	if (!dev || !dev->own_loop)
+		return -1;
 	return sd_event_get_fd(dev->loop);
 }
 

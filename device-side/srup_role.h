@@ -20,9 +20,15 @@
  *   DEREGISTER_CMD -> the server's key removed from the peer store, a record
  *                     persisted, the owner told to stop (SRUP_EXIT_DEREGISTERED)
  *
- * Every RESPONSE and DATA echoes the token of the message it answers and is
- * published on the device's own topic. Hooks and downloads run off the
- * loop. State files in [state] dir (mode 0600, written atomically):
+ * Where srup_device.h's callback table has an entry, the application
+ * answers instead (ID_REQ, a verified INITIATE, ACTIVATE, ACTION, DATA,
+ * the group commands after their checks, JOIN_COMMAND), at once or later
+ * through srup_device_request_complete; the hooks above are one such
+ * table (srup_device_hooks.c). Without one: ID_REQ and JOIN_COMMAND as
+ * above, INITIATE keeps the file, ACTIVATE 0x1F, ACTION 0x2E, DATA 0x3F,
+ * groups accepted. Every RESPONSE and DATA echoes the token of the message
+ * it answers and is published on the device's own topic. Downloads run
+ * off the loop. State files in [state] dir (mode 0600, written atomically):
  * groups, terminated, deregistered, join; staged updates in updates/. */
 #ifndef SRUP_ROLE_H
 #define SRUP_ROLE_H
