@@ -5,16 +5,21 @@
  * request's token; other data IDs refused at once (0x3F). Prints
  * "connected" once subscribed. Used by tests/integration/test_libdevice.py.
  *
- * libdevice_app CONFIG */
+ * libdevice_app CONFIG           its own loop, driven by poll()
+ * libdevice_app --attach CONFIG  an sd-event loop of the program's own
+ *                                (srup_device_attach_event); the later
+ *                                answer from a defer source on it */
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 
 #include "srup_device.h"
 
 struct app {
+	sd_event *loop; /* --attach */
 	struct srup_device_request *pending; /* the DATA answered later */
 	unsigned char data[256];
 	size_t len;
@@ -39,6 +44,26 @@ static int on_action(struct srup_device *dev, struct srup_device_request *req, u
 	return action_id == 7 ? 0x20 : 0x2E;
 }
 
+/* The answer a callback left for later. */
+static void answer_pending(struct app *app)
+{
+	struct srup_device_request *req = app->pending;
+
+	app->pending = NULL;
+	if (srup_device_request_send_data(req, "ECHO", app->data, app->len) != SRUP_DEVICE_OK ||
+	    srup_device_request_complete(req, 0x30) != SRUP_DEVICE_OK)
+		fprintf(stderr, "cannot answer the DATA\n");
+	printf("data answered\n");
+	fflush(stdout);
+}
+
+static int on_deferred(sd_event_source *s, void *user)
+{
+	answer_pending(user);
+	sd_event_source_unref(s);
+	return 0;
+}
+
 static int on_data(struct srup_device *dev, struct srup_device_request *req, const char *data_id,
 		   const void *data, size_t len, void *user)
 {
@@ -52,6 +77,10 @@ static int on_data(struct srup_device *dev, struct srup_device_request *req, con
 	app->pending = req;
 	printf("data %s later\n", data_id);
 	fflush(stdout);
+	if (app->loop && sd_event_add_defer(app->loop, NULL, on_deferred, app) < 0) {
+		app->pending = NULL;
+		return 0x3F;
+	}
 	return SRUP_DEVICE_LATER;
 }
 
@@ -75,16 +104,41 @@ int main(int argc, char **argv)
 	char detail[2048] = "";
 	enum srup_device_err err;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: libdevice_app CONFIG\n");
+	bool attach = argc == 3 && strcmp(argv[1], "--attach") == 0;
+	const char *config = argv[argc - 1];
+
+	if (argc != 2 && !attach) {
+		fprintf(stderr, "usage: libdevice_app [--attach] CONFIG\n");
 		return 2;
 	}
 	signal(SIGTERM, on_stop);
 	signal(SIGINT, on_stop);
-	err = srup_device_new_from_file(argv[1], &dev, detail, sizeof(detail));
+	err = srup_device_new_from_file(config, &dev, detail, sizeof(detail));
 	if (err != SRUP_DEVICE_OK) {
 		fprintf(stderr, "%s: %s\n", srup_device_strerror(err), detail);
 		return 1;
+	}
+	if (attach) {
+		sigset_t mask;
+
+		/* Before the library's threads exist: only the loop sees them. */
+		sigemptyset(&mask);
+		sigaddset(&mask, SIGTERM);
+		sigaddset(&mask, SIGINT);
+		sigprocmask(SIG_BLOCK, &mask, NULL);
+		if (sd_event_new(&app.loop) < 0 ||
+		    sd_event_add_signal(app.loop, NULL, SIGTERM, NULL, NULL) < 0 ||
+		    sd_event_add_signal(app.loop, NULL, SIGINT, NULL, NULL) < 0 ||
+		    srup_device_attach_event(dev, app.loop) != SRUP_DEVICE_OK) {
+			fprintf(stderr, "cannot attach the loop\n");
+			return 1;
+		}
+		/* The library's own loop calls are refused on a borrowed loop. */
+		if (srup_device_process(dev) != SRUP_DEVICE_E_STATE_ORDER ||
+		    srup_device_get_fd(dev) >= 0) {
+			fprintf(stderr, "process/get_fd allowed on an attached loop\n");
+			return 1;
+		}
 	}
 	if (!srup_device_set_callbacks(dev, &cb, &app, NULL) ||
 	    !srup_device_on_connection(dev, on_connection, NULL, NULL) ||
@@ -96,6 +150,14 @@ int main(int argc, char **argv)
 	printf("libsrup-device %s, device %016llx\n", srup_device_version(),
 	       (unsigned long long)srup_device_id(dev));
 	fflush(stdout);
+	if (attach) {
+		int rc = sd_event_loop(app.loop);
+
+		srup_device_flush(dev, 5000);
+		srup_device_free(dev);
+		sd_event_unref(app.loop);
+		return rc < 0 ? 1 : 0;
+	}
 	while (!stop) {
 		struct pollfd pfd = {.fd = srup_device_get_fd(dev), .events = POLLIN};
 		int timeout = srup_device_get_timeout_ms(dev);
@@ -109,17 +171,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "the loop failed\n");
 			break;
 		}
-		if (app.pending) {
-			struct srup_device_request *req = app.pending;
-
-			app.pending = NULL;
-			if (srup_device_request_send_data(req, "ECHO", app.data, app.len) !=
-				    SRUP_DEVICE_OK ||
-			    srup_device_request_complete(req, 0x30) != SRUP_DEVICE_OK)
-				fprintf(stderr, "cannot answer the DATA\n");
-			printf("data answered\n");
-			fflush(stdout);
-		}
+		if (app.pending)
+			answer_pending(&app);
 	}
 	srup_device_flush(dev, 5000);
 	srup_device_free(dev);
