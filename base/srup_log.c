@@ -5,6 +5,14 @@
 #include <string.h>
 
 static int log_max_priority = LOG_INFO;
+static srup_log_handler log_handler;
+static void *log_handler_user;
+
+void srup_log_set_handler(srup_log_handler fn, void *user)
+{
+	log_handler = fn;
+	log_handler_user = user;
+}
 
 void srup_log_set_level(int max_priority)
 {
@@ -28,6 +36,10 @@ void srup_log(int priority, const char *fmt, ...)
 	for (char *p = line + n; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = (*p == '\n' || *p == '\t') ? ' ' : '?';
+	if (log_handler) {
+		log_handler(priority & LOG_PRIMASK, line + n, log_handler_user);
+		return;
+	}
 	/* One write per line so that lines from several threads never mix. */
 	strcat(line, "\n");
 	fputs(line, stderr);

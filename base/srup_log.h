@@ -10,6 +10,11 @@
 /* Messages above this priority are dropped (default LOG_INFO). */
 void srup_log_set_level(int max_priority);
 
+/* Lines go to fn instead of stderr (NULL: stderr again), without the
+ * priority prefix and newline; fn may run on any thread that logs. */
+typedef void (*srup_log_handler)(int priority, const char *line, void *user);
+void srup_log_set_handler(srup_log_handler fn, void *user);
+
 __attribute__((format(printf, 2, 3))) void srup_log(int priority, const char *fmt, ...);
 
 #endif

@@ -1411,6 +1411,44 @@ out:
 	return p.failed ? -1 : 0;
 }
 
+int srup_config_load_values(const char *origin, enum srup_config_kind kind,
+			    const struct srup_config_value *values, size_t n,
+			    struct srup_config *cfg, char *err, size_t err_len)
+{
+	char fallback[8];
+	struct config_parse p = {
+		.file = origin ? origin : "(settings)",
+		.kind = kind,
+		.cfg = cfg,
+		.err = err && err_len ? err : fallback,
+		.err_len = err && err_len ? err_len : sizeof(fallback),
+	};
+
+	p.err[0] = '\0';
+	if (!cfg || (!values && n) || (kind != SRUP_CONFIG_OBSERVER && kind != SRUP_CONFIG_DEVICE)) {
+		snprintf(p.err, p.err_len, "%s: invalid arguments", p.file);
+		return -1;
+	}
+	memset(cfg, 0, sizeof(*cfg));
+	snprintf(cfg->path, sizeof(cfg->path), "%s", p.file);
+	snprintf(cfg->files[0], sizeof(cfg->files[0]), "%s", p.file);
+	cfg->n_files = 1;
+	config_defaults(cfg, kind);
+	/* Each value is a "line" of its own: errors name its index + 1. */
+	for (size_t i = 0; i < n && !p.failed; i++) {
+		int s = section_lookup(values[i].section);
+
+		p.lineno = (unsigned)i + 1;
+		if (s >= 0 && !cfg->section_origin[s].line)
+			cfg->section_origin[s] = (struct srup_config_origin){0, p.lineno};
+		config_handler(&p, values[i].section, values[i].key, values[i].value);
+	}
+	if (!p.failed)
+		config_check_complete(&p);
+	cfg->radio.ble.observer_id = cfg->identity_id;
+	return p.failed ? -1 : 0;
+}
+
 const char *srup_config_where(const struct srup_config *cfg, const char *section,
 			      const char *key, char *buf, size_t len)
 {

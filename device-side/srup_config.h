@@ -150,6 +150,16 @@ int srup_config_load(const char *path, enum srup_config_kind kind, struct srup_c
 
 /* "FILE:LINE" where [section] key was last set (for [actions] and [data]
  * the key is the ID), or the main file's name when no file set it. */
+/* The same as srup_config_load for values given by a program rather than a
+ * file (libsrup-device's struct srup_device_settings): each value is
+ * checked as that key in a file would be, then the whole as a file is;
+ * errors name origin and the value's position (1-based) as FILE:LINE. */
+struct srup_config_value {
+	const char *section, *key, *value;
+};
+int srup_config_load_values(const char *origin, enum srup_config_kind kind,
+			    const struct srup_config_value *values, size_t n,
+			    struct srup_config *cfg, char *err, size_t err_len);
 const char *srup_config_where(const struct srup_config *cfg, const char *section,
 			      const char *key, char *buf, size_t len);
 

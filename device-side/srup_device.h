@@ -25,7 +25,8 @@
  * used from one thread at a time; every callback runs on the thread that
  * runs the loop (sd_event_run or srup_device_process), never on another.
  * The library itself runs the MQTT client's threads and one worker thread
- * per update download; none of them calls application code.
+ * per update download; none of them calls application code except the
+ * log handler, which they may call (it must be thread-safe).
  * srup_device_set_log_handler is the only process-wide setting and should
  * be called before any device exists.
  *
@@ -77,7 +78,9 @@ const char *srup_device_version(void);
 /* priority is a syslog priority (LOG_ERR ... LOG_DEBUG); line has no
  * newline. Default handler: stderr, "<priority>line\n" (journald's prefix). */
 typedef void (*srup_device_log_fn)(int priority, const char *line, void *user);
-/* Process-wide (the library's logger); NULL restores the default.
+/* Process-wide (the library's logger); NULL restores the default. fn
+ * may run on the library's own threads too (a failure seen there), at
+ * most one line per call.
  * max_priority: lines above it are not formatted at all (default LOG_INFO). */
 void srup_device_set_log_handler(srup_device_log_fn fn, void *user, int max_priority);
 
@@ -117,6 +120,10 @@ struct srup_device_settings {
  * no effect here: they are the hook adapter's (srup-device run). */
 enum srup_device_err srup_device_new_from_file(const char *path, struct srup_device **out,
 					       char *detail, size_t detail_len);
+/* settings are checked as the same keys of a file would be; detail then
+ * names "srup_device_settings:N: [section] key: ..." (N: the position of
+ * the value among those set). A state directory holding a
+ * deregistration record: SRUP_DEVICE_E_DEREGISTERED (both _new). */
 enum srup_device_err srup_device_new(const struct srup_device_settings *settings,
 				     struct srup_device **out, char *detail, size_t detail_len);
 /* Stops everything the device runs (downloads, flows: their completion
@@ -219,7 +226,8 @@ struct srup_device_callbacks {
 	/* ACTION [0x2E unknown action]: 0x20 done, 0x2F failed, 0x2E unknown. */
 	int (*action)(struct srup_device *dev, struct srup_device_request *req,
 		      uint8_t action_id, void *user);
-	/* DATA [0x3F unknown data ID]: 0x30 taken, 0x3F unknown. */
+	/* DATA [0x3F unknown data ID]: 0x30 taken, 0x3F unknown. 0x30 is not
+	 * sent: the seed defines no RESPONSE to a handled DATA. */
 	int (*data)(struct srup_device *dev, struct srup_device_request *req,
 		    const char *data_id, const void *data, size_t len, void *user);
 	/* GROUP_ADD / GROUP_DELETE / GROUP_DESTROY [accepted]: return 0x40
@@ -234,7 +242,8 @@ struct srup_device_callbacks {
 	/* JOIN_COMMAND [the configured policy]: 0x41 accept, 0x5E refuse. */
 	int (*join_command)(struct srup_device *dev, struct srup_device_request *req, void *user);
 	/* TERMINATE_CMD [0x70]: told, the library answers 0x70 and obeys only
-	 * a JOIN_COMMAND from then on, whatever is returned. */
+	 * a JOIN_COMMAND from then on, whatever is returned. This request and
+	 * DEREGISTER_CMD's end when the callback returns (no LATER). */
 	int (*terminate)(struct srup_device *dev, struct srup_device_request *req, void *user);
 	/* DEREGISTER_CMD: told before the library removes the server's key
 	 * and stops sending; the return value is ignored. */

@@ -10,6 +10,7 @@
 
 #include "srup_config.h"
 #include "srup_config_reload.h"
+#include "srup_device_private.h"
 #include "srup_exit.h"
 #include "srup_identity.h"
 #include "srup_log.h"
@@ -25,8 +26,7 @@ struct device_run {
 	const char *config_path;
 	struct srup_config cfg;
 	struct srup_identity id;
-	struct srup_node *node;
-	struct srup_role *role;
+	struct srup_device *dev; /* node and role, answering by the hook adapter */
 	bool deregistered;
 	/* What systemd was last told (sd_notify; no-ops outside systemd). */
 	sd_event_source *status_timer;
@@ -41,7 +41,7 @@ static void notify_status(struct device_run *d)
 	char text[sizeof(d->status)];
 
 	snprintf(text, sizeof(text), "broker %s; answering server commands%s%s",
-		 d->node && srup_node_is_connected(d->node) ? "connected" : "disconnected",
+		 srup_device_is_connected(d->dev) ? "connected" : "disconnected",
 		 d->restart_needed[0] ? "; restart needed for: " : "", d->restart_needed);
 	if (strcmp(text, d->status) == 0)
 		return;
@@ -88,7 +88,7 @@ static void reload(struct device_run *d)
 	srup_config_reload_merge(&d->cfg, next, restart, sizeof(restart));
 	/* In place: the device role borrows d->cfg. */
 	d->cfg = *next;
-	srup_role_reconfigured(d->role);
+	srup_role_reconfigured(srup_device_role(d->dev));
 	memcpy(d->restart_needed, restart, sizeof(restart));
 	if (restart[0])
 		srup_log(LOG_WARNING, "reload: restart needed for: %s", restart);
@@ -126,19 +126,24 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 	return 0;
 }
 
-static void on_deregistered(void *user)
+static void on_deregistered(struct srup_device *dev, void *user)
 {
 	struct device_run *d = user;
 
+	(void)dev;
 	d->deregistered = true;
 	sd_event_exit(d->loop, SRUP_EXIT_DEREGISTERED);
 }
 
-static void on_connected(struct srup_node *node, void *user)
+static void on_connection(struct srup_device *dev, bool connected, const char *broker,
+			  void *user)
 {
 	struct device_run *d = user;
 
-	(void)node;
+	(void)dev;
+	(void)broker;
+	if (!connected)
+		return;
 	srup_log(LOG_INFO, "connected to the broker; answering server commands");
 	/* Ready means commands can arrive: the node calls this only once the
 	 * session is up and every subscription (own topic, groups) granted. */
@@ -147,21 +152,17 @@ static void on_connected(struct srup_node *node, void *user)
 		sd_notify(0, "READY=1");
 	}
 	notify_status(d);
-	srup_role_connected(d->role);
 }
 
 static int run_start(struct device_run *d)
 {
-	const struct srup_role_params rp = {
+	struct srup_device_borrowed bp = {
 		.program = "srup-device",
 		.cfg = &d->cfg,
-		.peers = d->id.peers,
-		.deregistered = on_deregistered,
-		.user = d,
+		.id = &d->id,
 	};
-	struct srup_node_config ncfg;
-	char detail[512];
-	enum srup_node_err nerr;
+	char detail[768];
+	enum srup_device_err err;
 	sigset_t mask;
 
 	if (sd_event_new(&d->loop) < 0) {
@@ -192,19 +193,20 @@ static int run_start(struct device_run *d)
 		srup_log(LOG_ERR, "cannot watch signals");
 		return SRUP_EXIT_FAILURE;
 	}
-	srup_node_config_from(&d->cfg, SRUP_NODE_ROLE_DEVICE, &ncfg);
-	nerr = srup_node_new(d->loop, &ncfg, d->id.private_key, d->id.peers, &d->node, detail,
-			     sizeof(detail));
-	if (nerr != SRUP_NODE_OK) {
-		srup_log(LOG_ERR, "%s: %s", srup_node_strerror(nerr), detail);
-		return nerr == SRUP_NODE_E_ARG || nerr == SRUP_NODE_E_STATE ? SRUP_EXIT_CONFIG
-									    : SRUP_EXIT_FAILURE;
+	bp.loop = d->loop;
+	err = srup_device_new_borrowed(&bp, &d->dev, detail, sizeof(detail));
+	if (err != SRUP_DEVICE_OK) {
+		srup_log(LOG_ERR, "%s", detail);
+		return err == SRUP_DEVICE_E_CONFIG || err == SRUP_DEVICE_E_STATE ? SRUP_EXIT_CONFIG
+										 : SRUP_EXIT_FAILURE;
 	}
-	if (srup_role_new(d->loop, d->node, &rp, &d->role, detail, sizeof(detail)) != 0) {
-		srup_log(LOG_ERR, "device role: %s", detail);
-		return SRUP_EXIT_CONFIG;
+	if (srup_device_hooks_attach(d->dev) != 0 ||
+	    !srup_device_on_connection(d->dev, on_connection, d, NULL) ||
+	    !srup_device_on_deregistered(d->dev, on_deregistered, d, NULL)) {
+		srup_log(LOG_ERR, "out of memory");
+		return SRUP_EXIT_FAILURE;
 	}
-	if (srup_node_connect(d->node, on_connected, d) != SRUP_NODE_OK) {
+	if (srup_device_start(d->dev) != SRUP_DEVICE_OK) {
 		srup_log(LOG_ERR, "cannot connect to %s", d->cfg.mqtt_broker);
 		return SRUP_EXIT_FAILURE;
 	}
@@ -243,14 +245,13 @@ int srup_device_run(const char *config_path, bool verbose)
 		if (rc < 0)
 			rc = SRUP_EXIT_FAILURE;
 		/* A deregistered node sends nothing more (seed 9.2). */
-		if (!d.deregistered && srup_node_flush(d.node, RUN_FLUSH_MS) != SRUP_NODE_OK)
+		if (!d.deregistered && srup_device_flush(d.dev, RUN_FLUSH_MS) != SRUP_DEVICE_OK)
 			srup_log(LOG_WARNING, "some messages were not acknowledged by the broker "
 				 "before shutdown");
 		srup_log(LOG_NOTICE, "srup-device run stopped (exit status %d)", rc);
 	}
-	srup_role_free(d.role);
+	srup_device_free(d.dev);
 	sd_event_source_unref(d.status_timer);
-	srup_node_free(d.node);
 	srup_identity_free(&d.id);
 	sd_event_unref(d.loop);
 	return rc;

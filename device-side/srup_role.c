@@ -15,7 +15,6 @@
 #include "srup_msg_layout.h"
 #include "srup_detail.h"
 #include "srup_fileio.h"
-#include "srup_hook.h"
 #include "srup_log.h"
 #include "srup_update.h"
 
@@ -24,7 +23,6 @@
 #endif
 
 #define ROLE_DOWNLOADS_MAX 4
-#define ROLE_HOOKS_MAX 8
 #define ROLE_TOKEN_FILE_MAX 64u   /* token bytes a staged file can be named after */
 #define ROLE_STATE_FILE_MAX 8192u
 #define ROLE_GROUP_PREFIX "SRUP/groups/"
@@ -35,20 +33,9 @@
 #define STATE_JOIN "join"
 #define STATE_UPDATES "updates"
 
-enum job_kind { JOB_DOWNLOAD, JOB_ACTIVATE, JOB_ACTION, JOB_DATA, JOB_GROUP_ADD };
-
-/* Something that answers later: a download, a hook, a subscription. */
-struct role_job {
-	struct role_job *next;
-	struct srup_role *role;
-	enum job_kind kind;
-	uint8_t *token;
-	size_t token_len;
-	struct srup_update *update;
-	struct srup_hook *hook;
-	char staged[512];                    /* the token's staged file */
-	char group[SRUP_ROLE_GROUP_ID_MAX + 1]; /* JOB_GROUP_ADD */
-};
+/* DATA taken by the application: nothing is sent (the seed defines no
+ * RESPONSE to a handled DATA). */
+#define SRUP_DEVICE_DATA_TAKEN 0x30
 
 struct srup_role {
 	sd_event *loop;
@@ -66,7 +53,11 @@ struct srup_role {
 	/* Group memberships, as persisted. */
 	char groups[64][SRUP_ROLE_GROUP_ID_MAX + 1];
 	size_t n_groups;
-	struct role_job *jobs;
+	struct srup_device_request *requests;
+	/* The application's answers (borrowed from the device). */
+	struct srup_device *dev;
+	const struct srup_device_callbacks *cb;
+	void *cb_user;
 };
 
 static const char *type_name(uint8_t type)
@@ -194,115 +185,149 @@ static void send_data(struct srup_role *r, const char *data_id, const void *data
 	role_send(r, msg, token, token_len);
 }
 
-/* ---- jobs ---------------------------------------------------------------------- */
+/* ---- requests ------------------------------------------------------------------ */
 
-static struct role_job *job_new(struct srup_role *r, enum job_kind kind, const struct srup_msg *msg)
+/* A server command waiting for its answer: from the application's
+ * callback (srup_device.h), a download or a subscription. */
+struct srup_device_request {
+	struct srup_device_request *next;
+	struct srup_role *role;
+	uint8_t type;
+	uint8_t *token;
+	size_t token_len;
+	struct srup_update *update;          /* INITIATE: its download */
+	bool downloading;                    /* INITIATE: the download runs */
+	bool asking;                         /* in the application's callback */
+	bool asked;                          /* the application answers later */
+	bool ended;                          /* completed within its callback */
+	uint8_t answer;                      /* that completion's status */
+	char staged[512];                    /* the token's staged file */
+	char group[SRUP_ROLE_GROUP_ID_MAX + 1]; /* GROUP_* */
+};
+
+static struct srup_device_request *request_new(struct srup_role *r, const struct srup_msg *msg)
 {
-	struct role_job *j = calloc(1, sizeof(*j));
+	struct srup_device_request *q = calloc(1, sizeof(*q));
 
-	if (!j)
+	if (!q)
 		return NULL;
-	j->role = r;
-	j->kind = kind;
-	j->token = malloc(msg->token.len ? msg->token.len : 1);
-	if (!j->token) {
-		free(j);
+	q->role = r;
+	q->type = msg->type;
+	q->token = malloc(msg->token.len ? msg->token.len : 1);
+	if (!q->token) {
+		free(q);
 		return NULL;
 	}
-	memcpy(j->token, msg->token.data, msg->token.len);
-	j->token_len = msg->token.len;
-	j->next = r->jobs;
-	r->jobs = j;
-	return j;
+	memcpy(q->token, msg->token.data, msg->token.len);
+	q->token_len = msg->token.len;
+	q->next = r->requests;
+	r->requests = q;
+	return q;
 }
 
-static void job_free(struct role_job *j)
+static void request_free(struct srup_device_request *q)
 {
-	struct role_job **pp;
+	struct srup_device_request **pp;
 
-	for (pp = &j->role->jobs; *pp; pp = &(*pp)->next) {
-		if (*pp == j) {
-			*pp = j->next;
+	for (pp = &q->role->requests; *pp; pp = &(*pp)->next) {
+		if (*pp == q) {
+			*pp = q->next;
 			break;
 		}
 	}
-	srup_update_free(j->update);
-	srup_hook_free(j->hook);
-	free(j->token);
-	free(j);
+	srup_update_free(q->update);
+	free(q->token);
+	free(q);
 }
 
-static size_t jobs_count(const struct srup_role *r, bool downloads)
+static size_t downloads_count(const struct srup_role *r)
 {
 	size_t n = 0;
 
-	for (const struct role_job *j = r->jobs; j; j = j->next)
-		n += downloads ? j->kind == JOB_DOWNLOAD : j->hook != NULL;
+	for (const struct srup_device_request *q = r->requests; q; q = q->next)
+		n += q->downloading;
 	return n;
 }
 
-static struct role_job *job_find(struct srup_role *r, enum job_kind kind, const struct srup_msg *msg)
+static struct srup_device_request *request_find(struct srup_role *r, uint8_t type,
+						const struct srup_msg *msg)
 {
-	for (struct role_job *j = r->jobs; j; j = j->next)
-		if (j->kind == kind && j->token_len == msg->token.len &&
-		    memcmp(j->token, msg->token.data, msg->token.len) == 0)
-			return j;
+	for (struct srup_device_request *q = r->requests; q; q = q->next)
+		if (q->type == type && q->token_len == msg->token.len &&
+		    memcmp(q->token, msg->token.data, msg->token.len) == 0)
+			return q;
 	return NULL;
 }
 
-static void hook_done(const struct srup_hook_result *res, void *user)
+/* What a callback's answer that is not a status byte counts as. */
+static uint8_t failure_status(uint8_t type)
 {
-	struct role_job *j = user;
-	struct srup_role *r = j->role;
-	bool ok = srup_hook_succeeded(res);
-
-	switch (j->kind) {
-	case JOB_ACTIVATE:
-		send_response(r, ok ? SRUP_STATUS_ACTIVATE_SUCCESS : SRUP_STATUS_ACTIVATE_FAIL,
-			      j->token, j->token_len);
-		/* Applied: the staged copy is no longer needed. A failed one
-		 * stays for another ACTIVATE. */
-		if (ok && unlink(j->staged) != 0)
-			srup_log(LOG_WARNING, "cannot remove %s: %s", j->staged, strerror(errno));
-		break;
-	case JOB_ACTION:
-		send_response(r, ok ? SRUP_STATUS_ACTION_SUCCESS : SRUP_STATUS_ACTION_FAIL,
-			      j->token, j->token_len);
-		break;
-	default:
-		/* DATA: the seed defines no answer to a handled message. */
-		break;
+	switch (type) {
+	case SRUP_TYPE_INITIATE: return SRUP_STATUS_UPDATE_FAIL_FILE;
+	case SRUP_TYPE_ACTIVATE: return SRUP_STATUS_ACTIVATE_FAIL;
+	case SRUP_TYPE_ACTION: return SRUP_STATUS_ACTION_FAIL;
+	case SRUP_TYPE_DATA: return SRUP_STATUS_DATA_TYPE_UNKNOWN;
+	case SRUP_TYPE_GROUP_ADD: return 0x4F;
+	case SRUP_TYPE_GROUP_DELETE:
+	case SRUP_TYPE_GROUP_DESTROY: return 0x4D;
+	case SRUP_TYPE_JOIN_COMMAND: return SRUP_STATUS_JOIN_REFUSED;
+	default: return 0;
 	}
-	job_free(j);
 }
 
-/* Run command (a configured <command>) with extra arguments appended. */
-static int run_hook(struct srup_role *r, struct role_job *j, const char *name, const char *command,
-		    const char *const extra[], size_t n_extra, const void *in, size_t in_len)
-{
-	char buf[512], err[512] = "";
-	char *argv[SRUP_CONFIG_COMMAND_WORDS + 4];
-	int n;
+static void settle(struct srup_device_request *q, uint8_t status);
 
-	if (jobs_count(r, false) >= ROLE_HOOKS_MAX) {
-		srup_log(LOG_WARNING, "hook %s not run: %d hooks are running already", name,
-			 ROLE_HOOKS_MAX);
-		return -1;
+/* The callback for q has returned rc. */
+static void asked(struct srup_device_request *q, int rc)
+{
+	q->asking = false;
+	if (q->ended) {
+		if (rc != SRUP_DEVICE_LATER)
+			srup_log(LOG_WARNING, "%s: answered twice (0x%02x completed, %d returned); "
+				 "the completion counts", type_name(q->type), q->answer, rc);
+		settle(q, q->answer);
+		return;
 	}
-	n = srup_config_split_command(command, buf, sizeof(buf), argv, SRUP_CONFIG_COMMAND_WORDS + 1);
-	if (n < 0) {
-		srup_log(LOG_ERR, "hook %s: bad command", name);
-		return -1;
+	if (rc == SRUP_DEVICE_LATER) {
+		q->asked = true;
+		return;
 	}
-	for (size_t i = 0; i < n_extra; i++)
-		argv[n++] = (char *)extra[i];
-	argv[n] = NULL;
-	if (srup_hook_start(r->loop, name, argv, in, in_len, r->cfg->hook_timeout_seconds,
-			    hook_done, j, &j->hook, err, sizeof(err)) != 0) {
-		srup_log(LOG_ERR, "hook %s not run: %s", name, err);
-		return -1;
+	if (rc < 0 || rc > 255) {
+		srup_log(LOG_ERR, "%s: the application answered %d, not a status (0..255): "
+			 "answering 0x%02x", type_name(q->type), rc, failure_status(q->type));
+		rc = failure_status(q->type);
 	}
-	return 0;
+	settle(q, (uint8_t)rc);
+}
+
+uint8_t srup_device_request_type(const struct srup_device_request *q)
+{
+	return q ? q->type : 0;
+}
+
+const uint8_t *srup_device_request_token(const struct srup_device_request *q, size_t *len)
+{
+	if (len)
+		*len = q ? q->token_len : 0;
+	return q ? q->token : NULL;
+}
+
+enum srup_device_err srup_device_request_complete(struct srup_device_request *q, uint8_t status)
+{
+	if (!q)
+		return SRUP_DEVICE_E_ARG;
+	if (q->asking) {
+		if (q->ended)
+			return SRUP_DEVICE_E_STATE_ORDER;
+		q->ended = true;
+		q->answer = status;
+		return SRUP_DEVICE_OK;
+	}
+	if (!q->asked)
+		return SRUP_DEVICE_E_STATE_ORDER;
+	q->asked = false;
+	settle(q, status);
+	return SRUP_DEVICE_OK;
 }
 
 /* ---- the handlers -------------------------------------------------------------- */
@@ -317,31 +342,34 @@ static int token_name(const struct srup_msg *msg, char *out, size_t len)
 	return 0;
 }
 
-static void token_text(const struct srup_msg *msg, char *out, size_t len)
-{
-	bool printable = msg->token.len > 0;
-
-	for (size_t i = 0; i < msg->token.len; i++)
-		printable = printable && isgraph(msg->token.data[i]);
-	if (printable && msg->token.len < len)
-		snprintf(out, len, "%.*s", (int)msg->token.len, (const char *)msg->token.data);
-	else if (token_name(msg, out, len) != 0)
-		snprintf(out, len, "-");
-}
+/* A callback of the table, NULL when the application left it out. */
+#define CALLBACK(r, name) ((r)->cb ? (r)->cb->name : NULL)
 
 static void on_id_request(struct srup_role *r, const struct srup_msg *msg)
 {
-	send_data(r, "IDENTIFICATION_RESPONSE", r->identification, strlen(r->identification),
-		  msg->token.data, msg->token.len);
+	struct srup_device_request *q;
+
+	if (!CALLBACK(r, identification)) {
+		send_data(r, "IDENTIFICATION_RESPONSE", r->identification,
+			  strlen(r->identification), msg->token.data, msg->token.len);
+		return;
+	}
+	if (!(q = request_new(r, msg))) {
+		srup_log(LOG_ERR, "ID_REQ: out of memory");
+		return;
+	}
+	q->asking = true;
+	asked(q, r->cb->identification(r->dev, q, r->cb_user));
 }
 
 static void download_done(struct srup_update *u, const struct srup_update_result *res, void *user)
 {
-	struct role_job *j = user;
+	struct srup_device_request *j = user;
 	struct srup_role *r = j->role;
 	char status_text[16];
 
 	(void)u;
+	j->downloading = false;
 	/* The token's latest INITIATE decides: an older verified file of
 	 * the same token must not be activated after this one failed. */
 	if (res->outcome != SRUP_UPDATE_VERIFIED && unlink(j->staged) == 0)
@@ -350,8 +378,13 @@ static void download_done(struct srup_update *u, const struct srup_update_result
 	case SRUP_UPDATE_VERIFIED:
 		srup_log(LOG_NOTICE, "update staged: %s (%" PRIu64 " bytes, SHA-256 verified)",
 			 res->path, res->bytes);
-		send_response(r, SRUP_STATUS_UPDATE_SUCCESS, j->token, j->token_len);
-		break;
+		if (!CALLBACK(r, update_ready)) {
+			settle(j, SRUP_STATUS_UPDATE_SUCCESS);
+			return;
+		}
+		j->asking = true;
+		asked(j, r->cb->update_ready(r->dev, j, j->staged, r->cb_user));
+		return;
 	case SRUP_UPDATE_UNREACHABLE:
 		srup_log(LOG_WARNING, "update download failed: server unreachable: %s", res->detail);
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_SERVER, j->token, j->token_len);
@@ -375,7 +408,7 @@ static void download_done(struct srup_update *u, const struct srup_update_result
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_DIGEST, j->token, j->token_len);
 		break;
 	}
-	job_free(j);
+	request_free(j);
 }
 
 _Static_assert(SRUP_INITIATE_DIGEST_LEN == SRUP_UPDATE_DIGEST_LEN, "one SHA-256 length");
@@ -394,10 +427,10 @@ static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 	const char *url_field;
 	size_t url_len;
 	char *url = NULL;
-	struct role_job *j;
+	struct srup_device_request *j;
 
 	snprintf(c.ca_file, sizeof(c.ca_file), "%s", r->cfg->update.ca_file);
-	if (job_find(r, JOB_DOWNLOAD, msg)) {
+	if (request_find(r, SRUP_TYPE_INITIATE, msg)) {
 		srup_log(LOG_WARNING, "INITIATE ignored: the download for that token is running");
 		return;
 	}
@@ -425,7 +458,7 @@ static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_FILE, msg->token.data, msg->token.len);
 		return;
 	}
-	if (jobs_count(r, true) >= ROLE_DOWNLOADS_MAX) {
+	if (downloads_count(r) >= ROLE_DOWNLOADS_MAX) {
 		srup_log(LOG_WARNING, "INITIATE refused (0xFD): %d downloads running already",
 			 ROLE_DOWNLOADS_MAX);
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_SERVER, msg->token.data, msg->token.len);
@@ -435,15 +468,17 @@ static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 	for (char *ch = url; *ch; ch++)
 		if (iscntrl((unsigned char)*ch))
 			*ch = '?'; /* never reaches curl: a URL with control bytes is refused there */
-	j = job_new(r, JOB_DOWNLOAD, msg);
-	if (j)
+	j = request_new(r, msg);
+	if (j) {
 		snprintf(j->staged, sizeof(j->staged), "%s/%s", r->updates_dir, name);
+		j->downloading = true;
+	}
 	if (!j || srup_update_start(r->loop, &c, url, digest, r->updates_dir, name, download_done, j,
 				    &j->update, err, sizeof(err)) != 0) {
 		srup_log(LOG_ERR, "INITIATE: cannot start the download: %s", j ? err : "out of memory");
 		send_response(r, SRUP_STATUS_UPDATE_FAIL_FILE, msg->token.data, msg->token.len);
 		if (j)
-			job_free(j);
+			request_free(j);
 		free(url);
 		return;
 	}
@@ -453,12 +488,12 @@ static void on_initiate(struct srup_role *r, const struct srup_msg *msg)
 
 static void on_activate(struct srup_role *r, const struct srup_msg *msg)
 {
-	char name[2 * ROLE_TOKEN_FILE_MAX + 1], text[2 * ROLE_TOKEN_FILE_MAX + 1];
+	char name[2 * ROLE_TOKEN_FILE_MAX + 1];
 	char path[512];
 	struct stat st;
-	struct role_job *j;
+	struct srup_device_request *q;
 
-	if (job_find(r, JOB_ACTIVATE, msg)) {
+	if (request_find(r, SRUP_TYPE_ACTIVATE, msg)) {
 		srup_log(LOG_WARNING, "ACTIVATE ignored: the activation for that token is running");
 		return;
 	}
@@ -469,68 +504,67 @@ static void on_activate(struct srup_role *r, const struct srup_msg *msg)
 		send_response(r, SRUP_STATUS_ACTIVATE_FAIL, msg->token.data, msg->token.len);
 		return;
 	}
-	if (!r->cfg->update.activate[0]) {
-		srup_log(LOG_WARNING, "ACTIVATE refused (0x1F): no [update] activate hook configured");
+	if (!CALLBACK(r, activate)) {
+		srup_log(LOG_WARNING, "ACTIVATE refused (0x1F): nothing activates updates here");
 		send_response(r, SRUP_STATUS_ACTIVATE_FAIL, msg->token.data, msg->token.len);
 		return;
 	}
-	token_text(msg, text, sizeof(text));
-	j = job_new(r, JOB_ACTIVATE, msg);
-	if (j) {
-		const char *extra[] = {path, text};
-
-		snprintf(j->staged, sizeof(j->staged), "%s", path);
-		if (run_hook(r, j, "activate", r->cfg->update.activate, extra, 2, NULL, 0) == 0)
-			return;
-		job_free(j);
+	if (!(q = request_new(r, msg))) {
+		srup_log(LOG_ERR, "ACTIVATE: out of memory (0x1F)");
+		send_response(r, SRUP_STATUS_ACTIVATE_FAIL, msg->token.data, msg->token.len);
+		return;
 	}
-	send_response(r, SRUP_STATUS_ACTIVATE_FAIL, msg->token.data, msg->token.len);
+	snprintf(q->staged, sizeof(q->staged), "%s", path);
+	q->asking = true;
+	asked(q, r->cb->activate(r->dev, q, q->staged, r->cb_user));
 }
 
 static void on_action(struct srup_role *r, const struct srup_msg *msg)
 {
-	const struct srup_config_hook *h = NULL;
-	struct role_job *j;
-	char name[16];
+	struct srup_device_request *q;
 
-	for (size_t i = 0; i < r->cfg->n_actions && !h; i++)
-		if (r->cfg->actions[i].action_id == msg->action_id)
-			h = &r->cfg->actions[i];
-	if (!h) {
-		srup_log(LOG_WARNING, "ACTION %u: no such action configured (0x2E)", msg->action_id);
+	if (!CALLBACK(r, action)) {
+		srup_log(LOG_WARNING, "ACTION %u: no such action (0x2E)", msg->action_id);
 		send_response(r, SRUP_STATUS_ACTION_UNKNOWN, msg->token.data, msg->token.len);
 		return;
 	}
-	snprintf(name, sizeof(name), "action-%u", msg->action_id);
-	j = job_new(r, JOB_ACTION, msg);
-	if (j) {
-		if (run_hook(r, j, name, h->command, NULL, 0, NULL, 0) == 0)
-			return;
-		job_free(j);
+	if (!(q = request_new(r, msg))) {
+		srup_log(LOG_ERR, "ACTION %u: out of memory (0x2F)", msg->action_id);
+		send_response(r, SRUP_STATUS_ACTION_FAIL, msg->token.data, msg->token.len);
+		return;
 	}
-	send_response(r, SRUP_STATUS_ACTION_FAIL, msg->token.data, msg->token.len);
+	q->asking = true;
+	asked(q, r->cb->action(r->dev, q, msg->action_id, r->cb_user));
 }
 
 static void on_data(struct srup_role *r, const struct srup_msg *msg)
 {
-	const struct srup_config_hook *h = NULL;
-	struct role_job *j;
-	char name[SRUP_CONFIG_DATA_ID_MAX + 8];
+	struct srup_device_request *q;
+	char *id;
 
-	for (size_t i = 0; i < r->cfg->n_data && !h; i++)
-		if (strlen(r->cfg->data[i].id) == msg->data_id.len &&
-		    memcmp(r->cfg->data[i].id, msg->data_id.data, msg->data_id.len) == 0)
-			h = &r->cfg->data[i];
-	if (!h) {
+	if (!CALLBACK(r, data)) {
 		srup_log(LOG_WARNING, "DATA: data ID of %zu bytes not configured (0x3F)",
 			 msg->data_id.len);
 		send_response(r, SRUP_STATUS_DATA_TYPE_UNKNOWN, msg->token.data, msg->token.len);
 		return;
 	}
-	snprintf(name, sizeof(name), "data-%s", h->id);
-	j = job_new(r, JOB_DATA, msg);
-	if (j && run_hook(r, j, name, h->command, NULL, 0, msg->data.data, msg->data.len) != 0)
-		job_free(j);
+	/* The data ID as a C string: one with a NUL byte is nobody's. */
+	if (memchr(msg->data_id.data, 0, msg->data_id.len)) {
+		srup_log(LOG_WARNING, "DATA: data ID of %zu bytes holds a NUL byte (0x3F)",
+			 msg->data_id.len);
+		send_response(r, SRUP_STATUS_DATA_TYPE_UNKNOWN, msg->token.data, msg->token.len);
+		return;
+	}
+	id = strndup((const char *)msg->data_id.data, msg->data_id.len);
+	q = id ? request_new(r, msg) : NULL;
+	if (!q) {
+		srup_log(LOG_ERR, "DATA: out of memory");
+		free(id);
+		return;
+	}
+	q->asking = true;
+	asked(q, r->cb->data(r->dev, q, id, msg->data.data, msg->data.len, r->cb_user));
+	free(id);
 }
 
 /* ---- groups ---------------------------------------------------------------------- */
@@ -580,7 +614,7 @@ static int groups_save(struct srup_role *r)
 
 static void group_subscribed(struct srup_node *node, const char *topic, bool ok, void *user)
 {
-	struct role_job *j = user;
+	struct srup_device_request *j = user;
 	struct srup_role *r = j->role;
 	uint8_t status = GROUP_ADD_FAIL;
 
@@ -597,7 +631,7 @@ static void group_subscribed(struct srup_node *node, const char *topic, bool ok,
 		srup_log(LOG_WARNING, "GROUP_ADD %s: the broker refused %s (0x4F)", j->group, topic);
 	}
 	send_response(r, status, j->token, j->token_len);
-	job_free(j);
+	request_free(j);
 }
 
 /* The group ID of a group message, checked; NULL (answered or logged) if
@@ -625,10 +659,32 @@ static bool group_of(struct srup_role *r, const struct srup_msg *msg, bool has_d
 	return true;
 }
 
+/* A GROUP_ADD the application accepted: subscribed, then persisted. */
+static void group_join(struct srup_device_request *q)
+{
+	struct srup_role *r = q->role;
+	char topic[SRUP_NODE_EXTRA_TOPIC_MAX];
+	uint8_t status = GROUP_ADD_FAIL;
+
+	if (group_find(r, q->group) >= 0) {
+		status = GROUP_ADD_SUCCESS;
+	} else if (r->n_groups >= r->cfg->groups_max) {
+		srup_log(LOG_WARNING, "GROUP_ADD %s refused (0x4E): already in %zu groups, the "
+			 "[groups] max", q->group, r->n_groups);
+		status = GROUP_ADD_FAIL_LIMIT;
+	} else {
+		group_topic(q->group, topic);
+		if (srup_node_add_topic(r->node, topic, group_subscribed, q) == SRUP_NODE_OK)
+			return; /* answered once the broker did */
+	}
+	send_response(r, status, q->token, q->token_len);
+	request_free(q);
+}
+
 static void on_group_add(struct srup_role *r, const struct srup_msg *msg)
 {
-	char group[SRUP_ROLE_GROUP_ID_MAX + 1], topic[SRUP_NODE_EXTRA_TOPIC_MAX];
-	struct role_job *j;
+	char group[SRUP_ROLE_GROUP_ID_MAX + 1];
+	struct srup_device_request *q;
 
 	if (!group_of(r, msg, true, GROUP_ADD_FAIL, group))
 		return;
@@ -642,46 +698,76 @@ static void on_group_add(struct srup_role *r, const struct srup_msg *msg)
 		send_response(r, GROUP_ADD_FAIL_LIMIT, msg->token.data, msg->token.len);
 		return;
 	}
-	group_topic(group, topic);
-	j = job_new(r, JOB_GROUP_ADD, msg);
-	if (j) {
-		snprintf(j->group, sizeof(j->group), "%s", group);
-		if (srup_node_add_topic(r->node, topic, group_subscribed, j) == SRUP_NODE_OK)
-			return;
-		job_free(j);
+	if (!(q = request_new(r, msg))) {
+		send_response(r, GROUP_ADD_FAIL, msg->token.data, msg->token.len);
+		return;
 	}
-	send_response(r, GROUP_ADD_FAIL, msg->token.data, msg->token.len);
+	snprintf(q->group, sizeof(q->group), "%s", group);
+	if (!CALLBACK(r, group_add)) {
+		settle(q, GROUP_ADD_SUCCESS);
+		return;
+	}
+	q->asking = true;
+	asked(q, r->cb->group_add(r->dev, q, q->group, r->cb_user));
 }
 
-static void on_group_leave(struct srup_role *r, const struct srup_msg *msg)
+/* A GROUP_DELETE or GROUP_DESTROY the application accepted. */
+static void group_leave(struct srup_device_request *q)
 {
-	bool destroy = msg->type == SRUP_TYPE_GROUP_DESTROY;
-	char group[SRUP_ROLE_GROUP_ID_MAX + 1], topic[SRUP_NODE_EXTRA_TOPIC_MAX];
+	struct srup_role *r = q->role;
+	char topic[SRUP_NODE_EXTRA_TOPIC_MAX];
 	uint8_t status = GROUP_DEL_SUCCESS;
-	int at;
+	int at = group_find(r, q->group);
 
-	if (!group_of(r, msg, !destroy, GROUP_DEL_INVALID, group))
-		return;
-	at = group_find(r, group);
 	if (at < 0) {
-		srup_log(LOG_WARNING, "%s %s: not a member (0x4C)", type_name(msg->type), group);
-		send_response(r, GROUP_DEL_INVALID, msg->token.data, msg->token.len);
+		srup_log(LOG_WARNING, "%s %s: not a member (0x4C)", type_name(q->type), q->group);
+		send_response(r, GROUP_DEL_INVALID, q->token, q->token_len);
 		return;
 	}
-	group_topic(group, topic);
+	group_topic(q->group, topic);
 	memmove(r->groups[at], r->groups[at + 1], (r->n_groups - (size_t)at - 1) * sizeof(r->groups[0]));
 	r->n_groups--;
 	if (srup_node_remove_topic(r->node, topic) != SRUP_NODE_OK || groups_save(r) != 0)
 		status = GROUP_DEL_FAIL;
 	else
-		srup_log(LOG_NOTICE, "left group %s", group);
-	send_response(r, status, msg->token.data, msg->token.len);
+		srup_log(LOG_NOTICE, "left group %s", q->group);
+	send_response(r, status, q->token, q->token_len);
+}
+
+static void on_group_leave(struct srup_role *r, const struct srup_msg *msg)
+{
+	bool destroy = msg->type == SRUP_TYPE_GROUP_DESTROY;
+	char group[SRUP_ROLE_GROUP_ID_MAX + 1];
+	struct srup_device_request *q;
+	int (*ask)(struct srup_device *, struct srup_device_request *, const char *, void *);
+
+	if (!group_of(r, msg, !destroy, GROUP_DEL_INVALID, group))
+		return;
+	if (group_find(r, group) < 0) {
+		srup_log(LOG_WARNING, "%s %s: not a member (0x4C)", type_name(msg->type), group);
+		send_response(r, GROUP_DEL_INVALID, msg->token.data, msg->token.len);
+		return;
+	}
+	if (!(q = request_new(r, msg))) {
+		send_response(r, GROUP_DEL_FAIL, msg->token.data, msg->token.len);
+		return;
+	}
+	snprintf(q->group, sizeof(q->group), "%s", group);
+	ask = destroy ? CALLBACK(r, group_destroy) : CALLBACK(r, group_delete);
+	if (!ask) {
+		settle(q, GROUP_DEL_SUCCESS);
+		return;
+	}
+	q->asking = true;
+	asked(q, ask(r->dev, q, q->group, r->cb_user));
 }
 
 /* ---- joining, termination, deregistration ----------------------------------------- */
 
 static void on_join_command(struct srup_role *r, const struct srup_msg *msg)
 {
+	struct srup_device_request *q;
+
 	if (msg->device_id != srup_node_id(r->node)) {
 		char dev[17];
 
@@ -689,26 +775,44 @@ static void on_join_command(struct srup_role *r, const struct srup_msg *msg)
 		srup_log(LOG_WARNING, "JOIN_COMMAND ignored: it names device %s, not this one", dev);
 		return;
 	}
+	if (!(q = request_new(r, msg))) {
+		srup_log(LOG_ERR, "JOIN_COMMAND: out of memory");
+		return;
+	}
+	if (CALLBACK(r, join_command)) {
+		q->asking = true;
+		asked(q, r->cb->join_command(r->dev, q, r->cb_user));
+		return;
+	}
 	if (r->cfg->join_command == SRUP_CONFIG_JOIN_COMMAND_REFUSE) {
 		srup_log(LOG_NOTICE, "JOIN_COMMAND from server %s refused ([join] command = refuse)",
 			 r->server_text);
-		send_response(r, SRUP_STATUS_JOIN_REFUSED, msg->token.data, msg->token.len);
+		settle(q, SRUP_STATUS_JOIN_REFUSED);
 		return;
 	}
-	if (r->terminated) {
-		state_remove(r->cfg, STATE_TERMINATED);
-		r->terminated = false;
-		srup_log(LOG_NOTICE, "joined server %s again: its commands are obeyed",
-			 r->server_text);
-	}
 	/* The seed's status for an accepted join command. */
-	send_response(r, GROUP_DEL_SUCCESS, msg->token.data, msg->token.len);
+	settle(q, GROUP_DEL_SUCCESS);
+}
+
+/* TERMINATE_CMD and DEREGISTER_CMD: the application is told, the role
+ * obeys whatever it answers; the request ends with the call. */
+static void tell(struct srup_role *r, const struct srup_msg *msg,
+		 int (*fn)(struct srup_device *, struct srup_device_request *, void *))
+{
+	struct srup_device_request *q;
+
+	if (!fn || !(q = request_new(r, msg)))
+		return;
+	q->asking = true;
+	(void)fn(r->dev, q, r->cb_user);
+	request_free(q);
 }
 
 static void on_terminate(struct srup_role *r, const struct srup_msg *msg)
 {
 	char text[64];
 
+	tell(r, msg, CALLBACK(r, terminate));
 	send_response(r, SRUP_STATUS_RESIGN_SUCCESS, msg->token.data, msg->token.len);
 	snprintf(text, sizeof(text), "terminated by server %s\n", r->server_text);
 	if (state_write(r->cfg, STATE_TERMINATED, text) != 0)
@@ -724,7 +828,7 @@ static void on_deregister(struct srup_role *r, const struct srup_msg *msg)
 	time_t now = time(NULL);
 	struct tm tm;
 
-	(void)msg;
+	tell(r, msg, CALLBACK(r, deregister));
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	snprintf(text, sizeof(text), "deregistered by server %s at %s\n", r->server_text, when);
@@ -738,6 +842,78 @@ static void on_deregister(struct srup_role *r, const struct srup_msg *msg)
 	r->deregistered = true;
 	if (r->p.deregistered)
 		r->p.deregistered(r->p.user);
+}
+
+/* ---- answers ------------------------------------------------------------------------ */
+
+/* The request's answer is status: what the role does with it, then the
+ * RESPONSE. Ends the request (a GROUP_ADD once subscribed). */
+static void settle(struct srup_device_request *q, uint8_t status)
+{
+	struct srup_role *r = q->role;
+
+	switch (q->type) {
+	case SRUP_TYPE_ID_REQUEST:
+		break; /* its answer was the DATA */
+	case SRUP_TYPE_INITIATE:
+		/* Not taken: the staged copy must not be activated later. */
+		if (status != SRUP_STATUS_UPDATE_SUCCESS && unlink(q->staged) == 0)
+			srup_log(LOG_INFO, "removed %s: the update was refused (0x%02x)", q->staged,
+				 status);
+		send_response(r, status, q->token, q->token_len);
+		break;
+	case SRUP_TYPE_ACTIVATE:
+		send_response(r, status, q->token, q->token_len);
+		/* Applied: the staged copy is no longer needed. A failed one
+		 * stays for another ACTIVATE. */
+		if (status == SRUP_STATUS_ACTIVATE_SUCCESS && unlink(q->staged) != 0)
+			srup_log(LOG_WARNING, "cannot remove %s: %s", q->staged, strerror(errno));
+		break;
+	case SRUP_TYPE_DATA:
+		/* The seed defines no answer to a handled DATA. */
+		if (status != SRUP_DEVICE_DATA_TAKEN)
+			send_response(r, status, q->token, q->token_len);
+		break;
+	case SRUP_TYPE_GROUP_ADD:
+		if (status == GROUP_ADD_SUCCESS) {
+			group_join(q);
+			return;
+		}
+		send_response(r, status, q->token, q->token_len);
+		break;
+	case SRUP_TYPE_GROUP_DELETE:
+	case SRUP_TYPE_GROUP_DESTROY:
+		if (status == GROUP_DEL_SUCCESS)
+			group_leave(q);
+		else
+			send_response(r, status, q->token, q->token_len);
+		break;
+	case SRUP_TYPE_JOIN_COMMAND:
+		if (status == GROUP_DEL_SUCCESS && r->terminated) {
+			state_remove(r->cfg, STATE_TERMINATED);
+			r->terminated = false;
+			srup_log(LOG_NOTICE, "joined server %s again: its commands are obeyed",
+				 r->server_text);
+		}
+		send_response(r, status, q->token, q->token_len);
+		break;
+	default:
+		send_response(r, status, q->token, q->token_len);
+		break;
+	}
+	request_free(q);
+}
+
+enum srup_device_err srup_device_request_send_data(struct srup_device_request *q,
+						   const char *data_id, const void *data,
+						   size_t len)
+{
+	if (!q || !data_id || !data_id[0] || (len && !data))
+		return SRUP_DEVICE_E_ARG;
+	if (q->role->deregistered)
+		return SRUP_DEVICE_E_DEREGISTERED;
+	send_data(q->role, data_id, data, len, q->token, q->token_len);
+	return SRUP_DEVICE_OK;
 }
 
 static void on_join_response(struct srup_role *r, const struct srup_msg *msg)
@@ -969,8 +1145,46 @@ void srup_role_free(struct srup_role *r)
 {
 	if (!r)
 		return;
-	while (r->jobs)
-		job_free(r->jobs);
+	while (r->requests)
+		request_free(r->requests);
 	sd_event_unref(r->loop);
 	free(r);
+}
+
+void srup_role_set_callbacks(struct srup_role *r, struct srup_device *dev,
+			     const struct srup_device_callbacks *cb, void *user)
+{
+	r->dev = dev;
+	r->cb = cb;
+	r->cb_user = user;
+}
+
+int srup_role_send_data(struct srup_role *r, const char *data_id, const void *data, size_t len)
+{
+	char token[SRUP_UUID_TEXT_LEN + 1];
+
+	if (r->deregistered)
+		return -1;
+	if (srup_uuid4_text(token) != SRUP_OK)
+		return -1;
+	send_data(r, data_id, data, len, (const uint8_t *)token, strlen(token));
+	return 0;
+}
+
+void srup_role_token_text(const uint8_t *token, size_t len, char *out, size_t out_len)
+{
+	bool printable = len > 0;
+
+	for (size_t i = 0; i < len; i++)
+		printable = printable && isgraph(token[i]);
+	if (printable && len < out_len) {
+		snprintf(out, out_len, "%.*s", (int)len, (const char *)token);
+		return;
+	}
+	if (len == 0 || len > ROLE_TOKEN_FILE_MAX || out_len < 2 * len + 1) {
+		snprintf(out, out_len, "-");
+		return;
+	}
+	for (size_t i = 0; i < len; i++)
+		snprintf(out + 2 * i, 3, "%02x", token[i]);
 }

@@ -20,9 +20,15 @@
  *   DEREGISTER_CMD -> the server's key removed from the peer store, a record
  *                     persisted, the owner told to stop (SRUP_EXIT_DEREGISTERED)
  *
- * Every RESPONSE and DATA echoes the token of the message it answers and is
- * published on the device's own topic. Hooks and downloads run off the
- * loop. State files in [state] dir (mode 0600, written atomically):
+ * Where srup_device.h's callback table has an entry, the application
+ * answers instead (ID_REQ, a verified INITIATE, ACTIVATE, ACTION, DATA,
+ * the group commands after their checks, JOIN_COMMAND), at once or later
+ * through srup_device_request_complete; the hooks above are one such
+ * table (srup_device_hooks.c). Without one: ID_REQ and JOIN_COMMAND as
+ * above, INITIATE keeps the file, ACTIVATE 0x1F, ACTION 0x2E, DATA 0x3F,
+ * groups accepted. Every RESPONSE and DATA echoes the token of the message
+ * it answers and is published on the device's own topic. Downloads run
+ * off the loop. State files in [state] dir (mode 0600, written atomically):
  * groups, terminated, deregistered, join; staged updates in updates/. */
 #ifndef SRUP_ROLE_H
 #define SRUP_ROLE_H
@@ -34,6 +40,7 @@
 #include <systemd/sd-event.h>
 
 #include "srup_config.h"
+#include "srup_device.h"
 #include "srup_keys.h"
 #include "srup_node.h"
 
@@ -75,5 +82,19 @@ void srup_role_connected(struct srup_role *role);
  * deregistered it: owners with handlers of their own (OBSERVE_REQ) drop
  * the message then. */
 bool srup_role_obeys(const struct srup_role *role, const struct srup_msg *msg);
+
+/* Ask the application (cb, user: borrowed from dev) for every answer of
+ * srup_device.h's callback table; cb NULL: the role's own answers. */
+void srup_role_set_callbacks(struct srup_role *role, struct srup_device *dev,
+			     const struct srup_device_callbacks *cb, void *user);
+
+/* A DATA of the device's own, with a fresh token. -1 if not sent
+ * (deregistered, or no token). */
+int srup_role_send_data(struct srup_role *role, const char *data_id, const void *data,
+			size_t len);
+
+/* A token as a hook argument: itself if printable, else hex ("-" if empty
+ * or too long). */
+void srup_role_token_text(const uint8_t *token, size_t len, char *out, size_t out_len);
 
 #endif

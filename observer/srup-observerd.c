@@ -37,6 +37,7 @@
 #include "srup_log.h"
 #include "srup_node.h"
 #include "srup_role.h"
+#include "srup_device_private.h"
 
 #define SHUTDOWN_FLUSH_MS 5000
 /* The node reports connections and losses (STATUS= changes at once); the
@@ -127,6 +128,10 @@ struct observerd {
 	 * ("[mqtt] broker, [observation] channel"; empty if none). */
 	char restart_needed[512];
 	struct srup_identity id;
+	/* The observer is a device of its server too: the device (node and
+	 * role, hooks by the adapter) with the OBSERVE_REQ handler added on
+	 * its node. node and role are the device's. */
+	struct srup_device *dev;
 	struct srup_node *node;
 	struct observer_channel channels[RADIO_CHANNELS_MAX];
 	size_t n_channels;
@@ -695,31 +700,36 @@ static void on_connected(struct srup_node *node, void *user)
 		d->ready = true;
 		sd_notify(0, "READY=1");
 	}
-	srup_role_connected(d->role);
 }
 
-static void on_deregistered(void *user)
+static void on_connection(struct srup_device *dev, bool connected, const char *broker,
+			  void *user)
+{
+	(void)dev;
+	(void)broker;
+	if (connected)
+		on_connected(srup_device_node(dev), user);
+	else
+		on_disconnected(srup_device_node(dev), user);
+}
+
+static void on_deregistered(struct srup_device *dev, void *user)
 {
 	struct observerd *d = user;
 
+	(void)dev;
 	d->deregistered = true;
 	sd_event_exit(d->loop, SRUP_EXIT_DEREGISTERED);
 }
 
-/* Every other server command (srup_role.h), on the same node. */
+/* Every other server command (srup_role.h), on the same node, the hooks
+ * of the configuration answering. */
 static int start_role(struct observerd *d)
 {
-	const struct srup_role_params rp = {
-		.program = "srup-observerd",
-		.cfg = &d->cfg,
-		.peers = d->id.peers,
-		.deregistered = on_deregistered,
-		.user = d,
-	};
-	char err[512];
-
-	if (srup_role_new(d->loop, d->node, &rp, &d->role, err, sizeof(err)) != 0) {
-		srup_log(LOG_ERR, "device role: %s", err);
+	if (srup_device_hooks_attach(d->dev) != 0 ||
+	    !srup_device_on_connection(d->dev, on_connection, d, NULL) ||
+	    !srup_device_on_deregistered(d->dev, on_deregistered, d, NULL)) {
+		srup_log(LOG_ERR, "device role: out of memory");
 		return -1;
 	}
 	return 0;
@@ -1007,14 +1017,19 @@ static int load_identity(struct observerd *d, const char *config_path, bool chec
 
 static int start(struct observerd *d)
 {
-	struct srup_node_config ncfg;
+	struct srup_device_borrowed bp = {
+		.program = "srup-observerd",
+		.cfg = &d->cfg,
+		.id = &d->id,
+	};
 	const struct obs_engine_config ecfg = {
 		.window_seconds = d->cfg.window_seconds,
 		.max_attempts = d->cfg.max_attempts,
 		.max_pending = d->cfg.max_pending,
 	};
-	char detail[512];
+	char detail[768];
 	enum srup_node_err nerr;
+	enum srup_device_err derr;
 	sigset_t mask;
 
 	if (sd_event_new(&d->loop) < 0) {
@@ -1054,13 +1069,13 @@ static int start(struct observerd *d)
 		srup_log(LOG_ERR, "cannot create the observation engine");
 		return -1;
 	}
-	srup_node_config_from(&d->cfg, SRUP_NODE_ROLE_DEVICE, &ncfg);
-	nerr = srup_node_new(d->loop, &ncfg, d->id.private_key, d->id.peers, &d->node, detail,
-			     sizeof(detail));
-	if (nerr != SRUP_NODE_OK) {
-		srup_log(LOG_ERR, "%s: %s", srup_node_strerror(nerr), detail);
+	bp.loop = d->loop;
+	if (srup_device_new_borrowed(&bp, &d->dev, detail, sizeof(detail)) != SRUP_DEVICE_OK) {
+		srup_log(LOG_ERR, "%s", detail);
 		return -1;
 	}
+	d->node = srup_device_node(d->dev);
+	d->role = srup_device_role(d->dev);
 	srup_topic_device(d->cfg.identity_id, d->own_topic);
 	if (operator_start(d) != 0)
 		return -1;
@@ -1078,11 +1093,10 @@ static int start(struct observerd *d)
 
 	if (open_channels(d) != 0)
 		return -1;
-	srup_node_on_disconnected(d->node, on_disconnected, d);
-	nerr = srup_node_connect(d->node, on_connected, d);
-	if (nerr != SRUP_NODE_OK) {
+	derr = srup_device_start(d->dev);
+	if (derr != SRUP_DEVICE_OK) {
 		srup_log(LOG_ERR, "cannot connect to %s: %s", d->cfg.mqtt_broker,
-			 srup_node_strerror(nerr));
+			 srup_device_strerror(derr));
 		return -1;
 	}
 	return 0;
@@ -1093,8 +1107,10 @@ static void observerd_free(struct observerd *d)
 	operator_stop(d);
 	for (size_t i = 0; i < d->n_channels; i++)
 		radio_channel_free(d->channels[i].ch);
-	srup_role_free(d->role);
-	srup_node_free(d->node);
+	srup_device_free(d->dev);
+	d->dev = NULL;
+	d->node = NULL;
+	d->role = NULL;
 	srup_identity_free(&d->id);
 	obs_engine_free(d->engine);
 	obs_events_free(&d->events);

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""libsrup-device in a device maker's own program (tests/device-side/
+libdevice_app.c: srup_device.h and the shared library alone, a poll() loop)
+over a real Mosquitto, driven by the server-side peer in command mode.
+
+Each case is one ctest test: test_libdevice.py BUILD_DIR CASE.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from joinbed import Cases, check  # noqa: E402
+from test_device_role import (ACTION_SUCCESS, ACTION_UNKNOWN, DATA_UNKNOWN,  # noqa: E402
+                              RoleBed, hook_runs)
+
+cases = Cases()
+case = cases.case
+
+
+class AppBed(RoleBed):
+    """The role bed (its device configuration has hooks, which the
+    library's own program must not run) with libdevice_app as the device."""
+
+    def __init__(self, build, attach=False, **kw):
+        super().__init__(build, **kw)
+        self.attach = attach
+
+    def start_agent(self, wait=True):
+        app = os.path.join(self.build, "tests", "device-side", "libdevice_app")
+        argv = [app] + (["--attach"] if self.attach else []) + [self.device_config]
+        self.agent = self.spawn("app", argv)
+        if wait:
+            self.agent.wait_line(r"^connected ", 20)
+        return self.agent
+
+
+def app_bed(build, attach=False):
+    bed = AppBed(build, attach=attach).start()
+    try:
+        bed.start_agent()
+    except BaseException:
+        bed.close()
+        raise
+    return bed
+
+
+def answers(bed):
+    # ACTION: the application's synchronous answer.
+    done = bed.command("action", action_id=7)
+    check(bed.status(done) == ACTION_SUCCESS, "action 7 not 0x20", bed)
+    # ACTION 1 has a hook in the file: the application answers, not it.
+    other = bed.command("action", action_id=1)
+    check(bed.status(other) == ACTION_UNKNOWN, "action 1 not 0x2E", bed)
+    check(hook_runs(bed, "action") == [], "a hook ran under the library", bed)
+
+    # DATA: answered later, from the program's loop, with the request's token.
+    later = bed.command("data", data_id="ASYNC", data_hex="00ff0a41")
+    ev = bed.peer_event("DATA", 30, later["_index"], device=bed.device_id,
+                        token=later["token"])
+    check(ev["data_id"] == "ECHO" and ev["data_hex"].lower() == "00ff0a41",
+          "DATA %r" % ev, bed)
+    bed.agent.wait_line(r"^data answered", 20)
+    check(bed.no_response(later, 1), "a handled DATA was answered", bed)
+    unknown = bed.command("data", data_id="NO_SUCH", data="x")
+    check(bed.status(unknown) == DATA_UNKNOWN, "unknown data not 0x3F", bed)
+
+    # ID_REQ: the library's own answer, the configured text.
+    ident = bed.command("id_request")
+    ev = bed.peer_event("DATA", 30, ident["_index"], device=bed.device_id,
+                        token=ident["token"])
+    check(ev["data_id"] == "IDENTIFICATION_RESPONSE" and
+          bytes.fromhex(ev["data_hex"]) == b"test sensor v1; rev C", "DATA %r" % ev, bed)
+    check(bed.stop_agent() == 0, "the program did not stop cleanly", bed)
+
+
+@case
+def poll_loop_answers(build):
+    with app_bed(build) as bed:
+        answers(bed)
+
+
+@case
+def attached_loop_answers(build):
+    """The same on the program's own sd-event loop (srup_device_attach_event),
+    the later answer from a defer source of that loop."""
+    with app_bed(build, attach=True) as bed:
+        answers(bed)
+
+
+if __name__ == "__main__":
+    sys.exit(cases.main(sys.argv))
