@@ -6,12 +6,15 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "srup_detail.h"
 #include "srup_device_private.h"
+#include "srup_flow.h"
 #include "srup_log.h"
 
 #ifndef SRUP_DEVICE_VERSION_TEXT
@@ -53,6 +56,14 @@ struct srup_device {
 	/* The application's table (REG_CALLBACKS registration). */
 	struct srup_device_callbacks cb;
 	unsigned cb_id;
+	/* The device-initiated flow running (one at a time), and what its
+	 * caller gave for it. */
+	struct srup_flow *flow;
+	bool flow_handlers;     /* the flow's message types registered on the node */
+	srup_device_done_fn flow_done;
+	srup_device_show_fn flow_show;
+	void *flow_user;
+	void (*flow_destroy)(void *user);
 };
 
 static const char *const err_text[SRUP_DEVICE_E__COUNT] = {
@@ -223,6 +234,8 @@ static void on_node_connected(struct srup_node *node, void *user)
 
 	call_connection(dev, true, srup_node_broker(node));
 	srup_role_connected(dev->role);
+	if (dev->flow)
+		srup_flow_connected(dev->flow);
 }
 
 static void on_node_disconnected(struct srup_node *node, void *user)
@@ -440,6 +453,9 @@ void srup_device_free(struct srup_device *dev)
 
 	if (!dev)
 		return;
+	/* A flow still running completes now ("cancelled"), while everything
+	 * its caller may look at in its completion still exists. */
+	srup_flow_free(dev->flow);
 	/* The table first: an adapter stops what it runs for requests that
 	 * the role frees next, unanswered. */
 	cbreg = callbacks_reg(dev);
@@ -596,4 +612,189 @@ sd_event *srup_device_event(struct srup_device *dev)
 const struct srup_config *srup_device_config(const struct srup_device *dev)
 {
 	return dev ? dev->cfg : NULL;
+}
+
+/* ---- device-initiated flows (srup_flow.h) ------------------------------------------------ */
+
+/* The flow's message types from the server: offered to the running flow
+ * first; a RESPONSE it does not take goes to the role when the role hears
+ * RESPONSE ([server] join = auto). */
+static void on_flow_message(struct srup_node *node, const struct srup_msg *msg, const char *topic,
+			    void *user)
+{
+	struct srup_device *dev = user;
+	uint8_t type = srup_msg_get_type(msg);
+
+	(void)node;
+	if (srup_flow_offer(dev->flow, msg))
+		return;
+	if (srup_role_hears(dev->role, type)) {
+		srup_role_handle(dev->role, msg, topic);
+		return;
+	}
+	srup_log(LOG_WARNING, "%s from server %016" PRIx64 " on %s ignored: it answers no request "
+		 "of ours", srup_type_name(type), dev->cfg->server_id, topic);
+}
+
+static void on_flow_show(struct srup_flow *flow, const char *value_text, const char *value_grouped,
+			 void *user)
+{
+	struct srup_device *dev = user;
+
+	(void)flow;
+	dev->flow_show(dev, value_text, value_grouped, dev->flow_user);
+}
+
+static void on_flow_done(struct srup_flow *flow, const struct srup_flow_result *res, void *user)
+{
+	struct srup_device *dev = user;
+	const struct srup_device_result result = {
+		.outcome = res->outcome,
+		.status = res->status,
+		.err = res->err,
+		.detail = res->detail,
+	};
+	srup_device_done_fn done = dev->flow_done;
+	void *done_user = dev->flow_user;
+	void (*destroy)(void *) = dev->flow_destroy;
+	bool deregistered = res->outcome == SRUP_DEVICE_ACCEPTED &&
+			    srup_flow_request_name(flow) &&
+			    strcmp(srup_flow_request_name(flow), "DEREGISTER_REQ") == 0;
+
+	/* From srup_flow_free too (the device being freed): the flow is
+	 * freed by whoever ends it, never here. */
+	if (dev->flow == flow)
+		dev->flow = NULL;
+	else
+		flow = NULL;
+	dev->flow_done = NULL;
+	dev->flow_show = NULL;
+	dev->flow_user = NULL;
+	dev->flow_destroy = NULL;
+	srup_log(res->outcome == SRUP_DEVICE_ACCEPTED ? LOG_NOTICE : LOG_WARNING, "%s: %s",
+		 flow ? srup_flow_request_name(flow) : "device flow", res->detail ? res->detail : "");
+	done(dev, &result, done_user);
+	if (destroy)
+		destroy(done_user);
+	if (deregistered)
+		on_role_deregistered(dev);
+	if (flow)
+		srup_flow_free(flow);
+}
+
+static enum srup_device_err flow_start(struct srup_device *dev, enum srup_flow_kind kind,
+				       uint64_t observer, const char *channel,
+				       unsigned timeout_seconds, srup_device_show_fn show,
+				       srup_device_done_fn done, void *user,
+				       void (*destroy)(void *user))
+{
+	const struct srup_flow_exchange *ex = srup_flow_exchange(kind);
+	const struct radio_channel_driver *driver = NULL;
+	struct srup_flow_params fp;
+	enum srup_device_err err;
+	char detail[512] = "";
+
+	if (!dev || !done || !ex)
+		return SRUP_DEVICE_E_ARG;
+	if (!dev->started)
+		return SRUP_DEVICE_E_STATE_ORDER;
+	if (dev->deregistered)
+		return SRUP_DEVICE_E_DEREGISTERED;
+	if (dev->flow)
+		return SRUP_DEVICE_E_BUSY;
+	if (kind == SRUP_FLOW_OBSERVED && channel && channel[0]) {
+		driver = radio_channel_find(channel);
+		if (!driver) {
+			srup_log(LOG_ERR, "join: no channel named \"%s\" (ble, nfc or sim)", channel);
+			return SRUP_DEVICE_E_ARG;
+		}
+	}
+	if ((kind == SRUP_FLOW_HUMAN || (kind == SRUP_FLOW_OBSERVED && !driver)) && !show)
+		return SRUP_DEVICE_E_ARG;
+	if (timeout_seconds > UINT_MAX / 1000u)
+		return SRUP_DEVICE_E_ARG;
+	/* srup_node_on keeps one handler per type: these replace the role's
+	 * RESPONSE handler (join = auto), which on_flow_message calls. */
+	if (!dev->flow_handlers) {
+		const uint8_t types[] = {SRUP_TYPE_RESPONSE, SRUP_TYPE_OBS_JOIN_RESPONSE,
+					 SRUP_TYPE_HM_JOIN_RESPONSE};
+
+		for (size_t i = 0; i < sizeof(types); i++) {
+			if (!srup_flow_hears(types[i]))
+				continue;
+			if (srup_node_on(dev->node, types[i], dev->cfg->server_id, on_flow_message,
+					 dev) != SRUP_NODE_OK)
+				return SRUP_DEVICE_E_NOMEM;
+		}
+		dev->flow_handlers = true;
+	}
+	fp = (struct srup_flow_params){
+		.kind = kind,
+		.loop = dev->loop,
+		.node = dev->node,
+		.cfg = dev->cfg,
+		.private_key = dev->id->private_key,
+		.peers = dev->id->peers,
+		.observer = observer,
+		.channel = driver,
+		.timeout_ms = timeout_seconds * 1000u,
+		.show = show ? on_flow_show : NULL,
+		.done = on_flow_done,
+		.user = dev,
+	};
+	dev->flow_done = done;
+	dev->flow_show = show;
+	dev->flow_user = user;
+	dev->flow_destroy = destroy;
+	err = srup_flow_new(&fp, &dev->flow, detail, sizeof(detail));
+	if (err != SRUP_DEVICE_OK) {
+		srup_log(LOG_ERR, "%s: %s", ex->name, detail);
+		dev->flow = NULL;
+		dev->flow_done = NULL;
+		dev->flow_show = NULL;
+		dev->flow_user = NULL;
+		dev->flow_destroy = NULL;
+		return err;
+	}
+	if (srup_node_is_connected(dev->node))
+		srup_flow_connected(dev->flow);
+	return SRUP_DEVICE_OK;
+}
+
+enum srup_device_err srup_device_join(struct srup_device *dev,
+				      const struct srup_device_join_params *params,
+				      srup_device_done_fn done, void *user, void (*destroy)(void *user))
+{
+	static const enum srup_flow_kind kinds[] = {
+		[SRUP_DEVICE_JOIN_OBSERVED] = SRUP_FLOW_OBSERVED,
+		[SRUP_DEVICE_JOIN_HUMAN] = SRUP_FLOW_HUMAN,
+		[SRUP_DEVICE_JOIN_UNMEDIATED] = SRUP_FLOW_UNMEDIATED,
+	};
+	struct srup_device_join_params p = {0};
+
+	if (!params || params->size < offsetof(struct srup_device_join_params, mode) +
+					  sizeof(params->mode))
+		return SRUP_DEVICE_E_ARG;
+	memcpy(&p, params, params->size < sizeof(p) ? params->size : sizeof(p));
+	if ((unsigned)p.mode >= sizeof(kinds) / sizeof(kinds[0]) ||
+	    (p.mode == SRUP_DEVICE_JOIN_OBSERVED && p.observer == 0))
+		return SRUP_DEVICE_E_ARG;
+	return flow_start(dev, kinds[p.mode], p.observer, p.channel, p.timeout_seconds, p.show,
+			  done, user, destroy);
+}
+
+enum srup_device_err srup_device_resign(struct srup_device *dev, unsigned timeout_seconds,
+					srup_device_done_fn done, void *user,
+					void (*destroy)(void *user))
+{
+	return flow_start(dev, SRUP_FLOW_RESIGN, 0, NULL, timeout_seconds, NULL, done, user,
+			  destroy);
+}
+
+enum srup_device_err srup_device_deregister(struct srup_device *dev, unsigned timeout_seconds,
+					    srup_device_done_fn done, void *user,
+					    void (*destroy)(void *user))
+{
+	return flow_start(dev, SRUP_FLOW_DEREGISTER, 0, NULL, timeout_seconds, NULL, done, user,
+			  destroy);
 }

@@ -284,17 +284,24 @@ struct srup_device_result {
 typedef void (*srup_device_done_fn)(struct srup_device *dev,
 				    const struct srup_device_result *result, void *user);
 
-/* Human-mediated joins: the value to show a person (hex, and grouped). */
-typedef void (*srup_device_show_fn)(struct srup_device *dev, const char *value_hex,
+/* The confirmation value to show: a human-mediated join's, as a person
+ * compares it (printable text as it is, else lowercase hex), or an
+ * observed join's without a channel (lowercase hex, for the device to
+ * present by means of its own: a screen, a QR code, its own radio);
+ * value_grouped is the same in blank-separated groups of four. Both are
+ * wiped after the call. */
+typedef void (*srup_device_show_fn)(struct srup_device *dev, const char *value_text,
 				    const char *value_grouped, void *user);
 
 struct srup_device_join_params {
 	size_t size;                 /* sizeof(struct srup_device_join_params) */
 	enum srup_device_join_mode mode;
 	uint64_t observer;           /* OBSERVED: the observer's ID */
-	const char *channel;         /* OBSERVED: "ble", "nfc" or "sim" */
-	unsigned timeout_seconds;    /* 0: no bound */
-	srup_device_show_fn show;    /* HUMAN: required */
+	/* OBSERVED: "ble", "nfc" or "sim" (the channel sections of the
+	 * configuration apply), or NULL to have the value shown instead. */
+	const char *channel;
+	unsigned timeout_seconds;    /* the whole flow, presenting included; 0: no bound */
+	srup_device_show_fn show;    /* HUMAN, and OBSERVED without a channel: required */
 };
 
 /* One device-initiated flow at a time (SRUP_DEVICE_E_BUSY otherwise). done

@@ -1009,6 +1009,20 @@ static void dispatch(struct srup_node *node, const struct srup_msg *msg, const c
 		}
 }
 
+bool srup_role_hears(const struct srup_role *r, uint8_t type)
+{
+	for (size_t i = 0; r && i < sizeof(role_commands) / sizeof(role_commands[0]); i++)
+		if (role_commands[i].type == type)
+			return !role_commands[i].with_auto_join_only ||
+			       r->cfg->server_join == SRUP_CONFIG_JOIN_AUTO;
+	return false;
+}
+
+void srup_role_handle(struct srup_role *r, const struct srup_msg *msg, const char *topic)
+{
+	dispatch(r->node, msg, topic, r);
+}
+
 /* ---- construction ------------------------------------------------------------------ */
 
 static void default_identification(struct srup_role *r)

@@ -78,6 +78,13 @@ void srup_role_reconfigured(struct srup_role *role);
  * auto once, if no verdict is recorded yet. */
 void srup_role_connected(struct srup_role *role);
 
+/* Whether the role registered a handler for type on its node (RESPONSE
+ * only with [server] join = auto), and that handler, for an owner that
+ * registers its own handler for the type and passes on what is not its
+ * own (libsrup-device's flows share RESPONSE this way). */
+bool srup_role_hears(const struct srup_role *role, uint8_t type);
+void srup_role_handle(struct srup_role *role, const struct srup_msg *msg, const char *topic);
+
 /* false once the server terminated this device (until a JOIN_COMMAND) or
  * deregistered it: owners with handlers of their own (OBSERVE_REQ) drop
  * the message then. */

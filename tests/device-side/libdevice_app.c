@@ -8,7 +8,13 @@
  * libdevice_app CONFIG           its own loop, driven by poll()
  * libdevice_app --attach CONFIG  an sd-event loop of the program's own
  *                                (srup_device_attach_event); the later
- *                                answer from a defer source on it */
+ *                                answer from a defer source on it
+ * libdevice_app --flow KIND CONFIG  once connected, one device-initiated
+ *                                flow (unmediated, resign, deregister)
+ *                                through the library; a second call while
+ *                                it runs must be refused as busy. Prints
+ *                                "flow OUTCOME 0xSTATUS: DETAIL" at its end,
+ *                                "deregistered" when the library says so. */
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +25,9 @@
 #include "srup_device.h"
 
 struct app {
+	struct srup_device *dev;
+	const char *flow;  /* --flow */
+	bool flow_started;
 	sd_event *loop; /* --attach */
 	struct srup_device_request *pending; /* the DATA answered later */
 	unsigned char data[256];
@@ -84,12 +93,66 @@ static int on_data(struct srup_device *dev, struct srup_device_request *req, con
 	return SRUP_DEVICE_LATER;
 }
 
-static void on_connection(struct srup_device *dev, bool connected, const char *broker, void *user)
+static void on_flow_done(struct srup_device *dev, const struct srup_device_result *r, void *user)
+{
+	static const char *const outcome[] = {"accepted", "refused", "failed"};
+
+	(void)dev;
+	(void)user;
+	printf("flow %s 0x%02x: %s\n", outcome[r->outcome], r->status, r->detail ? r->detail : "");
+	fflush(stdout);
+}
+
+static void on_flow_freed(void *user)
+{
+	(void)user;
+	printf("flow user released\n");
+	fflush(stdout);
+}
+
+/* One flow through the library, and the refusal of a second meanwhile. */
+static void start_flow(struct app *app)
+{
+	const struct srup_device_join_params join = {
+		.size = sizeof(join),
+		.mode = SRUP_DEVICE_JOIN_UNMEDIATED,
+		.timeout_seconds = 30,
+	};
+	enum srup_device_err err, again;
+
+	app->flow_started = true;
+	if (strcmp(app->flow, "unmediated") == 0) {
+		err = srup_device_join(app->dev, &join, on_flow_done, app, on_flow_freed);
+		again = srup_device_resign(app->dev, 30, on_flow_done, app, on_flow_freed);
+	} else if (strcmp(app->flow, "resign") == 0) {
+		err = srup_device_resign(app->dev, 30, on_flow_done, app, on_flow_freed);
+		again = srup_device_join(app->dev, &join, on_flow_done, app, on_flow_freed);
+	} else {
+		err = srup_device_deregister(app->dev, 30, on_flow_done, app, on_flow_freed);
+		again = srup_device_deregister(app->dev, 30, on_flow_done, app, on_flow_freed);
+	}
+	printf("flow started: %s; second: %s\n", srup_device_strerror(err),
+	       srup_device_strerror(again));
+	fflush(stdout);
+}
+
+static void on_deregistered(struct srup_device *dev, void *user)
 {
 	(void)dev;
 	(void)user;
+	printf("deregistered\n");
+	fflush(stdout);
+}
+
+static void on_connection(struct srup_device *dev, bool connected, const char *broker, void *user)
+{
+	struct app *app = user;
+
+	(void)dev;
 	printf("%s %s\n", connected ? "connected" : "disconnected", broker ? broker : "-");
 	fflush(stdout);
+	if (connected && app->flow && !app->flow_started)
+		start_flow(app);
 }
 
 int main(int argc, char **argv)
@@ -107,8 +170,10 @@ int main(int argc, char **argv)
 	bool attach = argc == 3 && strcmp(argv[1], "--attach") == 0;
 	const char *config = argv[argc - 1];
 
-	if (argc != 2 && !attach) {
-		fprintf(stderr, "usage: libdevice_app [--attach] CONFIG\n");
+	if (argc == 4 && strcmp(argv[1], "--flow") == 0)
+		app.flow = argv[2];
+	else if (argc != 2 && !attach) {
+		fprintf(stderr, "usage: libdevice_app [--attach | --flow KIND] CONFIG\n");
 		return 2;
 	}
 	signal(SIGTERM, on_stop);
@@ -118,6 +183,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", srup_device_strerror(err), detail);
 		return 1;
 	}
+	app.dev = dev;
 	if (attach) {
 		sigset_t mask;
 
@@ -141,7 +207,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!srup_device_set_callbacks(dev, &cb, &app, NULL) ||
-	    !srup_device_on_connection(dev, on_connection, NULL, NULL) ||
+	    !srup_device_on_connection(dev, on_connection, &app, NULL) ||
+	    !srup_device_on_deregistered(dev, on_deregistered, NULL, NULL) ||
 	    (err = srup_device_start(dev)) != SRUP_DEVICE_OK) {
 		fprintf(stderr, "cannot start: %s\n", srup_device_strerror(err));
 		srup_device_free(dev);

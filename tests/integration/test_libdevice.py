@@ -23,21 +23,23 @@ class AppBed(RoleBed):
     """The role bed (its device configuration has hooks, which the
     library's own program must not run) with libdevice_app as the device."""
 
-    def __init__(self, build, attach=False, **kw):
+    def __init__(self, build, attach=False, flow=None, **kw):
         super().__init__(build, **kw)
         self.attach = attach
+        self.flow = flow
 
     def start_agent(self, wait=True):
         app = os.path.join(self.build, "tests", "device-side", "libdevice_app")
-        argv = [app] + (["--attach"] if self.attach else []) + [self.device_config]
+        argv = ([app] + (["--attach"] if self.attach else []) +
+                (["--flow", self.flow] if self.flow else []) + [self.device_config])
         self.agent = self.spawn("app", argv)
         if wait:
             self.agent.wait_line(r"^connected ", 20)
         return self.agent
 
 
-def app_bed(build, attach=False):
-    bed = AppBed(build, attach=attach).start()
+def app_bed(build, attach=False, flow=None):
+    bed = AppBed(build, attach=attach, flow=flow).start()
     try:
         bed.start_agent()
     except BaseException:
@@ -87,6 +89,46 @@ def attached_loop_answers(build):
     the later answer from a defer source of that loop."""
     with app_bed(build, attach=True) as bed:
         answers(bed)
+
+
+def flow_ends(bed, verdict):
+    """The flow's start, the busy refusal of a second, and its end."""
+    _, m = bed.agent.wait_line(r"^flow started: .*", 20)
+    line = m.group(0)
+    check("flow started: success; second: a flow of that kind is already running" in line,
+          "flow start: %r" % line, bed)
+    _, m = bed.agent.wait_line(r"^flow (accepted|refused|failed) .*", 40)
+    line = m.group(0)
+    check(line.startswith("flow " + verdict), "flow end: %r" % line, bed)
+    bed.agent.wait_line(r"^flow user released", 10)
+    return line
+
+
+@case
+def flow_unmediated_join(build):
+    """srup_device_join (unmediated): JOIN_REQ, the server's JOIN_SUCCESS."""
+    with app_bed(build, flow="unmediated") as bed:
+        check(" 0x50:" in flow_ends(bed, "accepted"), "not JOIN_SUCCESS", bed)
+        check(bed.stop_agent() == 0, "the program did not stop cleanly", bed)
+
+
+@case
+def flow_resign(build):
+    """srup_device_resign: RESIGN_REQ, the server's RESIGN_SUCCESS."""
+    with app_bed(build, flow="resign") as bed:
+        check(" 0x70:" in flow_ends(bed, "accepted"), "not RESIGN_SUCCESS", bed)
+        check(bed.stop_agent() == 0, "the program did not stop cleanly", bed)
+
+
+@case
+def flow_deregister(build):
+    """srup_device_deregister: DEREGISTER_SUCCESS, the server's key file
+    deleted, the application told it was deregistered."""
+    with app_bed(build, flow="deregister") as bed:
+        check(" 0x80:" in flow_ends(bed, "accepted"), "not DEREGISTER_SUCCESS", bed)
+        bed.agent.wait_line(r"^deregistered", 10)
+        check(not os.path.exists(bed.server_pub), "the server's key file is still there", bed)
+        bed.stop_agent()
 
 
 if __name__ == "__main__":
