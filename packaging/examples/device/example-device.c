@@ -31,12 +31,11 @@
 static int on_identification(struct srup_device *dev, struct srup_device_request *req,
 			     void *user)
 {
-	char text[64];
-	int n = snprintf(text, sizeof text, "example-device on libsrup-device %s",
-			 srup_device_version());
+	char text[80];
 
 	(void)dev, (void)user;
-	srup_device_request_send_data(req, "IDENTIFICATION_RESPONSE", text, (size_t)n);
+	snprintf(text, sizeof text, "example-device on libsrup-device %s", srup_device_version());
+	srup_device_request_send_data(req, "IDENTIFICATION_RESPONSE", text, strlen(text));
 	return 0; /* ID_REQ gets no RESPONSE: the DATA was the answer */
 }
 
