@@ -140,7 +140,7 @@ if [ -n "$with_device_dev" ]; then
 	for prog in /var/tmp/example-make/example-device /var/tmp/example-cmake/example-device; do
 		[ -x "$root$prog" ] || continue
 		check "$prog uses the installed libsrup-device.so.1" \
-			sh -c "chroot '$root' ldd '$prog' | grep -Eq 'libsrup-device\.so\.1 => /usr/lib/[^/]+/libsrup-device\.so\.1 '"
+			sh -c "chroot '$root' ldd '$prog' | grep -Eq 'libsrup-device\.so\.1 => (/usr)?/lib/[^/]+/libsrup-device\.so\.1 '"
 		python3 "$top/tests/packaging/test_example_device.py" "$build" "$prog" --root "$root" \
 			>"$work/example-run.log" 2>&1 && rc=0 || rc=$?
 		check "$prog, run in the root, answers ID_REQ, ACTION 1 (0x20) and DATA (0x30, file written) (exit $rc)" \
