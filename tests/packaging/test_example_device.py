@@ -2,8 +2,9 @@
 """The example device (packaging/examples/device/) against a private
 Mosquitto and the test peer in command mode: ID_REQ answered with its name,
 ACTION 1 done (0x20), another action unknown (0x2E), DATA written to its data
-directory (0x30), a data ID that is no plain name refused (0x3F, nothing
-written), and SIGTERM a clean exit 0.
+directory (taken, 0x30 to the library, which sends no RESPONSE for it:
+WIRE.md defines none), a data ID that is no plain name refused (0x3F,
+nothing written), and SIGTERM a clean exit 0.
 
 Usage: test_example_device.py BUILD_DIR EXAMPLE [--root ROOT]
   BUILD_DIR  the build tree with srup-join-peer and srup-keygen
@@ -15,6 +16,7 @@ Usage: test_example_device.py BUILD_DIR EXAMPLE [--root ROOT]
 """
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from joinbed import JoinBed, check, topic_id  # noqa: E402
 
-ACTION_SUCCESS, ACTION_UNKNOWN, DATA_TAKEN, DATA_UNKNOWN = 0x20, 0x2E, 0x30, 0x3F
+ACTION_SUCCESS, ACTION_UNKNOWN, DATA_UNKNOWN = 0x20, 0x2E, 0x3F
 
 
 def main():
@@ -78,10 +80,8 @@ def main():
                   bed)
 
         payload = bytes(range(256)) + b"\nthe end\n"
-        sent = bed.send(bed.device_id, "data", data_id="CONFIG", data_hex=payload.hex())
-        got = int(bed.peer_event("RESPONSE", 30, sent["_index"], device=bed.device_id,
-                                 token=sent["token"])["status"], 16)
-        check(got == DATA_TAKEN, "DATA CONFIG answered 0x%02x, not 0x30" % got, bed)
+        taken = bed.send(bed.device_id, "data", data_id="CONFIG", data_hex=payload.hex())
+        example.wait_line(r"^data CONFIG: %d bytes in " % len(payload), 30)
         written = os.path.join(data_dir, "CONFIG")
         check(os.path.isfile(written) and open(written, "rb").read() == payload,
               "DATA CONFIG not written as sent to %s" % written, bed)
@@ -91,10 +91,18 @@ def main():
                                  token=sent["token"])["status"], 16)
         check(got == DATA_UNKNOWN, "DATA ../escaped answered 0x%02x, not 0x3F" % got, bed)
         check(not os.path.exists(bed.path("escaped")), "a data ID wrote outside DATA_DIR", bed)
+        # Answers go out in order: had the taken DATA been answered, that
+        # RESPONSE would be in by now.
+        check(bed.peer.count(r"^RESPONSE .*token=%s " % re.escape(taken["token"])) == 0,
+              "the taken DATA CONFIG was answered (WIRE.md defines no RESPONSE to it)", bed)
 
         rc = example.stop()
         check(rc == 0, "exit status %r after SIGTERM, not 0" % rc, bed)
         check(example.count(r"^stopping on signal 15$") == 1, "no 'stopping on signal 15'", bed)
+    except TimeoutError:
+        for p in bed.procs:  # what each said, the example's own lines above all
+            print("---- %s output ----\n%s" % (p.name, p.text()))
+        raise
     finally:
         bed.close()
         if not os.environ.get("SRUP_KEEP_WORKDIR"):

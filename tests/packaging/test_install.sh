@@ -143,7 +143,7 @@ if [ -n "$with_device_dev" ]; then
 			sh -c "chroot '$root' ldd '$prog' | grep -Eq 'libsrup-device\.so\.1 => (/usr)?/lib/[^/]+/libsrup-device\.so\.1 '"
 		python3 "$top/tests/packaging/test_example_device.py" "$build" "$prog" --root "$root" \
 			>"$work/example-run.log" 2>&1 && rc=0 || rc=$?
-		check "$prog, run in the root, answers ID_REQ, ACTION 1 (0x20) and DATA (0x30, file written) (exit $rc)" \
+		check "$prog, run in the root, answers ID_REQ, ACTION (0x20, 0x2E) and DATA (file written; 0x3F) (exit $rc)" \
 			test "$rc" = 0
 		((rc == 0)) || tail -n 40 "$work/example-run.log" | sed 's/^/    /'
 	done

@@ -10,8 +10,10 @@
  *   DATA_DIR  where DATA from the server is written, one file per data ID
  *
  * It answers ACTION 1 (0x20; any other action is unknown, 0x2E), writes
- * each DATA to DATA_DIR/<data ID> (0x30), answers ID_REQ with its name,
- * and leaves every other command to the library's defaults. It runs in a
+ * each DATA to DATA_DIR/<data ID> (0x30, taken: the library sends no
+ * RESPONSE for it, as the protocol has none; 0x3F, unknown, is sent),
+ * answers ID_REQ with its name, and leaves every other command to the
+ * library's defaults. It runs in a
  * plain poll() loop and stops on SIGTERM or SIGINT, read through a
  * signalfd: the library installs no signal handlers of its own. */
 #ifndef _GNU_SOURCE
@@ -75,7 +77,7 @@ static int on_data(struct srup_device *dev, struct srup_device_request *req,
 		return 0x3F; /* DATA has no failure status: not taken */
 	}
 	printf("data %s: %zu bytes in %s\n", data_id, len, path);
-	return 0x30; /* taken */
+	return 0x30; /* taken (no RESPONSE goes out) */
 }
 
 static void on_connection(struct srup_device *dev, bool connected, const char *broker,
