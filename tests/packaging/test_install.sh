@@ -30,8 +30,9 @@
 #     network), answering ID_REQ, ACTION and DATA.
 # The clean root comes from tests/packaging/clean_root.sh (cached).
 # Usage: test_install.sh [BUILD_DIR] (the build tree with srup-join-peer and
-# srup-keygen, for the example device's run; default build/). SRUP_DEBS_DIR: use the .debs there
-# instead of building them; SRUP_INSTALL_PACKAGES: the packages to install.
+# srup-keygen, for the example device's run; default build/). SRUP_DEBS_DIR:
+# use the .debs there instead of building them; SRUP_INSTALL_PACKAGES: the
+# packages to install.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$top/build}
