@@ -162,9 +162,12 @@ check "every export of libsrup-device is versioned ${node:-(no node in $map)}" \
 	sh -c "test -n '$node' && ! objdump -T '$lib' | awk '\$4 != \"*UND*\" && \$2 == \"g\"' | grep -v ' $node ' | grep -q ."
 examples=$work/root/usr/share/doc/libsrup-device-dev/examples
 cp -r "$examples" "$work/example-make"
+# libsrup-device.so needs libsrup.so.1: the linker looks for it where the
+# loader would (LD_LIBRARY_PATH), not in -L's directory. (CMake's build
+# RPATH names that directory, so the CMake build finds it without.)
 check "the example device builds with its Makefile (pkg-config srup-device)" \
 	sh -c "PKG_CONFIG_SYSROOT_DIR='$work/root' PKG_CONFIG_PATH='$work/root/usr/lib/$ma/pkgconfig' \
-		make -C '$work/example-make' >'$work/example-make.log' 2>&1 || { cat '$work/example-make.log'; false; }"
+		LD_LIBRARY_PATH='$work/root/usr/lib/$ma' make -C '$work/example-make' >'$work/example-make.log' 2>&1 || { cat '$work/example-make.log'; false; }"
 check "the example device builds with its CMakeLists.txt (find_package(srup-device))" \
 	sh -c "cmake -S '$examples' -B '$work/example-cmake' -DCMAKE_PREFIX_PATH='$work/root/usr' >'$work/example-cmake.log' 2>&1 &&
 		cmake --build '$work/example-cmake' >>'$work/example-cmake.log' 2>&1 || { cat '$work/example-cmake.log'; false; }"
