@@ -9,7 +9,12 @@
 #   - libsrup1 exports exactly the functions of libsrup.map (the installed
 #     headers' API) under SONAME libsrup.so.1;
 #   - a device maker's program builds against libsrup-dev both with
-#     pkg-config and with find_package(srup), and runs.
+#     pkg-config and with find_package(srup), and runs;
+#   - the same for libsrup-device1 (libsrup-device.map, SONAME
+#     libsrup-device.so.1) and libsrup-device-dev, whose example device
+#     builds with its Makefile (pkg-config srup-device) and its
+#     CMakeLists.txt (find_package(srup-device)); test_install.sh builds
+#     and runs it in a clean root.
 # Usage: test_deb.sh OUTDIR
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -62,7 +67,14 @@ for f in libsrup1:/usr/lib/$ma/libsrup.so.1 \
 	srup-observer:/usr/share/man/man5/srup-observer.conf.5.gz \
 	srup-observer:/usr/bin/srup-observerctl srup-observer:/usr/share/man/man1/srup-observerctl.1.gz \
 	srup-device:/usr/bin/srup-device srup-device:/usr/share/man/man1/srup-device.1.gz \
-	srup-device:/etc/srup/device.conf; do
+	srup-device:/etc/srup/device.conf \
+	libsrup-device1:/usr/lib/$ma/libsrup-device.so.1 libsrup-device-dev:/usr/lib/$ma/libsrup-device.so \
+	libsrup-device-dev:/usr/include/srup/srup_device.h libsrup-device-dev:/usr/lib/$ma/pkgconfig/srup-device.pc \
+	libsrup-device-dev:/usr/lib/$ma/cmake/srup-device/srup-deviceConfig.cmake \
+	libsrup-device-dev:/usr/lib/$ma/cmake/srup-device/srup-deviceTargets.cmake \
+	libsrup-device-dev:/usr/share/doc/libsrup-device-dev/examples/example-device.c \
+	libsrup-device-dev:/usr/share/doc/libsrup-device-dev/examples/CMakeLists.txt \
+	libsrup-device-dev:/usr/share/doc/libsrup-device-dev/examples/Makefile; do
 	check "${f%%:*} holds ${f#*:}" has "${f%%:*}" "${f#*:}"
 done
 for unit in "$top"/packaging/srup-device*.service; do
@@ -71,6 +83,8 @@ for unit in "$top"/packaging/srup-device*.service; do
 	check "srup-device does not enable $(basename "$unit") on install" \
 		script_has srup-device postinst "deb-systemd-helper update-state '$(basename "$unit")'"
 done
+hasnt() { ! has "$@"; }
+check "libsrup-dev leaves srup_device.h to libsrup-device-dev" hasnt libsrup-dev /usr/include/srup/srup_device.h
 check "no unit under /usr/lib/systemd/system, which dh_installsystemd of Debian 12 does not scan" \
 	sh -c "! dpkg-deb -c '$(deb srup-observer)' | grep -q ' ./usr/lib/systemd/system/'"
 check "observer.conf is a conffile" script_has srup-observer conffiles '^/etc/srup/observer.conf$'
@@ -136,6 +150,37 @@ for prog in "$work/consumer-pc" "$work/consumer/consumer"; do
 	check "$(basename "$prog") runs against the packaged library" \
 		sh -c "export LD_LIBRARY_PATH='$work/root/usr/lib/$ma'; '$prog' >/dev/null &&
 			ldd '$prog' | grep -q '$work/root/usr/lib/$ma/libsrup.so.1'"
+done
+
+# libsrup-device: its SONAME, its exports equal to its version script (all
+# at the script's version node), and the example device built from the
+# -dev package's files with its Makefile and its CMakeLists.txt.
+dpkg-deb -x "$(deb libsrup-device1)" "$work/root"
+dpkg-deb -x "$(deb libsrup-device-dev)" "$work/root"
+lib=$work/root/usr/lib/$ma/libsrup-device.so.1
+map=$top/device-side/libsrup-device.map
+node=$(sed -n 's/^\([A-Z0-9_]*\) *{.*/\1/p' "$map" | head -n 1)
+check "SONAME libsrup-device.so.1" sh -c "objdump -p '$lib' | grep -q 'SONAME *libsrup-device.so.1\$'"
+objdump -T "$lib" | awk -v node="$node" '$2 == "g" && $4 != "*UND*" && $NF != node {print $NF}' | sort >"$work/exported-device"
+sed -n 's/^\t\(srup_[a-z0-9_]*\);$/\1/p' "$map" | sort >"$work/public-device"
+check "libsrup-device exports are exactly libsrup-device.map's $(wc -l <"$work/public-device") functions" \
+	diff -u "$work/public-device" "$work/exported-device"
+check "every export of libsrup-device is versioned ${node:-(no node in $map)}" \
+	sh -c "test -n '$node' && ! objdump -T '$lib' | awk '\$4 != \"*UND*\" && \$2 == \"g\"' | grep -v ' $node ' | grep -q ."
+examples=$work/root/usr/share/doc/libsrup-device-dev/examples
+cp -r "$examples" "$work/example-make"
+# libsrup-device.so needs libsrup.so.1: the linker looks for it where the
+# loader would (LD_LIBRARY_PATH), not in -L's directory. (CMake's build
+# RPATH names that directory, so the CMake build finds it without.)
+check "the example device builds with its Makefile (pkg-config srup-device)" \
+	sh -c "PKG_CONFIG_SYSROOT_DIR='$work/root' PKG_CONFIG_PATH='$work/root/usr/lib/$ma/pkgconfig' \
+		LD_LIBRARY_PATH='$work/root/usr/lib/$ma' make -C '$work/example-make' >'$work/example-make.log' 2>&1 || { cat '$work/example-make.log'; false; }"
+check "the example device builds with its CMakeLists.txt (find_package(srup-device))" \
+	sh -c "cmake -S '$examples' -B '$work/example-cmake' -DCMAKE_PREFIX_PATH='$work/root/usr' >'$work/example-cmake.log' 2>&1 &&
+		cmake --build '$work/example-cmake' >>'$work/example-cmake.log' 2>&1 || { cat '$work/example-cmake.log'; false; }"
+for prog in "$work/example-make/example-device" "$work/example-cmake/example-device"; do
+	check "$prog links the packaged libsrup-device.so.1" \
+		sh -c "LD_LIBRARY_PATH='$work/root/usr/lib/$ma' ldd '$prog' | grep -q '$work/root/usr/lib/$ma/libsrup-device.so.1'"
 done
 
 echo "packages ($(cd "$out" && ls *.deb | grep -vc dbgsym) binary, source $(basename "$changes" _amd64.changes)):"

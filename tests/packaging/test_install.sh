@@ -21,12 +21,21 @@
 #   - a purge leaves no wants link, no /var/lib/srup-observer or
 #     /var/lib/srup-device, and nothing of the packages but what Debian
 #     policy keeps: the system users and groups, and the files the operator
-#     made (keys, drop-ins).
+#     made (keys, drop-ins);
+#   - a device maker's program builds in the root from libsrup-device-dev
+#     alone: the example device it ships, once with its Makefile
+#     (pkg-config) and once with its CMakeLists.txt (find_package), each
+#     then run there against a Mosquitto and the test peer on the host
+#     (tests/packaging/test_example_device.py; a chroot shares the host's
+#     network), answering ID_REQ, ACTION and DATA.
 # The clean root comes from tests/packaging/clean_root.sh (cached).
-# Usage: test_install.sh [BUILD_DIR]. SRUP_DEBS_DIR: use the .debs there
-# instead of building them; SRUP_INSTALL_PACKAGES: the packages to install.
+# Usage: test_install.sh [BUILD_DIR] (the build tree with srup-join-peer and
+# srup-keygen, for the example device's run; default build/). SRUP_DEBS_DIR:
+# use the .debs there instead of building them; SRUP_INSTALL_PACKAGES: the
+# packages to install.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$top/build}
 work=$(mktemp -d /var/tmp/srup-install.XXXXXX)
 root=$work/root
 fail=0 passed=0
@@ -69,11 +78,25 @@ else
 	debs_dir=$work/debs
 fi
 # SRUP_INSTALL_PACKAGES: another set (e.g. the packages of an older tree).
-read -r -a packages <<<"${SRUP_INSTALL_PACKAGES:-libsrup1 libsrup-dev srup-tools srup-observer srup-device}"
+read -r -a packages <<<"${SRUP_INSTALL_PACKAGES:-libsrup1 libsrup-dev libsrup-device1 libsrup-device-dev srup-tools srup-observer srup-device}"
 mkdir -p "$root/var/tmp/debs"
 for p in "${packages[@]}"; do
 	cp "$debs_dir/${p}_"*.deb "$root/var/tmp/debs/"
 done
+
+with_device_dev=
+[[ " ${packages[*]} " == *" libsrup-device-dev "* ]] && with_device_dev=1
+# A device maker's tools, installed before the snapshot: the purge of the
+# packages does not remove them.
+if [ -n "$with_device_dev" ]; then
+	log "installing a device maker's tools: gcc libc6-dev make cmake"
+	in_root apt-get install -y -q --no-install-recommends gcc libc6-dev make cmake \
+		>"$work/apt-tools.log" 2>&1 || {
+		tail -n 40 "$work/apt-tools.log"
+		fail=1
+		exit 1
+	}
+fi
 
 # What the root holds before: the purge must come back to it.
 snapshot() { # what may change anyway is left out: apt's and dpkg's own state,
@@ -98,6 +121,34 @@ for p in "${packages[@]}"; do
 done
 check "programs find their libraries" sh -c "! chroot '$root' ldd /usr/sbin/srup-observerd /usr/bin/srup-device \
 	/usr/bin/srup-msg /usr/bin/srup-keygen | grep -q 'not found'"
+
+# ---- a device maker's program on libsrup-device-dev -------------------------
+# The example device as the package ships it, built in the root with
+# nothing but the installed packages, then run there against a private
+# Mosquitto and the test peer started on the host (the same network).
+if [ -n "$with_device_dev" ]; then
+	examples=/usr/share/doc/libsrup-device-dev/examples
+	in_root sh -c "rm -rf /var/tmp/example-make && cp -r $examples /var/tmp/example-make &&
+		make -C /var/tmp/example-make" >"$work/example-make.log" 2>&1 && rc=0 || rc=$?
+	check "the example device builds in the root with its Makefile, pkg-config srup-device (exit $rc)" \
+		test "$rc" = 0
+	((rc == 0)) || tail -n 30 "$work/example-make.log" | sed 's/^/    /'
+	in_root sh -c "rm -rf /var/tmp/example-cmake && cmake -S $examples -B /var/tmp/example-cmake &&
+		cmake --build /var/tmp/example-cmake" >"$work/example-cmake.log" 2>&1 && rc=0 || rc=$?
+	check "the example device builds in the root with its CMakeLists.txt, find_package(srup-device) (exit $rc)" \
+		test "$rc" = 0
+	((rc == 0)) || tail -n 30 "$work/example-cmake.log" | sed 's/^/    /'
+	for prog in /var/tmp/example-make/example-device /var/tmp/example-cmake/example-device; do
+		[ -x "$root$prog" ] || continue
+		check "$prog uses the installed libsrup-device.so.1" \
+			sh -c "chroot '$root' ldd '$prog' | grep -Eq 'libsrup-device\.so\.1 => (/usr)?/lib/[^/]+/libsrup-device\.so\.1 '"
+		python3 "$top/tests/packaging/test_example_device.py" "$build" "$prog" --root "$root" \
+			>"$work/example-run.log" 2>&1 && rc=0 || rc=$?
+		check "$prog, run in the root, answers ID_REQ, ACTION (0x20, 0x2E) and DATA (file written; 0x3F) (exit $rc)" \
+			test "$rc" = 0
+		((rc == 0)) || tail -n 40 "$work/example-run.log" | sed 's/^/    /'
+	done
+fi
 
 # The service users and their directories.
 mode() { in_root stat -c '%a %U:%G' "$1"; }

@@ -73,7 +73,7 @@ check "dpkg-buildpackage -us -uc succeeds with only the Build-Depends (exit $rc)
 check "the unit tests ran in the build (dh_auto_test)" \
 	grep -Eq '[0-9]+% tests passed, 0 tests failed out of [1-9]' "$work/build.log"
 (cd "$root$src" && find . -type f | sed 's,^\./,,' | sort) | comm -13 "$work/source-files.txt" - >"$work/new-files.txt"
-for p in libsrup1 libsrup-dev srup-tools srup-observer srup-device; do
+for p in libsrup1 libsrup-dev libsrup-device1 libsrup-device-dev srup-tools srup-observer srup-device; do
 	check "$p .deb is in the directory above the source tree" \
 		sh -c "ls '$root/home/builder/${p}_${version}_'*.deb >/dev/null 2>&1"
 done
