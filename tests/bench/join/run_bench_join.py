@@ -7,6 +7,8 @@
 usage: run_bench_join.py BUILD_DIR [JOINS] [COUNT]
        run_bench_join.py BUILD_DIR --channels [COUNT]
 
+COUNT 0 runs the latency bench alone.
+
 --channels runs the pending bench twice, the observer listening on one
 channel (sim) and then on three at once (ble nfc sim: the BlueZ stand-in on
 a private bus, advertising, and an emulated PN532 that the reader polls,
@@ -121,6 +123,8 @@ def main():
     with JoinBed(build, window_seconds=600).start() as bed:
         rc |= subprocess.run([bench, "latency", "--config", bed.device_config, "--observer",
                               id16(bed.observer_id), "--joins", str(joins)]).returncode
+    if count == 0:
+        return rc
     with JoinBed(build, window_seconds=600, max_pending=count) as bed:
         bed.setup()
         bed.start_observer()
