@@ -84,7 +84,7 @@ static void on_connection(struct srup_device *dev, bool connected, const char *b
 			  void *user)
 {
 	(void)user;
-	printf("%s %s as %016llx\n", connected ? "connected to" : "lost", broker,
+	printf("%s %s as %016llx\n", connected ? "connected to" : "lost", broker ? broker : "-",
 	       (unsigned long long)srup_device_id(dev));
 }
 
