@@ -645,6 +645,16 @@ static void on_flow_show(struct srup_flow *flow, const char *value_text, const c
 	dev->flow_show(dev, value_text, value_grouped, dev->flow_user);
 }
 
+/* What the caller of a flow gave for it, once the flow is over (or never
+ * started). */
+static void flow_forget_caller(struct srup_device *dev)
+{
+	dev->flow_done = NULL;
+	dev->flow_show = NULL;
+	dev->flow_user = NULL;
+	dev->flow_destroy = NULL;
+}
+
 static void on_flow_done(struct srup_flow *flow, const struct srup_flow_result *res, void *user)
 {
 	struct srup_device *dev = user;
@@ -667,10 +677,7 @@ static void on_flow_done(struct srup_flow *flow, const struct srup_flow_result *
 		dev->flow = NULL;
 	else
 		flow = NULL;
-	dev->flow_done = NULL;
-	dev->flow_show = NULL;
-	dev->flow_user = NULL;
-	dev->flow_destroy = NULL;
+	flow_forget_caller(dev);
 	srup_log(res->outcome == SRUP_DEVICE_ACCEPTED ? LOG_NOTICE : LOG_WARNING, "%s: %s",
 		 flow ? srup_flow_request_name(flow) : "device flow", res->detail ? res->detail : "");
 	done(dev, &result, done_user);
@@ -750,10 +757,7 @@ static enum srup_device_err flow_start(struct srup_device *dev, enum srup_flow_k
 	if (err != SRUP_DEVICE_OK) {
 		srup_log(LOG_ERR, "%s: %s", ex->name, detail);
 		dev->flow = NULL;
-		dev->flow_done = NULL;
-		dev->flow_show = NULL;
-		dev->flow_user = NULL;
-		dev->flow_destroy = NULL;
+		flow_forget_caller(dev);
 		return err;
 	}
 	if (srup_node_is_connected(dev->node))
