@@ -154,8 +154,9 @@ class RoleBed(JoinBed):
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
-def role_bed(build, **kw):
-    bed = RoleBed(build, **kw).start()
+def role_bed(build, bed_class=RoleBed, **kw):
+    """A started bed (RoleBed or a subclass) with its device agent running."""
+    bed = bed_class(build, **kw).start()
     try:
         bed.start_agent()
     except BaseException:

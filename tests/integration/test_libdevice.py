@@ -13,7 +13,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from joinbed import Cases, check  # noqa: E402
 from test_device_role import (ACTION_SUCCESS, ACTION_UNKNOWN, DATA_UNKNOWN,  # noqa: E402
-                              RoleBed, hook_runs)
+                              RoleBed, hook_runs, role_bed)
 
 cases = Cases()
 case = cases.case
@@ -39,13 +39,7 @@ class AppBed(RoleBed):
 
 
 def app_bed(build, attach=False, flow=None):
-    bed = AppBed(build, attach=attach, flow=flow).start()
-    try:
-        bed.start_agent()
-    except BaseException:
-        bed.close()
-        raise
-    return bed
+    return role_bed(build, AppBed, attach=attach, flow=flow)
 
 
 def answers(bed):
