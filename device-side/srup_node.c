@@ -33,6 +33,9 @@ _Static_assert(SRUP_RECEIVE_TOPIC_MAX == SRUP_TOPIC_MAX, "topic sizes match");
 _Static_assert(SRUP_RECEIVE_ANY_SENDER == SRUP_NODE_ANY_SENDER, "any sender matches");
 #define NODE_TOPIC_LEN_MAX SRUP_INBOUND_TOPIC_MAX
 
+/* Records released after the accepted IDs' sync, at most this many
+ * waiting for it. */
+#define NODE_RELEASES_PENDING_MAX 256u
 #define NODE_DEFAULT_KEEPALIVE 20u
 #define NODE_DEFAULT_RECONNECT_MIN 1u
 #define NODE_DEFAULT_RECONNECT_MAX 30u
@@ -74,6 +77,16 @@ struct srup_node {
 	EVP_PKEY *identity;
 	struct srup_keystore *peers;
 	struct srup_seqstore *seq;
+	/* A batch whose every message has a durable inbound record commits
+	 * its accepted IDs without an fdatasync (the records prove the
+	 * messages until then); the IDs are synced when the loop is idle,
+	 * and only after that are those records released: a record gone
+	 * from the disk before its ID is there would let a replayed copy in
+	 * after a power loss. */
+	bool batch_unrecorded;            /* a message of the batch has no record */
+	sd_event_source *seq_sync_source; /* the idle sync, on while IDs are unsynced */
+	uint64_t *releases_pending;       /* records to release once the IDs are synced */
+	size_t n_releases_pending, cap_releases_pending;
 	/* Topic rules, checks, handlers and the batch (srup_receive.h); it
 	 * also holds the watched devices and extra topics subscribed. */
 	struct srup_receive *rx;
@@ -337,8 +350,74 @@ static enum srup_seq_err rx_seq_stage_accept(void *ctx, uint64_t sender, uint64_
 static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_len)
 {
 	struct srup_node *n = ctx;
+	bool all_recorded = !n->batch_unrecorded && n->seq_sync_source;
+	enum srup_seq_err e;
 
-	return srup_seqstore_commit(n->seq, detail, detail_len);
+	n->batch_unrecorded = false;
+	if (!all_recorded)
+		return srup_seqstore_commit(n->seq, detail, detail_len);
+	e = srup_seqstore_commit_unsynced(n->seq, detail, detail_len);
+	if (e == SRUP_SEQ_OK && srup_seqstore_unsynced(n->seq))
+		sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_ONESHOT);
+	return e;
+}
+
+/* Records released now, or once the accepted IDs are on disk. */
+static void records_release_pending(struct srup_node *n)
+{
+	for (size_t i = 0; i < n->n_releases_pending; i++)
+		srup_inbound_remove(n->records, n->releases_pending[i]);
+	n->n_releases_pending = 0;
+}
+
+static bool seq_sync_now(struct srup_node *n)
+{
+	char detail[512] = "";
+	enum srup_seq_err e = srup_seqstore_sync(n->seq, detail, sizeof(detail));
+
+	if (e != SRUP_SEQ_OK) {
+		/* The records stay: handed over again at the next start. */
+		srup_log(LOG_ERR, "cannot sync accepted sequence IDs: %s: %s; %zu inbound "
+			 "record(s) kept until they are", srup_seqstore_strerror(e), detail,
+			 n->n_releases_pending);
+		return false;
+	}
+	records_release_pending(n);
+	return true;
+}
+
+static int on_seq_sync(sd_event_source *s, void *user)
+{
+	(void)s;
+	seq_sync_now(user);
+	return 0;
+}
+
+static void record_release(struct srup_node *n, uint64_t id)
+{
+	if (!srup_seqstore_unsynced(n->seq) && !n->n_releases_pending) {
+		srup_inbound_remove(n->records, id);
+		return;
+	}
+	if (n->n_releases_pending == n->cap_releases_pending) {
+		size_t cap = n->cap_releases_pending ? n->cap_releases_pending * 2 : 64;
+		uint64_t *grown = realloc(n->releases_pending, cap * sizeof(*grown));
+
+		if (!grown) {
+			if (seq_sync_now(n))
+				srup_inbound_remove(n->records, id);
+			return; /* else kept: handed over again at the next start */
+		}
+		n->releases_pending = grown;
+		n->cap_releases_pending = cap;
+	}
+	n->releases_pending[n->n_releases_pending++] = id;
+	/* A loop that is never idle (a flood) syncs every so many: records
+	 * and this list stay bounded. */
+	if (n->n_releases_pending >= NODE_RELEASES_PENDING_MAX)
+		seq_sync_now(n);
+	else
+		sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_ONESHOT);
 }
 
 /* Their records say "accepted" before the IDs are committed: once
@@ -350,7 +429,9 @@ static void rx_accepting(void *ctx, void *owner)
 	struct srup_node *n = ctx;
 	struct srup_transport_message *m = owner;
 
-	if (m->record && !m->recovered_accepted)
+	if (!m->record)
+		n->batch_unrecorded = true; /* its ID must be on disk before it is acted on */
+	else if (!m->recovered_accepted)
 		srup_inbound_mark_accepted(n->records, m->record);
 }
 
@@ -384,7 +465,7 @@ static void rx_not_committed(void *ctx, void *owner)
 static void message_done(struct srup_node *n, struct srup_transport_message *m)
 {
 	if (m->record && !m->held && !m->keep_record)
-		srup_inbound_remove(n->records, m->record);
+		record_release(n, m->record);
 	srup_transport_message_free(m);
 }
 
@@ -774,6 +855,12 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 		e = serr == SRUP_SEQ_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 		goto fail;
 	}
+	if (sd_event_add_defer(loop, &n->seq_sync_source, on_seq_sync, n) < 0 ||
+	    sd_event_source_set_priority(n->seq_sync_source, SD_EVENT_PRIORITY_IDLE) < 0 ||
+	    sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_OFF) < 0) {
+		e = SRUP_NODE_E_NOMEM;
+		goto fail;
+	}
 	e = records_recover(n, detail, detail_len);
 	if (e != SRUP_NODE_OK)
 		goto fail;
@@ -794,6 +881,10 @@ void srup_node_free(struct srup_node *n)
 	if (n->tp.driver)
 		TP(n, free);
 	srup_receive_free(n->rx); /* its batch is empty outside a drain */
+	if (n->seq && n->records)
+		seq_sync_now(n);
+	sd_event_source_disable_unref(n->seq_sync_source);
+	free(n->releases_pending);
 	srup_inbound_free(n->records);
 	for (size_t i = 0; i < 64; i++)
 		EVP_PKEY_free(n->senders.slot[i].key);
@@ -1080,7 +1171,7 @@ size_t srup_node_held_note(const struct srup_node *n, void *out, size_t cap)
 void srup_node_release(struct srup_node *n, uint64_t hold)
 {
 	if (n && hold)
-		srup_inbound_remove(n->records, hold);
+		record_release(n, hold);
 }
 
 uint64_t srup_node_id(const struct srup_node *n)

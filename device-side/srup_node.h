@@ -18,12 +18,22 @@
  *   sender -> last accepted updated and persisted -> handler runs.
  * Messages drained together (up to a batch) are checked one by one, their
  * accepted IDs persisted by one write, then handled in arrival order; a
- * handler never runs before its message's ID is on disk.
+ * handler never runs before its message's ID is written to the sequence
+ * store. That write is also on disk (fdatasync) before the handlers run,
+ * unless every message of the batch has a durable inbound record (below):
+ * then the IDs are synced once the loop is idle, and the batch's records
+ * are released only after that, so that at every moment either a
+ * message's ID is on disk or its record is. After a crash or a power
+ * loss, while the record is there the message comes back (ahead of
+ * anything new) and is handed over again, as below; once it is gone, its
+ * ID is on disk and a replayed copy is dropped.
  *
  * At-least-once: a QoS 1 message is written to <state_dir>/inbound before
  * the broker gets its PUBACK, and that record stays until the message was
  * dropped for a stated reason, or accepted and its handler returned (or
- * the handler released what it held). Records a crash left behind go
+ * the handler released what it held), and its ID, if committed without a
+ * sync, is on disk (at most 256 records wait for that). Records a crash
+ * left behind go
  * through the pipeline again at the next srup_node_new; one accepted
  * before the crash is handed to its handler again without the replay
  * rule. So a handler may see the same message twice across a crash: it

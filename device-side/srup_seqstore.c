@@ -72,6 +72,10 @@ struct srup_seqstore {
 	uint64_t generation; /* of the newest slot */
 	unsigned newest;     /* which slot holds it */
 	bool must_rewrite;   /* the next persist replaces the whole file */
+	/* The newest slot was written but not yet fdatasync'd: the other
+	 * slot holds the last durable persist and is left alone until a
+	 * sync (srup_seqstore_commit_unsynced). */
+	bool unsynced;
 	uint8_t *slot_buf;   /* slot_size bytes: the image a commit writes */
 };
 
@@ -713,6 +717,7 @@ static enum srup_seq_err rewrite_file(struct srup_seqstore *s, char *detail, siz
 	s->slot_size = size;
 	s->generation = 2;
 	s->newest = 1;
+	s->unsynced = false;
 	/* The rename is durable only once the directory entry is. */
 	if (fsync(s->dir_fd) != 0) {
 		set_detail(detail, detail_len, "%s: directory fsync failed: %s", s->dir,
@@ -732,10 +737,14 @@ fail:
 /* Write the store in place into the slot not holding the newest
  * generation, and make it durable with one fdatasync (the file's size and
  * blocks never change, so no metadata has to follow). A torn write can only
- * damage that slot. */
-static enum srup_seq_err write_slot(struct srup_seqstore *s, char *detail, size_t detail_len)
+ * damage that slot. Without sync the write stays in the kernel's hands:
+ * the slot written is then the target of every later write until a sync,
+ * so that the other slot, the last durable persist, is never overwritten
+ * while the newest may not be on disk. */
+static enum srup_seq_err write_slot(struct srup_seqstore *s, bool sync, char *detail,
+				    size_t detail_len)
 {
-	unsigned target = s->newest ^ 1;
+	unsigned target = s->unsynced ? s->newest : s->newest ^ 1;
 	uint64_t generation = s->generation + 1;
 
 	if (fill_slot(s, s->slot_buf, s->slot_size, generation) != 0) {
@@ -744,7 +753,7 @@ static enum srup_seq_err write_slot(struct srup_seqstore *s, char *detail, size_
 		return SRUP_SEQ_E_IO;
 	}
 	if (pwrite_all(s->data_fd, s->slot_buf, s->slot_size, (off_t)(target * s->slot_size)) != 0 ||
-	    fdatasync(s->data_fd) != 0) {
+	    (sync && fdatasync(s->data_fd) != 0)) {
 		set_detail(detail, detail_len, "%s/%s: writing slot %u failed: %s", s->dir,
 			   SRUP_SEQSTORE_FILE, target, strerror(errno));
 		/* After a failed write the kernel may have dropped the pages
@@ -754,10 +763,12 @@ static enum srup_seq_err write_slot(struct srup_seqstore *s, char *detail, size_
 	}
 	s->generation = generation;
 	s->newest = target;
+	s->unsynced = !sync;
 	return SRUP_SEQ_OK;
 }
 
-static enum srup_seq_err persist(struct srup_seqstore *s, char *detail, size_t detail_len)
+static enum srup_seq_err persist(struct srup_seqstore *s, bool sync, char *detail,
+				 size_t detail_len)
 {
 	enum srup_seq_err e;
 
@@ -765,9 +776,9 @@ static enum srup_seq_err persist(struct srup_seqstore *s, char *detail, size_t d
 	    s->generation == UINT64_MAX)
 		e = rewrite_file(s, detail, detail_len);
 	else
-		e = write_slot(s, detail, detail_len);
+		e = write_slot(s, sync, detail, detail_len);
 	if (e == SRUP_SEQ_OK)
-		s->n_staged = 0; /* whatever was staged is on disk now */
+		s->n_staged = 0; /* whatever was staged is written now */
 	return e;
 }
 
@@ -860,6 +871,11 @@ enum srup_seq_err srup_seqstore_new(const char *dir, size_t max_peers, struct sr
 			goto fail;
 		}
 	}
+	/* A process killed after an unsynced commit left the newest slot in
+	 * the kernel's hands only: on disk before a write may go to the
+	 * other slot, the last durable one. */
+	if (s->data_fd >= 0 && fdatasync(s->data_fd) != 0)
+		s->must_rewrite = true;
 	*out = s;
 	return SRUP_SEQ_OK;
 fail:
@@ -985,7 +1001,7 @@ enum srup_seq_err srup_seqstore_next(struct srup_seqstore *s, uint64_t peer, uin
 		s->entries[i].sent_reserved = next + (room < SRUP_SEQSTORE_SEND_RESERVATION - 1
 							     ? room
 							     : SRUP_SEQSTORE_SEND_RESERVATION - 1);
-		e = persist(s, detail, detail_len);
+		e = persist(s, true, detail, detail_len);
 		if (e != SRUP_SEQ_OK) {
 			undo(s, i, inserted, saved);
 			return e;
@@ -1052,7 +1068,8 @@ enum srup_seq_err srup_seqstore_stage_accept(struct srup_seqstore *s, uint64_t p
 	return SRUP_SEQ_OK;
 }
 
-enum srup_seq_err srup_seqstore_commit(struct srup_seqstore *s, char *detail, size_t detail_len)
+static enum srup_seq_err commit(struct srup_seqstore *s, bool sync, char *detail,
+				size_t detail_len)
 {
 	enum srup_seq_err e;
 
@@ -1060,10 +1077,44 @@ enum srup_seq_err srup_seqstore_commit(struct srup_seqstore *s, char *detail, si
 		return SRUP_SEQ_E_ARG;
 	if (s->n_staged == 0)
 		return SRUP_SEQ_OK;
-	e = persist(s, detail, detail_len);
+	e = persist(s, sync, detail, detail_len);
 	if (e != SRUP_SEQ_OK)
 		rollback_staged(s);
 	return e;
+}
+
+enum srup_seq_err srup_seqstore_commit(struct srup_seqstore *s, char *detail, size_t detail_len)
+{
+	return commit(s, true, detail, detail_len);
+}
+
+enum srup_seq_err srup_seqstore_commit_unsynced(struct srup_seqstore *s, char *detail,
+						size_t detail_len)
+{
+	return commit(s, false, detail, detail_len);
+}
+
+bool srup_seqstore_unsynced(const struct srup_seqstore *s)
+{
+	return s && s->unsynced;
+}
+
+enum srup_seq_err srup_seqstore_sync(struct srup_seqstore *s, char *detail, size_t detail_len)
+{
+	if (!s)
+		return SRUP_SEQ_E_ARG;
+	if (!s->unsynced)
+		return SRUP_SEQ_OK;
+	/* A failed sync may have lost the written pages: a new file then. */
+	if (!s->must_rewrite && fdatasync(s->data_fd) == 0) {
+		s->unsynced = false;
+		return SRUP_SEQ_OK;
+	}
+	if (!s->must_rewrite)
+		set_detail(detail, detail_len, "%s/%s: fdatasync failed: %s", s->dir,
+			   SRUP_SEQSTORE_FILE, strerror(errno));
+	s->must_rewrite = true;
+	return rewrite_file(s, detail, detail_len);
 }
 
 size_t srup_seqstore_staged(const struct srup_seqstore *s)

@@ -140,6 +140,22 @@ enum srup_seq_err srup_seqstore_stage_accept(struct srup_seqstore *store, uint64
 enum srup_seq_err srup_seqstore_commit(struct srup_seqstore *store, char *detail,
 				       size_t detail_len);
 
+/* As srup_seqstore_commit, but the slot is only written (pwrite), not
+ * fdatasync'd: it survives the process being killed, not a power loss,
+ * until srup_seqstore_sync (or any later persist, which syncs). For a
+ * receiver whose messages are each kept in a durable record of their own
+ * until the IDs are synced (srup_node.h). Until then every write goes to
+ * the same slot, so the other one keeps the last durable persist. */
+enum srup_seq_err srup_seqstore_commit_unsynced(struct srup_seqstore *store, char *detail,
+						size_t detail_len);
+/* True while a commit_unsynced is not yet on disk. */
+bool srup_seqstore_unsynced(const struct srup_seqstore *store);
+/* Make an unsynced commit durable (one fdatasync; nothing if none). If the
+ * fdatasync fails the file is rewritten as a new one (its pages may be
+ * gone); on failure the store stays unsynced. */
+enum srup_seq_err srup_seqstore_sync(struct srup_seqstore *store, char *detail,
+				     size_t detail_len);
+
 /* Accepts staged and not yet persisted. */
 size_t srup_seqstore_staged(const struct srup_seqstore *store);
 

@@ -21,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -745,6 +747,102 @@ static void test_replay_dropped_after_node_restart(void **state)
 	publish_raw(w, topic, wire, len);
 	wait_device_counts(w, 1, 0, 0);
 	assert_int_equal(w->at_device.count, 0);
+	free(wire);
+}
+
+static void die_in_handler(struct srup_node *node, const struct srup_msg *msg,
+			   const char *topic, void *user)
+{
+	(void)node;
+	(void)msg;
+	(void)topic;
+	(void)user;
+	raise(SIGKILL);
+}
+
+/* The child of test_killed_in_handler: a device node on the world's state
+ * that dies (SIGKILL) in the handler of the first message, after its batch
+ * committed the ID and before the loop was idle (the ID written, not
+ * synced; the record not released). Writes one byte to ready once
+ * subscribed. No cmocka here: it only exits. */
+static void run_dying_device(struct world *w, int ready)
+{
+	char detail[512] = "";
+	uint64_t deadline;
+
+	if (sd_event_new(&w->loop) < 0)
+		_exit(2);
+	w->device = NULL;
+	if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers, "device",
+		      &w->device, detail, sizeof(detail)) != SRUP_NODE_OK ||
+	    srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, die_in_handler, NULL) !=
+		    SRUP_NODE_OK ||
+	    srup_node_connect(w->device, NULL, NULL) != SRUP_NODE_OK)
+		_exit(2);
+	deadline = test_now_ms() + WAIT_MS;
+	while (!srup_node_is_connected(w->device) && test_now_ms() < deadline)
+		sd_event_run(w->loop, 50 * 1000);
+	if (write(ready, "r", 1) != 1)
+		_exit(2);
+	while (test_now_ms() < deadline)
+		sd_event_run(w->loop, 50 * 1000);
+	_exit(3); /* the message never came */
+}
+
+static bool device_handled_and_dropped_one(struct world *w)
+{
+	return w->at_device.count >= 1 && stats_of(w->device).dropped_by[SRUP_NODE_DROP_REPLAY] >= 1;
+}
+
+static bool device_took_the_fresh_one(struct world *w)
+{
+	return w->at_device.count >= 2;
+}
+
+/* A node killed while a handler runs, its batch's ID committed without an
+ * fdatasync (the message has a record): the next start hands the message
+ * over again from its record, and a copy of it published again is dropped
+ * as a replay; a fresh one is taken. */
+static void test_killed_in_handler(void **state)
+{
+	struct world *w = *state;
+	char topic[SRUP_TOPIC_MAX], byte;
+	int ready[2], status;
+	size_t len;
+	uint8_t *wire;
+	pid_t child;
+
+	srup_topic_device(DEVICE_ID, topic);
+	wire = craft(SRUP_TYPE_RESPONSE, SERVER_ID, 7, server_key, "tok-killed", &len);
+	assert_int_equal(pipe(ready), 0);
+	fflush(NULL);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		close(ready[0]);
+		run_dying_device(w, ready[1]);
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &byte, 1), 1);
+	close(ready[0]);
+	publish_raw(w, topic, wire, len);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+		fail_msg("the device was not killed in its handler (status 0x%x)", status);
+
+	make_device(w);
+	connect_all(w);
+	publish_raw(w, topic, wire, len);
+	assert_true(run_until(w, device_handled_and_dropped_one, WAIT_MS));
+	assert_int_equal(w->at_device.count, 1);
+	assert_int_equal(w->at_device.sequence_id, 7);
+	assert_string_equal(w->at_device.token, "tok-killed");
+	assert_true(log_contains(w, "accepted before a restart, handled again"));
+	assert_true(log_contains(w, "replayed sequence id 7 <= last accepted 7"));
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 8, server_key, "tok-fresh");
+	assert_true(run_until(w, device_took_the_fresh_one, WAIT_MS));
+	assert_int_equal(w->at_device.count, 2);
+	assert_int_equal(w->at_device.sequence_id, 8);
 	free(wire);
 }
 
@@ -1663,6 +1761,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_replay_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_held_message_handled_again_after_restart,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_killed_in_handler, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_dropped_after_node_restart, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_wrong_key_dropped, setup, teardown),

@@ -1037,6 +1037,93 @@ static void test_torn_write_keeps_the_previous_commit(void **state)
 	free(after);
 }
 
+/* Commits without an fdatasync (srup_seqstore_commit_unsynced) all go into
+ * one slot: the other keeps the last synced persist byte for byte, so a
+ * power loss that takes every unsynced write (here: that slot zeroed, or
+ * torn) falls back to it. After srup_seqstore_sync the next unsynced
+ * commit goes to the other slot, leaving the newly synced one alone. */
+static void test_unsynced_commits_leave_the_synced_slot_alone(void **state)
+{
+	struct fixture *f = *state;
+	struct srup_seqstore *s = open_ok(f->dir);
+	char *durable, *now, *lost;
+	size_t len;
+	unsigned kept = 2;
+
+	assert_int_equal(srup_seqstore_accept(s, 5, 1, NULL, 0), SRUP_SEQ_OK);
+	assert_false(srup_seqstore_unsynced(s));
+	durable = read_text(f->file, &len);
+	assert_int_equal(len, 2 * SLOT_ALIGN);
+	for (uint64_t i = 2; i <= 4; i++) {
+		assert_int_equal(srup_seqstore_stage_accept(s, 5, i, NULL, 0), SRUP_SEQ_OK);
+		assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+		assert_true(srup_seqstore_unsynced(s));
+		assert_int_equal(srup_seqstore_staged(s), 0);
+		now = read_text(f->file, &len);
+		/* Exactly one slot, always the same, is as it was after the
+		 * synced accept. */
+		unsigned same = 0, which = 2;
+
+		for (unsigned k = 0; k < 2; k++)
+			if (memcmp(now + k * SLOT_ALIGN, durable + k * SLOT_ALIGN, SLOT_ALIGN) == 0) {
+				same++;
+				which = k;
+			}
+		if (same != 1 || (kept != 2 && which != kept))
+			fail_msg("unsynced commit of %" PRIu64 ": the synced slot was overwritten", i);
+		kept = which;
+		free(now);
+	}
+	/* The process killed: the kernel had the writes, and the next open
+	 * syncs them (the slot that held 1 may be written now). */
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 5), 4);
+	free(durable);
+	durable = read_text(f->file, &len);
+	assert_int_equal(srup_seqstore_stage_accept(s, 5, 5, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+	srup_seqstore_free(s);
+	/* A power loss: the unsynced slot zeroed, or half written. */
+	now = read_text(f->file, &len);
+	lost = malloc(2 * SLOT_ALIGN);
+	assert_non_null(lost);
+	for (size_t cut = 0; cut <= SLOT_ALIGN; cut += SLOT_ALIGN / 2) {
+		unsigned unsynced = memcmp(now, durable, SLOT_ALIGN) == 0 ? 1 : 0;
+
+		memcpy(lost, now, 2 * SLOT_ALIGN);
+		memset(lost + unsynced * SLOT_ALIGN + cut, 0, SLOT_ALIGN - cut);
+		write_file(f->file, lost, 2 * SLOT_ALIGN);
+		s = open_ok(f->dir);
+		assert_int_equal(srup_seqstore_last_accepted(s, 5), cut == SLOT_ALIGN ? 5 : 4);
+		srup_seqstore_free(s);
+	}
+	write_file(f->file, now, 2 * SLOT_ALIGN);
+	/* Synced: the next unsynced commit keeps that slot. */
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_stage_accept(s, 5, 6, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_sync(s, NULL, 0), SRUP_SEQ_OK);
+	assert_false(srup_seqstore_unsynced(s));
+	assert_int_equal(srup_seqstore_sync(s, NULL, 0), SRUP_SEQ_OK); /* nothing to do */
+	free(durable);
+	durable = read_text(f->file, &len);
+	assert_int_equal(srup_seqstore_stage_accept(s, 5, 7, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+	free(now);
+	now = read_text(f->file, &len);
+	assert_int_equal(memcmp(now, durable, SLOT_ALIGN) == 0 ||
+			 memcmp(now + SLOT_ALIGN, durable + SLOT_ALIGN, SLOT_ALIGN) == 0, 1);
+	assert_int_not_equal(memcmp(now, durable, 2 * SLOT_ALIGN), 0);
+	srup_seqstore_free(s);
+	s = open_ok(f->dir);
+	assert_int_equal(srup_seqstore_last_accepted(s, 5), 7);
+	srup_seqstore_free(s);
+	free(lost);
+	free(now);
+	free(durable);
+}
+
 static void test_one_damaged_slot_uses_the_other(void **state)
 {
 	struct fixture *f = *state;
@@ -1253,6 +1340,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stage_respects_peer_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format2_migrated_at_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_commits_write_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unsynced_commits_leave_the_synced_slot_alone,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_write_keeps_the_previous_commit, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_one_damaged_slot_uses_the_other, setup,
