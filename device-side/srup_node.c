@@ -36,6 +36,8 @@ _Static_assert(SRUP_RECEIVE_ANY_SENDER == SRUP_NODE_ANY_SENDER, "any sender matc
 /* Records released after the accepted IDs' sync, at most this many
  * waiting for it. */
 #define NODE_RELEASES_PENDING_MAX 256u
+/* How long accepted IDs committed without a sync wait for it. */
+#define NODE_SEQ_SYNC_DELAY_US (50u * 1000u)
 #define NODE_DEFAULT_KEEPALIVE 20u
 #define NODE_DEFAULT_RECONNECT_MIN 1u
 #define NODE_DEFAULT_RECONNECT_MAX 30u
@@ -84,7 +86,7 @@ struct srup_node {
 	 * from the disk before its ID is there would let a replayed copy in
 	 * after a power loss. */
 	bool batch_unrecorded;            /* a message of the batch has no record */
-	sd_event_source *seq_sync_source; /* the idle sync, on while IDs are unsynced */
+	sd_event_source *seq_sync_source; /* the sync's timer, on while IDs are unsynced */
 	uint64_t *releases_pending;       /* records to release once the IDs are synced */
 	size_t n_releases_pending, cap_releases_pending;
 	/* Topic rules, checks, handlers and the batch (srup_receive.h); it
@@ -347,6 +349,8 @@ static enum srup_seq_err rx_seq_stage_accept(void *ctx, uint64_t sender, uint64_
 	return srup_seqstore_stage_accept(n->seq, sender, seq, detail, detail_len);
 }
 
+static void seq_sync_arm(struct srup_node *n);
+
 static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_len)
 {
 	struct srup_node *n = ctx;
@@ -358,8 +362,24 @@ static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_le
 		return srup_seqstore_commit(n->seq, detail, detail_len);
 	e = srup_seqstore_commit_unsynced(n->seq, detail, detail_len);
 	if (e == SRUP_SEQ_OK && srup_seqstore_unsynced(n->seq))
-		sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_ONESHOT);
+		seq_sync_arm(n);
 	return e;
+}
+
+/* The sync of the accepted IDs comes NODE_SEQ_SYNC_DELAY_US after the
+ * first unsynced commit or release waiting for it: the commits and
+ * releases of that time share one fdatasync. Armed once, not pushed back. */
+static void seq_sync_arm(struct srup_node *n)
+{
+	int enabled = SD_EVENT_OFF;
+
+	if (sd_event_source_get_enabled(n->seq_sync_source, &enabled) >= 0 &&
+	    enabled != SD_EVENT_OFF)
+		return;
+	if (sd_event_source_set_time_relative(n->seq_sync_source, NODE_SEQ_SYNC_DELAY_US) < 0 ||
+	    sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_ONESHOT) < 0)
+		srup_log(LOG_ERR, "cannot arm the sync of accepted sequence IDs; it comes with "
+			 "the next one");
 }
 
 /* Records released now, or once the accepted IDs are on disk. */
@@ -386,9 +406,10 @@ static bool seq_sync_now(struct srup_node *n)
 	return true;
 }
 
-static int on_seq_sync(sd_event_source *s, void *user)
+static int on_seq_sync(sd_event_source *s, uint64_t usec, void *user)
 {
 	(void)s;
+	(void)usec;
 	seq_sync_now(user);
 	return 0;
 }
@@ -417,7 +438,7 @@ static void record_release(struct srup_node *n, uint64_t id)
 	if (n->n_releases_pending >= NODE_RELEASES_PENDING_MAX)
 		seq_sync_now(n);
 	else
-		sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_ONESHOT);
+		seq_sync_arm(n);
 }
 
 /* Their records say "accepted" before the IDs are committed: once
@@ -855,8 +876,9 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 		e = serr == SRUP_SEQ_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 		goto fail;
 	}
-	if (sd_event_add_defer(loop, &n->seq_sync_source, on_seq_sync, n) < 0 ||
-	    sd_event_source_set_priority(n->seq_sync_source, SD_EVENT_PRIORITY_IDLE) < 0 ||
+	if (sd_event_add_time_relative(loop, &n->seq_sync_source, CLOCK_MONOTONIC,
+				       NODE_SEQ_SYNC_DELAY_US, NODE_SEQ_SYNC_DELAY_US / 10,
+				       on_seq_sync, n) < 0 ||
 	    sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_OFF) < 0) {
 		e = SRUP_NODE_E_NOMEM;
 		goto fail;
