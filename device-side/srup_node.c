@@ -81,7 +81,7 @@ struct srup_node {
 	struct srup_seqstore *seq;
 	/* A batch whose every message has a durable inbound record commits
 	 * its accepted IDs without an fdatasync (the records prove the
-	 * messages until then); the IDs are synced when the loop is idle,
+	 * messages until then); the IDs are synced within 50 ms,
 	 * and only after that are those records released: a record gone
 	 * from the disk before its ID is there would let a replayed copy in
 	 * after a power loss. */
@@ -433,8 +433,8 @@ static void record_release(struct srup_node *n, uint64_t id)
 		n->cap_releases_pending = cap;
 	}
 	n->releases_pending[n->n_releases_pending++] = id;
-	/* A loop that is never idle (a flood) syncs every so many: records
-	 * and this list stay bounded. */
+	/* A flood syncs every so many: records and this list stay
+	 * bounded. */
 	if (n->n_releases_pending >= NODE_RELEASES_PENDING_MAX)
 		seq_sync_now(n);
 	else

@@ -21,9 +21,10 @@
  * handler never runs before its message's ID is written to the sequence
  * store. That write is also on disk (fdatasync) before the handlers run,
  * unless every message of the batch has a durable inbound record (below):
- * then the IDs are synced once the loop is idle, and the batch's records
- * are released only after that, so that at every moment either a
- * message's ID is on disk or its record is. After a crash or a power
+ * then the IDs are synced within 50 ms (one fdatasync for the batches
+ * of that time), and the batch's records are released only after that,
+ * so that at every moment either a message's ID is on disk or its record
+ * is. After a crash or a power
  * loss, while the record is there the message comes back (ahead of
  * anything new) and is handed over again, as below; once it is gone, its
  * ID is on disk and a replayed copy is dropped.
