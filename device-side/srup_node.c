@@ -33,11 +33,12 @@ _Static_assert(SRUP_RECEIVE_TOPIC_MAX == SRUP_TOPIC_MAX, "topic sizes match");
 _Static_assert(SRUP_RECEIVE_ANY_SENDER == SRUP_NODE_ANY_SENDER, "any sender matches");
 #define NODE_TOPIC_LEN_MAX SRUP_INBOUND_TOPIC_MAX
 
-/* Records released after the accepted IDs' sync, at most this many
- * waiting for it. */
+/* Records released after the accepted IDs' sync, and notes written
+ * without one, at most this many waiting for it. */
 #define NODE_RELEASES_PENDING_MAX 256u
-/* How long accepted IDs committed without a sync wait for it. */
-#define NODE_SEQ_SYNC_DELAY_US (50u * 1000u)
+#define NODE_NOTES_UNSYNCED_MAX 256u
+/* How long accepted IDs and notes written without a sync wait for it. */
+#define NODE_STATE_FLUSH_DELAY_US (50u * 1000u)
 #define NODE_DEFAULT_KEEPALIVE 20u
 #define NODE_DEFAULT_RECONNECT_MIN 1u
 #define NODE_DEFAULT_RECONNECT_MAX 30u
@@ -86,7 +87,7 @@ struct srup_node {
 	 * from the disk before its ID is there would let a replayed copy in
 	 * after a power loss. */
 	bool batch_unrecorded;            /* a message of the batch has no record */
-	sd_event_source *seq_sync_source; /* the sync's timer, on while IDs are unsynced */
+	sd_event_source *flush_source; /* the state flush's timer, on while IDs or notes are unsynced */
 	uint64_t *releases_pending;       /* records to release once the IDs are synced */
 	size_t n_releases_pending, cap_releases_pending;
 	/* Topic rules, checks, handlers and the batch (srup_receive.h); it
@@ -102,23 +103,10 @@ struct srup_node {
 	struct srup_inbound_record recover_next; /* read, not yet queued (id 0: none) */
 	size_t recovered;
 
-	/* Holds whose note is written but not yet synced: synced together
-	 * before anything is published (srup_node_hold_note). */
+	/* Holds whose note is written but not yet synced: synced by the
+	 * state flush (srup_node_hold_note). */
 	uint64_t *notes_unsynced;
 	size_t n_notes_unsynced, cap_notes_unsynced;
-	/* Sends made by the handlers of a batch while notes wait for their
-	 * sync: published in order once the batch is done, after one sync. */
-	bool in_batch;
-	struct node_deferred {
-		char *topic;
-		uint8_t *wire;
-		size_t len;
-		srup_node_sent_fn done;
-		void *user;
-		const char *type_name;
-		uint64_t seq;
-	} *deferred;
-	size_t n_deferred, cap_deferred;
 	void (*on_connected)(struct srup_node *node, void *user);
 	void *on_connected_user;
 	void (*on_disconnected)(struct srup_node *node, void *user);
@@ -349,12 +337,12 @@ static enum srup_seq_err rx_seq_stage_accept(void *ctx, uint64_t sender, uint64_
 	return srup_seqstore_stage_accept(n->seq, sender, seq, detail, detail_len);
 }
 
-static void seq_sync_arm(struct srup_node *n);
+static void state_flush_arm(struct srup_node *n);
 
 static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_len)
 {
 	struct srup_node *n = ctx;
-	bool all_recorded = !n->batch_unrecorded && n->seq_sync_source;
+	bool all_recorded = !n->batch_unrecorded && n->flush_source;
 	enum srup_seq_err e;
 
 	n->batch_unrecorded = false;
@@ -362,24 +350,25 @@ static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_le
 		return srup_seqstore_commit(n->seq, detail, detail_len);
 	e = srup_seqstore_commit_unsynced(n->seq, detail, detail_len);
 	if (e == SRUP_SEQ_OK && srup_seqstore_unsynced(n->seq))
-		seq_sync_arm(n);
+		state_flush_arm(n);
 	return e;
 }
 
-/* The sync of the accepted IDs comes NODE_SEQ_SYNC_DELAY_US after the
- * first unsynced commit or release waiting for it: the commits and
- * releases of that time share one fdatasync. Armed once, not pushed back. */
-static void seq_sync_arm(struct srup_node *n)
+/* The state flush (the accepted IDs, then the notes) comes
+ * NODE_STATE_FLUSH_DELAY_US after the first unsynced commit, note or release
+ * waiting for it: what comes in that time shares one fdatasync of each
+ * file. Armed once, not pushed back. */
+static void state_flush_arm(struct srup_node *n)
 {
 	int enabled = SD_EVENT_OFF;
 
-	if (sd_event_source_get_enabled(n->seq_sync_source, &enabled) >= 0 &&
+	if (sd_event_source_get_enabled(n->flush_source, &enabled) >= 0 &&
 	    enabled != SD_EVENT_OFF)
 		return;
-	if (sd_event_source_set_time_relative(n->seq_sync_source, NODE_SEQ_SYNC_DELAY_US) < 0 ||
-	    sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_ONESHOT) < 0)
-		srup_log(LOG_ERR, "cannot arm the sync of accepted sequence IDs; it comes with "
-			 "the next one");
+	if (sd_event_source_set_time_relative(n->flush_source, NODE_STATE_FLUSH_DELAY_US) < 0 ||
+	    sd_event_source_set_enabled(n->flush_source, SD_EVENT_ONESHOT) < 0)
+		srup_log(LOG_ERR, "cannot arm the sync of accepted sequence IDs and notes; it "
+			 "comes with the next one");
 }
 
 /* Records released now, or once the accepted IDs are on disk. */
@@ -390,11 +379,15 @@ static void records_release_pending(struct srup_node *n)
 	n->n_releases_pending = 0;
 }
 
-static bool seq_sync_now(struct srup_node *n)
+static void notes_sync(struct srup_node *n);
+
+static bool state_flush_now(struct srup_node *n)
 {
 	char detail[512] = "";
 	enum srup_seq_err e = srup_seqstore_sync(n->seq, detail, sizeof(detail));
 
+	if (n->n_notes_unsynced)
+		notes_sync(n);
 	if (e != SRUP_SEQ_OK) {
 		/* The records stay: handed over again at the next start. */
 		srup_log(LOG_ERR, "cannot sync accepted sequence IDs: %s: %s; %zu inbound "
@@ -406,11 +399,11 @@ static bool seq_sync_now(struct srup_node *n)
 	return true;
 }
 
-static int on_seq_sync(sd_event_source *s, uint64_t usec, void *user)
+static int on_state_flush(sd_event_source *s, uint64_t usec, void *user)
 {
 	(void)s;
 	(void)usec;
-	seq_sync_now(user);
+	state_flush_now(user);
 	return 0;
 }
 
@@ -425,7 +418,7 @@ static void record_release(struct srup_node *n, uint64_t id)
 		uint64_t *grown = realloc(n->releases_pending, cap * sizeof(*grown));
 
 		if (!grown) {
-			if (seq_sync_now(n))
+			if (state_flush_now(n))
 				srup_inbound_remove(n->records, id);
 			return; /* else kept: handed over again at the next start */
 		}
@@ -436,9 +429,9 @@ static void record_release(struct srup_node *n, uint64_t id)
 	/* A flood syncs every so many: records and this list stay
 	 * bounded. */
 	if (n->n_releases_pending >= NODE_RELEASES_PENDING_MAX)
-		seq_sync_now(n);
+		state_flush_now(n);
 	else
-		seq_sync_arm(n);
+		state_flush_arm(n);
 }
 
 /* Their records say "accepted" before the IDs are committed: once
@@ -497,24 +490,6 @@ static void rx_release(void *ctx, void *owner)
 	message_done(n, owner);
 }
 
-static void deferred_publish(struct srup_node *n);
-
-static void rx_batch_begin(void *ctx)
-{
-	struct srup_node *n = ctx;
-
-	n->in_batch = true;
-}
-
-static void rx_batch_end(void *ctx)
-{
-	struct srup_node *n = ctx;
-
-	n->in_batch = false;
-	if (n->n_deferred)
-		deferred_publish(n);
-}
-
 static void rx_dropped(void *ctx, enum srup_receive_drop reason, const char *topic,
 		       const char *why)
 {
@@ -541,8 +516,6 @@ static const struct srup_receive_ops node_receive_ops = {
 	.deliver = rx_deliver,
 	.not_committed = rx_not_committed,
 	.release = rx_release,
-	.batch_begin = rx_batch_begin,
-	.batch_end = rx_batch_end,
 	.dropped = rx_dropped,
 	.log = rx_log,
 };
@@ -876,10 +849,10 @@ enum srup_node_err srup_node_new(sd_event *loop, const struct srup_node_config *
 		e = serr == SRUP_SEQ_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 		goto fail;
 	}
-	if (sd_event_add_time_relative(loop, &n->seq_sync_source, CLOCK_MONOTONIC,
-				       NODE_SEQ_SYNC_DELAY_US, NODE_SEQ_SYNC_DELAY_US / 10,
-				       on_seq_sync, n) < 0 ||
-	    sd_event_source_set_enabled(n->seq_sync_source, SD_EVENT_OFF) < 0) {
+	if (sd_event_add_time_relative(loop, &n->flush_source, CLOCK_MONOTONIC,
+				       NODE_STATE_FLUSH_DELAY_US, NODE_STATE_FLUSH_DELAY_US / 10,
+				       on_state_flush, n) < 0 ||
+	    sd_event_source_set_enabled(n->flush_source, SD_EVENT_OFF) < 0) {
 		e = SRUP_NODE_E_NOMEM;
 		goto fail;
 	}
@@ -904,8 +877,8 @@ void srup_node_free(struct srup_node *n)
 		TP(n, free);
 	srup_receive_free(n->rx); /* its batch is empty outside a drain */
 	if (n->seq && n->records)
-		seq_sync_now(n);
-	sd_event_source_disable_unref(n->seq_sync_source);
+		state_flush_now(n);
+	sd_event_source_disable_unref(n->flush_source);
 	free(n->releases_pending);
 	srup_inbound_free(n->records);
 	for (size_t i = 0; i < 64; i++)
@@ -913,7 +886,6 @@ void srup_node_free(struct srup_node *n)
 	pthread_mutex_destroy(&n->senders.lock);
 	srup_inbound_record_clear(&n->recover_next);
 	free(n->notes_unsynced);
-	free(n->deferred);
 	srup_seqstore_free(n->seq);
 	EVP_PKEY_free(n->identity);
 	sd_event_unref(n->loop);
@@ -1007,7 +979,6 @@ enum srup_node_err srup_node_send(struct srup_node *n, struct srup_msg *msg, uin
 	return srup_node_send_tracked(n, msg, peer, topic, NULL, NULL);
 }
 
-static void notes_sync(struct srup_node *n);
 static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, uint8_t *wire,
 				       size_t wire_len, srup_node_sent_fn done, void *user,
 				       const char *type_name, uint64_t seq);
@@ -1053,33 +1024,6 @@ enum srup_node_err srup_node_send_tracked(struct srup_node *n, struct srup_msg *
 		free(wire);
 		return SRUP_NODE_E_PROTOCOL;
 	}
-	if (n->in_batch && (n->n_notes_unsynced || n->n_deferred)) {
-		struct node_deferred *dp;
-
-		if (n->n_deferred == n->cap_deferred) {
-			size_t cap = n->cap_deferred ? n->cap_deferred * 2 : 16;
-			struct node_deferred *grown = realloc(n->deferred, cap * sizeof(*grown));
-
-			if (!grown) {
-				free(wire);
-				return SRUP_NODE_E_NOMEM;
-			}
-			n->deferred = grown;
-			n->cap_deferred = cap;
-		}
-		dp = &n->deferred[n->n_deferred];
-		*dp = (struct node_deferred){.topic = strdup(topic), .wire = wire, .len = wire_len,
-					     .done = done, .user = user, .type_name = type_text,
-					     .seq = seq};
-		if (!dp->topic) {
-			free(wire);
-			return SRUP_NODE_E_NOMEM;
-		}
-		n->n_deferred++;
-		return SRUP_NODE_OK;
-	}
-	if (n->n_notes_unsynced)
-		notes_sync(n);
 	return publish_wire(n, topic, wire, wire_len, done, user, type_text, seq);
 }
 /* Hand an encoded message to the transport (takes wire). */
@@ -1094,24 +1038,6 @@ static enum srup_node_err publish_wire(struct srup_node *n, const char *topic, u
 	return SRUP_NODE_OK;
 }
 
-/* The sends deferred by a batch's handlers: the notes first, with one
- * sync, then each publish in the order made. */
-static void deferred_publish(struct srup_node *n)
-{
-	if (n->n_notes_unsynced)
-		notes_sync(n);
-	for (size_t i = 0; i < n->n_deferred; i++) {
-		struct node_deferred *dp = &n->deferred[i];
-
-		/* done runs once per send that returned OK: here if it fails. */
-		if (publish_wire(n, dp->topic, dp->wire, dp->len, dp->done, dp->user,
-				 dp->type_name, dp->seq) != SRUP_NODE_OK &&
-		    dp->done)
-			dp->done(n, false, dp->user);
-		free(dp->topic);
-	}
-	n->n_deferred = 0;
-}
 enum srup_node_err srup_node_flush(struct srup_node *n, unsigned timeout_ms)
 {
 	uint64_t left;
@@ -1154,20 +1080,24 @@ enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const
 		n->notes_unsynced = grown;
 		n->cap_notes_unsynced = cap;
 	}
-	/* Synced with the others before the next publish: the first flush
-	 * takes the rest with it, so a run of decisions costs about one. */
+	/* Written now (it survives the process being killed) and synced by
+	 * the state flush with the others of that time: a run of decisions
+	 * costs one fdatasync, and none waits for it. */
 	e = srup_inbound_note(n->records, hold, note, len, false);
-	if (e == SRUP_INBOUND_OK)
-		n->notes_unsynced[n->n_notes_unsynced++] = hold;
 	if (e != SRUP_INBOUND_OK) {
 		srup_log(LOG_ERR, "cannot record what was decided for inbound record %016" PRIx64
 			 ": %s: %s", hold, srup_inbound_strerror(e), strerror(errno));
 		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 	}
+	n->notes_unsynced[n->n_notes_unsynced++] = hold;
+	if (n->n_notes_unsynced >= NODE_NOTES_UNSYNCED_MAX)
+		state_flush_now(n);
+	else
+		state_flush_arm(n);
 	return SRUP_NODE_OK;
 }
 
-/* Every note written since the last publish is on disk before the next. */
+/* Every note written since the last state flush is on disk after it. */
 static void notes_sync(struct srup_node *n)
 {
 	for (size_t i = 0; i < n->n_notes_unsynced; i++) {

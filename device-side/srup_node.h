@@ -21,13 +21,13 @@
  * handler never runs before its message's ID is written to the sequence
  * store. That write is also on disk (fdatasync) before the handlers run,
  * unless every message of the batch has a durable inbound record (below):
- * then the IDs are synced within 50 ms (one fdatasync for the batches
- * of that time), and the batch's records are released only after that,
- * so that at every moment either a message's ID is on disk or its record
- * is. After a crash or a power
- * loss, while the record is there the message comes back (ahead of
- * anything new) and is handed over again, as below; once it is gone, its
- * ID is on disk and a replayed copy is dropped.
+ * then the IDs are synced within 50 ms (one fdatasync for the batches and
+ * notes of that time, the state flush), and the batch's records are
+ * released only after that, so that at every moment either a message's ID
+ * is on disk or its record is. After a crash or a power loss, while the
+ * record is there the message comes back (ahead of anything new) and is
+ * handed over again, as below; once it is gone, its ID is on disk and a
+ * replayed copy is dropped.
  *
  * At-least-once: a QoS 1 message is written to <state_dir>/inbound before
  * the broker gets its PUBACK, and that record stays until the message was
@@ -172,9 +172,8 @@ typedef void (*srup_node_sent_fn)(struct srup_node *node, bool acknowledged, voi
 /* As srup_node_send; done then runs on the loop once the broker
  * acknowledged the publish (true) or the MQTT client gave it up (false),
  * or at the latest from srup_node_free (which tells what it knows): it runs
- * once per send that returned SRUP_NODE_OK. From a handler, while notes
- * (srup_node_hold_note) wait for their sync, the publish itself happens
- * when the handlers of the batch are done (in order, after one sync). */
+ * once per send that returned SRUP_NODE_OK. The publish is handed to the
+ * MQTT client at once, also from a handler. */
 enum srup_node_err srup_node_send_tracked(struct srup_node *node, struct srup_msg *msg,
 					  uint64_t peer, const char *topic, srup_node_sent_fn done,
 					  void *user);
@@ -189,11 +188,14 @@ uint64_t srup_node_hold(struct srup_node *node);
 void srup_node_release(struct srup_node *node, uint64_t hold);
 
 /* What was decided for a held message (up to SRUP_NODE_NOTE_MAX bytes;
- * replaces an earlier note), recorded before acting on it: it is on disk
- * before this node publishes anything (notes written one after another are
- * synced together, at the next srup_node_send*). Every later start hands the
- * message over with its note (srup_node_held_note from its handler), so
- * that what was decided is repeated, never decided again. Goes with the
+ * replaces an earlier note), recorded before acting on it: written into
+ * the message's record before this returns, so it survives the process
+ * being killed at any later moment, and on disk (fdatasync) within 50 ms,
+ * together with the other notes and the accepted IDs of that time (at most
+ * 256 notes wait). Every later start hands the message over with its note
+ * (srup_node_held_note from its handler), so that what was decided is
+ * repeated, never decided again; only a power loss within those 50 ms can
+ * bring the message back without it, to be decided again. Goes with the
  * hold's release. */
 #define SRUP_NODE_NOTE_MAX 64
 enum srup_node_err srup_node_hold_note(struct srup_node *node, uint64_t hold, const void *note,

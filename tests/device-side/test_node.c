@@ -846,6 +846,118 @@ static void test_killed_in_handler(void **state)
 	free(wire);
 }
 
+/* Holds the message, notes what it decided, sends its answer and dies
+ * (SIGKILL) at once: the note is written, not yet synced by the state
+ * flush (50 ms later). */
+static void note_then_die(struct srup_node *node, const struct srup_msg *msg,
+			  const char *topic, void *user)
+{
+	struct srup_msg *answer = srup_msg_new(SRUP_TYPE_OBS_JOIN_REQUEST);
+	char server_topic[SRUP_TOPIC_MAX];
+	uint64_t hold = srup_node_hold(node);
+
+	(void)msg;
+	(void)topic;
+	(void)user;
+	if (!hold || !answer || srup_node_hold_note(node, hold, "decided", 7) != SRUP_NODE_OK ||
+	    srup_bytes_set(&answer->token, "tok-ans", 7) != SRUP_OK)
+		_exit(4);
+	srup_topic_server_join(SERVER_ID, DEVICE_ID, server_topic);
+	if (srup_node_send(node, answer, SERVER_ID, server_topic) != SRUP_NODE_OK)
+		_exit(4);
+	raise(SIGKILL);
+}
+
+struct note_seen {
+	unsigned count;
+	char note[SRUP_NODE_NOTE_MAX + 1];
+};
+
+static void note_read(struct srup_node *node, const struct srup_msg *msg, const char *topic,
+		      void *user)
+{
+	struct note_seen *seen = user;
+	size_t len = srup_node_held_note(node, seen->note, SRUP_NODE_NOTE_MAX);
+
+	(void)msg;
+	(void)topic;
+	seen->note[len] = '\0';
+	seen->count++;
+	srup_node_release(node, srup_node_hold(node));
+}
+
+static struct note_seen *g_note_seen;
+
+static bool note_seen_once(struct world *w)
+{
+	(void)w;
+	return g_note_seen->count >= 1;
+}
+
+/* A node killed right after its handler noted a decision and published,
+ * before the state flush synced the note: the next start hands the
+ * message over with that note (what was decided is repeated, not decided
+ * again). */
+static void test_note_survives_kill_before_flush(void **state)
+{
+	struct world *w = *state;
+	struct note_seen seen = {0};
+	char topic[SRUP_TOPIC_MAX], detail[512] = "", byte;
+	int ready[2], status;
+	pid_t child;
+
+	/* No node in this process before the fork: Paho's threads would not
+	 * follow into the child. */
+	srup_topic_device(DEVICE_ID, topic);
+	assert_int_equal(pipe(ready), 0);
+	fflush(NULL);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		uint64_t deadline;
+
+		close(ready[0]);
+		if (sd_event_new(&w->loop) < 0)
+			_exit(2);
+		w->device = NULL;
+		if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers,
+			      "device", &w->device, detail, sizeof(detail)) != SRUP_NODE_OK ||
+		    srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, note_then_die, NULL) !=
+			    SRUP_NODE_OK ||
+		    srup_node_connect(w->device, NULL, NULL) != SRUP_NODE_OK)
+			_exit(2);
+		deadline = test_now_ms() + WAIT_MS;
+		while (!srup_node_is_connected(w->device) && test_now_ms() < deadline)
+			sd_event_run(w->loop, 50 * 1000);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(2);
+		while (test_now_ms() < deadline)
+			sd_event_run(w->loop, 50 * 1000);
+		_exit(3); /* the message never came */
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &byte, 1), 1);
+	close(ready[0]);
+	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 5, server_key, "tok-noted");
+	assert_int_equal(waitpid(child, &status, 0), child);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+		fail_msg("the device did not die in its handler (status 0x%x)", status);
+
+	if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers, "device",
+		      &w->device, detail, sizeof(detail)) != SRUP_NODE_OK)
+		fail_msg("device node: %s", detail);
+	assert_int_equal(srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, note_read, &seen),
+			 SRUP_NODE_OK);
+	g_note_seen = &seen;
+	assert_true(run_until(w, note_seen_once, WAIT_MS));
+	assert_int_equal(seen.count, 1);
+	assert_string_equal(seen.note, "decided");
+	assert_true(log_contains(w, "accepted before a restart, handled again"));
+	srup_node_free(w->device);
+	w->device = NULL;
+	assert_int_equal(inbound_files(w), 0);
+}
+
 static void test_wrong_key_dropped(void **state)
 {
 	struct world *w = *state;
@@ -1762,6 +1874,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_held_message_handled_again_after_restart,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_killed_in_handler, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_note_survives_kill_before_flush, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_replay_dropped_after_node_restart, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_wrong_key_dropped, setup, teardown),
