@@ -1,5 +1,6 @@
 /* The audit log (obs_audit.h). */
 #include "obs_audit.h"
+#include "srup_log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -27,6 +28,7 @@ struct obs_audit {
 	int fd;
 	uint64_t size;
 	bool journal;
+	bool unsynced; /* a record written since the last fdatasync (fsync on) */
 };
 
 bool obs_audit_journald_present(void)
@@ -84,8 +86,11 @@ void obs_audit_free(struct obs_audit *a)
 {
 	if (!a)
 		return;
-	if (a->fd >= 0)
+	if (a->fd >= 0) {
+		if (a->unsynced && fdatasync(a->fd) < 0)
+			srup_log(LOG_ERR, "audit log %s: cannot sync: %s", a->path, strerror(errno));
 		close(a->fd);
+	}
 	free(a->path);
 	free(a);
 }
@@ -102,6 +107,11 @@ static int audit_rotate(struct obs_audit *a, char *err, size_t err_len)
 		snprintf(err, err_len, "audit log %s: cannot rotate: out of memory", a->path);
 		goto out;
 	}
+	/* The records of the file rotated away are on disk before it goes. */
+	if (a->unsynced && fdatasync(a->fd) < 0)
+		srup_log(LOG_ERR, "audit log %s: cannot sync before rotating: %s", a->path,
+			 strerror(errno));
+	a->unsynced = false;
 	close(a->fd);
 	a->fd = -1;
 	if (a->cfg.keep == 0) {
@@ -293,9 +303,24 @@ int obs_audit_record(struct obs_audit *a, const char *kind, int priority, const 
 		return -1;
 	}
 	a->size += len;
-	if (a->cfg.fsync && fdatasync(a->fd) < 0) {
+	if (a->cfg.fsync)
+		a->unsynced = true;
+	return 0;
+}
+
+bool obs_audit_unsynced(const struct obs_audit *a)
+{
+	return a && a->unsynced;
+}
+
+int obs_audit_sync(struct obs_audit *a, char *err, size_t err_len)
+{
+	if (!a || !a->unsynced || a->fd < 0)
+		return 0;
+	if (fdatasync(a->fd) < 0) {
 		snprintf(err, err_len, "audit log %s: cannot sync: %s", a->path, strerror(errno));
 		return -1;
 	}
+	a->unsynced = false;
 	return 0;
 }

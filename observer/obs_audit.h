@@ -8,10 +8,12 @@
  *   {"time":"2026-12-03T09:10:11.123Z","kind":"observation","device":"...",...}
  *   journald: MESSAGE=..., SRUP_KIND=observation, SRUP_DEVICE=..., ...
  *
- * Durability: each record is one write(2) on an O_APPEND descriptor,
- * followed by fdatasync(2) when fsync is on (the default): a decision the
- * server was told about is on disk before the next one is made. A write
- * that fails part-way is cut back, so the file stays whole lines.
+ * Durability: each record is one write(2) on an O_APPEND descriptor (it
+ * survives the daemon being killed). When fsync is on (the default) the
+ * owner calls obs_audit_sync shortly after (srup-observerd: within 50 ms,
+ * one fdatasync(2) for the records of that time), and rotation and
+ * obs_audit_free sync first. A write that fails part-way is cut back, so
+ * the file stays whole lines.
  *
  * Secrets never go in: a byte field can be stored only as its SHA-256. */
 #ifndef SRUP_OBS_AUDIT_H
@@ -25,7 +27,7 @@ struct obs_audit_config {
 	const char *path;        /* the live file; rotated ones are path.1 .. path.keep */
 	uint64_t max_bytes;      /* rotate before a record would pass this */
 	unsigned keep;           /* rotated files kept; 0: the file is started afresh */
-	bool fsync;              /* fdatasync after each record */
+	bool fsync;              /* records are synced (obs_audit_sync) */
 	bool journal;            /* also sd_journal_send, when journald runs */
 };
 
@@ -58,6 +60,12 @@ void obs_audit_free(struct obs_audit *a);
 int obs_audit_record(struct obs_audit *a, const char *kind, int priority, const char *message,
 		     const struct obs_audit_field *fields, size_t n_fields, char *err,
 		     size_t err_len);
+
+/* Whether a record written is not yet synced (fsync on), and the sync:
+ * one fdatasync(2) for every record since the last. Returns 0, or -1 with
+ * err set (the records stay unsynced, tried again at the next call). */
+bool obs_audit_unsynced(const struct obs_audit *a);
+int obs_audit_sync(struct obs_audit *a, char *err, size_t err_len);
 
 /* Wall-clock time in milliseconds since the epoch, and as UTC ISO 8601
  * with milliseconds ("2026-12-03T09:10:11.123Z"). */

@@ -144,6 +144,7 @@ struct observerd {
 	/* Operator interfaces: audit log, metrics, control socket. */
 	struct obs_metrics metrics;
 	struct obs_audit *audit;
+	sd_event_source *audit_sync_timer; /* on while audit records wait for their sync */
 	struct obs_control *control;
 	sd_event_source *metrics_timer;
 	uint64_t metrics_written;      /* metrics.changes when last written */
@@ -308,8 +309,9 @@ static void send_response_noted(struct observerd *d, uint8_t status, const uint8
 		return;
 	}
 	/* The observer is a device of its server: it answers on its own topic.
-	 * What it answers is on disk first: a restart before the broker has
-	 * the RESPONSE sends the same one again, never another. */
+	 * What it answers is recorded first: a restart before the broker has
+	 * the RESPONSE sends the same one again, never another (after a power
+	 * loss, once the state flush had it: srup_node_hold_note). */
 	if (hold && !noted && srup_node_hold_note(d->node, hold, &status, 1) != SRUP_NODE_OK)
 		srup_log(LOG_ERR, "RESPONSE 0x%02x is sent without its record: a restart before "
 			 "the broker has it decides that request again", status);
@@ -344,8 +346,7 @@ static void rearm_deadline(struct observerd *d)
 }
 
 /* Carry out what the engine decided, then forget it. Every outcome is
- * recorded first, then the RESPONSEs go: the records of a run of decisions
- * (expiries at one deadline, say) reach the disk together. Listening that
+ * recorded first, then the RESPONSEs go. Listening that
  * no channel can do ends the pending observations (0x6F), as one more run. */
 static void apply_events(struct observerd *d)
 {
@@ -768,6 +769,36 @@ static int open_channels(struct observerd *d)
 /* ---- Operator interfaces: audit log, metrics file, control socket -------- */
 
 #define METRICS_SOON_MS 200
+/* Audit records are synced this long after the first one written since the
+ * last sync: the decisions of that time share one fdatasync. */
+#define AUDIT_SYNC_DELAY_US (50u * 1000u)
+
+static int on_audit_sync(sd_event_source *s, uint64_t usec, void *user)
+{
+	struct observerd *d = user;
+	char err[512];
+
+	(void)s;
+	(void)usec;
+	if (obs_audit_sync(d->audit, err, sizeof(err)) != 0) {
+		d->metrics.audit_errors++;
+		srup_log(LOG_ERR, "%s", err);
+	}
+	return 0;
+}
+
+static void audit_sync_soon(struct observerd *d)
+{
+	int enabled = SD_EVENT_OFF;
+
+	if (!obs_audit_unsynced(d->audit) ||
+	    (sd_event_source_get_enabled(d->audit_sync_timer, &enabled) >= 0 &&
+	     enabled != SD_EVENT_OFF))
+		return;
+	if (sd_event_source_set_time_relative(d->audit_sync_timer, AUDIT_SYNC_DELAY_US) < 0 ||
+	    sd_event_source_set_enabled(d->audit_sync_timer, SD_EVENT_ONESHOT) < 0)
+		on_audit_sync(d->audit_sync_timer, 0, d); /* now, then */
+}
 
 /* channel: the one whose frame decided, or NULL (then the channels
  * listed, "ble nfc", on which it was observed). */
@@ -801,6 +832,7 @@ static void audit_observation(struct observerd *d, uint64_t device, const char *
 		d->metrics.audit_errors++;
 		srup_log(LOG_ERR, "%s", err);
 	}
+	audit_sync_soon(d);
 }
 
 /* The metrics file is rewritten shortly after a change (changes that come
@@ -1063,6 +1095,13 @@ static int start(struct observerd *d)
 		return -1;
 	}
 	sd_event_source_set_enabled(d->deadline_timer, SD_EVENT_OFF);
+	if (sd_event_add_time_relative(d->loop, &d->audit_sync_timer, CLOCK_MONOTONIC,
+				       AUDIT_SYNC_DELAY_US, AUDIT_SYNC_DELAY_US / 10, on_audit_sync,
+				       d) < 0 ||
+	    sd_event_source_set_enabled(d->audit_sync_timer, SD_EVENT_OFF) < 0) {
+		srup_log(LOG_ERR, "cannot create the audit log's sync timer");
+		return -1;
+	}
 
 	d->engine = obs_engine_new(&ecfg);
 	if (!d->engine) {
@@ -1116,6 +1155,7 @@ static void observerd_free(struct observerd *d)
 	obs_events_free(&d->events);
 	free(d->held.v);
 	sd_event_source_unref(d->deadline_timer);
+	sd_event_source_disable_unref(d->audit_sync_timer);
 	sd_event_source_unref(d->status_timer);
 	sd_event_unref(d->loop);
 }
