@@ -54,9 +54,10 @@ struct srup_inbound {
 	uint64_t next_id;
 	uint64_t *slot_id;    /* per slot: its record's ID, 0 if free */
 	size_t n_slots, n_used, next_free;
-	/* Notes written into slots, and how many of them a finished
+	/* Writes into slots not yet synced (records staged by
+	 * srup_inbound_write_staged, notes), and how many of them a finished
 	 * fdatasync covered: a sync with nothing new is skipped. */
-	uint64_t notes_written, notes_synced;
+	uint64_t slot_writes, slot_writes_synced;
 	struct listed *listed; /* found at open, sorted by ID */
 	size_t n_listed, next_listed;
 };
@@ -404,28 +405,30 @@ static enum srup_inbound_err write_durable(struct srup_inbound *in, const char *
 	return SRUP_INBOUND_E_IO;
 }
 
-/* Flush the slot file; notes written before the call are durable after. */
+/* Flush the slot file; what was written into slots before the call is
+ * durable after. */
 static enum srup_inbound_err slots_sync(struct srup_inbound *in)
 {
 	uint64_t upto;
 
 	pthread_mutex_lock(&in->lock);
-	upto = in->notes_written;
+	upto = in->slot_writes;
 	pthread_mutex_unlock(&in->lock);
 	if (fdatasync(in->slots) != 0)
 		return SRUP_INBOUND_E_IO;
 	pthread_mutex_lock(&in->lock);
-	if (in->notes_synced < upto)
-		in->notes_synced = upto;
+	if (in->slot_writes_synced < upto)
+		in->slot_writes_synced = upto;
 	pthread_mutex_unlock(&in->lock);
 	return SRUP_INBOUND_OK;
 }
 
-/* The whole slot in one write (no byte of an earlier record left in it),
- * then one fdatasync: the file's blocks and size are already on disk. */
+/* The whole slot in one write (no byte of an earlier record left in it);
+ * then, if sync, one fdatasync: the file's blocks and size are already on
+ * disk. A failed write frees the slot; a failed sync too if sync. */
 static enum srup_inbound_err slot_write(struct srup_inbound *in, size_t slot, uint64_t id,
 					const char *topic, size_t tlen, const void *payload,
-					size_t plen)
+					size_t plen, bool sync)
 {
 	static const uint8_t zeros[SLOT_SIZE];
 	uint8_t head[SRUP_INBOUND_SLOT_HEADER] = {0};
@@ -447,6 +450,12 @@ static enum srup_inbound_err slot_write(struct srup_inbound *in, size_t slot, ui
 	do
 		got = pwritev(in->slots, iov, 4, (off_t)slot * SLOT_SIZE);
 	while (got < 0 && errno == EINTR);
+	if (got == (ssize_t)SLOT_SIZE && !sync) {
+		pthread_mutex_lock(&in->lock);
+		in->slot_writes++;
+		pthread_mutex_unlock(&in->lock);
+		return SRUP_INBOUND_OK;
+	}
 	if (got == (ssize_t)SLOT_SIZE && slots_sync(in) == SRUP_INBOUND_OK)
 		return SRUP_INBOUND_OK;
 	saved = got >= 0 && got != (ssize_t)SLOT_SIZE ? ENOSPC : errno;
@@ -457,8 +466,9 @@ static enum srup_inbound_err slot_write(struct srup_inbound *in, size_t slot, ui
 	return SRUP_INBOUND_E_IO;
 }
 
-enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *topic, size_t tlen,
-					 const void *payload, size_t plen, uint64_t *id)
+static enum srup_inbound_err record_write(struct srup_inbound *in, const char *topic,
+					  size_t tlen, const void *payload, size_t plen,
+					  uint64_t *id, bool *durable)
 {
 	uint8_t head[HEADER_LEN], tail[TRAILER_LEN];
 	struct iovec iov[4];
@@ -481,11 +491,12 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 	if (new_id > SRUP_INBOUND_ID_MAX)
 		return SRUP_INBOUND_E_IDS;
 	if (slot != NO_SLOT) {
-		e = slot_write(in, slot, new_id, topic, tlen, payload, plen);
+		e = slot_write(in, slot, new_id, topic, tlen, payload, plen, *durable);
 		if (e == SRUP_INBOUND_OK)
 			*id = new_id;
 		return e;
 	}
+	*durable = true; /* a file of its own is synced with its directory entry */
 
 	memcpy(head, RECORD_MAGIC, 8);
 	put_u32(head + 8, (uint32_t)tlen);
@@ -504,6 +515,35 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 	return e;
 }
 
+enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *topic, size_t tlen,
+					 const void *payload, size_t plen, uint64_t *id)
+{
+	bool durable = true;
+
+	return record_write(in, topic, tlen, payload, plen, id, &durable);
+}
+
+enum srup_inbound_err srup_inbound_write_staged(struct srup_inbound *in, const char *topic,
+						size_t tlen, const void *payload, size_t plen,
+						uint64_t *id)
+{
+	bool durable = false;
+
+	return record_write(in, topic, tlen, payload, plen, id, &durable);
+}
+
+enum srup_inbound_err srup_inbound_sync(struct srup_inbound *in)
+{
+	bool synced;
+
+	if (!in)
+		return SRUP_INBOUND_E_ARG;
+	pthread_mutex_lock(&in->lock);
+	synced = in->slots < 0 || in->slot_writes_synced == in->slot_writes;
+	pthread_mutex_unlock(&in->lock);
+	return synced ? SRUP_INBOUND_OK : slots_sync(in);
+}
+
 /* The note area of slot for record id, written in place (in->lock held). */
 static enum srup_inbound_err slot_note(struct srup_inbound *in, size_t slot, uint64_t id,
 				       const void *note, size_t len)
@@ -516,7 +556,7 @@ static enum srup_inbound_err slot_note(struct srup_inbound *in, size_t slot, uin
 	put_u64(area + SLOT_NOTE_AREA - 8, note_area_sum(id, area));
 	if (pwrite_all(in->slots, area, sizeof(area), (off_t)slot * SLOT_SIZE + SLOT_OFF_NOTE) != 0)
 		return SRUP_INBOUND_E_IO;
-	in->notes_written++;
+	in->slot_writes++;
 	return SRUP_INBOUND_OK;
 }
 
@@ -551,6 +591,18 @@ enum srup_inbound_err srup_inbound_note(struct srup_inbound *in, uint64_t id, co
 	return write_durable(in, name, iov, 3, sync);
 }
 
+bool srup_inbound_in_slot(struct srup_inbound *in, uint64_t id)
+{
+	bool in_slot;
+
+	if (!in || id == 0)
+		return false;
+	pthread_mutex_lock(&in->lock);
+	in_slot = slot_find(in, id) != NO_SLOT;
+	pthread_mutex_unlock(&in->lock);
+	return in_slot;
+}
+
 enum srup_inbound_err srup_inbound_note_sync(struct srup_inbound *in, uint64_t id)
 {
 	char name[32];
@@ -561,7 +613,7 @@ enum srup_inbound_err srup_inbound_note_sync(struct srup_inbound *in, uint64_t i
 		return SRUP_INBOUND_E_ARG;
 	pthread_mutex_lock(&in->lock);
 	in_slot = slot_find(in, id) != NO_SLOT;
-	synced = in->notes_synced == in->notes_written;
+	synced = in->slot_writes_synced == in->slot_writes;
 	pthread_mutex_unlock(&in->lock);
 	if (in_slot)
 		return synced ? SRUP_INBOUND_OK : slots_sync(in);

@@ -17,7 +17,8 @@
  * its note in <id>.out. Records of either form are read back at start, so a
  * directory an earlier version left is taken over as it is.
  *
- * Every record is durable (fdatasync) before srup_inbound_write returns.
+ * Every record is durable (fdatasync) before srup_inbound_write returns
+ * (srup_inbound_write_staged: once srup_inbound_sync returned).
  * Marking accepted and removing are not synced (as the renames and unlinks
  * of the file form were not): they survive the process being killed, and a
  * removed record that comes back after a power loss is one whose outcome is
@@ -79,6 +80,17 @@ void srup_inbound_free(struct srup_inbound *in);
 /* Write a new record (durable before returning) and give its ID. */
 enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *topic, size_t tlen,
 					 const void *payload, size_t plen, uint64_t *id);
+/* As srup_inbound_write, but a record that goes into a slot is only
+ * written (it survives the process being killed) and is durable once a
+ * later srup_inbound_sync returned; a record in a file of its own is
+ * durable at once. Lets the caller hand the message on while the flush
+ * runs (srup_node: before the PUBACK, not before the loop sees it). */
+enum srup_inbound_err srup_inbound_write_staged(struct srup_inbound *in, const char *topic,
+						size_t tlen, const void *payload, size_t plen,
+						uint64_t *id);
+/* Every slot written so far (staged records, notes) durable: one
+ * fdatasync, none if a sync since the last write covered them. */
+enum srup_inbound_err srup_inbound_sync(struct srup_inbound *in);
 /* Remove the record (either state) and its note, if any. */
 void srup_inbound_remove(struct srup_inbound *in, uint64_t id);
 /* The record is accepted (it passed every check, its ID is committed). */
@@ -89,6 +101,9 @@ enum srup_inbound_err srup_inbound_mark_accepted(struct srup_inbound *in, uint64
 enum srup_inbound_err srup_inbound_note(struct srup_inbound *in, uint64_t id, const void *note,
 					size_t len, bool sync);
 enum srup_inbound_err srup_inbound_note_sync(struct srup_inbound *in, uint64_t id);
+/* Whether record id is in the slot file (its note then durable with the
+ * next srup_inbound_sync), not a file of its own. */
+bool srup_inbound_in_slot(struct srup_inbound *in, uint64_t id);
 
 /* One record read back at start. */
 struct srup_inbound_record {

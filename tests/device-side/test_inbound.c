@@ -727,6 +727,51 @@ static void legacy_note(struct fixture *f, const char *name, const char *note)
 /* An upgraded node takes over the records the file-per-record store left
  * (accepted or not, with their notes), after them come the new ones, in
  * slots; removing one of the old removes its files. */
+/* Staged records (written, flushed later by srup_inbound_sync) are
+ * records like the others: read back in order at the next open, in a
+ * slot or, when too large, as a file of their own (durable at once). */
+static void test_staged_records_come_back(void **state)
+{
+	static uint8_t big[SRUP_INBOUND_SLOT_CAPACITY + 1];
+	struct fixture *f = *state;
+	struct srup_inbound *in = open_ok(f);
+	struct srup_inbound_record rec;
+	uint64_t a = 0, b = 0, c = 0;
+
+	assert_int_equal(srup_inbound_sync(in), SRUP_INBOUND_OK); /* nothing written yet */
+	memset(big, 0x5a, sizeof(big));
+	assert_int_equal(srup_inbound_write_staged(in, "SRUP/a", 6, "first", 5, &a),
+			 SRUP_INBOUND_OK);
+	assert_int_equal(srup_inbound_write_staged(in, "SRUP/b", 6, big, sizeof(big), &b),
+			 SRUP_INBOUND_OK);
+	assert_int_equal(files_in(f->inbound), 2); /* the slot file and b's own */
+	assert_int_equal(srup_inbound_sync(in), SRUP_INBOUND_OK);
+	assert_int_equal(srup_inbound_sync(in), SRUP_INBOUND_OK); /* nothing new */
+	assert_int_equal(srup_inbound_write_staged(in, "SRUP/c", 6, "third", 5, &c),
+			 SRUP_INBOUND_OK);
+	assert_true(a && b > a && c > b);
+	assert_int_equal(srup_inbound_mark_accepted(in, c), SRUP_INBOUND_OK);
+	srup_inbound_free(in); /* c never synced: as after the process was killed */
+
+	in = open_ok(f);
+	assert_int_equal(srup_inbound_left(in), 3);
+	assert_int_equal(srup_inbound_next(in, &rec), SRUP_INBOUND_OK);
+	assert_int_equal(rec.id, a);
+	assert_memory_equal(rec.payload, "first", 5);
+	srup_inbound_record_clear(&rec);
+	assert_int_equal(srup_inbound_next(in, &rec), SRUP_INBOUND_OK);
+	assert_int_equal(rec.id, b);
+	assert_int_equal(rec.payload_len, sizeof(big));
+	assert_memory_equal(rec.payload, big, sizeof(big));
+	srup_inbound_record_clear(&rec);
+	assert_int_equal(srup_inbound_next(in, &rec), SRUP_INBOUND_OK);
+	assert_int_equal(rec.id, c);
+	assert_true(rec.accepted);
+	assert_memory_equal(rec.topic, "SRUP/c", 6);
+	srup_inbound_record_clear(&rec);
+	srup_inbound_free(in);
+}
+
 static void test_records_of_the_file_format_are_taken_over(void **state)
 {
 	struct fixture *f = *state;
@@ -825,6 +870,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_full_slots_fall_back_to_files, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_large_payload_is_a_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_records_come_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_records_of_the_file_format_are_taken_over,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slot_file_not_regular_is_replaced, setup,
