@@ -103,8 +103,10 @@ struct srup_node {
 	struct srup_inbound_record recover_next; /* read, not yet queued (id 0: none) */
 	size_t recovered;
 
-	/* Holds whose note is written but not yet synced: synced by the
-	 * state flush (srup_node_hold_note). */
+	/* Notes written but not yet synced, synced by the state flush
+	 * (srup_node_hold_note): any in the slot file, and the holds whose
+	 * record is a file of its own. */
+	bool notes_unsynced_in_slots;
 	uint64_t *notes_unsynced;
 	size_t n_notes_unsynced, cap_notes_unsynced;
 	void (*on_connected)(struct srup_node *node, void *user);
@@ -287,13 +289,27 @@ static uint64_t tp_record(void *ctx, const char *topic, size_t tlen, const void 
 		pthread_mutex_unlock(&n->senders.lock);
 		return 0;
 	}
-	e = srup_inbound_write(n->records, topic, tlen, payload, plen, &id);
+	e = srup_inbound_write_staged(n->records, topic, tlen, payload, plen, &id);
 	if (e != SRUP_INBOUND_OK)
 		srup_log(LOG_ERR, "cannot write inbound record for a message on %.*s: %s: "
 			 "%s; it is lost if the process dies before handling it",
 			 (int)(tlen > 200 ? 200 : tlen), topic, srup_inbound_strerror(e),
 			 strerror(errno));
 	return e == SRUP_INBOUND_OK ? id : 0;
+}
+
+/* The transport's thread, after the message was queued for the loop and
+ * before its PUBACK. A failed flush leaves the record written, not
+ * durable: the message is then as safe as the process (as when the write
+ * fails), and the loop may already be handling it. */
+static void tp_record_durable(void *ctx, uint64_t record)
+{
+	struct srup_node *n = ctx;
+
+	if (srup_inbound_sync(n->records) != SRUP_INBOUND_OK)
+		srup_log(LOG_ERR, "cannot sync inbound record %016" PRIx64 ": %s; it is lost if "
+			 "the machine loses power before the message is handled", record,
+			 strerror(errno));
 }
 
 /* ---- the receive pipeline (srup_receive.h), wired to the node --------- */
@@ -386,7 +402,7 @@ static bool state_flush_now(struct srup_node *n)
 	char detail[512] = "";
 	enum srup_seq_err e = srup_seqstore_sync(n->seq, detail, sizeof(detail));
 
-	if (n->n_notes_unsynced)
+	if (n->notes_unsynced_in_slots || n->n_notes_unsynced)
 		notes_sync(n);
 	if (e != SRUP_SEQ_OK) {
 		/* The records stay: handed over again at the next start. */
@@ -631,6 +647,7 @@ static void tp_sent(void *ctx, srup_transport_fn done, void *user, bool acknowle
 
 static const struct srup_transport_ops node_transport_ops = {
 	.record = tp_record,
+	.record_durable = tp_record_durable,
 	.message = tp_message,
 	.messages_end = tp_messages_end,
 	.drained = tp_drained,
@@ -1089,7 +1106,9 @@ enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const
 			 ": %s: %s", hold, srup_inbound_strerror(e), strerror(errno));
 		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 	}
-	n->notes_unsynced[n->n_notes_unsynced++] = hold;
+	n->notes_unsynced_in_slots = true;
+	if (!srup_inbound_in_slot(n->records, hold))
+		n->notes_unsynced[n->n_notes_unsynced++] = hold; /* a file of its own */
 	if (n->n_notes_unsynced >= NODE_NOTES_UNSYNCED_MAX)
 		state_flush_now(n);
 	else
@@ -1097,9 +1116,14 @@ enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const
 	return SRUP_NODE_OK;
 }
 
-/* Every note written since the last state flush is on disk after it. */
+/* Every note written since the last state flush is on disk after it: one
+ * fdatasync of the slot file, one per note in a file of its own. */
 static void notes_sync(struct srup_node *n)
 {
+	if (n->notes_unsynced_in_slots && srup_inbound_sync(n->records) != SRUP_INBOUND_OK)
+		srup_log(LOG_ERR, "cannot sync what was decided for inbound records: %s",
+			 strerror(errno));
+	n->notes_unsynced_in_slots = false;
 	for (size_t i = 0; i < n->n_notes_unsynced; i++) {
 		enum srup_inbound_err e = srup_inbound_note_sync(n->records,
 								 n->notes_unsynced[i]);

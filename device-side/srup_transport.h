@@ -6,8 +6,8 @@
  * list, and subscribing the node's topic filters again with every
  * connect. It knows nothing of SRUP: what arrives goes to the node's
  * operations (struct srup_transport_ops) on the loop thread, except
- * ops->record, which runs on the client's thread before the broker is
- * acknowledged.
+ * ops->record and ops->record_durable, which run on the client's thread
+ * before the broker is acknowledged.
  *
  * srup_transport_paho.c is the one implementation (Eclipse Paho MQTT C). */
 #ifndef SRUP_TRANSPORT_H
@@ -52,11 +52,15 @@ typedef void (*srup_transport_fn)(void);
 /* What the node gives the transport; ctx is passed to every call. */
 struct srup_transport_ops {
 	/* Client's thread: a QoS 1 message about to be acknowledged. Returns
-	 * the ID of a durable record of it (0: none, for a message certain to
-	 * be dropped or one that could not be written); may set
-	 * *verified_with (a reference that goes with the message). */
+	 * the ID of a record of it (0: none, for a message certain to be
+	 * dropped or one that could not be written); may set *verified_with
+	 * (a reference that goes with the message). The record is durable
+	 * once record_durable returned: the transport queues the message for
+	 * the loop first (the loop's work and the flush overlap), then calls
+	 * it, then lets the client acknowledge. */
 	uint64_t (*record)(void *ctx, const char *topic, size_t topic_len, const void *payload,
 			   size_t len, EVP_PKEY **verified_with);
+	void (*record_durable)(void *ctx, uint64_t record);
 	/* Loop thread, while the queue is taken (srup_transport_process):
 	 * each message in arrival order; messages_end before any connection
 	 * event and after the last message; drained at the very end. */

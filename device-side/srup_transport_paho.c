@@ -356,7 +356,9 @@ static void paho_leave(struct tp_inbox *in)
  * Instead it returns 0 the first time it is offered a QoS 1 message: Paho
  * then queues the message and hands it to its client persistence before it
  * writes the PUBACK. That persistence is ours: inbound_put has the node
- * write the message durably (ops->record) and queues it for the loop. When
+ * write the message (ops->record), queues it for the loop and has the
+ * node make the record durable (ops->record_durable) while the loop
+ * already handles it. When
  * Paho offers the message again from its queue the callback returns 1
  * (already taken). The node removes the record once it is done with the
  * message. Nothing but the queue entries ("q-" keys) is kept: Paho's own
@@ -428,6 +430,10 @@ static int inbound_put(struct tp_inbox *in, int count, char *bufs[], int lens[])
 				     &verified_with);
 	inbox_take(in, bufs[6], copy_len, tlen, bufs[1], (size_t)payloadlen, id, false, true, NULL, 0,
 		   verified_with);
+	/* Paho writes the PUBACK when this returns: the record is on disk by
+	 * then, while the loop is already at work on the message. */
+	if (id)
+		in->ops->record_durable(in->ctx, id);
 	return 0;
 }
 
