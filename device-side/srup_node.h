@@ -29,16 +29,18 @@
  * handed over again, as below; once it is gone, its ID is on disk and a
  * replayed copy is dropped.
  *
- * At-least-once: a QoS 1 message is written to <state_dir>/inbound before
- * the broker gets its PUBACK, and that record stays until the message was
- * dropped for a stated reason, or accepted and its handler returned (or
- * the handler released what it held), and its ID, if committed without a
- * sync, is on disk (at most 256 records wait for that). Records a crash
- * left behind go
- * through the pipeline again at the next srup_node_new; one accepted
- * before the crash is handed to its handler again without the replay
- * rule. So a handler may see the same message twice across a crash: it
- * must be idempotent, or make what it did durable and recognise it. */
+ * At-least-once: a QoS 1 message is written to <state_dir>/inbound, and
+ * that record is on disk before the broker gets its PUBACK (the loop may
+ * already be handling the message while it is flushed: a power loss before
+ * the PUBACK makes the broker deliver it again). The record stays until the
+ * message was dropped for a stated reason, or accepted and its handler
+ * returned (or the handler released what it held), and its ID, if
+ * committed without a sync, is on disk (at most 256 records wait for
+ * that). Records a crash left behind go through the pipeline again at the
+ * next srup_node_new; one accepted before the crash is handed to its
+ * handler again without the replay rule. So a handler may see the same
+ * message twice across a crash: it must be idempotent, or make what it did
+ * durable and recognise it. */
 #ifndef SRUP_NODE_H
 #define SRUP_NODE_H
 
