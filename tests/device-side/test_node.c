@@ -760,12 +760,12 @@ static void die_in_handler(struct srup_node *node, const struct srup_msg *msg,
 	raise(SIGKILL);
 }
 
-/* The child of test_killed_in_handler: a device node on the world's state
- * that dies (SIGKILL) in the handler of the first message, after its batch
- * committed the ID and before the loop was idle (the ID written, not
- * synced; the record not released). Writes one byte to ready once
- * subscribed. No cmocka here: it only exits. */
-static void run_dying_device(struct world *w, int ready)
+/* The child of start_dying_device: a device node on the world's state
+ * whose RESPONSE handler is dying_handler, which dies (SIGKILL) in the
+ * first message, after its batch committed the ID and before the state
+ * flush (the ID written, not synced; the record not released). Writes one
+ * byte to ready once subscribed. No cmocka here: it only exits. */
+static void run_dying_device(struct world *w, int ready, srup_node_handler dying_handler)
 {
 	char detail[512] = "";
 	uint64_t deadline;
@@ -775,7 +775,7 @@ static void run_dying_device(struct world *w, int ready)
 	w->device = NULL;
 	if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers, "device",
 		      &w->device, detail, sizeof(detail)) != SRUP_NODE_OK ||
-	    srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, die_in_handler, NULL) !=
+	    srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, dying_handler, NULL) !=
 		    SRUP_NODE_OK ||
 	    srup_node_connect(w->device, NULL, NULL) != SRUP_NODE_OK)
 		_exit(2);
@@ -787,6 +787,38 @@ static void run_dying_device(struct world *w, int ready)
 	while (test_now_ms() < deadline)
 		sd_event_run(w->loop, 50 * 1000);
 	_exit(3); /* the message never came */
+}
+
+/* Forks run_dying_device with dying_handler; returns once it is
+ * subscribed. No node may exist in this process before: Paho's threads
+ * would not follow into the child. */
+static pid_t start_dying_device(struct world *w, srup_node_handler dying_handler)
+{
+	int ready[2];
+	char byte;
+	pid_t child;
+
+	assert_int_equal(pipe(ready), 0);
+	fflush(NULL);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		close(ready[0]);
+		run_dying_device(w, ready[1], dying_handler);
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &byte, 1), 1);
+	close(ready[0]);
+	return child;
+}
+
+static void expect_killed_in_handler(pid_t child)
+{
+	int status;
+
+	assert_int_equal(waitpid(child, &status, 0), child);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+		fail_msg("the device was not killed in its handler (status 0x%x)", status);
 }
 
 static bool device_handled_and_dropped_one(struct world *w)
@@ -806,29 +838,16 @@ static bool device_took_the_fresh_one(struct world *w)
 static void test_killed_in_handler(void **state)
 {
 	struct world *w = *state;
-	char topic[SRUP_TOPIC_MAX], byte;
-	int ready[2], status;
+	char topic[SRUP_TOPIC_MAX];
 	size_t len;
 	uint8_t *wire;
 	pid_t child;
 
 	srup_topic_device(DEVICE_ID, topic);
 	wire = craft(SRUP_TYPE_RESPONSE, SERVER_ID, 7, server_key, "tok-killed", &len);
-	assert_int_equal(pipe(ready), 0);
-	fflush(NULL);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		close(ready[0]);
-		run_dying_device(w, ready[1]);
-	}
-	close(ready[1]);
-	assert_int_equal(read(ready[0], &byte, 1), 1);
-	close(ready[0]);
+	child = start_dying_device(w, die_in_handler);
 	publish_raw(w, topic, wire, len);
-	assert_int_equal(waitpid(child, &status, 0), child);
-	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
-		fail_msg("the device was not killed in its handler (status 0x%x)", status);
+	expect_killed_in_handler(child);
 
 	make_device(w);
 	connect_all(w);
@@ -902,46 +921,13 @@ static void test_note_survives_kill_before_flush(void **state)
 {
 	struct world *w = *state;
 	struct note_seen seen = {0};
-	char topic[SRUP_TOPIC_MAX], detail[512] = "", byte;
-	int ready[2], status;
+	char topic[SRUP_TOPIC_MAX], detail[512] = "";
 	pid_t child;
 
-	/* No node in this process before the fork: Paho's threads would not
-	 * follow into the child. */
 	srup_topic_device(DEVICE_ID, topic);
-	assert_int_equal(pipe(ready), 0);
-	fflush(NULL);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		uint64_t deadline;
-
-		close(ready[0]);
-		if (sd_event_new(&w->loop) < 0)
-			_exit(2);
-		w->device = NULL;
-		if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers,
-			      "device", &w->device, detail, sizeof(detail)) != SRUP_NODE_OK ||
-		    srup_node_on(w->device, SRUP_TYPE_RESPONSE, SERVER_ID, note_then_die, NULL) !=
-			    SRUP_NODE_OK ||
-		    srup_node_connect(w->device, NULL, NULL) != SRUP_NODE_OK)
-			_exit(2);
-		deadline = test_now_ms() + WAIT_MS;
-		while (!srup_node_is_connected(w->device) && test_now_ms() < deadline)
-			sd_event_run(w->loop, 50 * 1000);
-		if (write(ready[1], "r", 1) != 1)
-			_exit(2);
-		while (test_now_ms() < deadline)
-			sd_event_run(w->loop, 50 * 1000);
-		_exit(3); /* the message never came */
-	}
-	close(ready[1]);
-	assert_int_equal(read(ready[0], &byte, 1), 1);
-	close(ready[0]);
+	child = start_dying_device(w, note_then_die);
 	publish_crafted(w, topic, SRUP_TYPE_RESPONSE, SERVER_ID, 5, server_key, "tok-noted");
-	assert_int_equal(waitpid(child, &status, 0), child);
-	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
-		fail_msg("the device did not die in its handler (status 0x%x)", status);
+	expect_killed_in_handler(child);
 
 	if (make_node(w, SRUP_NODE_ROLE_DEVICE, DEVICE_ID, device_key, w->device_peers, "device",
 		      &w->device, detail, sizeof(detail)) != SRUP_NODE_OK)

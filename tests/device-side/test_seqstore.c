@@ -1037,6 +1037,13 @@ static void test_torn_write_keeps_the_previous_commit(void **state)
 	free(after);
 }
 
+/* Accept seq from peer and commit it without an fdatasync. */
+static void commit_unsynced(struct srup_seqstore *s, uint64_t peer, uint64_t seq)
+{
+	assert_int_equal(srup_seqstore_stage_accept(s, peer, seq, NULL, 0), SRUP_SEQ_OK);
+	assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+}
+
 /* Commits without an fdatasync (srup_seqstore_commit_unsynced) all go into
  * one slot: the other keeps the last synced persist byte for byte, so a
  * power loss that takes every unsynced write (here: that slot zeroed, or
@@ -1055,8 +1062,7 @@ static void test_unsynced_commits_leave_the_synced_slot_alone(void **state)
 	durable = read_text(f->file, &len);
 	assert_int_equal(len, 2 * SLOT_ALIGN);
 	for (uint64_t i = 2; i <= 4; i++) {
-		assert_int_equal(srup_seqstore_stage_accept(s, 5, i, NULL, 0), SRUP_SEQ_OK);
-		assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+		commit_unsynced(s, 5, i);
 		assert_true(srup_seqstore_unsynced(s));
 		assert_int_equal(srup_seqstore_staged(s), 0);
 		now = read_text(f->file, &len);
@@ -1081,8 +1087,7 @@ static void test_unsynced_commits_leave_the_synced_slot_alone(void **state)
 	assert_int_equal(srup_seqstore_last_accepted(s, 5), 4);
 	free(durable);
 	durable = read_text(f->file, &len);
-	assert_int_equal(srup_seqstore_stage_accept(s, 5, 5, NULL, 0), SRUP_SEQ_OK);
-	assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+	commit_unsynced(s, 5, 5);
 	srup_seqstore_free(s);
 	/* A power loss: the unsynced slot zeroed, or half written. */
 	now = read_text(f->file, &len);
@@ -1101,15 +1106,13 @@ static void test_unsynced_commits_leave_the_synced_slot_alone(void **state)
 	write_file(f->file, now, 2 * SLOT_ALIGN);
 	/* Synced: the next unsynced commit keeps that slot. */
 	s = open_ok(f->dir);
-	assert_int_equal(srup_seqstore_stage_accept(s, 5, 6, NULL, 0), SRUP_SEQ_OK);
-	assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+	commit_unsynced(s, 5, 6);
 	assert_int_equal(srup_seqstore_sync(s, NULL, 0), SRUP_SEQ_OK);
 	assert_false(srup_seqstore_unsynced(s));
 	assert_int_equal(srup_seqstore_sync(s, NULL, 0), SRUP_SEQ_OK); /* nothing to do */
 	free(durable);
 	durable = read_text(f->file, &len);
-	assert_int_equal(srup_seqstore_stage_accept(s, 5, 7, NULL, 0), SRUP_SEQ_OK);
-	assert_int_equal(srup_seqstore_commit_unsynced(s, NULL, 0), SRUP_SEQ_OK);
+	commit_unsynced(s, 5, 7);
 	free(now);
 	now = read_text(f->file, &len);
 	assert_int_equal(memcmp(now, durable, SLOT_ALIGN) == 0 ||
