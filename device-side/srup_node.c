@@ -80,12 +80,12 @@ struct srup_node {
 	EVP_PKEY *identity;
 	struct srup_keystore *peers;
 	struct srup_seqstore *seq;
-	/* A batch whose every message has a durable inbound record commits
-	 * its accepted IDs without an fdatasync (the records prove the
-	 * messages until then); the IDs are synced within 50 ms,
-	 * and only after that are those records released: a record gone
-	 * from the disk before its ID is there would let a replayed copy in
-	 * after a power loss. */
+	/* A batch whose every message has an inbound record (on disk before
+	 * the message's PUBACK) commits its accepted IDs without an
+	 * fdatasync (the records prove the messages until then); the IDs are
+	 * synced within 50 ms, and only after that are those records
+	 * released: a record gone from the disk before its ID is there would
+	 * let a replayed copy in after a power loss. */
 	bool batch_unrecorded;            /* a message of the batch has no record */
 	sd_event_source *flush_source; /* the state flush's timer, on while IDs or notes are unsynced */
 	uint64_t *releases_pending;       /* records to release once the IDs are synced */

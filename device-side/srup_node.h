@@ -20,7 +20,7 @@
  * accepted IDs persisted by one write, then handled in arrival order; a
  * handler never runs before its message's ID is written to the sequence
  * store. That write is also on disk (fdatasync) before the handlers run,
- * unless every message of the batch has a durable inbound record (below):
+ * unless every message of the batch has an inbound record (below):
  * then the IDs are synced within 50 ms (one fdatasync for the batches and
  * notes of that time, the state flush), and the batch's records are
  * released only after that, so that at every moment either a message's ID

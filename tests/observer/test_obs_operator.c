@@ -201,6 +201,45 @@ static void test_audit_record_and_rotation(void **state)
 	unlink(p2);
 }
 
+/* With fsync on, a record is written at once and synced by obs_audit_sync
+ * (srup-observerd's 50 ms timer), every record since the last in one;
+ * with fsync off nothing waits for a sync. */
+static void test_audit_sync_deferred(void **state)
+{
+	char path[128], *text;
+	struct obs_audit_config cfg = {.path = path, .max_bytes = 1 << 20, .keep = 1,
+				       .fsync = true};
+	struct obs_audit *a = NULL;
+	char err[256];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/audit-sync.log", dir);
+	assert_int_equal(obs_audit_open(&cfg, &a, err, sizeof(err)), 0);
+	assert_false(obs_audit_unsynced(a));
+	assert_int_equal(obs_audit_sync(a, err, sizeof(err)), 0); /* nothing to do */
+	record(a, 1);
+	record(a, 2);
+	assert_true(obs_audit_unsynced(a));
+	text = slurp(path);
+	assert_non_null(strstr(text, "\"attempts\":2"));
+	free(text);
+	assert_int_equal(obs_audit_sync(a, err, sizeof(err)), 0);
+	assert_false(obs_audit_unsynced(a));
+	record(a, 3);
+	obs_audit_free(a); /* syncs what is left */
+
+	cfg.fsync = false;
+	assert_int_equal(obs_audit_open(&cfg, &a, err, sizeof(err)), 0);
+	record(a, 4);
+	assert_false(obs_audit_unsynced(a));
+	obs_audit_free(a);
+	text = slurp(path);
+	assert_non_null(strstr(text, "\"attempts\":3"));
+	assert_non_null(strstr(text, "\"attempts\":4"));
+	free(text);
+	assert_false(obs_audit_unsynced(NULL));
+}
+
 static void test_audit_open_errors(void **state)
 {
 	char path[128], err[256] = "";
@@ -311,6 +350,7 @@ int main(void)
 		cmocka_unit_test(test_parse_good),
 		cmocka_unit_test(test_parse_bad),
 		cmocka_unit_test(test_audit_record_and_rotation),
+		cmocka_unit_test(test_audit_sync_deferred),
 		cmocka_unit_test(test_audit_open_errors),
 		cmocka_unit_test(test_format_time),
 		cmocka_unit_test(test_metrics_per_channel),
