@@ -58,6 +58,7 @@ struct srup_inbound {
 	 * srup_inbound_write_staged, notes), and how many of them a finished
 	 * fdatasync covered: a sync with nothing new is skipped. */
 	uint64_t slot_writes, slot_writes_synced;
+	bool renames_unsynced; /* a record file renamed (marked accepted) since the last dir sync */
 	struct listed *listed; /* found at open, sorted by ID */
 	size_t n_listed, next_listed;
 };
@@ -534,13 +535,21 @@ enum srup_inbound_err srup_inbound_write_staged(struct srup_inbound *in, const c
 
 enum srup_inbound_err srup_inbound_sync(struct srup_inbound *in)
 {
-	bool synced;
+	bool synced, renamed;
 
 	if (!in)
 		return SRUP_INBOUND_E_ARG;
 	pthread_mutex_lock(&in->lock);
 	synced = in->slots < 0 || in->slot_writes_synced == in->slot_writes;
+	renamed = in->renames_unsynced;
+	in->renames_unsynced = false;
 	pthread_mutex_unlock(&in->lock);
+	if (renamed && fsync(in->dir) != 0) {
+		pthread_mutex_lock(&in->lock);
+		in->renames_unsynced = true; /* tried again at the next call */
+		pthread_mutex_unlock(&in->lock);
+		return SRUP_INBOUND_E_IO;
+	}
 	return synced ? SRUP_INBOUND_OK : slots_sync(in);
 }
 
@@ -664,8 +673,10 @@ enum srup_inbound_err srup_inbound_mark_accepted(struct srup_inbound *in, uint64
 	put_u64(word, accepted_word(id));
 	pthread_mutex_lock(&in->lock);
 	slot = slot_find(in, id);
-	if (slot != NO_SLOT)
+	if (slot != NO_SLOT) {
 		rc = pwrite_all(in->slots, word, sizeof(word), (off_t)slot * SLOT_SIZE + SLOT_OFF_STATE);
+		in->slot_writes++;
+	}
 	pthread_mutex_unlock(&in->lock);
 	if (slot != NO_SLOT) {
 		if (rc == 0)
@@ -682,6 +693,9 @@ enum srup_inbound_err srup_inbound_mark_accepted(struct srup_inbound *in, uint64
 			 strerror(errno));
 		return SRUP_INBOUND_E_IO;
 	}
+	pthread_mutex_lock(&in->lock);
+	in->renames_unsynced = true;
+	pthread_mutex_unlock(&in->lock);
 	return SRUP_INBOUND_OK;
 }
 

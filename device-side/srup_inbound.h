@@ -19,14 +19,15 @@
  *
  * Every record is durable (fdatasync) before srup_inbound_write returns
  * (srup_inbound_write_staged: once srup_inbound_sync returned).
- * Marking accepted and removing are not synced (as the renames and unlinks
- * of the file form were not): they survive the process being killed, and a
- * removed record that comes back after a power loss is one whose outcome is
- * decided again or found in its note. IDs run from 1 to SRUP_INBOUND_ID_MAX
+ * Marking accepted is durable once srup_inbound_sync returned. Removing
+ * is not synced (as the unlinks of the file form were not): it survives
+ * the process being killed, and a removed record that comes back after a
+ * power loss is one whose outcome is decided again or found in its note. IDs run from 1 to SRUP_INBOUND_ID_MAX
  * and only grow, so records sort in arrival order; 0 means "no record".
  *
- * Threads: srup_inbound_write, _remove, _mark_accepted, _note and
- * _note_sync may be called from any thread; _new, _next and _free from one
+ * Threads: srup_inbound_write, _write_staged, _sync, _remove,
+ * _mark_accepted, _note, _note_sync and _in_slot may be called from any
+ * thread; _new, _next and _free from one
  * thread only, and not concurrently with the others for _new and _free.
  * Nothing here knows of MQTT. */
 #ifndef SRUP_INBOUND_H
@@ -88,8 +89,10 @@ enum srup_inbound_err srup_inbound_write(struct srup_inbound *in, const char *to
 enum srup_inbound_err srup_inbound_write_staged(struct srup_inbound *in, const char *topic,
 						size_t tlen, const void *payload, size_t plen,
 						uint64_t *id);
-/* Every slot written so far (staged records, notes) durable: one
- * fdatasync, none if a sync since the last write covered them. */
+/* Every slot written so far (staged records, accepted marks, notes)
+ * durable: one fdatasync, none if a sync since the last write covered
+ * them; and the renames of record files marked accepted (a directory
+ * fsync). */
 enum srup_inbound_err srup_inbound_sync(struct srup_inbound *in);
 /* Remove the record (either state) and its note, if any. */
 void srup_inbound_remove(struct srup_inbound *in, uint64_t id);

@@ -103,10 +103,9 @@ struct srup_node {
 	struct srup_inbound_record recover_next; /* read, not yet queued (id 0: none) */
 	size_t recovered;
 
-	/* Notes written but not yet synced, synced by the state flush
-	 * (srup_node_hold_note): any in the slot file, and the holds whose
-	 * record is a file of its own. */
-	bool notes_unsynced_in_slots;
+	/* Holds whose note is written, not yet synced, in a file of its own
+	 * (notes in the slot file go with records_sync): synced by the state
+	 * flush (srup_node_hold_note). */
 	uint64_t *notes_unsynced;
 	size_t n_notes_unsynced, cap_notes_unsynced;
 	void (*on_connected)(struct srup_node *node, void *user);
@@ -355,6 +354,15 @@ static enum srup_seq_err rx_seq_stage_accept(void *ctx, uint64_t sender, uint64_
 
 static void state_flush_arm(struct srup_node *n);
 
+/* What was written into the inbound records (accepted marks, notes) on
+ * disk. */
+static void records_sync(struct srup_node *n)
+{
+	if (srup_inbound_sync(n->records) != SRUP_INBOUND_OK)
+		srup_log(LOG_ERR, "cannot sync the inbound records' marks and notes: %s",
+			 strerror(errno));
+}
+
 static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_len)
 {
 	struct srup_node *n = ctx;
@@ -362,15 +370,20 @@ static enum srup_seq_err rx_seq_commit(void *ctx, char *detail, size_t detail_le
 	enum srup_seq_err e;
 
 	n->batch_unrecorded = false;
-	if (!all_recorded)
+	if (!all_recorded) {
+		/* The batch's "accepted" marks reach the disk before its IDs:
+		 * after a power loss a record whose ID is there is handed over
+		 * again, never dropped as a replay. */
+		records_sync(n);
 		return srup_seqstore_commit(n->seq, detail, detail_len);
+	}
 	e = srup_seqstore_commit_unsynced(n->seq, detail, detail_len);
 	if (e == SRUP_SEQ_OK && srup_seqstore_unsynced(n->seq))
 		state_flush_arm(n);
 	return e;
 }
 
-/* The state flush (the accepted IDs, then the notes) comes
+/* The state flush (marks and notes, then the accepted IDs) comes
  * NODE_STATE_FLUSH_DELAY_US after the first unsynced commit, note or release
  * waiting for it: what comes in that time shares one fdatasync of each
  * file. Armed once, not pushed back. */
@@ -397,12 +410,16 @@ static void records_release_pending(struct srup_node *n)
 
 static void notes_sync(struct srup_node *n);
 
+/* Marks and notes first (as in rx_seq_commit), then the accepted IDs, then
+ * the notes in files of their own; records wait for the IDs. */
 static bool state_flush_now(struct srup_node *n)
 {
 	char detail[512] = "";
-	enum srup_seq_err e = srup_seqstore_sync(n->seq, detail, sizeof(detail));
+	enum srup_seq_err e;
 
-	if (n->notes_unsynced_in_slots || n->n_notes_unsynced)
+	records_sync(n);
+	e = srup_seqstore_sync(n->seq, detail, sizeof(detail));
+	if (n->n_notes_unsynced)
 		notes_sync(n);
 	if (e != SRUP_SEQ_OK) {
 		/* The records stay: handed over again at the next start. */
@@ -1106,7 +1123,6 @@ enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const
 			 ": %s: %s", hold, srup_inbound_strerror(e), strerror(errno));
 		return e == SRUP_INBOUND_E_NOMEM ? SRUP_NODE_E_NOMEM : SRUP_NODE_E_STATE;
 	}
-	n->notes_unsynced_in_slots = true;
 	if (!srup_inbound_in_slot(n->records, hold))
 		n->notes_unsynced[n->n_notes_unsynced++] = hold; /* a file of its own */
 	if (n->n_notes_unsynced >= NODE_NOTES_UNSYNCED_MAX)
@@ -1116,14 +1132,10 @@ enum srup_node_err srup_node_hold_note(struct srup_node *n, uint64_t hold, const
 	return SRUP_NODE_OK;
 }
 
-/* Every note written since the last state flush is on disk after it: one
- * fdatasync of the slot file, one per note in a file of its own. */
+/* The notes in files of their own (records too large for a slot; those in
+ * the slot file go with records_sync). */
 static void notes_sync(struct srup_node *n)
 {
-	if (n->notes_unsynced_in_slots && srup_inbound_sync(n->records) != SRUP_INBOUND_OK)
-		srup_log(LOG_ERR, "cannot sync what was decided for inbound records: %s",
-			 strerror(errno));
-	n->notes_unsynced_in_slots = false;
 	for (size_t i = 0; i < n->n_notes_unsynced; i++) {
 		enum srup_inbound_err e = srup_inbound_note_sync(n->records,
 								 n->notes_unsynced[i]);
