@@ -23,6 +23,9 @@
  * presented again after this pause, for up to PRESENT_WINDOW_MS (one BLE
  * presentation alone, scan to disconnect, takes seconds). */
 #define PRESENT_RETRY_MS 200
+/* A verdict that comes while an attempt is still out waits this long for
+ * it, so that "presented" is reported before the end. */
+#define VERDICT_WAITS_FOR_ATTEMPT_MS 500
 #define PRESENT_WINDOW_MS 30000
 /* Shortest time one presenting attempt is given. */
 #define PRESENT_ATTEMPT_MIN_MS 1000
@@ -73,7 +76,11 @@ struct srup_flow {
 	struct srup_bytes response_token; /* OBS_JOIN_RESP's / HM_JOIN_RESP's */
 	uint64_t created_ms;              /* CLOCK_MONOTONIC */
 	double sent_at_ms;
-	sd_event_source *timeout_src, *send_src, *retry_src, *job_src;
+	sd_event_source *timeout_src, *send_src, *retry_src, *job_src, *held_verdict_src;
+	/* A verdict taken while an attempt was out (verdict()). */
+	bool verdict_held, held_success;
+	uint8_t held_status;
+	double held_elapsed;
 	struct present_job *job;
 	struct srup_frame frame;          /* the frame being presented (secret) */
 	uint64_t present_started_ms;
@@ -243,9 +250,11 @@ static void *present_thread(void *arg)
 static void finish(struct srup_flow *f, enum srup_device_outcome outcome, uint8_t status,
 		   enum srup_device_err err, enum srup_flow_key_file key_file, double elapsed);
 static void start_attempt(struct srup_flow *f);
+static void verdict_end(struct srup_flow *f);
 
 static void release_presenting(struct srup_flow *f)
 {
+	f->held_verdict_src = sd_event_source_disable_unref(f->held_verdict_src);
 	f->retry_src = sd_event_source_disable_unref(f->retry_src);
 	f->job_src = sd_event_source_disable_unref(f->job_src);
 	job_unref(f->job);
@@ -309,6 +318,24 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *user)
 	return 0;
 }
 
+/* An attempt's outcome is final (reported as presented) unless the radio
+ * failed, or it could not tell whether the observer compared the frame on
+ * a channel that can. */
+static bool attempt_final(const struct srup_flow *f, enum radio_err err, uint8_t result)
+{
+	return err == RADIO_OK &&
+	       (result != RADIO_RESULT_NOT_COMPARED || !f->p.channel->present_learns_result);
+}
+
+static void report_presented(struct srup_flow *f, uint8_t result)
+{
+	if (f->p.event)
+		f->p.event(f, &(struct srup_flow_event){.kind = SRUP_FLOW_EVENT_PRESENTED,
+							.channel = f->p.channel->name,
+							.result = result},
+			   f->p.user);
+}
+
 static int on_attempt_done(sd_event_source *s, int fd, uint32_t revents, void *user)
 {
 	struct srup_flow *f = user;
@@ -329,15 +356,16 @@ static int on_attempt_done(sd_event_source *s, int fd, uint32_t revents, void *u
 	pthread_mutex_unlock(&job->lock);
 
 	job_unref(job);
-	if (f->present_err == RADIO_OK &&
-	    (result != RADIO_RESULT_NOT_COMPARED || !f->p.channel->present_learns_result)) {
+	if (attempt_final(f, f->present_err, result)) {
 		srup_frame_wipe(&f->frame);
 		f->stage = SRUP_FLOW_STAGE_VERDICT;
-		if (f->p.event)
-			f->p.event(f, &(struct srup_flow_event){.kind = SRUP_FLOW_EVENT_PRESENTED,
-								.channel = f->p.channel->name,
-								.result = result},
-				   f->p.user);
+		report_presented(f, result);
+		if (f->verdict_held)
+			verdict_end(f);
+		return 0;
+	}
+	if (f->verdict_held) {
+		verdict_end(f); /* no retry: the server has decided */
 		return 0;
 	}
 	now = now_ms();
@@ -470,18 +498,43 @@ static void finish(struct srup_flow *f, enum srup_device_outcome outcome, uint8_
 	f->p.done(f, &result, f->p.user);
 }
 
-static void verdict(struct srup_flow *f, const struct srup_msg *msg, bool success)
+static void verdict_end(struct srup_flow *f)
 {
-	const char *name = srup_status_name(msg->status);
+	const char *name = srup_status_name(f->held_status);
 	enum srup_flow_key_file key_file = SRUP_FLOW_KEY_FILE_UNTOUCHED;
-	double elapsed = srup_flow_elapsed_ms(f);
 
 	set_detail(f->detail, sizeof(f->detail), "%s (0x%02x) after %.1f ms", name ? name : "?",
-		   msg->status, elapsed);
-	if (success && f->p.kind == SRUP_FLOW_DEREGISTER)
+		   f->held_status, f->held_elapsed);
+	if (f->held_success && f->p.kind == SRUP_FLOW_DEREGISTER)
 		key_file = delete_server_key(f);
-	finish(f, success ? SRUP_DEVICE_ACCEPTED : SRUP_DEVICE_REFUSED, msg->status,
-	       SRUP_DEVICE_OK, key_file, elapsed);
+	finish(f, f->held_success ? SRUP_DEVICE_ACCEPTED : SRUP_DEVICE_REFUSED, f->held_status,
+	       SRUP_DEVICE_OK, key_file, f->held_elapsed);
+}
+
+static int on_held_verdict(sd_event_source *s, uint64_t usec, void *user)
+{
+	(void)s;
+	(void)usec;
+	verdict_end(user);
+	return 0;
+}
+
+/* The server's verdict ends the flow. One that comes while an attempt to
+ * present is still out (the observer told the server before the presenter
+ * heard back) waits for that attempt, up to VERDICT_WAITS_FOR_ATTEMPT_MS,
+ * so that the application hears "presented" before the end. */
+static void verdict(struct srup_flow *f, const struct srup_msg *msg, bool success)
+{
+	f->verdict_held = true;
+	f->held_success = success;
+	f->held_status = msg->status;
+	f->held_elapsed = srup_flow_elapsed_ms(f);
+	if (f->stage == SRUP_FLOW_STAGE_PRESENTING && f->job &&
+	    sd_event_add_time_relative(f->p.loop, &f->held_verdict_src, CLOCK_MONOTONIC,
+				       VERDICT_WAITS_FOR_ATTEMPT_MS * 1000ull, 0, on_held_verdict,
+				       f) >= 0)
+		return;
+	verdict_end(f);
 }
 
 static int on_timeout(sd_event_source *s, uint64_t usec, void *user)
@@ -490,7 +543,9 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *user)
 
 	(void)s;
 	(void)usec;
-	if (f->stage == SRUP_FLOW_STAGE_PRESENTING)
+	if (f->verdict_held)
+		verdict_end(f);
+	else if (f->stage == SRUP_FLOW_STAGE_PRESENTING)
 		present_timed_out(f);
 	else
 		fail(f, SRUP_DEVICE_E_TIMEOUT, "no answer to %s from the server", f->ex->name);

@@ -31,7 +31,10 @@
  * is presented again after a pause, for up to 30 s, never past the flow's
  * timeout. A presenter cannot be interrupted: when the flow ends during an
  * attempt, the attempt finishes on its thread (bounded by its own
- * timeout) and its result is dropped.
+ * timeout) and its result is dropped. A verdict that comes during an
+ * attempt (the observer told the server before the presenter heard back)
+ * waits for that attempt, up to 500 ms, so that PRESENTED comes before
+ * the end; the flow does not present again after it.
  *
  * Threads: everything, callbacks included, on the loop's thread. */
 #ifndef SRUP_FLOW_H

@@ -163,6 +163,7 @@ struct world {
 	uint8_t value[32];
 	size_t value_len;
 	unsigned not_compared_first; /* the observer's "not compared" answers before a match */
+	bool verdict_then_not_compared; /* the server decides, the presenter hears "not compared" */
 	bool cancel_in_frame;
 	/* what happened */
 	unsigned requests_at_server;
@@ -270,7 +271,7 @@ static uint8_t on_frame(const struct srup_frame *frame, void *user)
 		return RADIO_RESULT_NOT_COMPARED;
 	server_send(w, SRUP_TYPE_RESPONSE, RESPONSE_TOKEN, strlen(RESPONSE_TOKEN),
 		    w->verdict_status);
-	return RADIO_RESULT_MATCH;
+	return w->verdict_then_not_compared ? RADIO_RESULT_NOT_COMPARED : RADIO_RESULT_MATCH;
 }
 
 static void on_unavailable(const char *why, void *user)
@@ -675,6 +676,28 @@ static void test_observed_join_presents_without_blocking(void **state)
 	assert_int_equal(w->result.status, SRUP_STATUS_JOIN_SUCCESS);
 }
 
+/* The server's verdict can reach the device before the presenter hears
+ * the observer's answer: the flow waits for that attempt, and an answer
+ * that is not final ends it with the verdict, without presenting again. */
+static void test_verdict_before_the_attempt_ends(void **state)
+{
+	struct world *w = *state;
+	struct srup_flow_params p = params(w, SRUP_FLOW_OBSERVED, 0);
+
+	memset(w->value, 0x3c, 16);
+	w->value_len = 16;
+	w->verdict_then_not_compared = true;
+	w->verdict_status = SRUP_STATUS_JOIN_REFUSED;
+	open_observer(w);
+	start(w, &p);
+	assert_true(run_until(w, flow_done, WAIT_MS));
+	assert_int_equal(w->frames, 1);
+	assert_int_equal(w->presenting_events, 1);
+	assert_int_equal(w->presented_events, 0);
+	assert_int_equal(w->result.outcome, SRUP_DEVICE_REFUSED);
+	assert_int_equal(w->result.status, SRUP_STATUS_JOIN_REFUSED);
+}
+
 static bool value_shown(struct world *w)
 {
 	return w->shows > 0 || w->done_count > 0;
@@ -789,6 +812,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_human_join_shows_value, setup_broker, teardown),
 		cmocka_unit_test_setup_teardown(test_observed_join_presents_without_blocking,
 						setup_broker, teardown),
+		cmocka_unit_test_setup_teardown(test_verdict_before_the_attempt_ends, setup_broker,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_observed_join_shown, setup_broker, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout_while_presenting, setup_broker,
 						teardown),
