@@ -525,6 +525,8 @@ static int on_held_verdict(sd_event_source *s, uint64_t usec, void *user)
  * so that the application hears "presented" before the end. */
 static void verdict(struct srup_flow *f, const struct srup_msg *msg, bool success)
 {
+	if (f->verdict_held)
+		return; /* a copy, while the first waits for the attempt */
 	f->verdict_held = true;
 	f->held_success = success;
 	f->held_status = msg->status;
